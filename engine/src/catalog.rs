@@ -1,0 +1,481 @@
+//! The series catalog: databases, series ids, field types and the tag index, persisted as an
+//! append-only log (`catalog/catalog.log`, same framing as the WAL).
+//!
+//! Durability rule: a catalog record must be durable before any segment that refers to its id is
+//! published. New records are buffered and [`Catalog::sync`] runs before every flush publishes
+//! segments. A record lost in a crash is harmless: no segment refers to it, and the WAL still
+//! holds the points, whose replay re-creates the series (possibly under another id).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
+
+use crate::batch::{decode_series_key, encode_series_key, Reader};
+use crate::error::{CatalogError, RejectReason, WalError};
+use crate::index::{TagIndex, TagPredicate};
+use crate::model::{DbId, FieldType, SeriesId, SeriesKey};
+use crate::wal::{frame_record, log_header, replay_log};
+
+const CATALOG_MAGIC: &[u8; 8] = b"STRATCAT";
+const CATALOG_VERSION: u16 = 1;
+
+const REC_DATABASE: u8 = 1;
+const REC_SERIES: u8 = 2;
+const REC_FIELD: u8 = 3;
+const REC_DROP_DATABASE: u8 = 4;
+const REC_DROP_SERIES: u8 = 5;
+
+/// What the catalog knows about one series.
+#[derive(Debug, Clone)]
+pub struct SeriesMeta {
+    pub db: DbId,
+    pub key: Arc<SeriesKey>,
+}
+
+/// A measurement's schema and postings.
+#[derive(Debug, Default, Clone)]
+pub struct MeasurementMeta {
+    pub fields: BTreeMap<String, FieldType>,
+    pub index: TagIndex,
+}
+
+/// A database's metadata.
+#[derive(Debug, Default, Clone)]
+pub struct DatabaseMeta {
+    pub id: Option<DbId>,
+    pub name: String,
+    pub measurements: BTreeMap<String, MeasurementMeta>,
+    pub series_count: u64,
+}
+
+#[derive(Default)]
+struct State {
+    dbs: HashMap<DbId, DatabaseMeta>,
+    db_by_name: HashMap<String, DbId>,
+    next_db: u32,
+    /// Indexed by `SeriesId`; `None` for dropped or never-persisted ids.
+    series: Vec<Option<SeriesMeta>>,
+}
+
+struct Log {
+    file: File,
+    pending: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// The catalog. Reads take a read lock; only new databases, series and fields write.
+pub struct Catalog {
+    path: PathBuf,
+    state: RwLock<State>,
+    log: Mutex<Log>,
+    max_series_per_db: u64,
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog in `dir`, truncating a torn tail.
+    pub fn open(dir: &Path, max_series_per_db: u64) -> Result<Catalog, CatalogError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CatalogError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join("catalog.log");
+        let header = log_header(CATALOG_MAGIC, CATALOG_VERSION);
+        let mut state = State::default();
+        if path.exists() {
+            let mut offset = 0u64;
+            let stats = replay_log(&path, &header, |rec| {
+                apply_record(&mut state, rec).map_err(|reason| {
+                    WalError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+                    }
+                })?;
+                offset += rec.len() as u64 + 8;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                WalError::Io { path, source } if source.kind() == std::io::ErrorKind::InvalidData => {
+                    CatalogError::Corrupt { path, offset, reason: "record does not decode" }
+                }
+                WalError::Io { path, source } => CatalogError::Io { path, source },
+                WalError::BadHeader { path } => {
+                    CatalogError::Corrupt { path, offset: 0, reason: "bad header" }
+                }
+                WalError::Poisoned => unreachable!("replay never poisons"),
+            })?;
+            if let Some(at) = stats.truncated_at {
+                tracing::warn!(path = %path.display(), offset = at, "catalog had a torn tail; truncated");
+            }
+        }
+        let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        if file.metadata().map_err(io(&path))?.len() < header.len() as u64 {
+            file.set_len(0).map_err(io(&path))?;
+            file.write_all(&header).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
+            crate::fsutil::sync_dir(dir).map_err(io(dir))?;
+        }
+        Ok(Catalog {
+            path,
+            state: RwLock::new(state),
+            log: Mutex::new(Log { file, pending: Vec::new(), payload: Vec::new() }),
+            max_series_per_db,
+        })
+    }
+
+    fn append(&self, log: &mut Log, build: impl FnOnce(&mut Vec<u8>)) {
+        log.payload.clear();
+        build(&mut log.payload);
+        let Log { pending, payload, .. } = log;
+        frame_record(payload, pending);
+    }
+
+    /// Makes every buffered record durable.
+    pub fn sync(&self) -> Result<(), CatalogError> {
+        let mut log = self.log.lock();
+        if log.pending.is_empty() {
+            return Ok(());
+        }
+        let Log { file, pending, .. } = &mut *log;
+        let res = file.write_all(pending).and_then(|_| file.sync_data());
+        pending.clear();
+        res.map_err(|source| CatalogError::Io { path: self.path.clone(), source })
+    }
+
+    /// Looks a database up by name.
+    pub fn db_id(&self, name: &str) -> Option<DbId> {
+        self.state.read().db_by_name.get(name).copied()
+    }
+
+    /// Returns the id of database `name`, creating it if needed.
+    pub fn create_db(&self, name: &str) -> DbId {
+        if let Some(id) = self.db_id(name) {
+            return id;
+        }
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        if let Some(&id) = st.db_by_name.get(name) {
+            return id;
+        }
+        let id = DbId(st.next_db);
+        self.append(&mut log, |p| {
+            p.push(REC_DATABASE);
+            p.extend_from_slice(&id.0.to_le_bytes());
+            p.extend_from_slice(name.as_bytes());
+        });
+        insert_db(&mut st, id, name);
+        id
+    }
+
+    /// Drops a database from the catalog (its series ids become unused).
+    pub fn drop_db(&self, name: &str) -> Option<DbId> {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        let id = *st.db_by_name.get(name)?;
+        self.append(&mut log, |p| {
+            p.push(REC_DROP_DATABASE);
+            p.extend_from_slice(&id.0.to_le_bytes());
+        });
+        remove_db(&mut st, id);
+        Some(id)
+    }
+
+    pub fn db_name(&self, id: DbId) -> Option<String> {
+        self.state.read().dbs.get(&id).map(|d| d.name.clone())
+    }
+
+    pub fn database_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.state.read().db_by_name.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Registers a new series. `key_bytes` is the batch-format key of `key`.
+    pub fn add_series(
+        &self,
+        db: DbId,
+        key_bytes: &[u8],
+        key: SeriesKey,
+    ) -> Result<(SeriesId, Arc<SeriesKey>), RejectReason> {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        let count = st.dbs.get(&db).map(|d| d.series_count).unwrap_or(0);
+        if count >= self.max_series_per_db {
+            return Err(RejectReason::SeriesLimit { limit: self.max_series_per_db });
+        }
+        if st.series.len() >= u32::MAX as usize {
+            return Err(RejectReason::SeriesLimit { limit: u32::MAX as u64 });
+        }
+        let id = SeriesId(st.series.len() as u32);
+        self.append(&mut log, |p| {
+            p.push(REC_SERIES);
+            p.extend_from_slice(&id.0.to_le_bytes());
+            p.extend_from_slice(&db.0.to_le_bytes());
+            p.extend_from_slice(key_bytes);
+        });
+        let key = Arc::new(key);
+        insert_series(&mut st, id, db, key.clone());
+        Ok((id, key))
+    }
+
+    /// Removes series from the catalog and index (DROP SERIES / DROP MEASUREMENT).
+    pub fn drop_series(&self, ids: &RoaringBitmap) {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        for id in ids {
+            self.append(&mut log, |p| {
+                p.push(REC_DROP_SERIES);
+                p.extend_from_slice(&id.to_le_bytes());
+            });
+            remove_series(&mut st, SeriesId(id));
+        }
+    }
+
+    /// Checks (and on first use records) the type of a field of a measurement.
+    pub fn check_field(
+        &self,
+        db: DbId,
+        measurement: &str,
+        field: &str,
+        ty: FieldType,
+    ) -> Result<(), RejectReason> {
+        let conflict = |expected: FieldType| RejectReason::FieldTypeConflict {
+            field: field.to_owned(),
+            expected,
+            got: ty,
+        };
+        {
+            let st = self.state.read();
+            if let Some(&t) = st
+                .dbs
+                .get(&db)
+                .and_then(|d| d.measurements.get(measurement))
+                .and_then(|m| m.fields.get(field))
+            {
+                return if t == ty { Ok(()) } else { Err(conflict(t)) };
+            }
+        }
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        let m = st
+            .dbs
+            .entry(db)
+            .or_default()
+            .measurements
+            .entry(measurement.to_owned())
+            .or_default();
+        if let Some(&t) = m.fields.get(field) {
+            return if t == ty { Ok(()) } else { Err(conflict(t)) };
+        }
+        m.fields.insert(field.to_owned(), ty);
+        self.append(&mut log, |p| {
+            p.push(REC_FIELD);
+            p.extend_from_slice(&db.0.to_le_bytes());
+            p.extend_from_slice(&(measurement.len() as u16).to_le_bytes());
+            p.extend_from_slice(measurement.as_bytes());
+            p.extend_from_slice(&(field.len() as u16).to_le_bytes());
+            p.extend_from_slice(field.as_bytes());
+            p.push(ty as u8);
+        });
+        Ok(())
+    }
+
+    pub fn series(&self, id: SeriesId) -> Option<SeriesMeta> {
+        self.state.read().series.get(id.0 as usize).and_then(|s| s.clone())
+    }
+
+    /// Every live series with its database (used to rebuild shard lookup maps at open).
+    pub fn all_series(&self) -> Vec<(SeriesId, SeriesMeta)> {
+        let st = self.state.read();
+        st.series
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.clone().map(|s| (SeriesId(i as u32), s)))
+            .collect()
+    }
+
+    /// Resolves series of a measurement matching a predicate.
+    pub fn resolve(&self, db: DbId, measurement: &str, pred: &TagPredicate) -> RoaringBitmap {
+        let st = self.state.read();
+        st.dbs
+            .get(&db)
+            .and_then(|d| d.measurements.get(measurement))
+            .map(|m| m.index.resolve(pred))
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` over a database's metadata under the read lock.
+    pub fn with_db<R>(&self, db: DbId, f: impl FnOnce(&DatabaseMeta) -> R) -> Option<R> {
+        self.state.read().dbs.get(&db).map(f)
+    }
+}
+
+fn insert_db(st: &mut State, id: DbId, name: &str) {
+    st.db_by_name.insert(name.to_owned(), id);
+    let d = st.dbs.entry(id).or_default();
+    d.id = Some(id);
+    d.name = name.to_owned();
+    st.next_db = st.next_db.max(id.0 + 1);
+}
+
+fn remove_db(st: &mut State, id: DbId) {
+    if let Some(d) = st.dbs.remove(&id) {
+        st.db_by_name.remove(&d.name);
+    }
+    for s in st.series.iter_mut() {
+        if s.as_ref().is_some_and(|s| s.db == id) {
+            *s = None;
+        }
+    }
+}
+
+fn insert_series(st: &mut State, id: SeriesId, db: DbId, key: Arc<SeriesKey>) {
+    let idx = id.0 as usize;
+    if st.series.len() <= idx {
+        st.series.resize(idx + 1, None);
+    }
+    let d = st.dbs.entry(db).or_default();
+    d.series_count += 1;
+    d.measurements.entry(key.measurement.to_string()).or_default().index.insert(id, &key);
+    st.series[idx] = Some(SeriesMeta { db, key });
+}
+
+fn remove_series(st: &mut State, id: SeriesId) {
+    let Some(meta) = st.series.get_mut(id.0 as usize).and_then(|s| s.take()) else {
+        return;
+    };
+    if let Some(d) = st.dbs.get_mut(&meta.db) {
+        d.series_count = d.series_count.saturating_sub(1);
+        if let Some(m) = d.measurements.get_mut(meta.key.measurement.as_ref()) {
+            m.index.remove(id, &meta.key);
+            if m.index.series_count() == 0 {
+                d.measurements.remove(meta.key.measurement.as_ref());
+            }
+        }
+    }
+}
+
+fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
+    let mut r = Reader { buf: rec, pos: 0 };
+    match r.u8().ok_or("empty record")? {
+        REC_DATABASE => {
+            let id = DbId(r.u32().ok_or("short database record")?);
+            let name = std::str::from_utf8(&rec[r.pos..]).map_err(|_| "database name not utf-8")?;
+            insert_db(st, id, name);
+        }
+        REC_SERIES => {
+            let id = SeriesId(r.u32().ok_or("short series record")?);
+            let db = DbId(r.u32().ok_or("short series record")?);
+            let key = decode_series_key(&rec[r.pos..]).ok_or("series key does not decode")?;
+            insert_series(st, id, db, Arc::new(key));
+        }
+        REC_FIELD => {
+            let db = DbId(r.u32().ok_or("short field record")?);
+            let m = r.str16().ok_or("short field record")?.to_owned();
+            let f = r.str16().ok_or("short field record")?.to_owned();
+            let ty = FieldType::from_u8(r.u8().ok_or("short field record")?).ok_or("bad field type")?;
+            st.dbs.entry(db).or_default().measurements.entry(m).or_default().fields.insert(f, ty);
+        }
+        REC_DROP_DATABASE => remove_db(st, DbId(r.u32().ok_or("short drop record")?)),
+        REC_DROP_SERIES => remove_series(st, SeriesId(r.u32().ok_or("short drop record")?)),
+        _ => return Err("unknown record type"),
+    }
+    Ok(())
+}
+
+/// Encodes a series key (test helper shared with other modules' tests).
+#[cfg(test)]
+pub(crate) fn key_bytes(key: &SeriesKey) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_series_key(key, &mut v);
+    v
+}
+
+#[cfg(not(test))]
+#[allow(dead_code)]
+fn _keep(key: &SeriesKey) {
+    encode_series_key(key, &mut Vec::new());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(m: &str, host: &str) -> SeriesKey {
+        SeriesKey { measurement: m.into(), tags: vec![("host".into(), host.into())] }
+    }
+
+    #[test]
+    fn persists_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Catalog::open(dir.path(), 100).unwrap();
+            let db = c.create_db("telemetry");
+            let k = key("cpu", "a");
+            let (id, _) = c.add_series(db, &key_bytes(&k), k).unwrap();
+            assert_eq!(id, SeriesId(0));
+            c.check_field(db, "cpu", "usage", FieldType::F64).unwrap();
+            assert!(matches!(
+                c.check_field(db, "cpu", "usage", FieldType::I64),
+                Err(RejectReason::FieldTypeConflict { .. })
+            ));
+            c.sync().unwrap();
+            // Not synced: lost on "crash" (we drop without sync).
+            let k2 = key("cpu", "b");
+            c.add_series(db, &key_bytes(&k2), k2).unwrap();
+        }
+        let c = Catalog::open(dir.path(), 100).unwrap();
+        let db = c.db_id("telemetry").unwrap();
+        assert_eq!(c.all_series().len(), 1);
+        assert!(c.check_field(db, "cpu", "usage", FieldType::I64).is_err());
+        let ids = c.resolve(db, "cpu", &TagPredicate::Eq("host".into(), "a".into()));
+        assert_eq!(ids.iter().collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn series_limit_per_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path(), 2).unwrap();
+        let db = c.create_db("d");
+        for h in ["a", "b"] {
+            let k = key("m", h);
+            c.add_series(db, &key_bytes(&k), k).unwrap();
+        }
+        let k = key("m", "c");
+        assert!(matches!(
+            c.add_series(db, &key_bytes(&k), k),
+            Err(RejectReason::SeriesLimit { limit: 2 })
+        ));
+    }
+
+    #[test]
+    fn torn_catalog_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Catalog::open(dir.path(), 100).unwrap();
+            let db = c.create_db("d");
+            for h in ["a", "b", "c"] {
+                let k = key("m", h);
+                c.add_series(db, &key_bytes(&k), k).unwrap();
+            }
+            c.sync().unwrap();
+        }
+        let path = dir.path().join("catalog.log");
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        let c = Catalog::open(dir.path(), 100).unwrap();
+        assert_eq!(c.all_series().len(), 2);
+        // And it keeps working after the truncation.
+        let db = c.db_id("d").unwrap();
+        let k = key("m", "z");
+        c.add_series(db, &key_bytes(&k), k).unwrap();
+        c.sync().unwrap();
+        drop(c);
+        assert_eq!(Catalog::open(dir.path(), 100).unwrap().all_series().len(), 3);
+    }
+}

@@ -1,0 +1,1172 @@
+//! The engine: ties WAL, memtables, segments, partitions and the catalog together.
+//!
+//! Write path, per shard (shard = hash of the series key, so ingest spreads over cores):
+//! under the shard lock, resolve series and check field types, append the accepted points to
+//! the shard's WAL buffer, insert them into the active memtable; release the lock; wait for the
+//! WAL to say durable (group commit). A full memtable is frozen (the WAL rotates at the same
+//! moment) and flushed by the shard's flusher thread; once its segments are durable, the WAL
+//! files that covered it are deleted. When a shard already has `max_frozen_memtables` waiting,
+//! writers wait for the flusher (backpressure) and give up with `Overloaded` after
+//! `write_stall_timeout`.
+//!
+//! Read path: memtables first (copied under the shard lock), then the segment lists of the
+//! overlapping partitions. That order guarantees a flush racing the read cannot hide data: it
+//! publishes segments before it drops the frozen memtable.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use rustc_hash::{FxBuildHasher, FxHasher};
+
+use crate::batch::{encode_series_key, BatchIter, WriteBatch};
+use crate::catalog::Catalog;
+use crate::error::{FlushError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError};
+use crate::index::TagPredicate;
+use crate::memtable::{sort_dedup_last_wins, Memtable};
+use crate::model::{Column, DbId, FieldType, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values};
+use crate::partition::{self, Partition, PartitionSet, SegmentHandle};
+use crate::segment::{self, SegmentReader, SegmentWriter};
+use crate::wal::{self, SyncPolicy, Wal};
+use crate::fsutil;
+
+/// Options of an engine. The engine reads no files or environment of its own.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Root of the data directory.
+    pub data_dir: PathBuf,
+    /// Number of shards (memtable + WAL pairs). Default: available cores. More shards let more
+    /// writers work in parallel; each adds a WAL file and a flusher thread.
+    pub shards: usize,
+    /// When acknowledged writes reach stable storage. Default: `Always` (group-committed fsync).
+    pub sync: SyncPolicy,
+    /// Memory for active memtables across shards, in bytes. Default 256 MiB. Bigger means fewer,
+    /// larger segments; frozen memtables waiting for flush can take up to
+    /// `max_frozen_memtables` times this much more.
+    pub memtable_bytes: usize,
+    /// Frozen memtables a shard may queue for flushing before writers wait. Default 2.
+    pub max_frozen_memtables: usize,
+    /// How long a writer waits for the flusher before `WriteError::Overloaded`. Default 10 s.
+    pub write_stall_timeout: Duration,
+    /// Width of a time partition. Default 1 day. Retention drops whole partitions.
+    pub partition_duration: Duration,
+    /// Series limit per database; new series past it are refused. Default 10 million.
+    pub max_series_per_db: u64,
+}
+
+impl EngineOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineOptions {
+        EngineOptions {
+            data_dir: data_dir.into(),
+            shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            sync: SyncPolicy::Always,
+            memtable_bytes: 256 << 20,
+            max_frozen_memtables: 2,
+            write_stall_timeout: Duration::from_secs(10),
+            partition_duration: Duration::from_secs(86_400),
+            max_series_per_db: 10_000_000,
+        }
+    }
+
+    fn validate(&self) -> Result<(), OpenError> {
+        let bad = |option, reason: &str| Err(OpenError::InvalidOption { option, reason: reason.to_owned() });
+        if self.shards == 0 || self.shards > 256 {
+            return bad("shards", "must be between 1 and 256");
+        }
+        if self.memtable_bytes < 64 << 10 {
+            return bad("memtable_bytes", "must be at least 64 KiB");
+        }
+        if self.max_frozen_memtables == 0 {
+            return bad("max_frozen_memtables", "must be at least 1");
+        }
+        if self.partition_duration < Duration::from_secs(60) {
+            return bad("partition_duration", "must be at least one minute");
+        }
+        if let SyncPolicy::Interval(d) = self.sync {
+            if d.is_zero() {
+                return bad("sync", "interval must be positive");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What happened to a batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub points_written: usize,
+    pub values_written: usize,
+    /// Points refused (the others were written).
+    pub rejected: Vec<RejectedPoint>,
+}
+
+/// What a scan reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanRequest<'a> {
+    pub db: &'a str,
+    pub measurement: &'a str,
+    pub predicate: &'a TagPredicate,
+    /// `None` reads every field.
+    pub fields: Option<&'a [&'a str]>,
+    pub range: TimeRange,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub points_written: AtomicU64,
+    pub values_written: AtomicU64,
+    pub points_rejected: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_bytes: AtomicU64,
+    pub segments_written: AtomicU64,
+    pub write_stalls: AtomicU64,
+    pub overloaded: AtomicU64,
+    pub wal_replayed_records: AtomicU64,
+    pub wal_truncated_tails: AtomicU64,
+}
+
+struct SeriesSlot {
+    id: SeriesId,
+    fields: Vec<(Box<str>, FieldType)>,
+}
+
+struct Frozen {
+    mem: Memtable,
+    /// Every record of `mem` is in WAL files `<=` this sequence.
+    wal_through: u64,
+}
+
+#[derive(Default)]
+struct ShardState {
+    lookup: HashMap<DbId, HashMap<Box<[u8]>, SeriesSlot, FxBuildHasher>, FxBuildHasher>,
+    active: Memtable,
+    frozen: VecDeque<Arc<Frozen>>,
+}
+
+struct Shard {
+    state: Mutex<ShardState>,
+    wal: Option<Wal>,
+    /// Signalled when a memtable is frozen (wakes the flusher).
+    frozen_cv: Condvar,
+    /// Signalled when a frozen memtable is flushed (wakes stalled writers).
+    flushed_cv: Condvar,
+}
+
+impl Shard {
+    fn wal(&self) -> &Wal {
+        self.wal.as_ref().expect("WAL exists after recovery")
+    }
+}
+
+struct DbStorage {
+    dir: PathBuf,
+    partitions: PartitionSet,
+}
+
+struct Inner {
+    opts: EngineOptions,
+    catalog: Catalog,
+    shards: Vec<Shard>,
+    dbs: RwLock<HashMap<DbId, Arc<DbStorage>>>,
+    next_segment: AtomicU64,
+    poisoned: Arc<AtomicBool>,
+    shutdown: AtomicBool,
+    stats: EngineStats,
+    shard_limit: usize,
+    _lock: File,
+}
+
+/// The storage engine. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Engine {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("data_dir", &self.inner.opts.data_dir).finish()
+    }
+}
+
+fn shard_of(db: DbId, key: &[u8], shards: usize) -> usize {
+    let mut h = FxHasher::default();
+    h.write_u32(db.0);
+    h.write(key);
+    // Fx's low bits are weak; use the high ones.
+    ((h.finish() >> 32) as usize) % shards
+}
+
+/// Database names become directory names: keep them portable and unambiguous.
+pub fn validate_db_name(name: &str) -> Result<(), WriteError> {
+    let bad = |reason| Err(WriteError::InvalidDatabase { name: name.to_owned(), reason });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 64 {
+        return bad("longer than 64 bytes");
+    }
+    if name.starts_with('.') {
+        return bad("starts with a dot");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+        return bad("only ASCII letters, digits, '_', '-' and '.' are allowed");
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Opens the engine: loads the catalog and segment lists, replays the WAL (truncating a
+    /// torn tail), flushes what was replayed, and starts the background threads.
+    pub fn open(opts: EngineOptions) -> Result<Engine, OpenError> {
+        opts.validate()?;
+        let root = opts.data_dir.clone();
+        let dir_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| OpenError::DataDir { path, source }
+        };
+        fs::create_dir_all(root.join("dbs")).map_err(dir_err(&root))?;
+        let lock = lock_dir(&root)?;
+        let catalog = Catalog::open(&root.join("catalog"), opts.max_series_per_db)?;
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let shard_limit = (opts.memtable_bytes / opts.shards).max(16 << 10);
+        let mut inner = Inner {
+            shards: (0..opts.shards)
+                .map(|_| Shard {
+                    state: Mutex::new(ShardState::default()),
+                    wal: None,
+                    frozen_cv: Condvar::new(),
+                    flushed_cv: Condvar::new(),
+                })
+                .collect(),
+            catalog,
+            dbs: RwLock::new(HashMap::new()),
+            next_segment: AtomicU64::new(1),
+            poisoned: poisoned.clone(),
+            shutdown: AtomicBool::new(false),
+            stats: EngineStats::default(),
+            shard_limit,
+            opts,
+            _lock: lock,
+        };
+        inner.load_segments()?;
+        inner.load_lookup();
+        let wal_root = root.join("wal");
+        let replayed = inner.replay_wal(&wal_root)?;
+        for (i, shard) in inner.shards.iter_mut().enumerate() {
+            let dir = wal_root.join(format!("{i:02}"));
+            let next = wal::list_files(&dir)?.last().map_or(1, |(s, _)| s + 1);
+            shard.wal = Some(Wal::create(&dir, next, inner.opts.sync, poisoned.clone())?);
+        }
+        // Old files are deleted only now, after the replayed data is in durable segments and
+        // the new WAL files exist.
+        for (_, path) in replayed {
+            fs::remove_file(&path).map_err(|source| WalError::Io { path, source })?;
+        }
+        fsutil::sync_dir(&wal_root).map_err(dir_err(&wal_root))?;
+        let inner = Arc::new(inner);
+        let engine = Engine {
+            inner: inner.clone(),
+            threads: Mutex::new(Vec::new()),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+        };
+        engine.start_threads();
+        Ok(engine)
+    }
+
+    fn start_threads(&self) {
+        let mut threads = self.threads.lock();
+        for i in 0..self.inner.shards.len() {
+            let inner = self.inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("strata-flush-{i}"))
+                    .spawn(move || inner.flusher(i))
+                    .expect("spawning a thread"),
+            );
+        }
+        if let SyncPolicy::Interval(every) = self.inner.opts.sync {
+            let inner = self.inner.clone();
+            let stop = self.stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("strata-wal-sync".into())
+                    .spawn(move || {
+                        let (lock, cv) = &*stop;
+                        let mut stopped = lock.lock();
+                        while !*stopped {
+                            cv.wait_for(&mut stopped, every);
+                            for s in &inner.shards {
+                                if let Err(e) = s.wal().sync() {
+                                    tracing::error!(error = %e, "periodic WAL sync failed; engine poisoned");
+                                }
+                            }
+                        }
+                    })
+                    .expect("spawning a thread"),
+            );
+        }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.opts
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.inner.stats
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Creates a database if it does not exist.
+    pub fn create_database(&self, name: &str) -> Result<(), WriteError> {
+        validate_db_name(name)?;
+        self.inner.catalog.create_db(name);
+        self.inner.catalog.sync()?;
+        Ok(())
+    }
+
+    pub fn database_exists(&self, name: &str) -> bool {
+        self.inner.catalog.db_id(name).is_some()
+    }
+
+    pub fn databases(&self) -> Vec<String> {
+        self.inner.catalog.database_names()
+    }
+
+    /// Writes a batch to database `db` and returns once it is durable per the sync policy.
+    /// Points that cannot be stored (field type conflicts, series limit) are reported in the
+    /// outcome; the others are written.
+    pub fn write(&self, db: &str, batch: &WriteBatch) -> Result<WriteOutcome, WriteError> {
+        let inner = &*self.inner;
+        if inner.poisoned.load(Ordering::Acquire) {
+            return Err(WriteError::Poisoned);
+        }
+        if inner.shutdown.load(Ordering::Acquire) {
+            return Err(WriteError::ShuttingDown);
+        }
+        let db_id = inner
+            .catalog
+            .db_id(db)
+            .ok_or_else(|| WriteError::DatabaseNotFound { name: db.to_owned() })?;
+        let mut outcome = WriteOutcome::default();
+        if batch.is_empty() {
+            return Ok(outcome);
+        }
+        let n = inner.shards.len();
+        let mut commits: Vec<(usize, u64)> = Vec::with_capacity(n);
+        if n == 1 {
+            let indices: Vec<usize> = (0..batch.len_points()).collect();
+            if let Some(pos) = inner.write_shard(0, db_id, db, batch.as_bytes(), &indices, &mut outcome, true)? {
+                commits.push((0, pos));
+            }
+        } else {
+            let mut parts: Vec<(WriteBatch, Vec<usize>)> = (0..n).map(|_| Default::default()).collect();
+            for (i, p) in batch.iter().enumerate() {
+                let p = p.expect("a WriteBatch built by its builder always decodes");
+                let s = shard_of(db_id, p.key, n);
+                parts[s].0.push_encoded(&p);
+                parts[s].1.push(i);
+            }
+            for (s, (b, idx)) in parts.iter().enumerate() {
+                if b.is_empty() {
+                    continue;
+                }
+                if let Some(pos) = inner.write_shard(s, db_id, db, b.as_bytes(), idx, &mut outcome, true)? {
+                    commits.push((s, pos));
+                }
+            }
+        }
+        for (s, pos) in commits {
+            inner.shards[s].wal().commit(pos)?;
+        }
+        outcome.rejected.sort_by_key(|r| r.index);
+        let st = &inner.stats;
+        st.points_written.fetch_add(outcome.points_written as u64, Ordering::Relaxed);
+        st.values_written.fetch_add(outcome.values_written as u64, Ordering::Relaxed);
+        st.points_rejected.fetch_add(outcome.rejected.len() as u64, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    /// Reads the matching series' columns in time order with last-write-wins applied.
+    pub fn scan(&self, req: &ScanRequest<'_>) -> Result<Vec<SeriesData>, ReadError> {
+        self.inner.scan(req)
+    }
+
+    /// Resolves the series of a measurement matching `pred`, with their keys.
+    pub fn series(
+        &self,
+        db: &str,
+        measurement: &str,
+        pred: &TagPredicate,
+    ) -> Result<Vec<(SeriesId, Arc<SeriesKey>)>, ReadError> {
+        let db_id = self.inner.db_id(db)?;
+        let ids = self.inner.catalog.resolve(db_id, measurement, pred);
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.inner.catalog.series(SeriesId(id)).map(|m| (SeriesId(id), m.key)))
+            .collect())
+    }
+
+    /// Measurement names of a database, sorted.
+    pub fn measurements(&self, db: &str) -> Result<Vec<String>, ReadError> {
+        let db_id = self.inner.db_id(db)?;
+        Ok(self
+            .inner
+            .catalog
+            .with_db(db_id, |d| {
+                d.measurements.iter().filter(|(_, m)| m.index.series_count() > 0).map(|(k, _)| k.clone()).collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Field names and types of a measurement, sorted by name.
+    pub fn field_keys(&self, db: &str, measurement: &str) -> Result<Vec<(String, FieldType)>, ReadError> {
+        let db_id = self.inner.db_id(db)?;
+        Ok(self
+            .inner
+            .catalog
+            .with_db(db_id, |d| {
+                d.measurements
+                    .get(measurement)
+                    .map(|m| m.fields.iter().map(|(k, t)| (k.clone(), *t)).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Tag keys of a measurement, sorted.
+    pub fn tag_keys(&self, db: &str, measurement: &str) -> Result<Vec<String>, ReadError> {
+        let db_id = self.inner.db_id(db)?;
+        Ok(self
+            .inner
+            .catalog
+            .with_db(db_id, |d| {
+                d.measurements
+                    .get(measurement)
+                    .map(|m| m.index.tag_keys().map(str::to_owned).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Values of one tag key of a measurement, sorted.
+    pub fn tag_values(&self, db: &str, measurement: &str, key: &str) -> Result<Vec<String>, ReadError> {
+        let db_id = self.inner.db_id(db)?;
+        Ok(self
+            .inner
+            .catalog
+            .with_db(db_id, |d| {
+                d.measurements
+                    .get(measurement)
+                    .map(|m| m.index.tag_values(key).map(|(v, _)| v.to_owned()).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Number of series in a database.
+    pub fn series_count(&self, db: &str) -> Result<u64, ReadError> {
+        let db_id = self.inner.db_id(db)?;
+        Ok(self.inner.catalog.with_db(db_id, |d| d.series_count).unwrap_or(0))
+    }
+
+    /// Freezes every non-empty memtable and waits until all are flushed to segments.
+    pub fn flush(&self) -> Result<(), FlushError> {
+        for shard in &self.inner.shards {
+            let mut st = shard.state.lock();
+            self.inner.freeze(shard, &mut st)?;
+        }
+        for shard in &self.inner.shards {
+            let mut st = shard.state.lock();
+            while !st.frozen.is_empty() {
+                if self.inner.poisoned.load(Ordering::Acquire) {
+                    return Err(FlushError::Wal(WalError::Poisoned));
+                }
+                shard.flushed_cv.wait_for(&mut st, Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes everything, syncs, and stops the background threads. Writes after this fail.
+    /// Called by `Drop` too; calling it explicitly reports errors.
+    pub fn close(&self) -> Result<(), FlushError> {
+        if self.inner.shutdown.load(Ordering::Acquire) && self.threads.lock().is_empty() {
+            return Ok(());
+        }
+        let flushed = if self.is_poisoned() { Ok(()) } else { self.flush() };
+        self.inner.shutdown.store(true, Ordering::Release);
+        for shard in &self.inner.shards {
+            let _g = shard.state.lock();
+            shard.frozen_cv.notify_all();
+            shard.flushed_cv.notify_all();
+        }
+        {
+            let (lock, cv) = &*self.stop;
+            *lock.lock() = true;
+            cv.notify_all();
+        }
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        flushed?;
+        if !self.is_poisoned() {
+            for shard in &self.inner.shards {
+                shard.wal().sync()?;
+            }
+            self.inner.catalog.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the background threads without flushing or syncing anything, as a crash would
+    /// (what the OS already has stays). For recovery tests in this process.
+    #[doc(hidden)]
+    pub fn simulate_crash(self) {
+        self.inner.shutdown.store(true, Ordering::Release);
+        for shard in &self.inner.shards {
+            let _g = shard.state.lock();
+            shard.frozen_cv.notify_all();
+        }
+        {
+            let (lock, cv) = &*self.stop;
+            *lock.lock() = true;
+            cv.notify_all();
+        }
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        // Drop now sees a stopped engine and does nothing.
+    }
+
+    /// Every open partition and segment, for inspection and tests.
+    pub fn segment_files(&self) -> Vec<PathBuf> {
+        let dbs = self.inner.dbs.read();
+        let mut out = Vec::new();
+        for db in dbs.values() {
+            for p in db.partitions.all() {
+                out.extend(p.segments().iter().map(|s| s.path.clone()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// How many segments are currently memory-mapped (tests check partition pruning with it).
+    pub fn open_segment_count(&self) -> usize {
+        let dbs = self.inner.dbs.read();
+        dbs.values()
+            .flat_map(|d| d.partitions.all())
+            .map(|p| p.segments().iter().filter(|s| s.is_open()).count())
+            .sum()
+    }
+
+    /// Bytes held by active and frozen memtables.
+    pub fn memtable_bytes(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| {
+                let st = s.state.lock();
+                st.active.bytes + st.frozen.iter().map(|f| f.mem.bytes).sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the engine failed; the WAL will be replayed at next open");
+        }
+    }
+}
+
+fn lock_dir(root: &Path) -> Result<File, OpenError> {
+    let path = root.join("LOCK");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::DataDir { path: path.clone(), source })?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is touched.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(OpenError::Locked { path: root.to_owned() });
+    }
+    Ok(f)
+}
+
+impl Inner {
+    fn db_id(&self, name: &str) -> Result<DbId, ReadError> {
+        self.catalog.db_id(name).ok_or_else(|| ReadError::DatabaseNotFound { name: name.to_owned() })
+    }
+
+    fn db_storage(&self, db: DbId) -> Result<Arc<DbStorage>, FlushError> {
+        if let Some(d) = self.dbs.read().get(&db) {
+            return Ok(d.clone());
+        }
+        let name = self.catalog.db_name(db).ok_or_else(|| FlushError::Io {
+            path: self.opts.data_dir.clone(),
+            source: std::io::Error::other(format!("database id {} has no name in the catalog", db.0)),
+        })?;
+        let dir = self.opts.data_dir.join("dbs").join(&name);
+        fs::create_dir_all(&dir).map_err(|source| FlushError::Io { path: dir.clone(), source })?;
+        let mut dbs = self.dbs.write();
+        Ok(dbs
+            .entry(db)
+            .or_insert_with(|| Arc::new(DbStorage { dir, partitions: PartitionSet::default() }))
+            .clone())
+    }
+
+    /// Lists databases, partitions and segment files (without opening segments).
+    fn load_segments(&mut self) -> Result<(), OpenError> {
+        let root = self.opts.data_dir.join("dbs");
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| OpenError::DataDir { path, source }
+        };
+        let mut max_seg = 0;
+        for entry in fs::read_dir(&root).map_err(io(&root))? {
+            let entry = entry.map_err(io(&root))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(db) = self.catalog.db_id(&name) else {
+                tracing::warn!(dir = %entry.path().display(), "directory of a database unknown to the catalog; ignored");
+                continue;
+            };
+            let storage = DbStorage { dir: entry.path(), partitions: PartitionSet::default() };
+            for pentry in fs::read_dir(entry.path()).map_err(io(&entry.path()))? {
+                let pentry = pentry.map_err(io(&entry.path()))?;
+                let pname = pentry.file_name().to_string_lossy().into_owned();
+                let Some((start, dur)) = partition::parse_dir_name(&pname) else {
+                    tracing::warn!(dir = %pentry.path().display(), "not a partition directory; ignored");
+                    continue;
+                };
+                let part = Partition::new(start, dur, pentry.path());
+                for sentry in fs::read_dir(pentry.path()).map_err(io(&pentry.path()))? {
+                    let sentry = sentry.map_err(io(&pentry.path()))?;
+                    let fname = sentry.file_name().to_string_lossy().into_owned();
+                    if fname.ends_with(".tmp") {
+                        // An unfinished flush or compaction: never published, safe to delete.
+                        fs::remove_file(sentry.path()).map_err(io(&sentry.path()))?;
+                        continue;
+                    }
+                    let Some(id) = fname.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) else {
+                        continue;
+                    };
+                    max_seg = max_seg.max(id);
+                    part.add_segment(Arc::new(SegmentHandle::new(SegmentId(id), sentry.path())));
+                }
+                storage.partitions.insert(Arc::new(part));
+            }
+            self.dbs.write().insert(db, Arc::new(storage));
+        }
+        self.next_segment.store(max_seg + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fills each shard's key -> series map from the catalog.
+    fn load_lookup(&mut self) {
+        let n = self.shards.len();
+        let mut key = Vec::new();
+        for (id, meta) in self.catalog.all_series() {
+            key.clear();
+            encode_series_key(&meta.key, &mut key);
+            let s = shard_of(meta.db, &key, n);
+            self.shards[s]
+                .state
+                .get_mut()
+                .lookup
+                .entry(meta.db)
+                .or_default()
+                .insert(key.as_slice().into(), SeriesSlot { id, fields: Vec::new() });
+        }
+    }
+
+    /// Replays every WAL file into memtables, flushing as memory fills and at the end.
+    /// Returns the replayed files, to be deleted once the new WAL is in place.
+    fn replay_wal(&self, wal_root: &Path) -> Result<Vec<(u64, PathBuf)>, OpenError> {
+        let mut files = Vec::new();
+        if wal_root.exists() {
+            let mut dirs: Vec<PathBuf> = fs::read_dir(wal_root)
+                .map_err(|source| OpenError::DataDir { path: wal_root.to_owned(), source })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect();
+            dirs.sort();
+            for d in dirs {
+                files.extend(wal::list_files(&d)?);
+            }
+        }
+        let n = self.shards.len();
+        for (_, path) in &files {
+            let mut bad = None;
+            let stats = wal::replay_file(path, |rec| {
+                if let Err(e) = self.replay_record(rec, n) {
+                    bad = Some(e);
+                }
+                Ok(())
+            })?;
+            if let Some(source) = bad {
+                return Err(OpenError::BadWalRecord { path: path.clone(), source });
+            }
+            self.stats.wal_replayed_records.fetch_add(stats.records, Ordering::Relaxed);
+            if let Some(at) = stats.truncated_at {
+                self.stats.wal_truncated_tails.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(file = %path.display(), offset = at, "WAL had a torn tail; truncated (unacknowledged writes)");
+            }
+            // Keep replay memory bounded like normal writes.
+            for shard in &self.shards {
+                let mut st = shard.state.lock();
+                if st.active.bytes >= self.shard_limit {
+                    let mem = std::mem::take(&mut st.active);
+                    drop(st);
+                    self.flush_memtable(&mem)?;
+                }
+            }
+        }
+        for shard in &self.shards {
+            let mem = std::mem::take(&mut shard.state.lock().active);
+            if !mem.is_empty() {
+                self.flush_memtable(&mem)?;
+            }
+        }
+        if !files.is_empty() {
+            tracing::info!(files = files.len(), records = self.stats.wal_replayed_records.load(Ordering::Relaxed), "WAL replayed");
+        }
+        Ok(files)
+    }
+
+    fn replay_record(&self, rec: &[u8], n: usize) -> Result<(), crate::batch::BatchDecodeError> {
+        let bad = |reason| crate::batch::BatchDecodeError { offset: 0, reason };
+        let (&len, rest) = rec.split_first().ok_or(bad("empty record"))?;
+        let len = len as usize;
+        if rest.len() < len {
+            return Err(bad("database name past the record end"));
+        }
+        let name = std::str::from_utf8(&rest[..len]).map_err(|_| bad("database name is not utf-8"))?;
+        let body = &rest[len..];
+        for p in BatchIter::over(body) {
+            p?;
+        }
+        let db = self.catalog.create_db(name);
+        let mut by_shard: Vec<(WriteBatch, Vec<usize>)> = (0..n).map(|_| Default::default()).collect();
+        for (i, p) in BatchIter::over(body).enumerate() {
+            let p = p?;
+            let s = shard_of(db, p.key, n);
+            by_shard[s].0.push_encoded(&p);
+            by_shard[s].1.push(i);
+        }
+        let mut outcome = WriteOutcome::default();
+        for (s, (b, idx)) in by_shard.iter().enumerate() {
+            if !b.is_empty() {
+                // Cannot fail without a WAL append; errors would be catalog I/O only.
+                let _ = self.write_shard(s, db, name, b.as_bytes(), idx, &mut outcome, false);
+            }
+        }
+        for r in &outcome.rejected {
+            tracing::warn!(database = name, reason = %r.reason, "point in the WAL refused at replay");
+        }
+        Ok(())
+    }
+
+    /// Writes the points of one shard. Returns the WAL position to commit, if anything was
+    /// appended. `log` is false during replay.
+    #[allow(clippy::too_many_arguments)]
+    fn write_shard(
+        &self,
+        s: usize,
+        db: DbId,
+        db_name: &str,
+        body: &[u8],
+        indices: &[usize],
+        outcome: &mut WriteOutcome,
+        log: bool,
+    ) -> Result<Option<u64>, WriteError> {
+        let shard = &self.shards[s];
+        let mut st = shard.state.lock();
+        if log && st.frozen.len() >= self.opts.max_frozen_memtables {
+            self.stats.write_stalls.fetch_add(1, Ordering::Relaxed);
+            let deadline = Instant::now() + self.opts.write_stall_timeout;
+            while st.frozen.len() >= self.opts.max_frozen_memtables {
+                if self.poisoned.load(Ordering::Acquire) {
+                    return Err(WriteError::Poisoned);
+                }
+                if self.shutdown.load(Ordering::Acquire) {
+                    return Err(WriteError::ShuttingDown);
+                }
+                if shard.flushed_cv.wait_until(&mut st, deadline).timed_out()
+                    && st.frozen.len() >= self.opts.max_frozen_memtables
+                {
+                    self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                    return Err(WriteError::Overloaded);
+                }
+            }
+        }
+        let st = &mut *st;
+        // Pass 1: resolve series and check field types; nothing is logged or inserted yet, so
+        // a refused point never reaches the WAL.
+        let mut ids: Vec<Option<SeriesId>> = Vec::with_capacity(indices.len());
+        let lookup = st.lookup.entry(db).or_default();
+        for (j, p) in BatchIter::over(body).enumerate() {
+            let p = p.expect("batch validated by its builder or by replay");
+            let res = resolve_point(&self.catalog, lookup, db, &p);
+            match res {
+                Ok(id) => ids.push(Some(id)),
+                Err(reason) => {
+                    ids.push(None);
+                    outcome.rejected.push(RejectedPoint { index: indices[j], reason });
+                }
+            }
+        }
+        let accepted = ids.iter().filter(|i| i.is_some()).count();
+        if accepted == 0 {
+            return Ok(None);
+        }
+        let mut pos = None;
+        if log {
+            let db_hdr = [db_name.len() as u8];
+            if accepted == ids.len() {
+                pos = Some(shard.wal().append_parts(&[&db_hdr, db_name.as_bytes(), body]));
+            } else {
+                let mut filtered = WriteBatch::new();
+                for (p, id) in BatchIter::over(body).zip(&ids) {
+                    if id.is_some() {
+                        filtered.push_encoded(&p.expect("validated above"));
+                    }
+                }
+                pos = Some(shard.wal().append_parts(&[&db_hdr, db_name.as_bytes(), filtered.as_bytes()]));
+            }
+        }
+        // Pass 2: insert.
+        for (p, id) in BatchIter::over(body).zip(&ids) {
+            if let Some(id) = id {
+                let p = p.expect("validated above");
+                st.active.insert(db, *id, p.timestamp, p.fields());
+                outcome.points_written += 1;
+                outcome.values_written += p.n_fields as usize;
+            }
+        }
+        if log && st.active.bytes >= self.shard_limit {
+            self.freeze(shard, st).map_err(|e| match e {
+                FlushError::Wal(w) => WriteError::from(w),
+                _ => WriteError::Poisoned,
+            })?;
+        }
+        Ok(pos)
+    }
+
+    /// Freezes the active memtable of a shard (caller holds its lock) and wakes its flusher.
+    fn freeze(&self, shard: &Shard, st: &mut ShardState) -> Result<(), FlushError> {
+        if st.active.is_empty() {
+            return Ok(());
+        }
+        let wal_through = shard.wal().rotate()?;
+        let mem = std::mem::take(&mut st.active);
+        st.frozen.push_back(Arc::new(Frozen { mem, wal_through }));
+        shard.frozen_cv.notify_all();
+        Ok(())
+    }
+
+    /// The flusher thread of shard `i`: flushes frozen memtables oldest first.
+    fn flusher(&self, i: usize) {
+        let shard = &self.shards[i];
+        loop {
+            let frozen = {
+                let mut st = shard.state.lock();
+                loop {
+                    if let Some(f) = st.frozen.front() {
+                        break f.clone();
+                    }
+                    if self.shutdown.load(Ordering::Acquire) {
+                        return;
+                    }
+                    shard.frozen_cv.wait_for(&mut st, Duration::from_millis(200));
+                }
+            };
+            if self.poisoned.load(Ordering::Acquire) {
+                return;
+            }
+            let started = Instant::now();
+            match self.flush_memtable(&frozen.mem) {
+                Ok(()) => {
+                    {
+                        let mut st = shard.state.lock();
+                        st.frozen.pop_front();
+                        shard.flushed_cv.notify_all();
+                    }
+                    if let Err(e) = shard.wal().remove_through(frozen.wal_through) {
+                        tracing::error!(error = %e, "deleting flushed WAL files failed");
+                    }
+                    tracing::debug!(shard = i, values = frozen.mem.values, elapsed = ?started.elapsed(), "memtable flushed");
+                }
+                Err(e) => {
+                    // Never carry on after a failed flush: the data is still in the WAL and
+                    // the frozen memtable; refuse writes until reopened.
+                    tracing::error!(shard = i, error = %e, "flush failed; engine poisoned");
+                    self.poisoned.store(true, Ordering::Release);
+                    let _st = shard.state.lock();
+                    shard.flushed_cv.notify_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes a memtable to segment files, one per (database, partition), and publishes them.
+    fn flush_memtable(&self, mem: &Memtable) -> Result<(), FlushError> {
+        if mem.is_empty() {
+            return Ok(());
+        }
+        // Series ids in the segments must be durable in the catalog first.
+        self.catalog.sync()?;
+        type Group = Vec<(SeriesId, Arc<str>, Vec<i64>, Values)>;
+        let mut groups: HashMap<(DbId, i64), (Arc<Partition>, Group)> = HashMap::new();
+        let dur = self.opts.partition_duration.as_nanos().min(i64::MAX as u128) as i64;
+        for (&id, series) in &mem.series {
+            let storage = self.db_storage(series.db)?;
+            for col in &series.columns {
+                let (ts, values) = col.sorted(TimeRange::ALL);
+                let mut start = 0;
+                while start < ts.len() {
+                    let part = storage
+                        .partitions
+                        .get_or_create(&storage.dir, ts[start], dur)
+                        .map_err(|source| FlushError::Io { path: storage.dir.clone(), source })?;
+                    let end = if part.end() == i64::MAX && ts[ts.len() - 1] == i64::MAX {
+                        ts.len()
+                    } else {
+                        start + ts[start..].partition_point(|&t| t < part.end())
+                    };
+                    let (t, v) = if start == 0 && end == ts.len() {
+                        (ts.clone(), values.clone())
+                    } else {
+                        let perm: Vec<u32> = (start as u32..end as u32).collect();
+                        (ts[start..end].to_vec(), values.gather(&perm))
+                    };
+                    groups
+                        .entry((series.db, part.start))
+                        .or_insert_with(|| (part.clone(), Vec::new()))
+                        .1
+                        .push((id, col.field.clone(), t, v));
+                    start = end;
+                }
+            }
+        }
+        let mut bytes = 0;
+        for (_, (part, mut cols)) in groups {
+            cols.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            let id = SegmentId(self.next_segment.fetch_add(1, Ordering::Relaxed));
+            let path = part.dir.join(segment::file_name(id));
+            let mut w = SegmentWriter::create(&path)?;
+            for (series, field, ts, values) in &cols {
+                w.add_column(*series, field, ts, values)?;
+            }
+            let (path, size) = w.finish()?;
+            fsutil::sync_dir(&part.dir).map_err(|source| FlushError::Io { path: part.dir.clone(), source })?;
+            let reader = SegmentReader::open(&path)?;
+            part.add_segment(Arc::new(SegmentHandle::with_reader(id, reader)));
+            bytes += size;
+            self.stats.segments_written.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats.flush_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn scan(&self, req: &ScanRequest<'_>) -> Result<Vec<SeriesData>, ReadError> {
+        let db = self.db_id(req.db)?;
+        if req.range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.catalog.resolve(db, req.measurement, req.predicate);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Chunks per (series, field), oldest source first.
+        type Chunks = HashMap<Arc<str>, Vec<(Vec<i64>, Values)>>;
+        let mut per_series: Vec<(SeriesId, Chunks)> = ids.iter().map(|id| (SeriesId(id), Chunks::new())).collect();
+        // 1. Memtables (see module docs for why they come first). Frozen memtables are taken
+        //    as Arcs and read outside the lock.
+        let mut mem_chunks: Vec<Vec<(SeriesId, Vec<(Arc<str>, Vec<i64>, Values)>)>> = Vec::new();
+        for shard in &self.shards {
+            let (frozen, active_cols) = {
+                let st = shard.state.lock();
+                let frozen: Vec<Arc<Frozen>> = st.frozen.iter().cloned().collect();
+                let active: Vec<_> = ids
+                    .iter()
+                    .filter_map(|id| {
+                        let cols = st.active.read(SeriesId(id), req.fields, req.range);
+                        (!cols.is_empty()).then_some((SeriesId(id), cols))
+                    })
+                    .collect();
+                (frozen, active)
+            };
+            for f in frozen {
+                let cols: Vec<_> = ids
+                    .iter()
+                    .filter_map(|id| {
+                        let cols = f.mem.read(SeriesId(id), req.fields, req.range);
+                        (!cols.is_empty()).then_some((SeriesId(id), cols))
+                    })
+                    .collect();
+                mem_chunks.push(cols);
+            }
+            mem_chunks.push(active_cols);
+        }
+        // 2. Segments of overlapping partitions, oldest segment first.
+        let storage = self.dbs.read().get(&db).cloned();
+        if let Some(storage) = storage {
+            for part in storage.partitions.overlapping(req.range) {
+                for seg in part.segments().iter() {
+                    let reader = seg.reader()?;
+                    for (id, chunks) in per_series.iter_mut() {
+                        read_segment_series(&reader, *id, req, chunks)?;
+                    }
+                }
+            }
+        }
+        // Memtable chunks are newer than every segment: append them after.
+        let pos: HashMap<SeriesId, usize> = per_series.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+        for source in mem_chunks {
+            for (id, cols) in source {
+                let chunks = &mut per_series[pos[&id]].1;
+                for (field, ts, vals) in cols {
+                    chunks.entry(field).or_default().push((ts, vals));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(per_series.len());
+        for (id, chunks) in per_series {
+            if chunks.is_empty() {
+                continue;
+            }
+            let Some(meta) = self.catalog.series(id) else { continue };
+            let mut columns: Vec<Column> = chunks
+                .into_iter()
+                .filter_map(|(field, chunks)| {
+                    let (timestamps, values) = merge_chunks(chunks)?;
+                    Some(Column { field, timestamps, values })
+                })
+                .collect();
+            match req.fields {
+                Some(order) => columns.sort_by_key(|c| order.iter().position(|f| *f == &*c.field)),
+                None => columns.sort_by(|a, b| a.field.cmp(&b.field)),
+            }
+            out.push(SeriesData { id, key: meta.key, columns });
+        }
+        Ok(out)
+    }
+}
+
+/// Resolves a point's series (creating it if new) and checks its field types.
+fn resolve_point(
+    catalog: &Catalog,
+    lookup: &mut HashMap<Box<[u8]>, SeriesSlot, FxBuildHasher>,
+    db: DbId,
+    p: &crate::batch::PointRef<'_>,
+) -> Result<SeriesId, RejectReason> {
+    if let Some(slot) = lookup.get_mut(p.key) {
+        return check_fields(catalog, db, p, slot);
+    }
+    let (id, _) = catalog.add_series(db, p.key, p.series_key())?;
+    let mut slot = SeriesSlot { id, fields: Vec::new() };
+    let res = check_fields(catalog, db, p, &mut slot);
+    lookup.insert(p.key.into(), slot);
+    res
+}
+
+fn check_fields(
+    catalog: &Catalog,
+    db: DbId,
+    p: &crate::batch::PointRef<'_>,
+    slot: &mut SeriesSlot,
+) -> Result<SeriesId, RejectReason> {
+    for (name, value) in p.fields() {
+        let ty = value.field_type();
+        match slot.fields.iter().find(|(n, _)| &**n == name) {
+            Some((_, t)) if *t == ty => {}
+            Some((_, t)) => {
+                return Err(RejectReason::FieldTypeConflict { field: name.to_owned(), expected: *t, got: ty });
+            }
+            None => {
+                let measurement = std::str::from_utf8(p.measurement()).expect("validated utf-8");
+                catalog.check_field(db, measurement, name, ty)?;
+                slot.fields.push((name.into(), ty));
+            }
+        }
+    }
+    Ok(slot.id)
+}
+
+fn read_segment_series(
+    reader: &SegmentReader,
+    id: SeriesId,
+    req: &ScanRequest<'_>,
+    chunks: &mut HashMap<Arc<str>, Vec<(Vec<i64>, Values)>>,
+) -> Result<(), ReadError> {
+    for b in reader.series_blocks(id) {
+        if !req.range.overlaps(b.min_ts, b.max_ts) {
+            continue;
+        }
+        if let Some(fields) = req.fields {
+            if !fields.contains(&&*b.field) {
+                continue;
+            }
+        }
+        let mut ts = Vec::with_capacity(b.count as usize);
+        let mut vals = Values::new(b.field_type);
+        reader.read_block(b, &mut ts, &mut vals)?;
+        let lo = ts.partition_point(|&t| t < req.range.start);
+        let hi = if req.range.end == i64::MAX { ts.len() } else { ts.partition_point(|&t| t < req.range.end) };
+        if lo == hi {
+            continue;
+        }
+        if lo > 0 || hi < ts.len() {
+            let perm: Vec<u32> = (lo as u32..hi as u32).collect();
+            vals = vals.gather(&perm);
+            ts = ts[lo..hi].to_vec();
+        }
+        chunks.entry(b.field.clone()).or_default().push((ts, vals));
+    }
+    Ok(())
+}
+
+/// Merges sorted, unique chunks (oldest first) into one column; later chunks win ties.
+fn merge_chunks(mut chunks: Vec<(Vec<i64>, Values)>) -> Option<(Vec<i64>, Values)> {
+    let ty = chunks.first()?.1.field_type();
+    chunks.retain(|c| c.1.field_type() == ty && !c.0.is_empty());
+    if chunks.len() <= 1 {
+        return chunks.pop();
+    }
+    // Fast path: chunks already in strictly increasing, non-overlapping order.
+    let disjoint = chunks.windows(2).all(|w| w[0].0.last() < w[1].0.first());
+    let mut ts = Vec::with_capacity(chunks.iter().map(|c| c.0.len()).sum());
+    let mut vals = Values::new(ty);
+    for (t, v) in chunks {
+        ts.extend_from_slice(&t);
+        vals.append(v);
+    }
+    if disjoint {
+        return Some((ts, vals));
+    }
+    let mut perm: Vec<u32> = (0..ts.len() as u32).collect();
+    sort_dedup_last_wins(&ts, &mut perm);
+    let sorted_ts = perm.iter().map(|&i| ts[i as usize]).collect();
+    Some((sorted_ts, vals.gather(&perm)))
+}
+
+#[cfg(test)]
+mod tests;

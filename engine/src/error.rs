@@ -1,0 +1,144 @@
+//! Error types of the engine, one per layer.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::batch::{BatchDecodeError, PointError};
+use crate::codec::CodecError;
+use crate::model::{FieldType, SegmentId};
+
+/// Errors of the write-ahead log.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("WAL I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is not a Strata WAL file of a supported version")]
+    BadHeader { path: PathBuf },
+    #[error("the engine is poisoned by an earlier I/O failure and refuses writes until reopened")]
+    Poisoned,
+}
+
+/// Errors of reading or writing a segment file.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("segment I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("segment {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("segment {path} checksum mismatch in {section} at offset {offset}: expected {expected:#010x}, got {got:#010x}")]
+    ChecksumMismatch {
+        path: PathBuf,
+        section: &'static str,
+        offset: u64,
+        expected: u32,
+        got: u32,
+    },
+    #[error("segment {path} has format version {version}, this build reads version {supported}")]
+    UnsupportedVersion { path: PathBuf, version: u16, supported: u16 },
+    #[error("segment {path}, block at offset {offset}: {source}")]
+    Codec { path: PathBuf, offset: u64, source: CodecError },
+}
+
+/// Errors of the series catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("catalog {path} is corrupt at offset {offset}: {reason}")]
+    Corrupt { path: PathBuf, offset: u64, reason: &'static str },
+    #[error("series limit reached: {limit} series")]
+    SeriesLimit { limit: u64 },
+}
+
+/// Errors of opening an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("data directory {path} is locked by another process")]
+    Locked { path: PathBuf },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("WAL record in {path} does not decode: {source}")]
+    BadWalRecord { path: PathBuf, source: BatchDecodeError },
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption { option: &'static str, reason: String },
+    #[error("recovery flush failed: {0}")]
+    Flush(#[from] FlushError),
+}
+
+/// Errors of flushing a memtable to segments.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// A point the engine refused; the rest of the batch was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedPoint {
+    /// Index of the point in its batch (0-based).
+    pub index: usize,
+    pub reason: RejectReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("field {field:?} is type {got}, already exists as type {expected}")]
+    FieldTypeConflict { field: String, expected: FieldType, got: FieldType },
+    #[error("database has reached its series limit ({limit}); new series refused")]
+    SeriesLimit { limit: u64 },
+    #[error("invalid point: {0}")]
+    Invalid(#[from] PointError),
+}
+
+/// Errors of `Engine::write`.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("invalid database name {name:?}: {reason}")]
+    InvalidDatabase { name: String, reason: &'static str },
+    #[error("database {name:?} does not exist")]
+    DatabaseNotFound { name: String },
+    #[error("the engine is overloaded: flushing is behind, retry later")]
+    Overloaded,
+    #[error("the engine is poisoned by an earlier I/O failure and refuses writes until reopened")]
+    Poisoned,
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Wal(WalError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl From<WalError> for WriteError {
+    fn from(e: WalError) -> Self {
+        match e {
+            WalError::Poisoned => WriteError::Poisoned,
+            e => WriteError::Wal(e),
+        }
+    }
+}
+
+/// Errors of reading (scans and metadata).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("database {name:?} does not exist")]
+    DatabaseNotFound { name: String },
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("segment {segment} listed but missing: {source}")]
+    MissingSegment { segment: SegmentId, source: io::Error },
+    #[error("query limit exceeded: {what} (limit {limit})")]
+    LimitExceeded { what: &'static str, limit: u64 },
+}

@@ -1,0 +1,34 @@
+//! strata-engine: Strata's storage engine.
+//!
+//! Points come in as a [`WriteBatch`], go to a per-shard write-ahead log ([`wal`]) and an
+//! in-memory [`memtable`], and are flushed to immutable columnar [`segment`] files, one set per
+//! database and time [`partition`]. The [`catalog`] maps series keys to dense [`SeriesId`]s and
+//! holds the tag [`index`] (roaring postings). Column data is compressed by our own [`codec`]s
+//! (delta-of-delta timestamps, Gorilla XOR or decimal floats, bit-packed integers, ...).
+//!
+//! Module layout follows the data path:
+//! `model` (types) -> `batch` (write format) -> `wal` -> `memtable` -> `segment::{writer, reader}`
+//! -> `partition` -> `engine` (orchestration, recovery, scans).
+//!
+//! What it is not: it knows no protocol (line protocol, HTTP, MQTT live in the server) and no
+//! query language (the `strata-query` crate reads through [`Engine::scan`]).
+
+pub mod batch;
+pub mod catalog;
+pub mod codec;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod index;
+pub(crate) mod memtable;
+pub mod model;
+pub mod partition;
+pub mod segment;
+pub mod wal;
+
+pub use batch::{PointBuilder, PointError, WriteBatch};
+pub use engine::{validate_db_name, Engine, EngineOptions, EngineStats, ScanRequest, WriteOutcome};
+pub use error::{FlushError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError};
+pub use index::TagPredicate;
+pub use model::{Column, FieldType, FieldValue, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values};
+pub use wal::SyncPolicy;

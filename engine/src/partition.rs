@@ -1,0 +1,179 @@
+//! Time partitions: a directory of segment files per (database, time window).
+//!
+//! Layout: `<data>/dbs/<database>/<start_ns>_<duration_ns>/<segment id>.seg`. A partition's
+//! directory is listed at open, but its segments are only opened (memory-mapped, index parsed)
+//! the first time a scan touches its time window, so a query over one hour never opens last
+//! year's partitions.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::RwLock;
+
+use crate::error::{ReadError, SegmentError};
+use crate::model::{SegmentId, TimeRange};
+use crate::segment::SegmentReader;
+
+/// Start of the partition of `ts` for windows of `dur` ns (floor division, so negative
+/// timestamps work).
+pub fn partition_start(ts: i64, dur: i64) -> i64 {
+    // The first window can start before i64::MIN; clamp it (it still contains ts).
+    ts.div_euclid(dur).checked_mul(dur).unwrap_or(i64::MIN)
+}
+
+pub fn dir_name(start: i64, dur: i64) -> String {
+    format!("{start}_{dur}")
+}
+
+pub fn parse_dir_name(name: &str) -> Option<(i64, i64)> {
+    let (s, d) = name.split_once('_')?;
+    let (s, d) = (s.parse().ok()?, d.parse().ok()?);
+    (d > 0).then_some((s, d))
+}
+
+/// One segment file, opened on first use.
+#[derive(Debug)]
+pub struct SegmentHandle {
+    pub id: SegmentId,
+    pub path: PathBuf,
+    reader: OnceLock<Arc<SegmentReader>>,
+}
+
+impl SegmentHandle {
+    pub fn new(id: SegmentId, path: PathBuf) -> SegmentHandle {
+        SegmentHandle { id, path, reader: OnceLock::new() }
+    }
+
+    pub fn with_reader(id: SegmentId, reader: SegmentReader) -> SegmentHandle {
+        let h = SegmentHandle::new(id, reader.path().to_owned());
+        let _ = h.reader.set(Arc::new(reader));
+        h
+    }
+
+    /// Opens the segment if needed. A failure is returned every time (not cached), so a
+    /// segment restored by an operator becomes readable without a restart.
+    pub fn reader(&self) -> Result<Arc<SegmentReader>, ReadError> {
+        if let Some(r) = self.reader.get() {
+            return Ok(r.clone());
+        }
+        let r = SegmentReader::open(&self.path).map_err(|e| match e {
+            SegmentError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ReadError::MissingSegment { segment: self.id, source }
+            }
+            e => ReadError::Segment(e),
+        })?;
+        Ok(self.reader.get_or_init(|| Arc::new(r)).clone())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.reader.get().is_some()
+    }
+}
+
+/// One time partition of one database.
+#[derive(Debug)]
+pub struct Partition {
+    pub start: i64,
+    pub duration: i64,
+    pub dir: PathBuf,
+    /// Sorted by id (oldest first); replaced wholesale when segments are added or removed.
+    segments: RwLock<Arc<Vec<Arc<SegmentHandle>>>>,
+}
+
+impl Partition {
+    pub fn new(start: i64, duration: i64, dir: PathBuf) -> Partition {
+        Partition { start, duration, dir, segments: RwLock::new(Arc::new(Vec::new())) }
+    }
+
+    pub fn end(&self) -> i64 {
+        self.start.saturating_add(self.duration)
+    }
+
+    pub fn overlaps(&self, range: TimeRange) -> bool {
+        range.overlaps(self.start, self.end() - 1)
+    }
+
+    /// A consistent snapshot of the segment list.
+    pub fn segments(&self) -> Arc<Vec<Arc<SegmentHandle>>> {
+        self.segments.read().clone()
+    }
+
+    pub fn add_segment(&self, seg: Arc<SegmentHandle>) {
+        let mut g = self.segments.write();
+        let mut v: Vec<_> = g.as_ref().clone();
+        v.push(seg);
+        v.sort_by_key(|s| s.id);
+        *g = Arc::new(v);
+    }
+}
+
+/// The partitions of one database, by start time.
+#[derive(Debug, Default)]
+pub struct PartitionSet {
+    parts: RwLock<BTreeMap<i64, Arc<Partition>>>,
+}
+
+impl PartitionSet {
+    /// Partitions overlapping `range`, oldest first.
+    pub fn overlapping(&self, range: TimeRange) -> Vec<Arc<Partition>> {
+        self.parts.read().values().filter(|p| p.overlaps(range)).cloned().collect()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.parts.read().values().cloned().collect()
+    }
+
+    /// The partition holding `ts`, created (directory included) if missing.
+    pub fn get_or_create(&self, db_dir: &Path, ts: i64, duration: i64) -> std::io::Result<Arc<Partition>> {
+        // An existing partition may have another duration (the setting changed): use it if it
+        // covers ts.
+        if let Some(p) = self.find(ts) {
+            return Ok(p);
+        }
+        let mut parts = self.parts.write();
+        let start = partition_start(ts, duration);
+        if let Some(p) = parts.get(&start) {
+            return Ok(p.clone());
+        }
+        let dir = db_dir.join(dir_name(start, duration));
+        fs::create_dir_all(&dir)?;
+        crate::fsutil::sync_dir(db_dir)?;
+        let p = Arc::new(Partition::new(start, duration, dir));
+        parts.insert(start, p.clone());
+        Ok(p)
+    }
+
+    fn find(&self, ts: i64) -> Option<Arc<Partition>> {
+        let parts = self.parts.read();
+        let (_, p) = parts.range(..=ts).next_back()?;
+        (ts < p.end()).then(|| p.clone())
+    }
+
+    pub fn insert(&self, p: Arc<Partition>) {
+        self.parts.write().insert(p.start, p);
+    }
+
+    pub fn remove(&self, start: i64) -> Option<Arc<Partition>> {
+        self.parts.write().remove(&start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_math_handles_negative_time() {
+        let day = 86_400_000_000_000;
+        assert_eq!(partition_start(0, day), 0);
+        assert_eq!(partition_start(day - 1, day), 0);
+        assert_eq!(partition_start(-1, day), -day);
+        assert_eq!(partition_start(i64::MIN, day), i64::MIN);
+        assert_eq!(partition_start(i64::MAX, day), i64::MAX.div_euclid(day) * day);
+        assert_eq!(parse_dir_name(&dir_name(-day, day)), Some((-day, day)));
+        assert_eq!(parse_dir_name("junk"), None);
+        assert_eq!(parse_dir_name("1_0"), None);
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, installing what it needs. Usage: scripts/test.sh [extra nextest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Python clients for the interoperability tests (influxdb, influxdb-client, paho-mqtt), in a
+# project-local virtualenv so the system Python stays untouched.
+if command -v python3 >/dev/null 2>&1; then
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  if ! .venv/bin/python -c 'import influxdb, influxdb_client, paho.mqtt' 2>/dev/null; then
+    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python-requirements.txt
+  fi
+  export STRATA_TEST_PYTHON="$PWD/.venv/bin/python"
+fi
+
+# Build the binaries once; end-to-end tests start the real `strata` binary.
+cargo build --workspace --bins
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --profile ci "$@"
+else
+  cargo test --workspace "$@"
+fi
+# Doc tests (nextest does not run them).
+cargo test --workspace --doc --quiet
