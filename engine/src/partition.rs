@@ -91,8 +91,17 @@ impl Partition {
         self.start.saturating_add(self.duration)
     }
 
+    /// Last timestamp inside the partition. The last window is cut at i64::MAX, which it
+    /// includes.
+    pub fn max_ts(&self) -> i64 {
+        match self.start.checked_add(self.duration) {
+            Some(end) => end - 1,
+            None => i64::MAX,
+        }
+    }
+
     pub fn overlaps(&self, range: TimeRange) -> bool {
-        range.overlaps(self.start, self.end() - 1)
+        range.overlaps(self.start, self.max_ts())
     }
 
     /// A consistent snapshot of the segment list.
@@ -148,7 +157,7 @@ impl PartitionSet {
     fn find(&self, ts: i64) -> Option<Arc<Partition>> {
         let parts = self.parts.read();
         let (_, p) = parts.range(..=ts).next_back()?;
-        (ts < p.end()).then(|| p.clone())
+        (ts <= p.max_ts()).then(|| p.clone())
     }
 
     pub fn insert(&self, p: Arc<Partition>) {

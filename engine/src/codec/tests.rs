@@ -133,18 +133,23 @@ fn pinned_timestamp_layouts() {
     assert_eq!(ts_round_trip(&[1000, 1010, 1020]), [0x01, 0xd0, 0x0f, 0x14]);
     assert_eq!(ts_round_trip(&[-1]), [0x01, 0x01]);
     assert_eq!(ts_round_trip(&[]), [0x01]);
-    // TS_DOD: first 0, scale g = 10, q0 = 1 (zz 2), then dods 0, +1 (zz 2), -1 (zz 1):
-    // bits '0', '10'+0000010, '10'+0000001 -> LSB-first bytes.
-    // 0 | 1,0,(0,1,0,0,0,0,0) | 1,0,(1,0,0,0,0,0,0)
-    let enc = ts_round_trip(&[0, 10, 20, 40, 50]);
-    assert_eq!(enc[..4], [0x02, 0x00, 0x0a, 0x02]);
-    assert_eq!(enc[4..], [0b0001_0010, 0b0000_1010, 0b0000_0000]);
+    // TS_DOD: 200 points every 10 with ts[2] = 21: deltas 10, 11, 9, 10, 10, ... so
+    // g = 1; header first 0, g 1, q0 10 (zz 20 = 0x14); dods +1 (zz 2), -2 (zz 3),
+    // +1 (zz 2) as '10' + 7 bits each, then 195 '0' bits: 222 bits = 28 bytes.
+    let mut ts: Vec<i64> = (0..200).map(|i| i * 10).collect();
+    ts[2] = 21;
+    let enc = ts_round_trip(&ts);
+    assert_eq!(enc[..4], [0x02, 0x00, 0x01, 0x14]);
+    // 1,0,0,1,0,0,0,0 | 0,1,0,1,1,0,0,0 | 0,0,1,0,0,1,0,0 | 0...
+    assert_eq!(enc[4..8], [0x09, 0x1a, 0x24, 0x00]);
+    assert_eq!(enc.len(), 4 + 28);
+    assert!(enc[8..].iter().all(|&b| b == 0));
     // TS_PACKED: jittery deltas 7, 3, 5, 1, 6 in one mini-block: min 1 (zz 2), width 3.
     let enc = ts_round_trip(&[0, 7, 10, 15, 16, 22]);
     assert_eq!(enc[..3], [0x03, 0x00, 0x01]);
     assert_eq!(enc[3..5], [0x02, 0x03]);
     // (6, 2, 4, 0, 5) in 3 bits each, LSB-first.
-    assert_eq!(enc[5..], [0b1001_0110, 0b0101_0000, 0b0000_0001]);
+    assert_eq!(enc[5..], [0b0001_0110, 0b0101_0001]);
 }
 
 #[test]
@@ -153,23 +158,23 @@ fn pinned_float_layouts() {
     let enc = f64_round_trip(&[1.5, 1.5, 1.5]);
     assert_eq!(enc[0], tag::F64_CONST);
     assert_eq!(enc[1..], 1.5f64.to_bits().to_le_bytes());
-    // Decimal: e = 1, no exceptions, INT_DELTA: first 215 (zz 430 = ae 03), one
-    // mini-block of deltas (+1, -2): min -2 (zz 3), width 2, values (3, 0).
+    // Decimal: e = 1, no exceptions, mantissas 215, 216, 214 as INT_FOR (4 bytes,
+    // INT_DELTA would take 5): min 214 (zz 428 = ac 03), width 2, values (1, 2, 0).
     let enc = f64_round_trip(&[21.5, 21.6, 21.4]);
     assert_eq!(float_codec_name(&enc), Some("decimal"));
-    assert_eq!(enc, [0x11, 0x01, 0x00, 0x22, 0xae, 0x03, 0x03, 0x02, 0b0000_0011]);
+    assert_eq!(enc, [0x11, 0x01, 0x00, 0x21, 0xac, 0x03, 0x02, 0b0000_1001]);
     // Gorilla: first value raw, then '0' for a repeat.
     let mut enc = Vec::new();
     encode_f64_with(&[0.1, 0.1], FloatCodec::Gorilla, &mut enc);
     assert_eq!(enc[0], tag::F64_GORILLA);
     assert_eq!(enc[1..9], 0.1f64.to_bits().to_le_bytes());
     assert_eq!(enc[9..], [0x00]);
-    // Gorilla new window: 1.0 ^ 3.0 = 0x0010_0000_0000_0000 -> lead 11, trail 52,
-    // sig 1: '11', 01011, 000000, '1' = 14 bits.
+    // Gorilla new window: 2.0 ^ 3.0 = 0x0008_0000_0000_0000 -> lead 12, trail 51,
+    // sig 1: '11', 01100, 000000, '1' = 14 bits (LSB-first, so read right to left).
     let mut enc = Vec::new();
-    encode_f64_with(&[1.0, 3.0], FloatCodec::Gorilla, &mut enc);
+    encode_f64_with(&[2.0, 3.0], FloatCodec::Gorilla, &mut enc);
     let ctl = u16::from_le_bytes([enc[9], enc[10]]);
-    assert_eq!(ctl, 0b1_000000_01011_11);
+    assert_eq!(ctl, 0b1_000000_01100_11);
     assert_eq!(enc.len(), 11);
 }
 
@@ -180,7 +185,8 @@ fn pinned_int_bool_str_layouts() {
     // FOR: values 100, 90, 110, 95 -> min 90 (zz 180 = b4 01), width 5, (10, 0, 20, 5).
     let enc = i64_round_trip(&[100, 90, 110, 95]);
     assert_eq!(enc[..4], [0x21, 0xb4, 0x01, 0x05]);
-    assert_eq!(enc[4..], [0b0000_1010, 0b0101_0000, 0b0000_0010]);
+    // 0,1,0,1,0 0,0,0,0,0 0,0,1,0,1 1,0,1,0,0 LSB-first.
+    assert_eq!(enc[4..], [0b0000_1010, 0b1101_0000, 0b0000_0010]);
     // DELTA: counter 1000.. step 1 -> first zz 2000, min 1, width 0.
     let ramp: Vec<i64> = (1000..1100).collect();
     assert_eq!(i64_round_trip(&ramp), [0x22, 0xd0, 0x0f, 0x02, 0x00]);
