@@ -130,16 +130,9 @@ impl WriteBatch {
         self.field_values = 0;
     }
 
-    /// Appends an already-encoded point (used when splitting a batch by shard).
-    pub(crate) fn push_encoded(&mut self, point: &PointRef<'_>) {
-        self.buf.extend_from_slice(point.raw);
-        self.points += 1;
-        self.field_values += point.n_fields as usize;
-    }
-
     /// Iterates the points of encoded batch bytes, validating as it goes.
     pub fn iter(&self) -> BatchIter<'_> {
-        BatchIter { buf: &self.buf, pos: 0 }
+        BatchIter::trusted(&self.buf)
     }
 }
 
@@ -329,7 +322,7 @@ fn check_len(what: &'static str, len: usize, max: usize) -> Option<PointError> {
 #[derive(Debug, Clone, Copy)]
 pub struct PointRef<'a> {
     /// The whole encoded point including its length prefix.
-    pub(crate) raw: &'a [u8],
+    pub raw: &'a [u8],
     /// The series key bytes (see module docs).
     pub key: &'a [u8],
     pub timestamp: i64,
@@ -390,24 +383,26 @@ pub struct FieldIter<'a> {
 }
 
 impl<'a> Iterator for FieldIter<'a> {
-    type Item = (&'a str, FieldValue<'a>);
+    /// Field name bytes (UTF-8: validated when the batch was built or replayed) and value.
+    type Item = (&'a [u8], FieldValue<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             return None;
         }
         self.remaining -= 1;
-        // Validated by BatchIter, so these cannot fail.
+        // Malformed bytes end the iteration; they cannot occur in a validated batch.
         let (name, value, used) = decode_field(self.buf)?;
         self.buf = &self.buf[used..];
         Some((name, value))
     }
 }
 
-fn decode_field(buf: &[u8]) -> Option<(&str, FieldValue<'_>, usize)> {
+fn decode_field(buf: &[u8]) -> Option<(&[u8], FieldValue<'_>, usize)> {
     let mut r = Reader { buf, pos: 0 };
     let ty = FieldType::from_u8(r.u8()?)?;
-    let name = r.str16()?;
+    let n = r.u16()? as usize;
+    let name = r.take(n)?;
     let value = match ty {
         FieldType::F64 => FieldValue::F64(f64::from_bits(r.u64()?)),
         FieldType::I64 => FieldValue::I64(r.u64()? as i64),
@@ -425,16 +420,24 @@ fn decode_field(buf: &[u8]) -> Option<(&str, FieldValue<'_>, usize)> {
     Some((name, value, r.pos))
 }
 
-/// Iterates and validates the points of encoded batch bytes.
+/// Iterates the points of encoded batch bytes.
 pub struct BatchIter<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Check every name and value (bytes from storage); off for bytes our builder made, whose
+    /// structure and UTF-8 are valid by construction. Either way decoding is bounds-checked.
+    validate: bool,
 }
 
 impl<'a> BatchIter<'a> {
-    /// Iterates encoded batch bytes that came from storage (the WAL).
+    /// Iterates and fully validates encoded batch bytes that came from storage (the WAL).
     pub(crate) fn over(buf: &'a [u8]) -> BatchIter<'a> {
-        BatchIter { buf, pos: 0 }
+        BatchIter { buf, pos: 0, validate: true }
+    }
+
+    /// Iterates bytes built by [`WriteBatch`] (or already validated) without re-validating.
+    pub(crate) fn trusted(buf: &'a [u8]) -> BatchIter<'a> {
+        BatchIter { buf, pos: 0, validate: false }
     }
 }
 
@@ -446,7 +449,7 @@ impl<'a> Iterator for BatchIter<'a> {
             return None;
         }
         let start = self.pos;
-        let res = decode_point(&self.buf[start..]).ok_or(BatchDecodeError {
+        let res = decode_point(&self.buf[start..], self.validate).ok_or(BatchDecodeError {
             offset: start,
             reason: "point does not decode",
         });
@@ -463,7 +466,19 @@ impl<'a> Iterator for BatchIter<'a> {
     }
 }
 
-fn decode_point(buf: &[u8]) -> Option<PointRef<'_>> {
+/// Checks a series key's structure without allocating.
+fn validate_series_key(key: &[u8]) -> Option<()> {
+    let mut r = Reader { buf: key, pos: 0 };
+    r.str16()?;
+    let n = r.u16()?;
+    for _ in 0..n {
+        r.str16()?;
+        r.str16()?;
+    }
+    (r.pos == key.len()).then_some(())
+}
+
+fn decode_point(buf: &[u8], validate: bool) -> Option<PointRef<'_>> {
     let mut r = Reader { buf, pos: 0 };
     let body_len = r.u32()? as usize;
     let body = r.take(body_len)?;
@@ -471,13 +486,17 @@ fn decode_point(buf: &[u8]) -> Option<PointRef<'_>> {
     let mut b = Reader { buf: body, pos: 0 };
     let key_len = b.u16()? as usize;
     let key = b.take(key_len)?;
-    decode_series_key(key)?;
     let timestamp = b.u64()? as i64;
     let n_fields = b.u16()?;
     let fields = &body[b.pos..];
+    if !validate {
+        return Some(PointRef { raw, key, timestamp, n_fields, fields });
+    }
+    validate_series_key(key)?;
     let mut off = 0;
     for _ in 0..n_fields {
-        let (_, _, used) = decode_field(&fields[off..])?;
+        let (name, _, used) = decode_field(&fields[off..])?;
+        std::str::from_utf8(name).ok()?;
         off += used;
     }
     if off != fields.len() || n_fields == 0 {
@@ -544,9 +563,9 @@ mod tests {
         assert_eq!(key.tags[1].0.as_ref(), "region");
         assert_eq!(pts[0].timestamp, 42);
         let fields: Vec<_> = pts[0].fields().collect();
-        assert_eq!(fields[0], ("usage", FieldValue::F64(1.5)));
-        assert_eq!(fields[2], ("s", FieldValue::Str("hi")));
-        assert_eq!(fields[3], ("ok", FieldValue::Bool(true)));
+        assert_eq!(fields[0], (&b"usage"[..], FieldValue::F64(1.5)));
+        assert_eq!(fields[2], (&b"s"[..], FieldValue::Str("hi")));
+        assert_eq!(fields[3], (&b"ok"[..], FieldValue::Bool(true)));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rustc_hash::{FxBuildHasher, FxHasher};
 
-use crate::batch::{encode_series_key, BatchIter, WriteBatch};
+use crate::batch::{encode_series_key, BatchIter, PointRef, WriteBatch};
 use crate::catalog::Catalog;
 use crate::error::{FlushError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError};
 use crate::index::TagPredicate;
@@ -364,26 +364,21 @@ impl Engine {
         }
         let n = inner.shards.len();
         let mut commits: Vec<(usize, u64)> = Vec::with_capacity(n);
-        if n == 1 {
-            let indices: Vec<usize> = (0..batch.len_points()).collect();
-            if let Some(pos) = inner.write_shard(0, db_id, db, batch.as_bytes(), &indices, &mut outcome, true)? {
-                commits.push((0, pos));
+        let mut parts: Vec<Vec<(PointRef<'_>, usize)>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, p) in batch.iter().enumerate() {
+            let p = p.expect("a WriteBatch built by its builder always decodes");
+            let s = if n == 1 { 0 } else { shard_of(db_id, p.key, n) };
+            parts[s].push((p, i));
+        }
+        // One shard holding the whole batch can log the batch bytes as they are.
+        let whole = parts.iter().filter(|p| !p.is_empty()).count() == 1;
+        for (s, points) in parts.iter().enumerate() {
+            if points.is_empty() {
+                continue;
             }
-        } else {
-            let mut parts: Vec<(WriteBatch, Vec<usize>)> = (0..n).map(|_| Default::default()).collect();
-            for (i, p) in batch.iter().enumerate() {
-                let p = p.expect("a WriteBatch built by its builder always decodes");
-                let s = shard_of(db_id, p.key, n);
-                parts[s].0.push_encoded(&p);
-                parts[s].1.push(i);
-            }
-            for (s, (b, idx)) in parts.iter().enumerate() {
-                if b.is_empty() {
-                    continue;
-                }
-                if let Some(pos) = inner.write_shard(s, db_id, db, b.as_bytes(), idx, &mut outcome, true)? {
-                    commits.push((s, pos));
-                }
+            let body = whole.then(|| batch.as_bytes());
+            if let Some(pos) = inner.write_shard(s, db_id, db, points, body, &mut outcome, true)? {
+                commits.push((s, pos));
             }
         }
         for (s, pos) in commits {
@@ -758,22 +753,17 @@ impl Inner {
         }
         let name = std::str::from_utf8(&rest[..len]).map_err(|_| bad("database name is not utf-8"))?;
         let body = &rest[len..];
-        for p in BatchIter::over(body) {
-            p?;
-        }
+        let mut by_shard: Vec<Vec<(PointRef<'_>, usize)>> = (0..n).map(|_| Vec::new()).collect();
         let db = self.catalog.create_db(name);
-        let mut by_shard: Vec<(WriteBatch, Vec<usize>)> = (0..n).map(|_| Default::default()).collect();
         for (i, p) in BatchIter::over(body).enumerate() {
             let p = p?;
-            let s = shard_of(db, p.key, n);
-            by_shard[s].0.push_encoded(&p);
-            by_shard[s].1.push(i);
+            by_shard[shard_of(db, p.key, n)].push((p, i));
         }
         let mut outcome = WriteOutcome::default();
-        for (s, (b, idx)) in by_shard.iter().enumerate() {
-            if !b.is_empty() {
-                // Cannot fail without a WAL append; errors would be catalog I/O only.
-                let _ = self.write_shard(s, db, name, b.as_bytes(), idx, &mut outcome, false);
+        for (s, points) in by_shard.iter().enumerate() {
+            if !points.is_empty() {
+                // Without a WAL append the only possible errors are refused points.
+                let _ = self.write_shard(s, db, name, points, None, &mut outcome, false);
             }
         }
         for r in &outcome.rejected {
@@ -783,15 +773,16 @@ impl Inner {
     }
 
     /// Writes the points of one shard. Returns the WAL position to commit, if anything was
-    /// appended. `log` is false during replay.
+    /// appended. `body`, when given, is the encoding of exactly `points` (logged as is);
+    /// `log` is false during replay.
     #[allow(clippy::too_many_arguments)]
     fn write_shard(
         &self,
         s: usize,
         db: DbId,
         db_name: &str,
-        body: &[u8],
-        indices: &[usize],
+        points: &[(PointRef<'_>, usize)],
+        body: Option<&[u8]>,
         outcome: &mut WriteOutcome,
         log: bool,
     ) -> Result<Option<u64>, WriteError> {
@@ -818,16 +809,14 @@ impl Inner {
         let st = &mut *st;
         // Pass 1: resolve series and check field types; nothing is logged or inserted yet, so
         // a refused point never reaches the WAL.
-        let mut ids: Vec<Option<SeriesId>> = Vec::with_capacity(indices.len());
+        let mut ids: Vec<Option<SeriesId>> = Vec::with_capacity(points.len());
         let lookup = st.lookup.entry(db).or_default();
-        for (j, p) in BatchIter::over(body).enumerate() {
-            let p = p.expect("batch validated by its builder or by replay");
-            let res = resolve_point(&self.catalog, lookup, db, &p);
-            match res {
+        for (p, index) in points {
+            match resolve_point(&self.catalog, lookup, db, p) {
                 Ok(id) => ids.push(Some(id)),
                 Err(reason) => {
                     ids.push(None);
-                    outcome.rejected.push(RejectedPoint { index: indices[j], reason });
+                    outcome.rejected.push(RejectedPoint { index: *index, reason });
                 }
             }
         }
@@ -838,22 +827,18 @@ impl Inner {
         let mut pos = None;
         if log {
             let db_hdr = [db_name.len() as u8];
-            if accepted == ids.len() {
-                pos = Some(shard.wal().append_parts(&[&db_hdr, db_name.as_bytes(), body]));
-            } else {
-                let mut filtered = WriteBatch::new();
-                for (p, id) in BatchIter::over(body).zip(&ids) {
-                    if id.is_some() {
-                        filtered.push_encoded(&p.expect("validated above"));
-                    }
-                }
-                pos = Some(shard.wal().append_parts(&[&db_hdr, db_name.as_bytes(), filtered.as_bytes()]));
-            }
+            let head = [&db_hdr[..], db_name.as_bytes()];
+            let wal = shard.wal();
+            pos = Some(match body {
+                Some(body) if accepted == ids.len() => wal.append_parts(&[&db_hdr, db_name.as_bytes(), body]),
+                _ => wal.append_iter(
+                    head.into_iter().chain(points.iter().zip(&ids).filter(|(_, id)| id.is_some()).map(|((p, _), _)| p.raw)),
+                ),
+            });
         }
         // Pass 2: insert.
-        for (p, id) in BatchIter::over(body).zip(&ids) {
+        for ((p, _), id) in points.iter().zip(&ids) {
             if let Some(id) = id {
-                let p = p.expect("validated above");
                 st.active.insert(db, *id, p.timestamp, p.fields());
                 outcome.points_written += 1;
                 outcome.values_written += p.n_fields as usize;
@@ -1094,17 +1079,23 @@ fn check_fields(
     p: &crate::batch::PointRef<'_>,
     slot: &mut SeriesSlot,
 ) -> Result<SeriesId, RejectReason> {
-    for (name, value) in p.fields() {
+    for (j, (name, value)) in p.fields().enumerate() {
         let ty = value.field_type();
-        match slot.fields.iter().find(|(n, _)| &**n == name) {
-            Some((_, t)) if *t == ty => {}
-            Some((_, t)) => {
-                return Err(RejectReason::FieldTypeConflict { field: name.to_owned(), expected: *t, got: ty });
+        // Same order as last time is the common case: try position j first.
+        let known = match slot.fields.get(j) {
+            Some((n, t)) if n.as_bytes() == name => Some(*t),
+            _ => slot.fields.iter().find(|(n, _)| n.as_bytes() == name).map(|(_, t)| *t),
+        };
+        let name_str = || std::str::from_utf8(name).expect("validated utf-8");
+        match known {
+            Some(t) if t == ty => {}
+            Some(t) => {
+                return Err(RejectReason::FieldTypeConflict { field: name_str().to_owned(), expected: t, got: ty });
             }
             None => {
                 let measurement = std::str::from_utf8(p.measurement()).expect("validated utf-8");
-                catalog.check_field(db, measurement, name, ty)?;
-                slot.fields.push((name.into(), ty));
+                catalog.check_field(db, measurement, name_str(), ty)?;
+                slot.fields.push((name_str().into(), ty));
             }
         }
     }

@@ -100,17 +100,21 @@ impl Memtable {
         db: DbId,
         id: SeriesId,
         ts: i64,
-        fields: impl Iterator<Item = (&'a str, FieldValue<'a>)>,
+        fields: impl Iterator<Item = (&'a [u8], FieldValue<'a>)>,
     ) {
         let series = self.series.entry(id).or_insert_with(|| {
             self.bytes += SERIES_OVERHEAD;
             MemSeries { db, columns: Vec::new() }
         });
-        for (name, value) in fields {
-            let col = match series.columns.iter().position(|c| &*c.field == name) {
+        for (j, (name, value)) in fields.enumerate() {
+            // Devices send their fields in the same order every time: try position j first.
+            let hit = series.columns.get(j).is_some_and(|c| c.field.as_bytes() == name);
+            let idx = if hit { Some(j) } else { series.columns.iter().position(|c| c.field.as_bytes() == name) };
+            let col = match idx {
                 Some(i) => &mut series.columns[i],
                 None => {
                     self.bytes += COLUMN_OVERHEAD + name.len();
+                    let name = std::str::from_utf8(name).expect("field names are validated UTF-8");
                     series.columns.push(MemColumn::new(name, value.field_type()));
                     series.columns.last_mut().expect("just pushed")
                 }
@@ -182,7 +186,7 @@ mod tests {
         let mut m = Memtable::default();
         let id = SeriesId(7);
         for (ts, v) in [(10, 1.0), (5, 2.0), (10, 3.0), (7, 4.0)] {
-            m.insert(DbId(0), id, ts, [("v", FieldValue::F64(v))].into_iter());
+            m.insert(DbId(0), id, ts, [(&b"v"[..], FieldValue::F64(v))].into_iter());
         }
         let cols = m.read(id, None, TimeRange::ALL);
         assert_eq!(cols.len(), 1);
@@ -200,7 +204,7 @@ mod tests {
         let mut m = Memtable::default();
         let id = SeriesId(1);
         for ts in 0..10 {
-            m.insert(DbId(0), id, ts, [("v", FieldValue::I64(ts * 10))].into_iter());
+            m.insert(DbId(0), id, ts, [(&b"v"[..], FieldValue::I64(ts * 10))].into_iter());
         }
         let cols = m.read(id, None, TimeRange::new(3, 6));
         assert_eq!(cols[0].1, vec![3, 4, 5]);

@@ -136,9 +136,16 @@ impl Wal {
 
     /// Like [`Wal::append`] for a payload given in parts (saves the caller a copy).
     pub fn append_parts(&self, parts: &[&[u8]]) -> u64 {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let crc = parts.iter().fold(0, |crc, p| crc32c::crc32c_append(crc, p));
+        self.append_iter(parts.iter().copied())
+    }
+
+    /// Appends one record whose payload is the concatenation of `parts`, copying each part
+    /// once, straight into the pending buffer.
+    pub fn append_iter<'a>(&self, parts: impl Iterator<Item = &'a [u8]> + Clone) -> u64 {
+        let (len, crc) =
+            parts.clone().fold((0usize, 0u32), |(len, crc), p| (len + p.len(), crc32c::crc32c_append(crc, p)));
         let mut p = self.pending.lock();
+        p.buf.reserve(8 + len);
         p.buf.extend_from_slice(&(len as u32).to_le_bytes());
         p.buf.extend_from_slice(&crc.to_le_bytes());
         for part in parts {
