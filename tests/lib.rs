@@ -62,3 +62,292 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     assert!(p.exists(), "{} not built: run `cargo build --workspace --bins` first", p.display());
     p
 }
+
+pub mod server {
+    //! Starting the real `strata` binary on an ephemeral port, talking to it, stopping it, and
+    //! reading what it stored by opening the engine on its data directory afterwards.
+
+    use std::collections::BTreeMap;
+    use std::fs::File;
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::time::{Duration, Instant};
+
+    use strata_engine::{Engine, EngineOptions, ScanRequest, TagPredicate, TimeRange, Values};
+
+    use super::workspace_bin;
+
+    /// How long a server may take to start or stop before a test fails.
+    pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+    /// Options for starting `strata serve`.
+    pub struct ServerBuilder {
+        data_dir: PathBuf,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        http_addr: String,
+    }
+
+    impl ServerBuilder {
+        pub fn new(data_dir: &Path) -> ServerBuilder {
+            ServerBuilder {
+                data_dir: data_dir.to_owned(),
+                args: Vec::new(),
+                envs: Vec::new(),
+                http_addr: "127.0.0.1:0".into(),
+            }
+        }
+
+        pub fn arg(mut self, a: impl Into<String>) -> Self {
+            self.args.push(a.into());
+            self
+        }
+
+        /// `--set key=value`.
+        pub fn set(self, key: &str, value: impl std::fmt::Display) -> Self {
+            self.arg("--set").arg(format!("{key}={value}"))
+        }
+
+        pub fn env(mut self, k: &str, v: &str) -> Self {
+            self.envs.push((k.into(), v.into()));
+            self
+        }
+
+        pub fn http_addr(mut self, addr: &str) -> Self {
+            self.http_addr = addr.into();
+            self
+        }
+
+        fn command(&self, logs: &Path, ready: &Path) -> Command {
+            let mut cmd = Command::new(workspace_bin("strata"));
+            cmd.arg("serve")
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .arg("--http-addr")
+                .arg(&self.http_addr)
+                .arg("--mqtt-addr")
+                .arg("127.0.0.1:0")
+                .arg("--ready-file")
+                .arg(ready)
+                .args(&self.args);
+            // The test process's own STRATA_* variables must not leak into the server.
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("STRATA_") {
+                    cmd.env_remove(k);
+                }
+            }
+            cmd.env("RUST_LOG", "info,strata_server=debug");
+            for (k, v) in &self.envs {
+                cmd.env(k, v);
+            }
+            let log = File::create(logs).expect("log file");
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::from(log.try_clone().expect("clone log file")))
+                .stderr(Stdio::from(log));
+            cmd
+        }
+
+        /// Starts the server and waits until it listens.
+        pub fn start(self) -> StrataServer {
+            let work = tempfile::tempdir().expect("tempdir");
+            let log = work.path().join("strata.log");
+            let ready = work.path().join("ready.json");
+            let mut child = self.command(&log, &ready).spawn().expect("spawn strata");
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                if let Ok(text) = std::fs::read_to_string(&ready) {
+                    let v: serde_json::Value = serde_json::from_str(&text).expect("ready file is JSON");
+                    let addr: SocketAddr =
+                        v["http"].as_str().expect("http addr").parse().expect("socket addr");
+                    let scheme = v["scheme"].as_str().unwrap_or("http").to_owned();
+                    return StrataServer {
+                        child: Some(child),
+                        addr,
+                        scheme,
+                        data_dir: self.data_dir,
+                        log,
+                        _work: work,
+                    };
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("strata exited before listening ({status}):\n{}", read(&log));
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("strata did not listen within {START_TIMEOUT:?}:\n{}", read(&log));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        /// Runs a server that is expected to refuse to start; returns its status and output.
+        pub fn start_expecting_failure(self) -> (ExitStatus, String) {
+            let work = tempfile::tempdir().expect("tempdir");
+            let log = work.path().join("strata.log");
+            let ready = work.path().join("ready.json");
+            let mut child = self.command(&log, &ready).spawn().expect("spawn strata");
+            let status = wait_timeout(&mut child, START_TIMEOUT).unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("strata was expected to exit but kept running:\n{}", read(&log))
+            });
+            assert!(!ready.exists(), "strata wrote its ready file although it should refuse to start");
+            (status, read(&log))
+        }
+    }
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+
+    fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// A running `strata serve`. Killed (SIGKILL) on drop if still running.
+    pub struct StrataServer {
+        child: Option<Child>,
+        pub addr: SocketAddr,
+        /// `http` or `https`.
+        pub scheme: String,
+        pub data_dir: PathBuf,
+        log: PathBuf,
+        _work: tempfile::TempDir,
+    }
+
+    impl StrataServer {
+        /// `http://127.0.0.1:PORT{path}`.
+        pub fn url(&self, path: &str) -> String {
+            format!("{}://{}{path}", self.scheme, self.addr)
+        }
+
+        pub fn pid(&self) -> u32 {
+            self.child.as_ref().expect("running").id()
+        }
+
+        /// Everything the server printed so far.
+        pub fn log(&self) -> String {
+            read(&self.log)
+        }
+
+        /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+        pub fn proc_status_kib(&self, field: &str) -> u64 {
+            let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+            text.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+        }
+
+        /// Sends SIGTERM and waits for a clean exit (status 0); returns the log.
+        pub fn stop(mut self) -> String {
+            let mut child = self.child.take().expect("running");
+            // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+            let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            assert_eq!(rc, 0, "kill(SIGTERM) failed");
+            let status = wait_timeout(&mut child, START_TIMEOUT).unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("strata did not stop within {START_TIMEOUT:?} of SIGTERM:\n{}", self.log())
+            });
+            let log = self.log();
+            assert!(status.success(), "strata exited with {status} after SIGTERM:\n{log}");
+            log
+        }
+
+        /// SIGKILL: no chance to flush anything.
+        pub fn kill9(mut self) {
+            let mut child = self.child.take().expect("running");
+            child.kill().expect("SIGKILL");
+            child.wait().expect("wait");
+        }
+
+        /// Sends SIGTERM without waiting (to test shutdown while requests are in flight).
+        pub fn sigterm(&self) {
+            // SAFETY: as in `stop`.
+            let rc = unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+            assert_eq!(rc, 0, "kill(SIGTERM) failed");
+        }
+
+        /// Waits for the process to exit (after [`StrataServer::sigterm`]); returns its status.
+        pub fn wait_exit(mut self) -> (ExitStatus, String) {
+            let mut child = self.child.take().expect("running");
+            let status = wait_timeout(&mut child, START_TIMEOUT).unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("strata did not exit within {START_TIMEOUT:?}:\n{}", self.log())
+            });
+            (status, self.log())
+        }
+    }
+
+    impl Drop for StrataServer {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+                if std::thread::panicking() {
+                    eprintln!("--- strata log ---\n{}", self.log());
+                }
+            }
+        }
+    }
+
+    /// A blocking HTTP client with a bounded timeout.
+    pub fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+    }
+
+    /// One stored value, printed: `1.5`, `3i`, `7u`, `true`, `"text"`.
+    pub type Stored = BTreeMap<(String, String, i64), String>;
+
+    /// Every value of `measurement` in `db`, keyed by (series key, field, timestamp), read by
+    /// opening the engine on the data directory (the server must be stopped).
+    pub fn read_measurement(data_dir: &Path, db: &str, measurement: &str) -> Stored {
+        let engine =
+            Engine::open(EngineOptions::new(data_dir)).expect("open engine on the server's data dir");
+        let mut out = Stored::new();
+        if engine.database_exists(db) {
+            let series = engine
+                .scan(&ScanRequest {
+                    db,
+                    measurement,
+                    predicate: &TagPredicate::All,
+                    fields: None,
+                    range: TimeRange::ALL,
+                })
+                .expect("scan");
+            for s in series {
+                let key = s.key.to_string();
+                for c in s.columns {
+                    let vals: Vec<String> = match &c.values {
+                        Values::F64(v) => v.iter().map(|x| format!("{x}")).collect(),
+                        Values::I64(v) => v.iter().map(|x| format!("{x}i")).collect(),
+                        Values::U64(v) => v.iter().map(|x| format!("{x}u")).collect(),
+                        Values::Bool(v) => v.iter().map(|x| format!("{x}")).collect(),
+                        Values::Str(v) => v.iter().map(|x| format!("{x:?}")).collect(),
+                    };
+                    for (t, v) in c.timestamps.iter().zip(vals) {
+                        out.insert((key.clone(), c.field.to_string(), *t), v);
+                    }
+                }
+            }
+        }
+        engine.close().expect("close engine");
+        out
+    }
+
+    /// Databases in the data directory (server stopped).
+    pub fn databases(data_dir: &Path) -> Vec<String> {
+        let engine = Engine::open(EngineOptions::new(data_dir)).expect("open engine");
+        let mut dbs = engine.databases();
+        dbs.sort();
+        engine.close().expect("close engine");
+        dbs
+    }
+}

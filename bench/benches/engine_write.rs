@@ -13,7 +13,8 @@ use strata_engine::{Engine, EngineOptions, FieldValue, SyncPolicy, WriteBatch};
 
 const TRUCKS: usize = 1000;
 const BATCH: usize = 5000;
-const FIELDS: [&str; 7] = ["latitude", "longitude", "elevation", "velocity", "heading", "grade", "fuel_consumption"];
+const FIELDS: [&str; 7] =
+    ["latitude", "longitude", "elevation", "velocity", "heading", "grade", "fuel_consumption"];
 
 /// Pre-built batches: round `r` covers timestamps `r * 10 s` for every truck.
 fn batches(rounds: usize) -> Vec<WriteBatch> {

@@ -1,1 +1,2 @@
 //! Shared data generators for the benchmarks.
+pub mod datagen;

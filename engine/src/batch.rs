@@ -84,11 +84,8 @@ impl WriteBatch {
         if measurement.is_empty() {
             err = Some(PointError::EmptyMeasurement);
         } else if measurement.len() > MAX_NAME_LEN {
-            err = Some(PointError::TooLong {
-                what: "measurement",
-                len: measurement.len(),
-                max: MAX_NAME_LEN,
-            });
+            err =
+                Some(PointError::TooLong { what: "measurement", len: measurement.len(), max: MAX_NAME_LEN });
         }
         // Tags are collected as (offset, len) pairs into key_scratch, sorted at finish.
         self.key_scratch.extend_from_slice(measurement.as_bytes());
@@ -250,7 +247,8 @@ impl PointBuilder<'_> {
             return Ok(());
         }
         self.done = true;
-        let (start, m_len, n_fields, fields_start) = (self.start, self.m_len, self.n_fields, self.fields_start);
+        let (start, m_len, n_fields, fields_start) =
+            (self.start, self.m_len, self.n_fields, self.fields_start);
         let err = self.err.take();
         let batch = &mut *self.batch;
         let result = (|| {
@@ -336,7 +334,13 @@ impl<'a> PointRef<'a> {
         &self.key[2..2 + m_len]
     }
 
-    pub fn fields(&self) -> FieldIter<'a> {
+    /// The fields with their names as `&str`.
+    pub fn fields(&self) -> impl Iterator<Item = (&'a str, FieldValue<'a>)> {
+        self.field_bytes().filter_map(|(n, v)| Some((std::str::from_utf8(n).ok()?, v)))
+    }
+
+    /// The fields with their names as bytes (no UTF-8 check: the hot path).
+    pub fn field_bytes(&self) -> FieldIter<'a> {
         FieldIter { buf: self.fields, remaining: self.n_fields }
     }
 
@@ -449,10 +453,8 @@ impl<'a> Iterator for BatchIter<'a> {
             return None;
         }
         let start = self.pos;
-        let res = decode_point(&self.buf[start..], self.validate).ok_or(BatchDecodeError {
-            offset: start,
-            reason: "point does not decode",
-        });
+        let res = decode_point(&self.buf[start..], self.validate)
+            .ok_or(BatchDecodeError { offset: start, reason: "point does not decode" });
         match res {
             Ok(p) => {
                 self.pos += p.raw.len();
@@ -563,9 +565,9 @@ mod tests {
         assert_eq!(key.tags[1].0.as_ref(), "region");
         assert_eq!(pts[0].timestamp, 42);
         let fields: Vec<_> = pts[0].fields().collect();
-        assert_eq!(fields[0], (&b"usage"[..], FieldValue::F64(1.5)));
-        assert_eq!(fields[2], (&b"s"[..], FieldValue::Str("hi")));
-        assert_eq!(fields[3], (&b"ok"[..], FieldValue::Bool(true)));
+        assert_eq!(fields[0], ("usage", FieldValue::F64(1.5)));
+        assert_eq!(fields[2], ("s", FieldValue::Str("hi")));
+        assert_eq!(fields[3], ("ok", FieldValue::Bool(true)));
     }
 
     #[test]

@@ -90,11 +90,9 @@ impl Catalog {
         if path.exists() {
             let mut offset = 0u64;
             let stats = replay_log(&path, &header, |rec| {
-                apply_record(&mut state, rec).map_err(|reason| {
-                    WalError::Io {
-                        path: path.clone(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
-                    }
+                apply_record(&mut state, rec).map_err(|reason| WalError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
                 })?;
                 offset += rec.len() as u64 + 8;
                 Ok(())
@@ -262,13 +260,7 @@ impl Catalog {
         }
         let mut log = self.log.lock();
         let mut st = self.state.write();
-        let m = st
-            .dbs
-            .entry(db)
-            .or_default()
-            .measurements
-            .entry(measurement.to_owned())
-            .or_default();
+        let m = st.dbs.entry(db).or_default().measurements.entry(measurement.to_owned()).or_default();
         if let Some(&t) = m.fields.get(field) {
             return if t == ty { Ok(()) } else { Err(conflict(t)) };
         }
@@ -292,11 +284,7 @@ impl Catalog {
     /// Every live series with its database (used to rebuild shard lookup maps at open).
     pub fn all_series(&self) -> Vec<(SeriesId, SeriesMeta)> {
         let st = self.state.read();
-        st.series
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.clone().map(|s| (SeriesId(i as u32), s)))
-            .collect()
+        st.series.iter().enumerate().filter_map(|(i, s)| s.clone().map(|s| (SeriesId(i as u32), s))).collect()
     }
 
     /// Resolves series of a measurement matching a predicate.
@@ -447,10 +435,7 @@ mod tests {
             c.add_series(db, &key_bytes(&k), k).unwrap();
         }
         let k = key("m", "c");
-        assert!(matches!(
-            c.add_series(db, &key_bytes(&k), k),
-            Err(RejectReason::SeriesLimit { limit: 2 })
-        ));
+        assert!(matches!(c.add_series(db, &key_bytes(&k), k), Err(RejectReason::SeriesLimit { limit: 2 })));
     }
 
     #[test]

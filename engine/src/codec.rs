@@ -55,6 +55,8 @@ pub mod tag {
     pub const TS_DOD: u8 = 0x02;
     /// Timestamps: scaled deltas in frame-of-reference mini-blocks.
     pub const TS_PACKED: u8 = 0x03;
+    /// Timestamps: scaled residuals from a line, in frame-of-reference mini-blocks.
+    pub const TS_LINEAR: u8 = 0x04;
     /// f64: Gorilla XOR stream.
     pub const F64_GORILLA: u8 = 0x10;
     /// f64: decimal mantissas (ALP-style) + exceptions.
@@ -87,20 +89,13 @@ pub enum CodecError {
     /// The payload ended early. `needed` bytes were wanted at a point where `available`
     /// were left. Cheap and unboxed: it is the common symptom of a torn block.
     #[error("{codec} block truncated: needed {needed} more bytes, {available} available")]
-    Truncated {
-        codec: &'static str,
-        needed: usize,
-        available: usize,
-    },
+    Truncated { codec: &'static str, needed: usize, available: usize },
     /// The tag byte names no codec of this column type.
     #[error("unknown {family} codec tag {tag:#04x}")]
     UnknownCodec { family: &'static str, tag: u8 },
     /// A field holds a value the encoder never writes.
     #[error("corrupt {codec} block: {reason}")]
-    Corrupt {
-        codec: &'static str,
-        reason: &'static str,
-    },
+    Corrupt { codec: &'static str, reason: &'static str },
     /// Bytes were left after the payload was fully decoded.
     #[error("{extra} trailing bytes after {codec} block")]
     TrailingBytes { codec: &'static str, extra: usize },
@@ -113,11 +108,7 @@ pub enum CodecError {
     TooManyValues { count: usize, max: usize },
     /// A declared size is above the decoder's allocation limit.
     #[error("{codec} block declares {declared} bytes, limit is {limit}")]
-    TooLarge {
-        codec: &'static str,
-        declared: u64,
-        limit: u64,
-    },
+    TooLarge { codec: &'static str, declared: u64, limit: u64 },
 }
 
 /// The float codecs, as reported by [`float_codec_name`] and forced by
@@ -141,10 +132,7 @@ impl FloatCodec {
 
 #[inline]
 fn check_encode_len(len: usize) {
-    assert!(
-        len <= MAX_BLOCK_VALUES,
-        "block of {len} values exceeds MAX_BLOCK_VALUES ({MAX_BLOCK_VALUES})"
-    );
+    assert!(len <= MAX_BLOCK_VALUES, "block of {len} values exceeds MAX_BLOCK_VALUES ({MAX_BLOCK_VALUES})");
 }
 
 /// Runs a decoder with the shared contract: `count` bounded, `out` restored on error.
@@ -155,10 +143,7 @@ fn decode_guarded<T>(
     f: impl FnOnce(&mut Vec<T>) -> Result<(), CodecError>,
 ) -> Result<(), CodecError> {
     if count > MAX_BLOCK_VALUES {
-        return Err(CodecError::TooManyValues {
-            count,
-            max: MAX_BLOCK_VALUES,
-        });
+        return Err(CodecError::TooManyValues { count, max: MAX_BLOCK_VALUES });
     }
     let base = out.len();
     let res = f(out);
@@ -268,6 +253,7 @@ pub fn block_codec_name(input: &[u8]) -> Option<&'static str> {
         tag::TS_CONST => "ts-const",
         tag::TS_DOD => "ts-dod",
         tag::TS_PACKED => "ts-packed",
+        tag::TS_LINEAR => "ts-linear",
         tag::F64_GORILLA => "gorilla",
         tag::F64_DECIMAL => "decimal",
         tag::F64_CONST => "constant",

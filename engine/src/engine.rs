@@ -28,13 +28,13 @@ use rustc_hash::{FxBuildHasher, FxHasher};
 use crate::batch::{encode_series_key, BatchIter, PointRef, WriteBatch};
 use crate::catalog::Catalog;
 use crate::error::{FlushError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError};
+use crate::fsutil;
 use crate::index::TagPredicate;
 use crate::memtable::{sort_dedup_last_wins, Memtable};
 use crate::model::{Column, DbId, FieldType, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values};
 use crate::partition::{self, Partition, PartitionSet, SegmentHandle};
 use crate::segment::{self, SegmentReader, SegmentWriter};
 use crate::wal::{self, SyncPolicy, Wal};
-use crate::fsutil;
 
 /// Options of an engine. The engine reads no files or environment of its own.
 #[derive(Debug, Clone)]
@@ -354,10 +354,8 @@ impl Engine {
         if inner.shutdown.load(Ordering::Acquire) {
             return Err(WriteError::ShuttingDown);
         }
-        let db_id = inner
-            .catalog
-            .db_id(db)
-            .ok_or_else(|| WriteError::DatabaseNotFound { name: db.to_owned() })?;
+        let db_id =
+            inner.catalog.db_id(db).ok_or_else(|| WriteError::DatabaseNotFound { name: db.to_owned() })?;
         let mut outcome = WriteOutcome::default();
         if batch.is_empty() {
             return Ok(outcome);
@@ -419,7 +417,11 @@ impl Engine {
             .inner
             .catalog
             .with_db(db_id, |d| {
-                d.measurements.iter().filter(|(_, m)| m.index.series_count() > 0).map(|(k, _)| k.clone()).collect()
+                d.measurements
+                    .iter()
+                    .filter(|(_, m)| m.index.series_count() > 0)
+                    .map(|(k, _)| k.clone())
+                    .collect()
             })
             .unwrap_or_default())
     }
@@ -739,7 +741,11 @@ impl Inner {
             }
         }
         if !files.is_empty() {
-            tracing::info!(files = files.len(), records = self.stats.wal_replayed_records.load(Ordering::Relaxed), "WAL replayed");
+            tracing::info!(
+                files = files.len(),
+                records = self.stats.wal_replayed_records.load(Ordering::Relaxed),
+                "WAL replayed"
+            );
         }
         Ok(files)
     }
@@ -831,15 +837,17 @@ impl Inner {
             let wal = shard.wal();
             pos = Some(match body {
                 Some(body) if accepted == ids.len() => wal.append_parts(&[&db_hdr, db_name.as_bytes(), body]),
-                _ => wal.append_iter(
-                    head.into_iter().chain(points.iter().zip(&ids).filter(|(_, id)| id.is_some()).map(|((p, _), _)| p.raw)),
-                ),
+                _ => {
+                    wal.append_iter(head.into_iter().chain(
+                        points.iter().zip(&ids).filter(|(_, id)| id.is_some()).map(|((p, _), _)| p.raw),
+                    ))
+                }
             });
         }
         // Pass 2: insert.
         for ((p, _), id) in points.iter().zip(&ids) {
             if let Some(id) = id {
-                st.active.insert(db, *id, p.timestamp, p.fields());
+                st.active.insert(db, *id, p.timestamp, p.field_bytes());
                 outcome.points_written += 1;
                 outcome.values_written += p.n_fields as usize;
             }
@@ -960,7 +968,8 @@ impl Inner {
                 w.add_column(*series, field, ts, values)?;
             }
             let (path, size) = w.finish()?;
-            fsutil::sync_dir(&part.dir).map_err(|source| FlushError::Io { path: part.dir.clone(), source })?;
+            fsutil::sync_dir(&part.dir)
+                .map_err(|source| FlushError::Io { path: part.dir.clone(), source })?;
             let reader = SegmentReader::open(&path)?;
             part.add_segment(Arc::new(SegmentHandle::with_reader(id, reader)));
             bytes += size;
@@ -982,10 +991,12 @@ impl Inner {
         }
         // Chunks per (series, field), oldest source first.
         type Chunks = HashMap<Arc<str>, Vec<(Vec<i64>, Values)>>;
-        let mut per_series: Vec<(SeriesId, Chunks)> = ids.iter().map(|id| (SeriesId(id), Chunks::new())).collect();
+        let mut per_series: Vec<(SeriesId, Chunks)> =
+            ids.iter().map(|id| (SeriesId(id), Chunks::new())).collect();
         // 1. Memtables (see module docs for why they come first). Frozen memtables are taken
         //    as Arcs and read outside the lock.
-        let mut mem_chunks: Vec<Vec<(SeriesId, Vec<(Arc<str>, Vec<i64>, Values)>)>> = Vec::new();
+        type MemCols = Vec<(SeriesId, Vec<(Arc<str>, Vec<i64>, Values)>)>;
+        let mut mem_chunks: Vec<MemCols> = Vec::new();
         for shard in &self.shards {
             let (frozen, active_cols) = {
                 let st = shard.state.lock();
@@ -1024,7 +1035,8 @@ impl Inner {
             }
         }
         // Memtable chunks are newer than every segment: append them after.
-        let pos: HashMap<SeriesId, usize> = per_series.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+        let pos: HashMap<SeriesId, usize> =
+            per_series.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
         for source in mem_chunks {
             for (id, cols) in source {
                 let chunks = &mut per_series[pos[&id]].1;
@@ -1079,7 +1091,7 @@ fn check_fields(
     p: &crate::batch::PointRef<'_>,
     slot: &mut SeriesSlot,
 ) -> Result<SeriesId, RejectReason> {
-    for (j, (name, value)) in p.fields().enumerate() {
+    for (j, (name, value)) in p.field_bytes().enumerate() {
         let ty = value.field_type();
         // Same order as last time is the common case: try position j first.
         let known = match slot.fields.get(j) {
@@ -1090,7 +1102,11 @@ fn check_fields(
         match known {
             Some(t) if t == ty => {}
             Some(t) => {
-                return Err(RejectReason::FieldTypeConflict { field: name_str().to_owned(), expected: t, got: ty });
+                return Err(RejectReason::FieldTypeConflict {
+                    field: name_str().to_owned(),
+                    expected: t,
+                    got: ty,
+                });
             }
             None => {
                 let measurement = std::str::from_utf8(p.measurement()).expect("validated utf-8");
@@ -1121,7 +1137,8 @@ fn read_segment_series(
         let mut vals = Values::new(b.field_type);
         reader.read_block(b, &mut ts, &mut vals)?;
         let lo = ts.partition_point(|&t| t < req.range.start);
-        let hi = if req.range.end == i64::MAX { ts.len() } else { ts.partition_point(|&t| t < req.range.end) };
+        let hi =
+            if req.range.end == i64::MAX { ts.len() } else { ts.partition_point(|&t| t < req.range.end) };
         if lo == hi {
             continue;
         }

@@ -26,13 +26,7 @@ pub enum SegmentError {
     #[error("segment {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("segment {path} checksum mismatch in {section} at offset {offset}: expected {expected:#010x}, got {got:#010x}")]
-    ChecksumMismatch {
-        path: PathBuf,
-        section: &'static str,
-        offset: u64,
-        expected: u32,
-        got: u32,
-    },
+    ChecksumMismatch { path: PathBuf, section: &'static str, offset: u64, expected: u32, got: u32 },
     #[error("segment {path} has format version {version}, this build reads version {supported}")]
     UnsupportedVersion { path: PathBuf, version: u16, supported: u16 },
     #[error("segment {path}, block at offset {offset}: {source}")]

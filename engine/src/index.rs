@@ -62,12 +62,7 @@ impl TagIndex {
     pub fn insert(&mut self, id: SeriesId, key: &SeriesKey) {
         self.all.insert(id.0);
         for (k, v) in &key.tags {
-            self.tags
-                .entry(k.clone())
-                .or_default()
-                .entry(v.clone())
-                .or_default()
-                .insert(id.0);
+            self.tags.entry(k.clone()).or_default().entry(v.clone()).or_default().insert(id.0);
         }
     }
 
@@ -118,15 +113,10 @@ impl TagIndex {
         match pred {
             TagPredicate::All => self.all.clone(),
             TagPredicate::Eq(k, v) if v.is_empty() => &self.all - &self.with_key(k),
-            TagPredicate::Eq(k, v) => self
-                .tags
-                .get(k.as_str())
-                .and_then(|m| m.get(v.as_str()))
-                .cloned()
-                .unwrap_or_default(),
-            TagPredicate::NotEq(k, v) => {
-                &self.all - &self.resolve(&TagPredicate::Eq(k.clone(), v.clone()))
+            TagPredicate::Eq(k, v) => {
+                self.tags.get(k.as_str()).and_then(|m| m.get(v.as_str())).cloned().unwrap_or_default()
             }
+            TagPredicate::NotEq(k, v) => &self.all - &self.resolve(&TagPredicate::Eq(k.clone(), v.clone())),
             TagPredicate::Regex(k, re) => {
                 let mut out = RoaringBitmap::new();
                 for (v, bm) in self.tag_values(k) {
@@ -182,7 +172,8 @@ mod tests {
         let leaf = prop_oneof![
             ("[ab]", "[xyz]?").prop_map(|(k, v)| TagPredicate::Eq(k, v)),
             ("[ab]", "[xyz]?").prop_map(|(k, v)| TagPredicate::NotEq(k, v)),
-            ("[ab]", "[xyz]|x|\\.\\*|\\^\\$").prop_map(|(k, r)| TagPredicate::Regex(k, Regex::new(&r).unwrap())),
+            ("[ab]", "[xyz]|x|\\.\\*|\\^\\$")
+                .prop_map(|(k, r)| TagPredicate::Regex(k, Regex::new(&r).unwrap())),
             ("[ab]", "[xyz]|y").prop_map(|(k, r)| TagPredicate::NotRegex(k, Regex::new(&r).unwrap())),
         ];
         leaf.prop_recursive(3, 8, 2, |inner| {

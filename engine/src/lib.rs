@@ -30,5 +30,7 @@ pub use batch::{PointBuilder, PointError, WriteBatch};
 pub use engine::{validate_db_name, Engine, EngineOptions, EngineStats, ScanRequest, WriteOutcome};
 pub use error::{FlushError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError};
 pub use index::TagPredicate;
-pub use model::{Column, FieldType, FieldValue, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values};
+pub use model::{
+    Column, FieldType, FieldValue, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values,
+};
 pub use wal::SyncPolicy;

@@ -109,7 +109,8 @@ impl Memtable {
         for (j, (name, value)) in fields.enumerate() {
             // Devices send their fields in the same order every time: try position j first.
             let hit = series.columns.get(j).is_some_and(|c| c.field.as_bytes() == name);
-            let idx = if hit { Some(j) } else { series.columns.iter().position(|c| c.field.as_bytes() == name) };
+            let idx =
+                if hit { Some(j) } else { series.columns.iter().position(|c| c.field.as_bytes() == name) };
             let col = match idx {
                 Some(i) => &mut series.columns[i],
                 None => {

@@ -137,10 +137,7 @@ pub struct SeriesKey {
 
 impl SeriesKey {
     pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|i| self.tags[i].1.as_ref())
+        self.tags.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok().map(|i| self.tags[i].1.as_ref())
     }
 }
 
@@ -306,10 +303,7 @@ mod tests {
 
     #[test]
     fn series_key_display_escapes() {
-        let k = SeriesKey {
-            measurement: "my cpu".into(),
-            tags: vec![("a=b".into(), "x,y".into())],
-        };
+        let k = SeriesKey { measurement: "my cpu".into(), tags: vec![("a=b".into(), "x,y".into())] };
         assert_eq!(k.to_string(), "my\\ cpu,a\\=b=x\\,y");
         assert_eq!(k.tag("a=b"), Some("x,y"));
         assert_eq!(k.tag("zz"), None);

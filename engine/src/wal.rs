@@ -142,8 +142,9 @@ impl Wal {
     /// Appends one record whose payload is the concatenation of `parts`, copying each part
     /// once, straight into the pending buffer.
     pub fn append_iter<'a>(&self, parts: impl Iterator<Item = &'a [u8]> + Clone) -> u64 {
-        let (len, crc) =
-            parts.clone().fold((0usize, 0u32), |(len, crc), p| (len + p.len(), crc32c::crc32c_append(crc, p)));
+        let (len, crc) = parts
+            .clone()
+            .fold((0usize, 0u32), |(len, crc), p| (len + p.len(), crc32c::crc32c_append(crc, p)));
         let mut p = self.pending.lock();
         p.buf.reserve(8 + len);
         p.buf.extend_from_slice(&(len as u32).to_le_bytes());

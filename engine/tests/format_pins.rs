@@ -34,13 +34,22 @@ fn doc_blocks() -> HashMap<String, Vec<u8>> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.chunks(16).map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
+    bytes
+        .chunks(16)
+        .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn pin(name: &str, got: &[u8]) {
     let blocks = doc_blocks();
     let want = blocks.get(name).unwrap_or_else(|| panic!("no ```hex {name} block in docs/file-formats.md"));
-    assert_eq!(hex(want), hex(got), "docs/file-formats.md block `{name}` drifted from the code; actual bytes:\n{}", hex(got));
+    assert_eq!(
+        hex(want),
+        hex(got),
+        "docs/file-formats.md block `{name}` drifted from the code; actual bytes:\n{}",
+        hex(got)
+    );
 }
 
 #[test]

@@ -17,7 +17,11 @@ enum Op {
     Flush,
     Reopen,
     Crash,
-    Query { host: Option<u8>, start: i64, end: i64 },
+    Query {
+        host: Option<u8>,
+        start: i64,
+        end: i64,
+    },
 }
 
 type Oracle = BTreeMap<(u8, u8, i64), i64>;
@@ -94,7 +98,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Write(points) => {
                 let mut b = WriteBatch::new();
                 for (h, f, t, v) in &points {
-                    b.point("m").tag("host", &format!("h{h}")).field(&format!("f{f}"), FieldValue::I64(*v)).finish(*t).unwrap();
+                    b.point("m")
+                        .tag("host", &format!("h{h}"))
+                        .field(&format!("f{f}"), FieldValue::I64(*v))
+                        .finish(*t)
+                        .unwrap();
                 }
                 let out = e.write("db", &b).unwrap();
                 prop_assert!(out.rejected.is_empty());
@@ -153,6 +161,10 @@ fn extreme_timestamps() {
 /// `[i64::MAX, i64::MAX]` because its inclusive end was computed as `end - 1`.
 #[test]
 fn query_at_i64_max_after_flush() {
-    run(vec![Op::Write(vec![(0, 0, i64::MAX, 0)]), Op::Flush, Op::Query { host: None, start: i64::MAX, end: i64::MAX }])
-        .unwrap();
+    run(vec![
+        Op::Write(vec![(0, 0, i64::MAX, 0)]),
+        Op::Flush,
+        Op::Query { host: None, start: i64::MAX, end: i64::MAX },
+    ])
+    .unwrap();
 }

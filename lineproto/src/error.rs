@@ -188,10 +188,7 @@ mod tests {
     #[test]
     fn display_is_influx_like() {
         let e = LineError::new(3, 10, LineErrorKind::MissingFields, b"cpu,host=a");
-        assert_eq!(
-            e.to_string(),
-            "line 3, column 11: unable to parse 'cpu,host=a': missing fields"
-        );
+        assert_eq!(e.to_string(), "line 3, column 11: unable to parse 'cpu,host=a': missing fields");
         assert!(!e.excerpt_cut_before() && !e.excerpt_cut_after());
     }
 

@@ -86,12 +86,7 @@ impl<'a> Escaped<'a> {
     /// [`Escaped::as_str`]. Lets callers copy unescaped text into their own buffers
     /// without an intermediate allocation.
     pub fn chunks(&self) -> Chunks<'a> {
-        Chunks {
-            rest: self.raw,
-            ctx: self.ctx,
-            escaped: self.escaped,
-            skip_first: false,
-        }
+        Chunks { rest: self.raw, ctx: self.ctx, escaped: self.escaped, skip_first: false }
     }
 
     /// Appends the unescaped text to `out`.
@@ -233,10 +228,8 @@ mod tests {
 
     fn esc(raw: &str, ctx: Context) -> Escaped<'_> {
         let b = raw.as_bytes();
-        let escaped = b
-            .windows(2)
-            .enumerate()
-            .any(|(i, w)| w[0] == b'\\' && ctx.is_escapable(w[1]) && !preceded(b, i));
+        let escaped =
+            b.windows(2).enumerate().any(|(i, w)| w[0] == b'\\' && ctx.is_escapable(w[1]) && !preceded(b, i));
         Escaped::new(raw, ctx, escaped)
     }
 
@@ -273,10 +266,7 @@ mod tests {
     #[test]
     fn context_specific_escapes() {
         assert_eq!(esc(r"a\,b\ c\=d", Context::Key).as_str(), "a,b c=d");
-        assert_eq!(
-            esc(r"a\,b\ c\=d", Context::Measurement).as_str(),
-            r"a,b c\=d"
-        );
+        assert_eq!(esc(r"a\,b\ c\=d", Context::Measurement).as_str(), r"a,b c\=d");
         assert_eq!(esc(r#"a\"b\,c"#, Context::Str).as_str(), r#"a"b\,c"#);
         assert_eq!(esc(r"\é\,", Context::Key).as_str(), r"\é,");
     }

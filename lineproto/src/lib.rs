@@ -28,7 +28,7 @@
 //! # Layout
 //! - [`parser`]: [`Parser`], line splitting, the single-pass scanner and the
 //!   duplicate-key check.
-//! - [`line`]: [`Line`] and its lazy [`Tags`] / [`Fields`] iterators, [`FieldValue`].
+//! - [`line`](mod@line): [`Line`] and its lazy [`Tags`] / [`Fields`] iterators, [`FieldValue`].
 //! - [`escape`]: [`Escaped`], the escaping rules of each element.
 //! - [`number`]: field value and integer syntax (what InfluxDB accepts as a number).
 //! - [`error`]: [`LineError`], [`LineErrorKind`] and their messages.

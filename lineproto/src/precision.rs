@@ -80,11 +80,7 @@ impl FromStr for Precision {
             "s" => Precision::Seconds,
             "m" => Precision::Minutes,
             "h" => Precision::Hours,
-            _ => {
-                return Err(UnknownPrecision {
-                    value: s.to_owned(),
-                })
-            }
+            _ => return Err(UnknownPrecision { value: s.to_owned() }),
         })
     }
 }

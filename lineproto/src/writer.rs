@@ -116,14 +116,8 @@ impl Line<'_> {
     pub fn to_point(&self) -> Point {
         Point {
             measurement: self.measurement.as_str().into_owned(),
-            tags: self
-                .tags()
-                .map(|(k, v)| (k.as_str().into_owned(), v.as_str().into_owned()))
-                .collect(),
-            fields: self
-                .fields()
-                .map(|(k, v)| (k.as_str().into_owned(), Value::from(v)))
-                .collect(),
+            tags: self.tags().map(|(k, v)| (k.as_str().into_owned(), v.as_str().into_owned())).collect(),
+            fields: self.fields().map(|(k, v)| (k.as_str().into_owned(), Value::from(v))).collect(),
             timestamp: self.timestamp,
         }
     }
@@ -210,12 +204,8 @@ impl Point {
                 return Err(WriteError::DuplicateFieldKey(key.clone()));
             }
             match value {
-                Value::F64(v) if !v.is_finite() => {
-                    return Err(WriteError::NonFiniteFloat(key.clone()))
-                }
-                Value::Str(s) if s.contains('\n') => {
-                    return Err(WriteError::Newline(Element::StringField))
-                }
+                Value::F64(v) if !v.is_finite() => return Err(WriteError::NonFiniteFloat(key.clone())),
+                Value::Str(s) if s.contains('\n') => return Err(WriteError::Newline(Element::StringField)),
                 _ => {}
             }
         }
@@ -317,7 +307,8 @@ mod tests {
 
     #[test]
     fn unrepresentable_points_are_rejected_and_leave_out_unchanged() {
-        let cases: Vec<(Box<dyn Fn(&mut Point)>, WriteError)> = vec![
+        type Mutation = Box<dyn Fn(&mut Point)>;
+        let cases: Vec<(Mutation, WriteError)> = vec![
             (Box::new(|p| p.measurement.clear()), WriteError::Empty(Element::Measurement)),
             (Box::new(|p| p.measurement = "#m".into()), WriteError::UnrepresentableMeasurement),
             (Box::new(|p| p.measurement = "\tm".into()), WriteError::UnrepresentableMeasurement),
@@ -325,20 +316,14 @@ mod tests {
             (Box::new(|p| p.tags[0].0.clear()), WriteError::Empty(Element::TagKey)),
             (Box::new(|p| p.tags[0].1.clear()), WriteError::Empty(Element::TagValue)),
             (Box::new(|p| p.tags[0].1 = "\n".into()), WriteError::Newline(Element::TagValue)),
-            (
-                Box::new(|p| p.tags.push(p.tags[0].clone())),
-                WriteError::DuplicateTagKey("k,=\\ ".into()),
-            ),
+            (Box::new(|p| p.tags.push(p.tags[0].clone())), WriteError::DuplicateTagKey("k,=\\ ".into())),
             (Box::new(|p| p.fields.clear()), WriteError::NoFields),
             (Box::new(|p| p.fields[0].0.clear()), WriteError::Empty(Element::FieldKey)),
             (
                 Box::new(|p| p.fields.push(("f".into(), Value::I64(1)))),
                 WriteError::DuplicateFieldKey("f".into()),
             ),
-            (
-                Box::new(|p| p.fields[0].1 = Value::F64(f64::NAN)),
-                WriteError::NonFiniteFloat("f".into()),
-            ),
+            (Box::new(|p| p.fields[0].1 = Value::F64(f64::NAN)), WriteError::NonFiniteFloat("f".into())),
             (
                 Box::new(|p| p.fields[0].1 = Value::F64(f64::NEG_INFINITY)),
                 WriteError::NonFiniteFloat("f".into()),

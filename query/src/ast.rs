@@ -29,11 +29,7 @@ pub type Query = Vec<Statement>;
 
 /// Prints a query, one statement per line, separated by `;`.
 pub fn format_query(query: &[Statement]) -> String {
-    query
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join(";\n")
+    query.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(";\n")
 }
 
 /// One statement of a query.
@@ -89,7 +85,9 @@ pub enum Statement {
         offset: u64,
     },
     /// `SHOW RETENTION POLICIES [ON db]`
-    ShowRetentionPolicies { database: Option<String> },
+    ShowRetentionPolicies {
+        database: Option<String>,
+    },
     /// `SHOW CONTINUOUS QUERIES` (Strata has none; parsed so clients that
     /// probe for them get an empty answer instead of an error).
     ShowContinuousQueries,
@@ -100,7 +98,9 @@ pub enum Statement {
         retention: Option<RetentionPolicySpec>,
     },
     /// `DROP DATABASE name`
-    DropDatabase { name: String },
+    DropDatabase {
+        name: String,
+    },
     /// `CREATE RETENTION POLICY name ON db DURATION d REPLICATION n
     /// [SHARD DURATION d] [DEFAULT]`
     CreateRetentionPolicy {
@@ -125,20 +125,27 @@ pub enum Statement {
         default: bool,
     },
     /// `DROP RETENTION POLICY name ON db`
-    DropRetentionPolicy { name: String, database: String },
+    DropRetentionPolicy {
+        name: String,
+        database: String,
+    },
     /// `DELETE [FROM m, ...] [WHERE cond]` (at least one of the two). The
-    /// sources never name a database (InfluxQL rejects it).
+    /// sources never name a database or retention policy: the statement
+    /// applies to the current database across all its retention policies.
     Delete {
         sources: Vec<Source>,
         condition: Option<Expr>,
     },
-    /// `DROP SERIES [FROM m, ...] [WHERE cond]` (at least one of the two).
+    /// `DROP SERIES [FROM m, ...] [WHERE cond]` (at least one of the two);
+    /// sources are unqualified, as for `Delete`.
     DropSeries {
         sources: Vec<Source>,
         condition: Option<Expr>,
     },
     /// `DROP MEASUREMENT name`
-    DropMeasurement { name: String },
+    DropMeasurement {
+        name: String,
+    },
 }
 
 impl Statement {
@@ -310,11 +317,7 @@ pub struct Measurement {
 impl Measurement {
     /// An unqualified measurement by name.
     pub fn named(name: impl Into<String>) -> Self {
-        Measurement {
-            database: None,
-            retention_policy: None,
-            name: MeasurementName::Name(name.into()),
-        }
+        Measurement { database: None, retention_policy: None, name: MeasurementName::Name(name.into()) }
     }
 }
 
@@ -450,7 +453,10 @@ pub enum Expr {
     },
     /// A function call; `name` is lower case and listed in [`FUNCTIONS`], and
     /// the arguments passed the arity and type checks of the parser.
-    Call { name: String, args: Vec<Expr> },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+    },
     /// A field, tag or `time`, with an optional `::type` cast.
     VarRef {
         name: String,
@@ -479,19 +485,12 @@ pub enum Expr {
 impl Expr {
     /// `lhs op rhs`.
     pub fn binary(op: BinaryOp, lhs: Expr, rhs: Expr) -> Expr {
-        Expr::Binary {
-            op,
-            lhs: Box::new(lhs),
-            rhs: Box::new(rhs),
-        }
+        Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }
     }
 
     /// An untyped variable reference.
     pub fn var(name: impl Into<String>) -> Expr {
-        Expr::VarRef {
-            name: name.into(),
-            data_type: None,
-        }
+        Expr::VarRef { name: name.into(), data_type: None }
     }
 
     /// True for a reference to the `time` column.
@@ -692,10 +691,12 @@ pub enum WildcardKind {
 }
 
 /// Compiled-size limit for regexes in queries (bytes of compiled program and
-/// of lazy DFA cache). A regex like `/(a{1000}){1000}/` is refused at parse
-/// time instead of allocating gigabytes. Grafana's multi-value variables
-/// produce alternations of a few hundred names, far below this.
-pub const REGEX_SIZE_LIMIT: usize = 2 << 20;
+/// of lazy DFA cache; the regex crate's default is 10 MiB). A regex like
+/// `/(a{1000}){1000}/` is refused at parse time instead of allocating
+/// gigabytes, and compiling the largest accepted regex takes about 10 ms.
+/// Grafana's multi-value variables produce alternations of names: a
+/// thousand 10-character names need about 480 KiB.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// A regex literal: the source text (between the slashes, with `\/`
 /// unescaped) and the compiled regex. Equality compares the source.
@@ -788,12 +789,7 @@ pub struct FunctionSpec {
 }
 
 const fn spec(name: &'static str, kind: FunctionKind, min: usize, max: usize) -> FunctionSpec {
-    FunctionSpec {
-        name,
-        kind,
-        min_args: min,
-        max_args: max,
-    }
+    FunctionSpec { name, kind, min_args: min, max_args: max }
 }
 
 /// Every function the language knows. Calls to anything else are parse
@@ -905,51 +901,76 @@ fn write_list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::
     Ok(())
 }
 
+// Printing recurses once per tree level, so the recursive arms call
+// `Display::fmt` directly (no `write!` frame in between) and the leaves are
+// printed by a separate function: unoptimized builds give every local of
+// every match arm its own stack slot.
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Expr::Binary { op, lhs, rhs } => {
-                let lhs_parens = matches!(**lhs, Expr::Binary { op: l, .. } if l.precedence() < op.precedence());
-                let rhs_parens = matches!(**rhs, Expr::Binary { op: r, .. } if r.precedence() <= op.precedence());
-                if lhs_parens {
-                    write!(f, "({lhs})")?;
-                } else {
-                    write!(f, "{lhs}")?;
-                }
-                write!(f, " {op} ")?;
-                if rhs_parens {
-                    write!(f, "({rhs})")
-                } else {
-                    write!(f, "{rhs}")
-                }
+                let lhs_parens =
+                    matches!(**lhs, Expr::Binary { op: l, .. } if l.precedence() < op.precedence());
+                let rhs_parens =
+                    matches!(**rhs, Expr::Binary { op: r, .. } if r.precedence() <= op.precedence());
+                fmt_operand(lhs, lhs_parens, f)?;
+                f.write_str(" ")?;
+                f.write_str(op.as_str())?;
+                f.write_str(" ")?;
+                fmt_operand(rhs, rhs_parens, f)
             }
             Expr::Call { name, args } => {
-                write!(f, "{name}(")?;
-                write_list(f, args)?;
+                f.write_str(name)?;
+                f.write_str("(")?;
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    fmt::Display::fmt(arg, f)?;
+                }
                 f.write_str(")")
             }
-            Expr::VarRef { name, data_type } => {
-                f.write_str(&quote_ident(name))?;
-                if let Some(t) = data_type {
-                    write!(f, "::{}", t.as_str())?;
-                }
-                Ok(())
-            }
-            Expr::Wildcard(kind) => f.write_str(match kind {
-                WildcardKind::All => "*",
-                WildcardKind::Fields => "*::field",
-                WildcardKind::Tags => "*::tag",
-            }),
-            Expr::Number(v) => f.write_str(&format_float(*v)),
-            Expr::Integer(v) => write!(f, "{v}"),
-            Expr::String(s) => f.write_str(&quote_string(s)),
-            Expr::Bool(b) => f.write_str(if *b { "true" } else { "false" }),
-            Expr::Duration(d) => f.write_str(&format_duration(*d)),
-            Expr::Time(t) => f.write_str(&quote_string(&format_time(*t))),
-            Expr::Regex(re) => write!(f, "{re}"),
-            Expr::Now => f.write_str("now()"),
-            Expr::Paren(inner) => write!(f, "({inner})"),
+            Expr::Paren(inner) => fmt_operand(inner, true, f),
+            leaf => fmt_leaf(leaf, f),
         }
+    }
+}
+
+fn fmt_operand(e: &Expr, parens: bool, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    if parens {
+        f.write_str("(")?;
+    }
+    fmt::Display::fmt(e, f)?;
+    if parens {
+        f.write_str(")")?;
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn fmt_leaf(e: &Expr, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match e {
+        Expr::VarRef { name, data_type } => {
+            f.write_str(&quote_ident(name))?;
+            if let Some(t) = data_type {
+                write!(f, "::{}", t.as_str())?;
+            }
+            Ok(())
+        }
+        Expr::Wildcard(kind) => f.write_str(match kind {
+            WildcardKind::All => "*",
+            WildcardKind::Fields => "*::field",
+            WildcardKind::Tags => "*::tag",
+        }),
+        Expr::Number(v) => f.write_str(&format_float(*v)),
+        Expr::Integer(v) => write!(f, "{v}"),
+        Expr::String(s) => f.write_str(&quote_string(s)),
+        Expr::Bool(b) => f.write_str(if *b { "true" } else { "false" }),
+        Expr::Duration(d) => f.write_str(&format_duration(*d)),
+        Expr::Time(t) => f.write_str(&quote_string(&format_time(*t))),
+        Expr::Regex(re) => write!(f, "{re}"),
+        Expr::Now => f.write_str("now()"),
+        Expr::Binary { .. } | Expr::Call { .. } | Expr::Paren(_) => fmt::Display::fmt(e, f),
     }
 }
 
@@ -1146,46 +1167,25 @@ impl fmt::Display for Statement {
         match self {
             Statement::Select(s) => write!(f, "{s}"),
             Statement::ShowDatabases => f.write_str("SHOW DATABASES"),
-            Statement::ShowMeasurements {
-                database,
-                measurement,
-                condition,
-                limit,
-                offset,
-            } => {
+            Statement::ShowMeasurements { database, measurement, condition, limit, offset } => {
                 f.write_str("SHOW MEASUREMENTS")?;
                 write_on(f, database)?;
                 match measurement {
-                    Some(MeasurementName::Name(n)) => {
-                        write!(f, " WITH MEASUREMENT = {}", quote_ident(n))?
-                    }
+                    Some(MeasurementName::Name(n)) => write!(f, " WITH MEASUREMENT = {}", quote_ident(n))?,
                     Some(MeasurementName::Regex(re)) => write!(f, " WITH MEASUREMENT =~ {re}")?,
                     None => {}
                 }
                 write_where(f, condition)?;
                 write_limits(f, *limit, *offset)
             }
-            Statement::ShowTagKeys {
-                database,
-                sources,
-                condition,
-                limit,
-                offset,
-            } => {
+            Statement::ShowTagKeys { database, sources, condition, limit, offset } => {
                 f.write_str("SHOW TAG KEYS")?;
                 write_on(f, database)?;
                 write_from(f, sources)?;
                 write_where(f, condition)?;
                 write_limits(f, *limit, *offset)
             }
-            Statement::ShowTagValues {
-                database,
-                sources,
-                key,
-                condition,
-                limit,
-                offset,
-            } => {
+            Statement::ShowTagValues { database, sources, key, condition, limit, offset } => {
                 f.write_str("SHOW TAG VALUES")?;
                 write_on(f, database)?;
                 write_from(f, sources)?;
@@ -1193,24 +1193,13 @@ impl fmt::Display for Statement {
                 write_where(f, condition)?;
                 write_limits(f, *limit, *offset)
             }
-            Statement::ShowFieldKeys {
-                database,
-                sources,
-                limit,
-                offset,
-            } => {
+            Statement::ShowFieldKeys { database, sources, limit, offset } => {
                 f.write_str("SHOW FIELD KEYS")?;
                 write_on(f, database)?;
                 write_from(f, sources)?;
                 write_limits(f, *limit, *offset)
             }
-            Statement::ShowSeries {
-                database,
-                sources,
-                condition,
-                limit,
-                offset,
-            } => {
+            Statement::ShowSeries { database, sources, condition, limit, offset } => {
                 f.write_str("SHOW SERIES")?;
                 write_on(f, database)?;
                 write_from(f, sources)?;
@@ -1273,12 +1262,7 @@ impl fmt::Display for Statement {
                 shard_duration,
                 default,
             } => {
-                write!(
-                    f,
-                    "ALTER RETENTION POLICY {} ON {}",
-                    quote_ident(name),
-                    quote_ident(database)
-                )?;
+                write!(f, "ALTER RETENTION POLICY {} ON {}", quote_ident(name), quote_ident(database))?;
                 if let Some(d) = duration {
                     write!(f, " DURATION {}", format_retention(*d))?;
                 }
@@ -1293,12 +1277,9 @@ impl fmt::Display for Statement {
                 }
                 Ok(())
             }
-            Statement::DropRetentionPolicy { name, database } => write!(
-                f,
-                "DROP RETENTION POLICY {} ON {}",
-                quote_ident(name),
-                quote_ident(database)
-            ),
+            Statement::DropRetentionPolicy { name, database } => {
+                write!(f, "DROP RETENTION POLICY {} ON {}", quote_ident(name), quote_ident(database))
+            }
             Statement::Delete { sources, condition } => {
                 f.write_str("DELETE")?;
                 write_from(f, sources)?;
@@ -1359,9 +1340,7 @@ pub fn parse_duration(s: &str) -> Result<i64, DurationError> {
         if digits > 30 {
             return Err(DurationError::Overflow);
         }
-        let n: i128 = rest[..digits]
-            .parse()
-            .map_err(|_| DurationError::Invalid)?;
+        let n: i128 = rest[..digits].parse().map_err(|_| DurationError::Invalid)?;
         rest = &rest[digits..];
         let (unit, len) = if let Some(r) = rest.strip_prefix("ns") {
             (1, rest.len() - r.len())
@@ -1553,12 +1532,7 @@ pub fn format_time(ns: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let mut out = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    );
+    let mut out = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60);
     if frac != 0 {
         let f = format!("{frac:09}");
         out.push('.');
@@ -1641,20 +1615,10 @@ pub fn time_range(cond: &Expr, now_ns: i64) -> Result<TimeRange, TimeConditionEr
     split_time_condition(cond, now_ns).map(|(r, _)| r)
 }
 
-fn strip_time(
-    e: &Expr,
-    now: i64,
-    range: &mut TimeRange,
-) -> Result<Option<Expr>, TimeConditionError> {
+fn strip_time(e: &Expr, now: i64, range: &mut TimeRange) -> Result<Option<Expr>, TimeConditionError> {
     match e {
-        Expr::Paren(inner) => {
-            Ok(strip_time(inner, now, range)?.map(|x| Expr::Paren(Box::new(x))))
-        }
-        Expr::Binary {
-            op: BinaryOp::And,
-            lhs,
-            rhs,
-        } => {
+        Expr::Paren(inner) => Ok(strip_time(inner, now, range)?.map(|x| Expr::Paren(Box::new(x)))),
+        Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
             let l = strip_time(lhs, now, range)?;
             let r = strip_time(rhs, now, range)?;
             Ok(match (l, r) {
@@ -1663,23 +1627,15 @@ fn strip_time(
                 (Some(l), Some(r)) => Some(Expr::binary(BinaryOp::And, l, r)),
             })
         }
-        Expr::Binary {
-            op: BinaryOp::Or, ..
-        } => {
+        Expr::Binary { op: BinaryOp::Or, .. } => {
             if e.references_time() {
                 Err(TimeConditionError::Or)
             } else {
                 Ok(Some(e.clone()))
             }
         }
-        Expr::Binary { op, lhs, rhs }
-            if op.is_comparison() && (lhs.is_time_ref() || rhs.is_time_ref()) =>
-        {
-            let (op, value) = if lhs.is_time_ref() {
-                (*op, &**rhs)
-            } else {
-                (op.flip(), &**lhs)
-            };
+        Expr::Binary { op, lhs, rhs } if op.is_comparison() && (lhs.is_time_ref() || rhs.is_time_ref()) => {
+            let (op, value) = if lhs.is_time_ref() { (*op, &**rhs) } else { (op.flip(), &**lhs) };
             let v = eval_time(value, now)?;
             match op {
                 BinaryOp::Gt => range.raise_min(v.saturating_add(1)),
@@ -1696,9 +1652,7 @@ fn strip_time(
         }
         other => {
             if other.references_time() {
-                Err(TimeConditionError::Value {
-                    expr: other.to_string(),
-                })
+                Err(TimeConditionError::Value { expr: other.to_string() })
             } else {
                 Ok(Some(other.clone()))
             }
@@ -1708,9 +1662,7 @@ fn strip_time(
 
 /// Evaluates a time value expression to nanoseconds since the epoch.
 fn eval_time(e: &Expr, now: i64) -> Result<i64, TimeConditionError> {
-    let value_err = || TimeConditionError::Value {
-        expr: e.to_string(),
-    };
+    let value_err = || TimeConditionError::Value { expr: e.to_string() };
     match e {
         Expr::Now => Ok(now),
         Expr::Integer(v) | Expr::Duration(v) | Expr::Time(v) => Ok(*v),
@@ -1724,21 +1676,11 @@ fn eval_time(e: &Expr, now: i64) -> Result<i64, TimeConditionError> {
         }
         Expr::String(s) => parse_time(s).map_err(|_| value_err()),
         Expr::Paren(inner) => eval_time(inner, now),
-        Expr::Binary {
-            op: op @ (BinaryOp::Add | BinaryOp::Sub),
-            lhs,
-            rhs,
-        } => {
+        Expr::Binary { op: op @ (BinaryOp::Add | BinaryOp::Sub), lhs, rhs } => {
             let l = eval_time(lhs, now)?;
             let r = eval_time(rhs, now)?;
-            let v = if *op == BinaryOp::Add {
-                l.checked_add(r)
-            } else {
-                l.checked_sub(r)
-            };
-            v.ok_or_else(|| TimeConditionError::Overflow {
-                expr: e.to_string(),
-            })
+            let v = if *op == BinaryOp::Add { l.checked_add(r) } else { l.checked_sub(r) };
+            v.ok_or_else(|| TimeConditionError::Overflow { expr: e.to_string() })
         }
         _ => Err(value_err()),
     }
@@ -1750,23 +1692,11 @@ fn eval_time(e: &Expr, now: i64) -> Result<i64, TimeConditionError> {
 pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
     fn go<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
         match e {
-            Expr::Binary {
-                op: BinaryOp::And,
-                lhs,
-                rhs,
-            } => {
+            Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
                 go(lhs, out);
                 go(rhs, out);
             }
-            Expr::Paren(inner)
-                if matches!(
-                    inner.strip_parens(),
-                    Expr::Binary {
-                        op: BinaryOp::And,
-                        ..
-                    }
-                ) =>
-            {
+            Expr::Paren(inner) if matches!(inner.strip_parens(), Expr::Binary { op: BinaryOp::And, .. }) => {
                 go(inner.strip_parens(), out)
             }
             other => out.push(other),
@@ -1777,15 +1707,18 @@ pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
     out
 }
 
-/// `a AND b AND ...` of `terms` (left-associative); `None` for no terms.
-/// An `OR` term is parenthesized so the result means what it says.
+/// `a AND b AND ...` of `terms` (left-associative); `None` for no terms, the
+/// term itself for one. When there are several, `OR` terms are
+/// parenthesized so the result means what it says.
 pub fn conjoin(terms: impl IntoIterator<Item = Expr>) -> Option<Expr> {
+    let mut terms: Vec<Expr> = terms.into_iter().collect();
+    if terms.len() <= 1 {
+        return terms.pop();
+    }
     terms
         .into_iter()
         .map(|t| match t {
-            Expr::Binary {
-                op: BinaryOp::Or, ..
-            } => Expr::Paren(Box::new(t)),
+            Expr::Binary { op: BinaryOp::Or, .. } => Expr::Paren(Box::new(t)),
             t => t,
         })
         .reduce(|acc, t| Expr::binary(BinaryOp::And, acc, t))
@@ -1821,10 +1754,7 @@ pub fn split_tag_condition(cond: &Expr, is_tag: impl Fn(&str) -> bool) -> Condit
             fields.push(term.clone());
         }
     }
-    ConditionSplit {
-        tags: conjoin(tags),
-        fields: conjoin(fields),
-    }
+    ConditionSplit { tags: conjoin(tags), fields: conjoin(fields) }
 }
 
 #[cfg(test)]
@@ -1834,25 +1764,16 @@ mod tests {
     #[test]
     fn durations_parse_and_format() {
         assert_eq!(parse_duration("10s"), Ok(10 * NANOS_PER_SECOND));
-        assert_eq!(
-            parse_duration("1h30m"),
-            Ok(NANOS_PER_HOUR + 30 * NANOS_PER_MINUTE)
-        );
+        assert_eq!(parse_duration("1h30m"), Ok(NANOS_PER_HOUR + 30 * NANOS_PER_MINUTE));
         assert_eq!(parse_duration("5µ"), Ok(5_000));
         assert_eq!(parse_duration("5u"), Ok(5_000));
         assert_eq!(parse_duration("7ns"), Ok(7));
         assert_eq!(parse_duration("2w"), Ok(2 * NANOS_PER_WEEK));
         assert_eq!(parse_duration("1d"), Ok(NANOS_PER_DAY));
-        assert_eq!(
-            parse_duration("1700000000000ms"),
-            Ok(1_700_000_000_000 * NANOS_PER_MILLI)
-        );
+        assert_eq!(parse_duration("1700000000000ms"), Ok(1_700_000_000_000 * NANOS_PER_MILLI));
         assert_eq!(parse_duration("-5m"), Ok(-5 * NANOS_PER_MINUTE));
         assert_eq!(parse_duration("-9223372036854775808ns"), Ok(i64::MIN));
-        assert_eq!(
-            parse_duration("9223372036854775808ns"),
-            Err(DurationError::Overflow)
-        );
+        assert_eq!(parse_duration("9223372036854775808ns"), Err(DurationError::Overflow));
         assert_eq!(parse_duration("100000w"), Err(DurationError::Overflow));
         for bad in ["", "s", "10", "10x", "1n", "5m10", "1.5s", "-", "10us"] {
             assert_eq!(parse_duration(bad), Err(DurationError::Invalid), "{bad}");
@@ -1871,37 +1792,15 @@ mod tests {
     #[test]
     fn times_parse_and_format() {
         assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(
-            parse_time("2024-01-01T00:00:00Z"),
-            Ok(1_704_067_200 * NANOS_PER_SECOND)
-        );
+        assert_eq!(parse_time("2024-01-01T00:00:00Z"), Ok(1_704_067_200 * NANOS_PER_SECOND));
         assert_eq!(parse_time("2024-01-01"), parse_time("2024-01-01T00:00:00Z"));
-        assert_eq!(
-            parse_time("2024-01-01 00:00:00"),
-            parse_time("2024-01-01T00:00:00Z")
-        );
-        assert_eq!(
-            parse_time("2024-01-01T02:00:00+02:00"),
-            parse_time("2024-01-01T00:00:00Z")
-        );
-        assert_eq!(
-            parse_time("2023-12-31T22:30:00-01:30"),
-            parse_time("2024-01-01T00:00:00Z")
-        );
-        assert_eq!(
-            parse_time("2024-01-01T00:00:00.5Z"),
-            Ok(1_704_067_200 * NANOS_PER_SECOND + 500_000_000)
-        );
-        assert_eq!(
-            parse_time("2024-01-01 00:00:00.000000001"),
-            Ok(1_704_067_200 * NANOS_PER_SECOND + 1)
-        );
+        assert_eq!(parse_time("2024-01-01 00:00:00"), parse_time("2024-01-01T00:00:00Z"));
+        assert_eq!(parse_time("2024-01-01T02:00:00+02:00"), parse_time("2024-01-01T00:00:00Z"));
+        assert_eq!(parse_time("2023-12-31T22:30:00-01:30"), parse_time("2024-01-01T00:00:00Z"));
+        assert_eq!(parse_time("2024-01-01T00:00:00.5Z"), Ok(1_704_067_200 * NANOS_PER_SECOND + 500_000_000));
+        assert_eq!(parse_time("2024-01-01 00:00:00.000000001"), Ok(1_704_067_200 * NANOS_PER_SECOND + 1));
         assert_eq!(parse_time("2024-02-29"), Ok(1_709_164_800 * NANOS_PER_SECOND));
-        assert_eq!(
-            parse_time("1969-12-31T23:59:59.999999999Z"),
-            Ok(-1),
-            "before the epoch"
-        );
+        assert_eq!(parse_time("1969-12-31T23:59:59.999999999Z"), Ok(-1), "before the epoch");
         for bad in [
             "",
             "2024",
@@ -1919,25 +1818,13 @@ mod tests {
             "now",
             "２０２４-01-01",
         ] {
-            assert!(
-                matches!(parse_time(bad), Err(TimeParseError::Invalid(_))),
-                "{bad}"
-            );
+            assert!(matches!(parse_time(bad), Err(TimeParseError::Invalid(_))), "{bad}");
         }
-        assert!(matches!(
-            parse_time("2262-04-11T23:47:17Z"),
-            Err(TimeParseError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            parse_time("1677-09-21T00:12:43Z"),
-            Err(TimeParseError::OutOfRange(_))
-        ));
+        assert!(matches!(parse_time("2262-04-11T23:47:17Z"), Err(TimeParseError::OutOfRange(_))));
+        assert!(matches!(parse_time("1677-09-21T00:12:43Z"), Err(TimeParseError::OutOfRange(_))));
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_time(-1), "1969-12-31T23:59:59.999999999Z");
-        assert_eq!(
-            format_time(1_704_067_200 * NANOS_PER_SECOND + 500_000_000),
-            "2024-01-01T00:00:00.5Z"
-        );
+        assert_eq!(format_time(1_704_067_200 * NANOS_PER_SECOND + 500_000_000), "2024-01-01T00:00:00.5Z");
         assert_eq!(format_time(i64::MAX), "2262-04-11T23:47:16.854775807Z");
         assert_eq!(format_time(i64::MIN), "1677-09-21T00:12:43.145224192Z");
         for v in [0, 1, -1, i64::MAX, i64::MIN, 1_709_164_800 * NANOS_PER_SECOND] {
@@ -1997,10 +1884,7 @@ mod tests {
 
     #[test]
     fn field_names_follow_influxdb() {
-        let call = |name: &str, args: Vec<Expr>| Expr::Call {
-            name: name.into(),
-            args,
-        };
+        let call = |name: &str, args: Vec<Expr>| Expr::Call { name: name.into(), args };
         let field = |expr: Expr| Field { expr, alias: None };
         let s = SelectStatement {
             fields: vec![
@@ -2011,23 +1895,13 @@ mod tests {
                     call("mean", vec![Expr::var("a")]),
                     call("max", vec![Expr::var("b")]),
                 )),
-                field(Expr::binary(
-                    BinaryOp::Mul,
-                    Expr::var("v"),
-                    Expr::Integer(2),
-                )),
-                Field {
-                    expr: call("max", vec![Expr::var("v")]),
-                    alias: Some("mean_1".into()),
-                },
+                field(Expr::binary(BinaryOp::Mul, Expr::var("v"), Expr::Integer(2))),
+                Field { expr: call("max", vec![Expr::var("v")]), alias: Some("mean_1".into()) },
                 field(call("mean", vec![Expr::var("x")])),
             ],
             ..SelectStatement::default()
         };
-        assert_eq!(
-            s.column_names(),
-            vec!["mean", "mean_2", "mean_max", "v", "mean_1", "mean_3"]
-        );
+        assert_eq!(s.column_names(), vec!["mean", "mean_2", "mean_max", "v", "mean_1", "mean_3"]);
         assert!(s.has_calls());
     }
 
@@ -2038,11 +1912,7 @@ mod tests {
     #[test]
     fn time_range_extraction() {
         let now = 1_000 * NANOS_PER_SECOND;
-        let host = cmp(
-            BinaryOp::Eq,
-            Expr::var("host"),
-            Expr::String("a".into()),
-        );
+        let host = cmp(BinaryOp::Eq, Expr::var("host"), Expr::String("a".into()));
         let cond = Expr::binary(
             BinaryOp::And,
             Expr::binary(
@@ -2057,34 +1927,15 @@ mod tests {
             cmp(BinaryOp::Gt, Expr::Duration(now), Expr::var("time")),
         );
         let (range, rest) = split_time_condition(&cond, now).expect("split");
-        assert_eq!(
-            range,
-            TimeRange {
-                min: Some(now - NANOS_PER_MINUTE),
-                max: Some(now - 1)
-            }
-        );
+        assert_eq!(range, TimeRange { min: Some(now - NANOS_PER_MINUTE), max: Some(now - 1) });
         assert_eq!(rest, Some(Expr::Paren(Box::new(host.clone()))));
 
         // Only time terms: nothing left.
         let only = cmp(BinaryOp::Eq, Expr::var("time"), Expr::Integer(5));
-        assert_eq!(
-            split_time_condition(&only, now),
-            Ok((
-                TimeRange {
-                    min: Some(5),
-                    max: Some(5)
-                },
-                None
-            ))
-        );
+        assert_eq!(split_time_condition(&only, now), Ok((TimeRange { min: Some(5), max: Some(5) }, None)));
 
         // Strings and floats.
-        let s = cmp(
-            BinaryOp::Lt,
-            Expr::var("time"),
-            Expr::String("1970-01-01T00:00:01Z".into()),
-        );
+        let s = cmp(BinaryOp::Lt, Expr::var("time"), Expr::String("1970-01-01T00:00:01Z".into()));
         assert_eq!(time_range(&s, now).expect("range").max, Some(NANOS_PER_SECOND - 1));
         let f = cmp(BinaryOp::Gte, Expr::var("time"), Expr::Number(10.7));
         assert_eq!(time_range(&f, now).expect("range").min, Some(10));
@@ -2101,29 +1952,17 @@ mod tests {
         let or = Expr::binary(BinaryOp::Or, host.clone(), only.clone());
         assert_eq!(split_time_condition(&or, now), Err(TimeConditionError::Or));
         let neq = cmp(BinaryOp::Neq, Expr::var("time"), Expr::Integer(1));
-        assert_eq!(
-            split_time_condition(&neq, now),
-            Err(TimeConditionError::Operator { op: BinaryOp::Neq })
-        );
+        assert_eq!(split_time_condition(&neq, now), Err(TimeConditionError::Operator { op: BinaryOp::Neq }));
         let bad = cmp(BinaryOp::Gt, Expr::var("time"), Expr::var("host"));
-        assert!(matches!(
-            split_time_condition(&bad, now),
-            Err(TimeConditionError::Value { .. })
-        ));
+        assert!(matches!(split_time_condition(&bad, now), Err(TimeConditionError::Value { .. })));
         let overflow = cmp(
             BinaryOp::Gt,
             Expr::var("time"),
             Expr::binary(BinaryOp::Add, Expr::Integer(i64::MAX), Expr::Duration(1)),
         );
-        assert!(matches!(
-            split_time_condition(&overflow, now),
-            Err(TimeConditionError::Overflow { .. })
-        ));
+        assert!(matches!(split_time_condition(&overflow, now), Err(TimeConditionError::Overflow { .. })));
         // No time at all.
-        assert_eq!(
-            split_time_condition(&host, now),
-            Ok((TimeRange::default(), Some(host)))
-        );
+        assert_eq!(split_time_condition(&host, now), Ok((TimeRange::default(), Some(host))));
     }
 
     #[test]
@@ -2136,27 +1975,14 @@ mod tests {
             cmp(BinaryOp::Eq, Expr::var("region"), Expr::String("us".into())),
         )));
         let value = cmp(BinaryOp::Gt, Expr::var("value"), Expr::Integer(1));
-        let mixed = Expr::Paren(Box::new(Expr::binary(
-            BinaryOp::Or,
-            host.clone(),
-            value.clone(),
-        )));
+        let mixed = Expr::Paren(Box::new(Expr::binary(BinaryOp::Or, host.clone(), value.clone())));
         let cast = cmp(
             BinaryOp::Eq,
-            Expr::VarRef {
-                name: "value".into(),
-                data_type: Some(DataType::Tag),
-            },
+            Expr::VarRef { name: "value".into(), data_type: Some(DataType::Tag) },
             Expr::String("x".into()),
         );
-        let cond = conjoin([
-            host.clone(),
-            value.clone(),
-            region_or.clone(),
-            mixed.clone(),
-            cast.clone(),
-        ])
-        .expect("non-empty");
+        let cond = conjoin([host.clone(), value.clone(), region_or.clone(), mixed.clone(), cast.clone()])
+            .expect("non-empty");
         let split = split_tag_condition(&cond, is_tag);
         assert_eq!(split.tags, conjoin([host, region_or, cast]));
         assert_eq!(split.fields, conjoin([value, mixed]));
@@ -2175,13 +2001,11 @@ mod tests {
         assert_eq!(conjuncts(&e), vec![&a, &b, &c]);
         assert_eq!(conjoin(Vec::new()), None);
         let or = Expr::binary(BinaryOp::Or, a.clone(), b.clone());
+        assert_eq!(conjoin([or.clone()]), Some(or), "a single term is not wrapped");
+        let or = Expr::binary(BinaryOp::Or, a.clone(), b.clone());
         assert_eq!(
             conjoin([c.clone(), or.clone()]),
-            Some(Expr::binary(
-                BinaryOp::And,
-                c,
-                Expr::Paren(Box::new(or))
-            ))
+            Some(Expr::binary(BinaryOp::And, c, Expr::Paren(Box::new(or))))
         );
     }
 

@@ -311,7 +311,10 @@ pub enum TokenKind {
     Eof,
     /// An identifier; `quoted` is true for `"..."` identifiers, which are
     /// never keywords.
-    Ident { name: String, quoted: bool },
+    Ident {
+        name: String,
+        quoted: bool,
+    },
     Keyword(Keyword),
     /// `'...'`, unescaped.
     String(String),
@@ -477,13 +480,7 @@ impl<'a> Lexer<'a> {
                     self.pos += 2;
                     match self.src[self.pos..].find("*/") {
                         Some(i) => self.pos += i + 2,
-                        None => {
-                            return Err(self.error(
-                                start,
-                                "/*",
-                                "unterminated comment".to_string(),
-                            ))
-                        }
+                        None => return Err(self.error(start, "/*", "unterminated comment".to_string())),
                     }
                 }
                 _ => return Ok(()),
@@ -496,11 +493,7 @@ impl<'a> Lexer<'a> {
         self.skip_trivia()?;
         let start = self.pos;
         let Some(c) = self.bump() else {
-            return Ok(Token {
-                kind: TokenKind::Eof,
-                start,
-                end: start,
-            });
+            return Ok(Token { kind: TokenKind::Eof, start, end: start });
         };
         let kind = match c {
             'a'..='z' | 'A'..='Z' | '_' => {
@@ -514,16 +507,10 @@ impl<'a> Lexer<'a> {
                 let word = &self.src[start..self.pos];
                 match Keyword::lookup(word) {
                     Some(k) => TokenKind::Keyword(k),
-                    None => TokenKind::Ident {
-                        name: word.to_string(),
-                        quoted: false,
-                    },
+                    None => TokenKind::Ident { name: word.to_string(), quoted: false },
                 }
             }
-            '"' => TokenKind::Ident {
-                name: self.scan_quoted('"', start)?,
-                quoted: true,
-            },
+            '"' => TokenKind::Ident { name: self.scan_quoted('"', start)?, quoted: true },
             '\'' => TokenKind::String(self.scan_quoted('\'', start)?),
             '0'..='9' => self.scan_number(start),
             '.' => {
@@ -593,11 +580,7 @@ impl<'a> Lexer<'a> {
             }
             other => TokenKind::Illegal(other),
         };
-        Ok(Token {
-            kind,
-            start,
-            end: self.pos,
-        })
+        Ok(Token { kind, start, end: self.pos })
     }
 
     /// Scans a number whose first character (a digit or `.`) is at `start`
@@ -616,14 +599,8 @@ impl<'a> Lexer<'a> {
             }
             return TokenKind::Number(self.src[start..self.pos].to_string());
         }
-        if self
-            .peek_char()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == 'µ')
-        {
-            while self
-                .peek_char()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == 'µ')
-            {
+        if self.peek_char().is_some_and(|c| c.is_ascii_alphabetic() || c == 'µ') {
+            while self.peek_char().is_some_and(|c| c.is_ascii_alphanumeric() || c == 'µ') {
                 self.bump();
             }
             return TokenKind::Duration(self.src[start..self.pos].to_string());
@@ -634,11 +611,7 @@ impl<'a> Lexer<'a> {
     /// Scans the rest of a quoted string or identifier; the opening quote at
     /// `start` has been consumed.
     fn scan_quoted(&mut self, quote: char, start: usize) -> Result<String, ParseError> {
-        let what = if quote == '"' {
-            "quoted identifier"
-        } else {
-            "string"
-        };
+        let what = if quote == '"' { "quoted identifier" } else { "string" };
         let mut out = String::new();
         loop {
             let at = self.pos;
@@ -707,11 +680,7 @@ impl<'a> Lexer<'a> {
                 Some(c) => out.push(c),
             }
         }
-        Ok(Token {
-            kind: TokenKind::Regex(out),
-            start: slash,
-            end: self.pos,
-        })
+        Ok(Token { kind: TokenKind::Regex(out), start: slash, end: self.pos })
     }
 }
 
@@ -732,10 +701,7 @@ mod tests {
     }
 
     fn ident(s: &str) -> TokenKind {
-        TokenKind::Ident {
-            name: s.to_string(),
-            quoted: false,
-        }
+        TokenKind::Ident { name: s.to_string(), quoted: false }
     }
 
     #[test]
@@ -745,10 +711,7 @@ mod tests {
             vec![
                 TokenKind::Keyword(Keyword::Select),
                 TokenKind::Keyword(Keyword::Select),
-                TokenKind::Ident {
-                    name: "select".into(),
-                    quoted: true
-                },
+                TokenKind::Ident { name: "select".into(), quoted: true },
                 ident("from_x"),
             ]
         );
@@ -816,20 +779,14 @@ mod tests {
                 TokenKind::String("it's".into()),
                 TokenKind::String("a\\b".into()),
                 TokenKind::String("x\ny".into()),
-                TokenKind::Ident {
-                    name: "q\"i".into(),
-                    quoted: true
-                },
+                TokenKind::Ident { name: "q\"i".into(), quoted: true },
             ]
         );
     }
 
     #[test]
     fn comments_are_skipped() {
-        assert_eq!(
-            kinds("a -- comment\n b /* multi\nline */ c"),
-            vec![ident("a"), ident("b"), ident("c")]
-        );
+        assert_eq!(kinds("a -- comment\n b /* multi\nline */ c"), vec![ident("a"), ident("b"), ident("c")]);
     }
 
     #[test]

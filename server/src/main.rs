@@ -1,1 +1,178 @@
-fn main() {}
+//! `strata`: parse the command line and configuration, then hand over to the library
+//! (`strata_server::Server`) or run a `token` command.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use strata_server::auth::tokens::{self, TokenSpec};
+use strata_server::cli::{Cli, Command, ConfigArgs, ServeArgs, TokenCommand};
+use strata_server::config::{self, Config, LogFormat, Override};
+use strata_server::{Listeners, Server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Token { command }) => token(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env_vars() -> Vec<(String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+}
+
+fn load_config(args: &ConfigArgs, overrides: &[Override]) -> anyhow::Result<Config> {
+    Ok(Config::load(args.config.as_deref(), env_vars(), overrides)?)
+}
+
+fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::try_new(f).context("RUST_LOG")?,
+        _ => EnvFilter::try_new(&config.log.level).context("log.level")?,
+    };
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = args.overrides().map_err(anyhow::Error::msg)?;
+    let config = load_config(&args.config, &overrides)?;
+    init_tracing(&config)?;
+    for var in config::unknown_env_vars(env_vars()) {
+        tracing::warn!(var, "ignoring environment variable: it names no configuration key");
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(async move {
+        let listeners = Listeners::bind(&config)
+            .with_context(|| format!("cannot listen on {} (http.addr)", config.http.addr))?;
+        tracing::info!(addr = %config.mqtt.addr, "MQTT is not implemented yet: mqtt.addr is reserved");
+        let server = Server::start(config, listeners).await?;
+        println!("HTTP listening on {}://{}", server.scheme(), server.http_addr());
+        if let Some(path) = &args.ready_file {
+            write_ready_file(path, &server).with_context(|| format!("--ready-file {}", path.display()))?;
+        }
+        server.wait(shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// `{"http": "127.0.0.1:8086", "scheme": "http"}`, written to a temporary file and renamed so a
+/// reader never sees half of it.
+fn write_ready_file(path: &Path, server: &Server) -> std::io::Result<()> {
+    let body = serde_json::json!({ "http": server.http_addr().to_string(), "scheme": server.scheme() });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutdown requested (send the signal again to exit immediately)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting without a clean shutdown");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create(a) => {
+            let config = load_config(&a.config, &a.config.overrides().map_err(anyhow::Error::msg)?)?;
+            let spec = TokenSpec {
+                description: a.description,
+                admin: a.admin,
+                databases: a.databases,
+                read: a.read,
+                write: a.write,
+            };
+            let path = config.tokens_file();
+            let (token, rec) = tokens::create(&path, &spec)?;
+            // The token alone on stdout, so scripts can capture it; the rest on stderr.
+            println!("{token}");
+            eprintln!(
+                "created token {} ({}) in {}; store it now: it cannot be shown again",
+                rec.id,
+                scope(&rec),
+                path.display()
+            );
+        }
+        TokenCommand::List { config, json } => {
+            let cfg = load_config(&config, &config.overrides().map_err(anyhow::Error::msg)?)?;
+            let list = tokens::load(&cfg.tokens_file())?;
+            if json {
+                let items: Vec<_> = list
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id, "description": t.description, "admin": t.admin,
+                            "databases": t.databases, "read": t.read, "write": t.write, "created": t.created,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                println!("{:<16}  {:<28}  {:<20}  DESCRIPTION", "ID", "SCOPE", "CREATED");
+                for t in &list {
+                    println!("{:<16}  {:<28}  {:<20}  {}", t.id, scope(t), t.created, t.description);
+                }
+            }
+        }
+        TokenCommand::Revoke { config, id } => {
+            let cfg = load_config(&config, &config.overrides().map_err(anyhow::Error::msg)?)?;
+            let rec = tokens::revoke(&cfg.tokens_file(), &id)?;
+            println!("revoked token {} ({})", rec.id, scope(&rec));
+        }
+    }
+    Ok(())
+}
+
+fn scope(t: &tokens::TokenRecord) -> String {
+    if t.admin {
+        return "admin".into();
+    }
+    let perms = match (t.read, t.write) {
+        (true, true) => "read+write",
+        (true, false) => "read",
+        (false, true) => "write",
+        (false, false) => "none",
+    };
+    format!("{perms} on {}", t.databases.join(","))
+}

@@ -72,13 +72,7 @@ pub(crate) struct BitReader<'a> {
 
 impl<'a> BitReader<'a> {
     pub(crate) fn new(data: &'a [u8], codec: &'static str) -> Self {
-        BitReader {
-            data,
-            pos: 0,
-            acc: 0,
-            n: 0,
-            codec,
-        }
+        BitReader { data, pos: 0, acc: 0, n: 0, codec }
     }
 
     /// Tops `acc` up to at least 56 valid bits, or to the end of the input.
@@ -168,18 +162,12 @@ impl<'a> BitReader<'a> {
         let consumed_bits = self.pos * 8 - self.n as usize;
         let used = consumed_bits.div_ceil(8);
         if used < self.data.len() {
-            return Err(CodecError::TrailingBytes {
-                codec: self.codec,
-                extra: self.data.len() - used,
-            });
+            return Err(CodecError::TrailingBytes { codec: self.codec, extra: self.data.len() - used });
         }
         // `used <= pos`, so the padding bits are loaded and are the low bits of `acc`.
         let pad = (used * 8 - consumed_bits) as u32;
         if self.acc & mask(pad) != 0 {
-            return Err(CodecError::Corrupt {
-                codec: self.codec,
-                reason: "non-zero padding bits",
-            });
+            return Err(CodecError::Corrupt { codec: self.codec, reason: "non-zero padding bits" });
         }
         Ok(())
     }
@@ -194,11 +182,7 @@ pub(crate) struct ByteReader<'a> {
 
 impl<'a> ByteReader<'a> {
     pub(crate) fn new(data: &'a [u8], codec: &'static str) -> Self {
-        ByteReader {
-            data,
-            pos: 0,
-            codec,
-        }
+        ByteReader { data, pos: 0, codec }
     }
 
     #[inline]
@@ -208,18 +192,11 @@ impl<'a> ByteReader<'a> {
 
     #[cold]
     fn truncated(&self, needed: usize) -> CodecError {
-        CodecError::Truncated {
-            codec: self.codec,
-            needed,
-            available: self.remaining(),
-        }
+        CodecError::Truncated { codec: self.codec, needed, available: self.remaining() }
     }
 
     pub(crate) fn corrupt(&self, reason: &'static str) -> CodecError {
-        CodecError::Corrupt {
-            codec: self.codec,
-            reason,
-        }
+        CodecError::Corrupt { codec: self.codec, reason }
     }
 
     #[inline]
@@ -287,10 +264,7 @@ impl<'a> ByteReader<'a> {
     /// Errors if any input byte is left unread.
     pub(crate) fn finish(&self) -> Result<(), CodecError> {
         if self.remaining() != 0 {
-            return Err(CodecError::TrailingBytes {
-                codec: self.codec,
-                extra: self.remaining(),
-            });
+            return Err(CodecError::TrailingBytes { codec: self.codec, extra: self.remaining() });
         }
         Ok(())
     }
@@ -358,14 +332,8 @@ mod tests {
     #[test]
     fn varint_rejects_overflow_and_truncation() {
         let over = [0xff; 9].iter().copied().chain([0x02]).collect::<Vec<_>>();
-        assert!(matches!(
-            ByteReader::new(&over, "t").varint(),
-            Err(CodecError::Corrupt { .. })
-        ));
-        assert!(matches!(
-            ByteReader::new(&[0x80, 0x80], "t").varint(),
-            Err(CodecError::Truncated { .. })
-        ));
+        assert!(matches!(ByteReader::new(&over, "t").varint(), Err(CodecError::Corrupt { .. })));
+        assert!(matches!(ByteReader::new(&[0x80, 0x80], "t").varint(), Err(CodecError::Truncated { .. })));
     }
 
     #[test]

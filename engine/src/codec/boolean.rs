@@ -53,10 +53,7 @@ pub(crate) fn encode(vals: &[bool], out: &mut Vec<u8>) {
         out.push(tag::BOOL_BITMAP);
         out.reserve(bitmap_len);
         for chunk in vals.chunks(8) {
-            let byte = chunk
-                .iter()
-                .enumerate()
-                .fold(0u8, |b, (i, &v)| b | (u8::from(v) << i));
+            let byte = chunk.iter().enumerate().fold(0u8, |b, (i, &v)| b | (u8::from(v) << i));
             out.push(byte);
         }
     }
@@ -69,7 +66,7 @@ pub(crate) fn decode(input: &[u8], count: usize, out: &mut Vec<bool>) -> Result<
         tag::BOOL_BITMAP => {
             let bytes = r.take(count.div_ceil(8))?;
             r.finish()?;
-            if count % 8 != 0 && bytes[bytes.len() - 1] >> (count % 8) != 0 {
+            if count & 7 != 0 && bytes[bytes.len() - 1] >> (count & 7) != 0 {
                 return Err(r.corrupt("non-zero padding bits"));
             }
             out.reserve(count);

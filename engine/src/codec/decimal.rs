@@ -35,9 +35,8 @@ const CODEC: &str = "decimal";
 /// 2^63 for |v| < 9.2; larger values simply fail the round-trip check.
 pub(crate) const MAX_EXPONENT: u8 = 18;
 
-const POW10: [f64; MAX_EXPONENT as usize + 1] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
-];
+const POW10: [f64; MAX_EXPONENT as usize + 1] =
+    [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18];
 
 /// `1.5 * 2^52`: adding and subtracting it rounds an `f64` with |x| < 2^51 to the
 /// nearest integer without a libm call (`f64::round` is not an instruction on baseline

@@ -101,17 +101,11 @@ pub(crate) fn decode(input: &[u8], count: usize, out: &mut Vec<f64>) -> Result<(
                 let lead = hdr & 31;
                 sig = (hdr >> 5) + 1;
                 if lead + sig > 64 {
-                    return Err(CodecError::Corrupt {
-                        codec: CODEC,
-                        reason: "window wider than 64 bits",
-                    });
+                    return Err(CodecError::Corrupt { codec: CODEC, reason: "window wider than 64 bits" });
                 }
                 trail = 64 - lead - sig;
             } else if sig == 0 {
-                return Err(CodecError::Corrupt {
-                    codec: CODEC,
-                    reason: "window reused before being set",
-                });
+                return Err(CodecError::Corrupt { codec: CODEC, reason: "window reused before being set" });
             }
             prev ^= r.read_u64(sig)? << trail;
         }

@@ -71,7 +71,11 @@ pub(crate) fn for_encode(n: usize, get: impl Fn(usize) -> i64, out: &mut Vec<u8>
 
 /// Decodes `n` FOR values, handing each to `sink` in order.
 #[inline]
-pub(crate) fn for_decode(r: &mut ByteReader<'_>, n: usize, mut sink: impl FnMut(i64)) -> Result<(), CodecError> {
+pub(crate) fn for_decode(
+    r: &mut ByteReader<'_>,
+    n: usize,
+    mut sink: impl FnMut(i64),
+) -> Result<(), CodecError> {
     let mut left = n;
     while left > 0 {
         let len = MINIBLOCK.min(left);

@@ -69,10 +69,7 @@ pub(crate) fn encode<S: AsRef<[u8]>>(vals: &[S], out: &mut Vec<u8>) {
     let use_dict = indexes.len() == vals.len() && {
         let w = bit_width(entries.len() as u64 - 1) as usize;
         let dict_len = varint_len(entries.len() as u64)
-            + entries
-                .iter()
-                .map(|e| varint_len(e.len() as u64) + e.len())
-                .sum::<usize>()
+            + entries.iter().map(|e| varint_len(e.len() as u64) + e.len()).sum::<usize>()
             + (vals.len() * w).div_ceil(8);
         dict_len < plain_len
     };
@@ -100,11 +97,8 @@ pub(crate) fn encode<S: AsRef<[u8]>>(vals: &[S], out: &mut Vec<u8>) {
         }
     }
 
-    let (raw_tag, zstd_tag) = if use_dict {
-        (tag::STR_DICT, tag::STR_DICT_ZSTD)
-    } else {
-        (tag::STR_PLAIN, tag::STR_PLAIN_ZSTD)
-    };
+    let (raw_tag, zstd_tag) =
+        if use_dict { (tag::STR_DICT, tag::STR_DICT_ZSTD) } else { (tag::STR_PLAIN, tag::STR_PLAIN_ZSTD) };
     if body.len() >= ZSTD_MIN_BODY && body.len() <= MAX_DECOMPRESSED {
         // An error here (out of memory in zstd's context) just means "store raw".
         if let Ok(frame) = zstd::bulk::compress(&body, ZSTD_LEVEL) {
@@ -141,11 +135,7 @@ pub(crate) fn decode(input: &[u8], count: usize, out: &mut Vec<String>) -> Resul
 fn decompress(r: &mut ByteReader<'_>) -> Result<Vec<u8>, CodecError> {
     let raw_len = r.varint()?;
     if raw_len > MAX_DECOMPRESSED as u64 {
-        return Err(CodecError::TooLarge {
-            codec: CODEC,
-            declared: raw_len,
-            limit: MAX_DECOMPRESSED as u64,
-        });
+        return Err(CodecError::TooLarge { codec: CODEC, declared: raw_len, limit: MAX_DECOMPRESSED as u64 });
     }
     let frame = r.rest();
     let zstd_err = |reason| CodecError::Corrupt { codec: "zstd", reason };
@@ -159,14 +149,12 @@ fn decompress(r: &mut ByteReader<'_>) -> Result<Vec<u8>, CodecError> {
     match zstd::zstd_safe::find_frame_compressed_size(frame) {
         Ok(n) if n == frame.len() => {}
         Ok(n) if n < frame.len() => {
-            return Err(CodecError::TrailingBytes {
-                codec: "zstd",
-                extra: frame.len() - n,
-            })
+            return Err(CodecError::TrailingBytes { codec: "zstd", extra: frame.len() - n })
         }
         _ => return Err(zstd_err("truncated frame")),
     }
-    let body = zstd::bulk::decompress(frame, raw_len as usize).map_err(|_| zstd_err("decompression failed"))?;
+    let body =
+        zstd::bulk::decompress(frame, raw_len as usize).map_err(|_| zstd_err("decompression failed"))?;
     if body.len() as u64 != raw_len {
         return Err(zstd_err("decompressed length differs from declared length"));
     }
@@ -174,9 +162,7 @@ fn decompress(r: &mut ByteReader<'_>) -> Result<Vec<u8>, CodecError> {
 }
 
 fn to_string(bytes: &[u8], index: usize) -> Result<String, CodecError> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| CodecError::InvalidUtf8 { index })
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| CodecError::InvalidUtf8 { index })
 }
 
 fn decode_plain(body: &[u8], count: usize, out: &mut Vec<String>) -> Result<(), CodecError> {
@@ -195,11 +181,7 @@ fn decode_dict(body: &[u8], count: usize, out: &mut Vec<String>) -> Result<(), C
     let mut r = ByteReader::new(body, CODEC);
     let n = r.len_at_most(count.min(r.remaining()), "more dictionary entries than values")?;
     if n == 0 {
-        return if count == 0 {
-            r.finish()
-        } else {
-            Err(r.corrupt("empty dictionary"))
-        };
+        return if count == 0 { r.finish() } else { Err(r.corrupt("empty dictionary")) };
     }
     // Validate UTF-8 once per entry; values are then clones of checked entries.
     let mut entries = Vec::with_capacity(n);
@@ -219,10 +201,9 @@ fn decode_dict(body: &[u8], count: usize, out: &mut Vec<String>) -> Result<(), C
     let mut br = BitReader::new(packed, CODEC);
     for _ in 0..count {
         let i = br.read(w)? as usize;
-        let s = entries.get(i).ok_or(CodecError::Corrupt {
-            codec: CODEC,
-            reason: "dictionary index out of range",
-        })?;
+        let s = entries
+            .get(i)
+            .ok_or(CodecError::Corrupt { codec: CODEC, reason: "dictionary index out of range" })?;
         out.push(s.clone());
     }
     br.finish()

@@ -33,6 +33,10 @@ fn f64_round_trip(vals: &[f64]) -> Vec<u8> {
         let mut out = Vec::new();
         decode_f64(&forced, vals.len(), &mut out).expect("decode forced");
         assert_eq!(f64_bits(&out), f64_bits(vals), "{codec:?}");
+        if codec == FloatCodec::Gorilla && !vals.is_empty() {
+            // The counting pass that drives the codec choice matches the encoder.
+            assert_eq!(forced.len(), 1 + gorilla::size_bits(vals).div_ceil(8) as usize);
+        }
     }
     enc
 }
@@ -133,15 +137,16 @@ fn pinned_timestamp_layouts() {
     assert_eq!(ts_round_trip(&[1000, 1010, 1020]), [0x01, 0xd0, 0x0f, 0x14]);
     assert_eq!(ts_round_trip(&[-1]), [0x01, 0x01]);
     assert_eq!(ts_round_trip(&[]), [0x01]);
-    // TS_DOD: 200 points every 10 with ts[2] = 21: deltas 10, 11, 9, 10, 10, ... so
-    // g = 1; header first 0, g 1, q0 10 (zz 20 = 0x14); dods +1 (zz 2), -2 (zz 3),
-    // +1 (zz 2) as '10' + 7 bits each, then 195 '0' bits: 222 bits = 28 bytes.
+    // TS_DOD: 200 points every 10 with one glitch, ts[2] = 31: deltas 10, 21, -1, 10,
+    // ... so g = 1; header first 0, g 1, q0 10 (zz 20 = 0x14); dods +11 (zz 22), -22
+    // (zz 43), +11 as '10' + 7 bits each, then 195 '0' bits: 222 bits = 28 bytes.
+    // (TS_LINEAR would need a 4-bit mini-block for the glitch: 66+ bytes.)
     let mut ts: Vec<i64> = (0..200).map(|i| i * 10).collect();
-    ts[2] = 21;
+    ts[2] = 31;
     let enc = ts_round_trip(&ts);
     assert_eq!(enc[..4], [0x02, 0x00, 0x01, 0x14]);
-    // 1,0,0,1,0,0,0,0 | 0,1,0,1,1,0,0,0 | 0,0,1,0,0,1,0,0 | 0...
-    assert_eq!(enc[4..8], [0x09, 0x1a, 0x24, 0x00]);
+    // 1,0,0,1,1,0,1,0 | 0,1,0,1,1,0,1,0 | 1,0,1,0,0,1,1,0 | 1,0,0,...
+    assert_eq!(enc[4..8], [0x59, 0x5a, 0x65, 0x01]);
     assert_eq!(enc.len(), 4 + 28);
     assert!(enc[8..].iter().all(|&b| b == 0));
     // TS_PACKED: jittery deltas 7, 3, 5, 1, 6 in one mini-block: min 1 (zz 2), width 3.
@@ -150,6 +155,12 @@ fn pinned_timestamp_layouts() {
     assert_eq!(enc[3..5], [0x02, 0x03]);
     // (6, 2, 4, 0, 5) in 3 bits each, LSB-first.
     assert_eq!(enc[5..], [0b0001_0110, 0b0101_0001]);
+    // TS_LINEAR: 17 points 10 * i + j, j cycling 0, 3, 1, 2. Deltas span 8..=13 (3 bits,
+    // 8 bytes as TS_PACKED); residuals from the line of slope 10 are j (2 bits, 7 bytes).
+    let ts: Vec<i64> = (0..17).map(|i| 10 * i + [0, 3, 1, 2][i as usize % 4]).collect();
+    let enc = ts_round_trip(&ts);
+    // tag, first 0, g 1, slope zz(10), mini-block min 0, width 2, (3, 1, 2, 0) x 4.
+    assert_eq!(enc, [0x04, 0x00, 0x01, 0x14, 0x00, 0x02, 0x27, 0x27, 0x27, 0x27]);
 }
 
 #[test]
@@ -174,7 +185,8 @@ fn pinned_float_layouts() {
     let mut enc = Vec::new();
     encode_f64_with(&[2.0, 3.0], FloatCodec::Gorilla, &mut enc);
     let ctl = u16::from_le_bytes([enc[9], enc[10]]);
-    assert_eq!(ctl, 0b1_000000_01100_11);
+    // sig - 1 = 0 sits in bits 7..13.
+    assert_eq!(ctl, (1 << 13) | (0b01100 << 2) | 0b11);
     assert_eq!(enc.len(), 11);
 }
 
@@ -214,10 +226,8 @@ fn regular_timestamps_cost_well_under_a_bit() {
     assert!(enc.len() <= 16, "{} bytes", enc.len());
 
     // One missing point every 1000: scale g = interval, mostly width-0 mini-blocks.
-    let gappy: Vec<i64> = (0..10_000i64)
-        .filter(|i| i % 1000 != 999)
-        .map(|i| start + i * 10_000_000_000)
-        .collect();
+    let gappy: Vec<i64> =
+        (0..10_000i64).filter(|i| i % 1000 != 999).map(|i| start + i * 10_000_000_000).collect();
     let enc = ts_round_trip(&gappy);
     let bits = enc.len() as f64 * 8.0 / gappy.len() as f64;
     assert!(bits < 0.3, "{bits} bits/point");
@@ -231,17 +241,30 @@ fn regular_timestamps_cost_well_under_a_bit() {
         })
         .collect();
     let enc = ts_round_trip(&jitter);
-    assert_eq!(enc[0], tag::TS_PACKED);
+    assert_eq!(enc[0], tag::TS_LINEAR);
+    // 200 possible delays: log2(200) = 7.64 bits of entropy; 8-bit residuals + headers.
     let bits = enc.len() as f64 * 8.0 / jitter.len() as f64;
-    assert!(bits < 9.5, "{bits} bits/point");
+    assert!(bits < 8.2, "{bits} bits/point");
+
+    // Event-driven series (deltas wander, no period): TS_PACKED.
+    let mut t = start;
+    let wander: Vec<i64> = (0..5000i64)
+        .map(|i| {
+            t += 1_000_000 * (1 + (i * i * 7919) % 5000);
+            t
+        })
+        .collect();
+    let enc = ts_round_trip(&wander);
+    assert_eq!(enc[0], tag::TS_PACKED, "{}", block_codec_name(&enc).unwrap());
 }
 
 #[test]
 fn dod_mode_wins_for_rare_irregularities() {
-    // Regular, with a handful of isolated odd deltas: 1 bit per point beats FOR widths.
+    // Regular, with isolated glitches of +-37 in most mini-blocks: 1 bit per point
+    // plus two 9-bit buckets per glitch beats a 6-7 bit FOR width for 128 values.
     let mut ts: Vec<i64> = (0..4096).map(|i| i * 1000).collect();
     for i in (100..4096).step_by(97) {
-        ts[i] += 1;
+        ts[i] += 37;
     }
     let enc = ts_round_trip(&ts);
     assert_eq!(enc[0], tag::TS_DOD, "{}", block_codec_name(&enc).unwrap());
@@ -339,6 +362,38 @@ fn special_floats_round_trip_everywhere() {
 }
 
 #[test]
+fn gorilla_window_grows_on_either_side() {
+    // XORs whose meaningful bits move below, above and inside the current window, so
+    // both the reuse ('10') and the new-window ('11') paths are taken with every
+    // leading/trailing combination.
+    let base = 0x4000_0000_0000_0000u64;
+    let xors = [
+        0xff00u64,
+        0x0f00,
+        0xf000,
+        0x00f0,
+        0xff_0000,
+        0x1,
+        0x8000_0000_0000_0000,
+        0x3c00,
+        0x7fff_ffff_ffff_ffff,
+        0x1000,
+        0x0800,
+    ];
+    let mut bits = base;
+    let mut vals = vec![f64::from_bits(bits)];
+    for x in xors {
+        bits ^= x;
+        vals.push(f64::from_bits(bits));
+    }
+    let mut enc = Vec::new();
+    encode_f64_with(&vals, FloatCodec::Gorilla, &mut enc);
+    let mut out = Vec::new();
+    decode_f64(&enc, vals.len(), &mut out).expect("decode");
+    assert_eq!(f64_bits(&out), f64_bits(&vals));
+}
+
+#[test]
 fn integer_extremes_round_trip() {
     i64_round_trip(&[i64::MIN, i64::MAX, 0, -1, 1, i64::MIN, i64::MIN + 1, i64::MAX]);
     i64_round_trip(&[i64::MAX, i64::MIN]);
@@ -423,20 +478,27 @@ fn wrong_family_count_and_out_restoration() {
 #[test]
 fn every_prefix_of_every_layout_fails() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let mut jitter = Vec::new();
     let mut t = 0i64;
-    for i in 0..300 {
-        t += 1000 + (i * 37 % 23);
-        jitter.push(t);
-    }
+    let jitter: Vec<i64> = (0..300i64)
+        .map(|i| {
+            t += 1_000_000 * (1 + (i * i * 7919) % 5000);
+            t
+        })
+        .collect();
     let mut rare: Vec<i64> = (0..300).map(|i| i * 1000).collect();
-    rare[150] += 5;
-    let ts_cases: Vec<Vec<i64>> = vec![vec![1], vec![1, 2], vec![i64::MIN, i64::MAX, 0], jitter, rare];
+    rare[150] += 50;
+    let periodic: Vec<i64> = (0..300).map(|i| i * 10_000 + (i * 7919) % 100).collect();
+    let ts_cases: Vec<Vec<i64>> =
+        vec![vec![1], vec![1, 2], vec![i64::MIN, i64::MAX, 0], jitter, rare, periodic];
+    let mut modes = std::collections::BTreeSet::new();
     for ts in &ts_cases {
         let mut enc = Vec::new();
         encode_timestamps(ts, &mut enc);
+        modes.insert(enc[0]);
         assert_prefixes_fail(Kind::Ts, &enc, ts.len());
     }
+    // Every timestamp mode is covered.
+    assert_eq!(modes.into_iter().collect::<Vec<_>>(), [0x01, 0x02, 0x03, 0x04]);
     let walk = decimal_walk(5, 3, 300, 100);
     let mut with_exc = walk.clone();
     with_exc[299] = f64::NAN;
@@ -447,7 +509,9 @@ fn every_prefix_of_every_layout_fails() {
             assert_prefixes_fail(Kind::F64, &enc, vals.len());
         }
     }
-    for vals in [vec![7i64], vec![1, 2, 3, 4, 100], vec![i64::MIN, i64::MAX], (0..300).map(|i| i * i).collect()] {
+    for vals in
+        [vec![7i64], vec![1, 2, 3, 4, 100], vec![i64::MIN, i64::MAX], (0..300).map(|i| i * i).collect()]
+    {
         let mut enc = Vec::new();
         encode_i64(&vals, &mut enc);
         assert_prefixes_fail(Kind::I64, &enc, vals.len());
@@ -576,7 +640,7 @@ proptest! {
     #[test]
     fn prop_arbitrary_bytes_never_panic(
         bytes in proptest::collection::vec(any::<u8>(), 0..200),
-        tag in prop_oneof![0x01u8..=0x03, 0x10u8..=0x12, 0x20u8..=0x22, 0x30u8..=0x31, 0x40u8..=0x43, any::<u8>()],
+        tag in prop_oneof![0x01u8..=0x04, 0x10u8..=0x12, 0x20u8..=0x22, 0x30u8..=0x31, 0x40u8..=0x43, any::<u8>()],
         count in prop_oneof![0usize..10, 0usize..3000, Just(MAX_BLOCK_VALUES)],
     ) {
         let mut input = vec![tag];
@@ -593,7 +657,8 @@ fn valid_block(kind: usize, seed: u64, len: usize) -> (Kind, Vec<u8>) {
     let walk = decimal_walk(seed, (seed % 5) as u32 + 1, len, 30);
     match kind {
         0 => {
-            let ts: Vec<i64> = walk.iter().enumerate().map(|(i, v)| i as i64 * 1000 + (*v as i64 % 7)).collect();
+            let ts: Vec<i64> =
+                walk.iter().enumerate().map(|(i, v)| i as i64 * 1000 + (*v as i64 % 7)).collect();
             encode_timestamps(&ts, &mut enc);
             (Kind::Ts, enc)
         }

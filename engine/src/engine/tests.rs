@@ -17,7 +17,13 @@ fn batch(points: &[(&str, &str, i64, f64)]) -> WriteBatch {
 }
 
 fn read_all(e: &Engine, db: &str, m: &str) -> Vec<(String, Vec<i64>, Values)> {
-    let req = ScanRequest { db, measurement: m, predicate: &TagPredicate::All, fields: None, range: TimeRange::ALL };
+    let req = ScanRequest {
+        db,
+        measurement: m,
+        predicate: &TagPredicate::All,
+        fields: None,
+        range: TimeRange::ALL,
+    };
     let mut out: Vec<_> = e
         .scan(&req)
         .unwrap()
@@ -35,9 +41,13 @@ fn read_all(e: &Engine, db: &str, m: &str) -> Vec<(String, Vec<i64>, Values)> {
 fn write_read_flush_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(opts(dir.path())).unwrap();
-    assert!(matches!(e.write("db", &batch(&[("cpu", "a", 1, 1.0)])), Err(WriteError::DatabaseNotFound { .. })));
+    assert!(matches!(
+        e.write("db", &batch(&[("cpu", "a", 1, 1.0)])),
+        Err(WriteError::DatabaseNotFound { .. })
+    ));
     e.create_database("db").unwrap();
-    let out = e.write("db", &batch(&[("cpu", "a", 2, 2.0), ("cpu", "a", 1, 1.0), ("cpu", "b", 1, 9.0)])).unwrap();
+    let out =
+        e.write("db", &batch(&[("cpu", "a", 2, 2.0), ("cpu", "a", 1, 1.0), ("cpu", "b", 1, 9.0)])).unwrap();
     assert_eq!(out.points_written, 3);
     let want = vec![
         ("cpu,host=a v".to_string(), vec![1, 2], Values::F64(vec![1.0, 2.0])),
@@ -120,14 +130,14 @@ fn scans_filter_by_tags_fields_and_time() {
         }
     }
     e.write("db", &b).unwrap();
+    let pred = TagPredicate::or(
+        TagPredicate::Eq("host".into(), "a".into()),
+        TagPredicate::Regex("host".into(), regex::Regex::new("^c$").unwrap()),
+    );
     for flushed in [false, true] {
         if flushed {
             e.flush().unwrap();
         }
-        let pred = TagPredicate::or(
-            TagPredicate::Eq("host".into(), "a".into()),
-            TagPredicate::Regex("host".into(), regex::Regex::new("^c$").unwrap()),
-        );
         let res = e
             .scan(&ScanRequest {
                 db: "db",
@@ -186,7 +196,11 @@ fn backpressure_reports_overload_instead_of_growing() {
     for i in 0..2000 {
         let mut b = WriteBatch::new();
         for j in 0..100 {
-            b.point("m").tag("host", &format!("h{}", j % 50)).field("v", FieldValue::F64(j as f64)).finish(i * 100 + j).unwrap();
+            b.point("m")
+                .tag("host", &format!("h{}", j % 50))
+                .field("v", FieldValue::F64(j as f64))
+                .finish(i * 100 + j)
+                .unwrap();
         }
         match e.write("db", &b) {
             Ok(o) => written += o.points_written as u64,

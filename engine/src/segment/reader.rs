@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::{BlockMeta, BlockStats, HEADER_LEN, SEGMENT_END_MAGIC, SEGMENT_MAGIC, SEGMENT_VERSION, TRAILER_LEN};
+use super::{
+    BlockMeta, BlockStats, HEADER_LEN, SEGMENT_END_MAGIC, SEGMENT_MAGIC, SEGMENT_VERSION, TRAILER_LEN,
+};
 use crate::batch::Reader;
 use crate::codec;
 use crate::error::SegmentError;
@@ -60,7 +62,12 @@ impl SegmentReader {
     }
 
     /// Decodes one block, appending to `ts` and `values` (whose type must match).
-    pub fn read_block(&self, b: &BlockMeta, ts: &mut Vec<i64>, values: &mut Values) -> Result<(), SegmentError> {
+    pub fn read_block(
+        &self,
+        b: &BlockMeta,
+        ts: &mut Vec<i64>,
+        values: &mut Values,
+    ) -> Result<(), SegmentError> {
         let corrupt = |reason: String| SegmentError::Corrupt { path: self.path.clone(), reason };
         let start = b.offset as usize;
         let end = start + b.len as usize;
@@ -128,7 +135,11 @@ fn parse(path: &Path, data: &[u8]) -> Result<Vec<BlockMeta>, SegmentError> {
     }
     let version = u16::from_le_bytes([data[8], data[9]]);
     if version != SEGMENT_VERSION {
-        return Err(SegmentError::UnsupportedVersion { path: path.to_owned(), version, supported: SEGMENT_VERSION });
+        return Err(SegmentError::UnsupportedVersion {
+            path: path.to_owned(),
+            version,
+            supported: SEGMENT_VERSION,
+        });
     }
     let t = &data[data.len() - TRAILER_LEN..];
     if &t[24..32] != SEGMENT_END_MAGIC {
@@ -180,7 +191,8 @@ fn parse(path: &Path, data: &[u8]) -> Result<Vec<BlockMeta>, SegmentError> {
             let max_ts = r.u64()? as i64;
             let offset = r.u64()?;
             let len = r.u32()?;
-            let stats = BlockStats { min: r.u64()?, max: r.u64()?, sum: r.u64()?, first: r.u64()?, last: r.u64()? };
+            let stats =
+                BlockStats { min: r.u64()?, max: r.u64()?, sum: r.u64()?, first: r.u64()?, last: r.u64()? };
             let field = names.entry(field).or_insert_with(|| Arc::from(field)).clone();
             Some(BlockMeta { series, field, field_type, count, min_ts, max_ts, offset, len, stats })
         })()

@@ -92,9 +92,7 @@ impl SegmentWriter {
         }
         let crc = crc32c::crc32c(b);
         b.extend_from_slice(&crc.to_le_bytes());
-        self.out
-            .write_all(b)
-            .map_err(|source| SegmentError::Io { path: self.tmp_path.clone(), source })?;
+        self.out.write_all(b).map_err(|source| SegmentError::Io { path: self.tmp_path.clone(), source })?;
         self.index.push(BlockMeta {
             series,
             field: field.clone(),

@@ -1,0 +1,332 @@
+//! Authentication (who is calling: a token) and authorization (may it read or write this
+//! database).
+//!
+//! Tokens come from the `Authorization` header (`Token X`, `Bearer X`, or `Basic` with the
+//! token as password, as InfluxDB's 1.x compatibility API takes it) or the 1.x `p` query
+//! parameter. Grants come from the admin token in the config and from the tokens file
+//! ([`tokens`]), which `strata token` edits while the server runs: the server re-reads it when
+//! it changes (checked every two seconds, and at once when an unknown token shows up, so a
+//! fresh token works immediately and a revoked one stops within two seconds).
+//!
+//! Tokens are never logged; a grant is known in logs by its id.
+
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::http::{header, HeaderMap};
+use base64::Engine as _;
+use parking_lot::RwLock;
+
+use self::tokens::{TokenError, TokenRecord};
+use crate::config::Config;
+
+/// What a request wants to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access<'a> {
+    Read(&'a str),
+    Write(&'a str),
+    /// Administration: creating databases, listing all of them.
+    Admin,
+}
+
+/// What a token may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The token's id (`admin` for the configured admin token); safe to log.
+    pub id: Arc<str>,
+    pub admin: bool,
+    /// Databases covered; `*` means all.
+    pub databases: Vec<String>,
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Grant {
+    pub fn allows(&self, access: Access<'_>) -> bool {
+        if self.admin {
+            return true;
+        }
+        let covers = |db: &str| self.databases.iter().any(|d| d == "*" || d == db);
+        match access {
+            Access::Read(db) => self.read && covers(db),
+            Access::Write(db) => self.write && covers(db),
+            Access::Admin => false,
+        }
+    }
+
+    fn from_record(r: &TokenRecord) -> Grant {
+        Grant {
+            id: r.id.as_str().into(),
+            admin: r.admin,
+            databases: r.databases.clone(),
+            read: r.read,
+            write: r.write,
+        }
+    }
+}
+
+/// Why a request is not allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required: send a token (Authorization: Token <token>)")]
+    MissingCredentials,
+    #[error("malformed Authorization header: {0}")]
+    Malformed(&'static str),
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("token {token_id} may not {what}")]
+    Forbidden { token_id: Arc<str>, what: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    /// Every save renames a new file into place, so the inode changes even when the mtime
+    /// (coarse on most filesystems) and the length do not.
+    inode: u64,
+}
+
+struct Loaded {
+    stamp: Option<FileStamp>,
+    by_hash: HashMap<[u8; 32], Grant>,
+}
+
+/// The authenticator: configured admin token plus the tokens file.
+pub struct Auth {
+    enabled: bool,
+    admin_hash: Option<[u8; 32]>,
+    path: PathBuf,
+    loaded: RwLock<Loaded>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("enabled", &self.enabled).field("path", &self.path).finish()
+    }
+}
+
+impl Auth {
+    /// Reads the tokens file (a missing one holds no tokens).
+    pub fn new(config: &Config) -> Result<Auth, TokenError> {
+        let admin = config.auth.admin_token.expose();
+        let auth = Auth {
+            enabled: config.auth.enabled,
+            admin_hash: (!admin.is_empty()).then(|| tokens::hash(admin)),
+            path: config.tokens_file(),
+            loaded: RwLock::new(Loaded { stamp: None, by_hash: HashMap::new() }),
+        };
+        auth.reload_if_changed()?;
+        Ok(auth)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Tokens that can authenticate (admin token included).
+    pub fn token_count(&self) -> usize {
+        self.loaded.read().by_hash.len() + usize::from(self.admin_hash.is_some())
+    }
+
+    /// Re-reads the tokens file if it changed since the last read. Returns whether it did.
+    /// On error the previous grants stay in force.
+    pub fn reload_if_changed(&self) -> Result<bool, TokenError> {
+        let stamp = match std::fs::metadata(&self.path) {
+            Ok(m) => Some(FileStamp { modified: m.modified().ok(), len: m.len(), inode: inode(&m) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(TokenError::Io { path: self.path.clone(), source }),
+        };
+        if self.loaded.read().stamp == stamp {
+            return Ok(false);
+        }
+        let records = tokens::load(&self.path)?;
+        let by_hash = records
+            .iter()
+            .filter_map(|r| tokens::decode_hash(&r.sha256).map(|h| (h, Grant::from_record(r))))
+            .collect();
+        *self.loaded.write() = Loaded { stamp, by_hash };
+        Ok(true)
+    }
+
+    /// The grant of a token, if it is one.
+    fn lookup(&self, token: &str) -> Option<Grant> {
+        let h = tokens::hash(token);
+        if self.admin_hash == Some(h) {
+            return Some(Grant {
+                id: "admin".into(),
+                admin: true,
+                databases: Vec::new(),
+                read: true,
+                write: true,
+            });
+        }
+        if let Some(g) = self.loaded.read().by_hash.get(&h) {
+            return Some(g.clone());
+        }
+        // Perhaps created a moment ago by `strata token create`.
+        match self.reload_if_changed() {
+            Ok(true) => self.loaded.read().by_hash.get(&h).cloned(),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the tokens file; keeping the tokens loaded before");
+                None
+            }
+        }
+    }
+
+    /// Checks that `token` may do `access`. With auth disabled everything is allowed and the
+    /// result is `None`.
+    pub fn authorize(&self, token: Option<&str>, access: Access<'_>) -> Result<Option<Grant>, AuthError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let token = token.ok_or(AuthError::MissingCredentials)?;
+        let grant = self.lookup(token).ok_or(AuthError::InvalidToken)?;
+        if !grant.allows(access) {
+            let what = match access {
+                Access::Read(db) => format!("read database {db:?}"),
+                Access::Write(db) => format!("write database {db:?}"),
+                Access::Admin => "administer the server".to_owned(),
+            };
+            return Err(AuthError::Forbidden { token_id: grant.id.clone(), what });
+        }
+        Ok(Some(grant))
+    }
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
+}
+
+/// The token a request presents: the `Authorization` header (`Token`, `Bearer` or `Basic`)
+/// or else the 1.x `p` query parameter (`u` is ignored: the token alone identifies the
+/// caller).
+pub fn request_token(headers: &HeaderMap, query_password: Option<&str>) -> Result<Option<String>, AuthError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| AuthError::Malformed("not ASCII"))?.trim();
+        let (scheme, rest) =
+            value.split_once(' ').ok_or(AuthError::Malformed("expected '<scheme> <credentials>'"))?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") {
+            if rest.is_empty() {
+                return Err(AuthError::Malformed("empty token"));
+            }
+            return Ok(Some(rest.to_owned()));
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .map_err(|_| AuthError::Malformed("basic credentials are not base64"))?;
+            let text = String::from_utf8(decoded)
+                .map_err(|_| AuthError::Malformed("basic credentials are not UTF-8"))?;
+            let (user, password) = text.split_once(':').unwrap_or((text.as_str(), ""));
+            // InfluxDB's 1.x compatibility takes the token as the password; accept it as the
+            // user name when the password is empty.
+            let token = if password.is_empty() { user } else { password };
+            return Ok((!token.is_empty()).then(|| token.to_owned()));
+        }
+        return Err(AuthError::Malformed("unsupported scheme: use Token, Bearer or Basic"));
+    }
+    Ok(query_password.filter(|p| !p.is_empty()).map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::tokens::TokenSpec;
+    use super::*;
+    use crate::config::Secret;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let mut c = Config { data_dir: dir.to_owned(), ..Config::default() };
+        c.auth.enabled = true;
+        c.auth.admin_token = Secret("admin-token-0123456789".into());
+        c
+    }
+
+    #[test]
+    fn scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let path = c.tokens_file();
+        let spec = |dbs: &[&str], read, write| TokenSpec {
+            databases: dbs.iter().map(|s| s.to_string()).collect(),
+            read,
+            write,
+            ..TokenSpec::default()
+        };
+        let (w, _) = tokens::create(&path, &spec(&["a"], false, true)).unwrap();
+        let (r, _) = tokens::create(&path, &spec(&["a", "b"], true, false)).unwrap();
+        let (all, _) = tokens::create(&path, &spec(&["*"], true, true)).unwrap();
+        let auth = Auth::new(&c).unwrap();
+        assert_eq!(auth.token_count(), 4);
+        let ok = |t: &str, a| auth.authorize(Some(t), a).is_ok();
+        assert!(ok(&w, Access::Write("a")));
+        assert!(!ok(&w, Access::Write("b")));
+        assert!(!ok(&w, Access::Read("a")));
+        assert!(ok(&r, Access::Read("b")));
+        assert!(!ok(&r, Access::Write("a")));
+        assert!(ok(&all, Access::Write("anything")));
+        assert!(!ok(&all, Access::Admin));
+        assert!(ok("admin-token-0123456789", Access::Admin));
+        assert!(matches!(auth.authorize(Some(&w), Access::Read("a")), Err(AuthError::Forbidden { .. })));
+        assert_eq!(auth.authorize(Some("strata_nope"), Access::Read("a")), Err(AuthError::InvalidToken));
+        assert_eq!(auth.authorize(None, Access::Read("a")), Err(AuthError::MissingCredentials));
+        let msg = auth.authorize(Some(&w), Access::Read("a")).unwrap_err().to_string();
+        assert!(!msg.contains(&w), "errors must not echo the token: {msg}");
+    }
+
+    #[test]
+    fn disabled_allows_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.auth.enabled = false;
+        let auth = Auth::new(&c).unwrap();
+        assert_eq!(auth.authorize(None, Access::Admin), Ok(None));
+    }
+
+    #[test]
+    fn picks_up_new_and_revoked_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let auth = Auth::new(&c).unwrap();
+        let spec = TokenSpec { databases: vec!["a".into()], read: true, ..TokenSpec::default() };
+        let (t, rec) = tokens::create(&c.tokens_file(), &spec).unwrap();
+        assert!(auth.authorize(Some(&t), Access::Read("a")).is_ok(), "new token must work at once");
+        tokens::revoke(&c.tokens_file(), &rec.id).unwrap();
+        auth.reload_if_changed().unwrap();
+        assert_eq!(auth.authorize(Some(&t), Access::Read("a")), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn extracts_tokens_from_every_place() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(request_token(&h("Token abc"), None), Ok(Some("abc".into())));
+        assert_eq!(request_token(&h("bearer abc"), Some("other")), Ok(Some("abc".into())));
+        assert_eq!(request_token(&h(&format!("Basic {}", b64("user:abc"))), None), Ok(Some("abc".into())));
+        assert_eq!(request_token(&h(&format!("Basic {}", b64("abc:"))), None), Ok(Some("abc".into())));
+        assert_eq!(request_token(&HeaderMap::new(), Some("abc")), Ok(Some("abc".into())));
+        assert_eq!(request_token(&HeaderMap::new(), Some("")), Ok(None));
+        assert_eq!(request_token(&HeaderMap::new(), None), Ok(None));
+        assert!(request_token(&h("Token"), None).is_err());
+        assert!(request_token(&h("Digest abc"), None).is_err());
+        assert!(request_token(&h("Basic !!!"), None).is_err());
+    }
+}

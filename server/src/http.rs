@@ -1,0 +1,160 @@
+//! The HTTP API (axum): routes, shared state, and the per-request middleware.
+//!
+//! Routes (documented in `docs/http-api.md`):
+//! - `POST /api/v2/write`, `POST /write`, `POST /api/v1/json`: writes ([`write`]);
+//! - `GET|POST /query`: queries ([`query`]);
+//! - `GET|POST /api/v1/databases`, `POST /api/v2/buckets`: databases ([`admin`]);
+//! - `GET|HEAD /ping`, `GET /health`, `GET /ready`: liveness ([`health`]).
+//!
+//! Every response passes through [`observe`], which gives the request an id (a tracing span
+//! field and the `X-Request-Id` header), counts it by route and status, and adds the
+//! `X-Influxdb-*` headers that InfluxDB client libraries look for. Errors are mapped to status
+//! codes in one place, [`error`].
+
+pub mod admin;
+pub mod error;
+pub mod health;
+pub mod query;
+pub mod write;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use strata_engine::Engine;
+use tracing::Instrument;
+
+use crate::auth::{request_token, Access, Auth, Grant};
+use crate::budget::WriteMemory;
+use crate::config::Config;
+use crate::ingest::PointLimits;
+use crate::metrics::{Metrics, Route};
+pub use error::ApiError;
+
+/// Version string sent in `X-Influxdb-Version`.
+pub const VERSION_HEADER: &str = concat!("strata-", env!("CARGO_PKG_VERSION"));
+
+/// What every handler shares.
+pub struct Shared {
+    pub engine: Arc<Engine>,
+    pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub write_memory: WriteMemory,
+    pub limits: PointLimits,
+    pub started: SystemTime,
+    /// Set when shutdown begins: `/ready` answers 503 from then on.
+    pub shutting_down: AtomicBool,
+    request_ids: AtomicU64,
+    /// Random per process, so ids from two runs do not collide in aggregated logs.
+    request_id_prefix: u32,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("engine", &self.engine).finish_non_exhaustive()
+    }
+}
+
+/// The state handlers extract with `State<AppState>`.
+pub type AppState = Arc<Shared>;
+
+impl Shared {
+    pub fn new(engine: Arc<Engine>, config: Arc<Config>, auth: Arc<Auth>, metrics: Arc<Metrics>) -> Shared {
+        let l = &config.limits;
+        Shared {
+            write_memory: WriteMemory::new(
+                l.write_memory.bytes(),
+                l.write_memory_wait.get(),
+                metrics.clone(),
+            ),
+            limits: PointLimits::from_config(l),
+            engine,
+            auth,
+            metrics,
+            started: SystemTime::now(),
+            shutting_down: AtomicBool::new(false),
+            request_ids: AtomicU64::new(1),
+            request_id_prefix: rand::random(),
+            config,
+        }
+    }
+
+    /// Authorizes a request: its token (header, or the 1.x `p` parameter) must allow `access`.
+    /// `Ok(None)` when auth is disabled. For handlers of every route, including `/query`.
+    pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        query_password: Option<&str>,
+        access: Access<'_>,
+    ) -> Result<Option<Grant>, ApiError> {
+        if !self.auth.enabled() {
+            return Ok(None);
+        }
+        let token = request_token(headers, query_password)?;
+        let grant = self.auth.authorize(token.as_deref(), access)?;
+        if let Some(g) = &grant {
+            tracing::Span::current().record("token", &*g.id);
+        }
+        Ok(grant)
+    }
+}
+
+/// The router with every route and the middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v2/write", post(write::write_v2))
+        .route("/write", post(write::write_v1))
+        .route("/api/v1/json", post(write::write_json))
+        .route("/query", get(query::query_handler).post(query::query_handler))
+        .route("/api/v1/databases", get(admin::list_databases).post(admin::create_database))
+        .route("/api/v2/buckets", post(admin::create_bucket))
+        .route("/ping", get(health::ping).head(health::ping))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path()))
+}
+
+/// Request id, span, metrics and common headers for every request. Logs the path, never the
+/// query string (it may hold a `p=` token).
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let n = st.request_ids.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{:08x}-{n:x}", st.request_id_prefix);
+    let route = Route::from_path(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let span = tracing::info_span!(
+        "http",
+        id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        token = tracing::field::Empty,
+    );
+    let start = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    st.metrics.http.record(route, status);
+    let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+    if resp.status().is_server_error() {
+        tracing::warn!(parent: &span, status, elapsed_ms, "request failed");
+    } else {
+        tracing::debug!(parent: &span, status, elapsed_ms, "request done");
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert("x-influxdb-version", HeaderValue::from_static(VERSION_HEADER));
+    h.insert("x-influxdb-build", HeaderValue::from_static("OSS"));
+    resp
+}

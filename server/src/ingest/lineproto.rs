@@ -1,0 +1,259 @@
+//! InfluxDB line protocol to a [`WriteBatch`].
+//!
+//! The hot path of ingest. The parser borrows from the body; names are copied once, straight
+//! into the batch's buffer, and only names that contain escape sequences are unescaped first,
+//! into scratch strings reused for the whole request: no allocation per point.
+
+use strata_engine::{FieldValue as Value, WriteBatch};
+use strata_lineproto::{Escaped, FieldValue, Line, LineErrorKind, Parser, Precision};
+
+use super::{bad_point, Decoded, Format, Origin, PointLimits, Refusal};
+use crate::metrics::LineReject;
+
+/// Unescape buffers, one per name that may be alive at once while a point is built.
+#[derive(Debug, Default)]
+struct Scratch {
+    measurement: String,
+    key: String,
+    value: String,
+}
+
+/// Decodes a whole body. `now_ns` is the timestamp of lines without one (one clock reading
+/// per request, as InfluxDB does). Never fails: bad lines are listed in the result.
+pub fn decode(body: &[u8], precision: Precision, now_ns: i64, limits: &PointLimits) -> Decoded {
+    let mut out = Decoded::new(Format::LineProtocol, limits.max_errors);
+    // The batch encoding is about as long as the text: reserve once instead of regrowing.
+    out.batch = WriteBatch::with_capacity(body.len());
+    let mut scratch = Scratch::default();
+    let parser = Parser::new(body).with_precision(precision).with_max_line_len(limits.max_line_length);
+    for item in parser {
+        out.seen += 1;
+        match item {
+            Err(e) => {
+                let kind = if e.kind == LineErrorKind::LineTooLong {
+                    LineReject::LineTooLong
+                } else {
+                    LineReject::Parse
+                };
+                out.errors.push(kind, || {
+                    let excerpt = format!(
+                        "{}{}{}",
+                        if e.excerpt_cut_before() { "..." } else { "" },
+                        e.excerpt(),
+                        if e.excerpt_cut_after() { "..." } else { "" }
+                    );
+                    bad_point(
+                        Format::LineProtocol,
+                        e.line_no,
+                        Some(e.column),
+                        kind,
+                        e.kind.to_string(),
+                        excerpt,
+                    )
+                });
+            }
+            Ok(line) => {
+                // `raw` is a slice of `body`, so the subtraction cannot underflow.
+                let start = line.raw().as_ptr() as usize - body.as_ptr() as usize;
+                match add_line(&mut out.batch, &line, now_ns, limits, &mut scratch) {
+                    Ok(()) => out.origins.push(Origin { pos: line.line_no, start, len: line.raw().len() }),
+                    Err(r) => out.refuse(line.line_no, line.raw(), r),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The unescaped text of `e`: borrowed from the body unless it contains escapes, else
+/// unescaped into `buf`.
+fn unescape<'s>(e: Escaped<'s>, buf: &'s mut String) -> &'s str {
+    if e.is_escaped() {
+        buf.clear();
+        e.push_to(buf);
+        buf
+    } else {
+        e.raw()
+    }
+}
+
+/// Adds one line's point to the batch, or nothing if it breaks a limit.
+fn add_line(
+    batch: &mut WriteBatch,
+    line: &Line<'_>,
+    now_ns: i64,
+    limits: &PointLimits,
+    s: &mut Scratch,
+) -> Result<(), Refusal> {
+    limits.check_counts(line.tag_count(), line.field_count())?;
+    let ts = line.timestamp.unwrap_or(now_ns);
+    limits.check_time(ts, now_ns)?;
+    let measurement = unescape(line.measurement, &mut s.measurement);
+    limits.check_name("measurement", measurement)?;
+    // Dropping `p` on an early return discards the unfinished point.
+    let mut p = batch.point(measurement);
+    for (k, v) in line.tags() {
+        let k = unescape(k, &mut s.key);
+        limits.check_name("tag key", k)?;
+        let v = unescape(v, &mut s.value);
+        limits.check_name("tag value", v)?;
+        p.tag(k, v);
+    }
+    for (k, v) in line.fields() {
+        let k = unescape(k, &mut s.key);
+        limits.check_name("field key", k)?;
+        let v = match v {
+            FieldValue::F64(x) => Value::F64(x),
+            FieldValue::I64(x) => Value::I64(x),
+            FieldValue::U64(x) => Value::U64(x),
+            FieldValue::Bool(x) => Value::Bool(x),
+            FieldValue::Str(e) => {
+                let text = unescape(e, &mut s.value);
+                limits.check_string(k, text)?;
+                Value::Str(text)
+            }
+        };
+        p.field(k, v);
+    }
+    p.finish(ts).map_err(|e| Refusal::new(LineReject::InvalidPoint, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_engine::batch::PointRef;
+    use strata_lineproto::Precision;
+
+    use super::*;
+    use crate::config::LimitsConfig;
+
+    fn limits() -> PointLimits {
+        PointLimits::from_config(&LimitsConfig::default())
+    }
+
+    fn points(d: &Decoded) -> Vec<String> {
+        d.batch.iter().map(|p| describe(&p.unwrap())).collect()
+    }
+
+    fn describe(p: &PointRef<'_>) -> String {
+        let fields: Vec<String> = p.fields().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{:?} {} {}", p.series_key(), fields.join(","), p.timestamp)
+    }
+
+    #[test]
+    fn good_and_bad_lines_and_escapes() {
+        let body = b"# comment\n\
+            cpu,host=a usage=0.5,n=3i 1000\n\
+            cpu,host=b\n\
+            \n\
+            my\\ cpu,ta\\=g=v\\,1 s=\"q\\\"uote\",b=t 2000\r\n\
+            cpu usage=1\n";
+        let d = decode(body, Precision::Nanoseconds, 42, &limits());
+        assert_eq!(d.batch.len_points(), 3);
+        assert_eq!(d.seen, 4);
+        assert_eq!(d.errors.total, 1);
+        let e = &d.errors.items[0];
+        assert_eq!((e.line, e.kind, e.reason.as_str()), (Some(3), "parse", "missing fields"));
+        assert_eq!(e.excerpt, "cpu,host=b");
+        let pts: Vec<_> = d.batch.iter().map(|p| p.unwrap()).collect();
+        assert_eq!(pts[0].timestamp, 1000);
+        assert_eq!(pts[2].timestamp, 42, "no timestamp means the request's clock reading");
+        let dbg = points(&d).join("\n");
+        assert!(dbg.contains("my cpu") && dbg.contains("ta=g") && dbg.contains("v,1"), "{dbg}");
+        assert!(dbg.contains("q\\\"uote") || dbg.contains("q\"uote"), "{dbg}");
+    }
+
+    #[test]
+    fn precision_converts_and_overflow_is_a_line_error() {
+        let body = b"m v=1 1700000000\nm v=2 9300000000\n";
+        let d = decode(body, Precision::Seconds, 0, &limits());
+        let pts: Vec<_> = d.batch.iter().map(|p| p.unwrap()).collect();
+        assert_eq!(pts.len(), 1);
+        assert_eq!(pts[0].timestamp, 1_700_000_000_000_000_000);
+        assert_eq!(d.errors.items[0].line, Some(2));
+        assert_eq!(d.errors.items[0].reason, "timestamp out of range");
+        let d = decode(b"m v=1 1700000000000\n", Precision::Milliseconds, 0, &limits());
+        assert_eq!(d.batch.iter().next().unwrap().unwrap().timestamp, 1_700_000_000_000_000_000);
+    }
+
+    #[test]
+    fn each_limit_refuses_only_its_line() {
+        let mut l = limits();
+        l.max_tags = 2;
+        l.max_fields = 2;
+        l.max_name_length = 8;
+        l.max_string_length = 4;
+        l.max_line_length = 64;
+        l.max_future_ns = Some(1_000);
+        l.max_past_ns = Some(1_000);
+        let now = 1_000_000;
+        let long = format!("m v=\"{}\"", "x".repeat(100));
+        let body = format!(
+            "ok,a=1 v=1\n\
+             m,a=1,b=2,c=3 v=1\n\
+             m v=1,w=2,x=3\n\
+             measurement_name v=1\n\
+             m,a=123456789 v=1\n\
+             m s=\"12345\"\n\
+             m v=1 {}\n\
+             m v=1 {}\n\
+             {long}\n\
+             m,tag\\ key\\ 9=1 v=1\n\
+             ok2 v=1 {now}\n",
+            now + 1_001,
+            now - 1_001,
+        );
+        let d = decode(body.as_bytes(), Precision::Nanoseconds, now, &l);
+        let kinds: Vec<_> = d.errors.items.iter().map(|e| (e.line.unwrap(), e.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (2, "too_many_tags"),
+                (3, "too_many_fields"),
+                (4, "name_too_long"),
+                (5, "name_too_long"),
+                (6, "string_too_long"),
+                (7, "timestamp_out_of_window"),
+                (8, "timestamp_out_of_window"),
+                (9, "line_too_long"),
+                (10, "name_too_long"),
+            ]
+        );
+        assert_eq!(d.batch.len_points(), 2, "{:?}", d.errors.items);
+        assert_eq!(d.errors.count(LineReject::NameTooLong), 3);
+    }
+
+    #[test]
+    fn error_list_is_capped_in_line_order() {
+        let mut l = limits();
+        l.max_errors = 3;
+        let body = "bad\n".repeat(10) + "ok v=1\n";
+        let d = decode(body.as_bytes(), Precision::Nanoseconds, 0, &l);
+        assert_eq!(d.errors.total, 10);
+        assert_eq!(d.errors.items.iter().map(|e| e.line.unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(d.batch.len_points(), 1);
+    }
+
+    #[test]
+    fn engine_refusals_are_merged_by_line() {
+        use strata_engine::{RejectReason, RejectedPoint, WriteOutcome};
+        let body = b"a v=1\nbad\nb v=1\nc v=1\n";
+        let d = decode(body, Precision::Nanoseconds, 0, &limits());
+        assert_eq!(d.batch.len_points(), 3);
+        let outcome = WriteOutcome {
+            points_written: 1,
+            values_written: 1,
+            rejected: vec![
+                RejectedPoint { index: 2, reason: RejectReason::SeriesLimit { limit: 1 } },
+                RejectedPoint { index: 0, reason: RejectReason::SeriesLimit { limit: 1 } },
+            ],
+        };
+        let errors = d.finish(&outcome, body);
+        let got: Vec<_> =
+            errors.items.iter().map(|e| (e.line.unwrap(), e.kind, e.excerpt.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![(1, "series_limit", "a v=1"), (2, "parse", "bad"), (4, "series_limit", "c v=1")]
+        );
+        assert_eq!(errors.total, 3);
+    }
+}

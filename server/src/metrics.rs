@@ -1,0 +1,351 @@
+//! The server's counters: plain atomics that handlers bump and `/metrics` reads.
+//!
+//! Names follow the Prometheus conventions (`strata_<subsystem>_<thing>_<unit>`, counters end
+//! in `_total`); [`Metrics::encode_prometheus`] writes them in the text exposition format.
+//! Label sets are closed enums ([`LineReject`], [`RequestReject`], [`Route`]) indexing fixed
+//! arrays, so recording never allocates or locks.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a line (or JSON point) of a write request was refused; the rest of the request was
+/// still written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LineReject {
+    /// Not valid line protocol / JSON point.
+    Parse,
+    LineTooLong,
+    TooManyTags,
+    TooManyFields,
+    NameTooLong,
+    StringTooLong,
+    TimestampOutOfWindow,
+    /// The database is at `limits.max_series_per_database`.
+    SeriesLimit,
+    FieldTypeConflict,
+    /// Refused by the engine's own checks (e.g. series key longer than 64 KiB).
+    InvalidPoint,
+}
+
+impl LineReject {
+    pub const ALL: [LineReject; 10] = [
+        LineReject::Parse,
+        LineReject::LineTooLong,
+        LineReject::TooManyTags,
+        LineReject::TooManyFields,
+        LineReject::NameTooLong,
+        LineReject::StringTooLong,
+        LineReject::TimestampOutOfWindow,
+        LineReject::SeriesLimit,
+        LineReject::FieldTypeConflict,
+        LineReject::InvalidPoint,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineReject::Parse => "parse",
+            LineReject::LineTooLong => "line_too_long",
+            LineReject::TooManyTags => "too_many_tags",
+            LineReject::TooManyFields => "too_many_fields",
+            LineReject::NameTooLong => "name_too_long",
+            LineReject::StringTooLong => "string_too_long",
+            LineReject::TimestampOutOfWindow => "timestamp_out_of_window",
+            LineReject::SeriesLimit => "series_limit",
+            LineReject::FieldTypeConflict => "field_type_conflict",
+            LineReject::InvalidPoint => "invalid_point",
+        }
+    }
+}
+
+/// Why a whole write request was refused (nothing of it written, except as noted on
+/// [`RequestReject::Overloaded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestReject {
+    /// Body larger than `limits.max_body_size` (compressed or decoded): 413.
+    BodyTooLarge,
+    /// The client took longer than `http.body_timeout` to send the body: 408.
+    BodyTimeout,
+    /// Bad parameters, encoding or body: 400/415.
+    BadRequest,
+    /// No or unknown credentials: 401.
+    Unauthorized,
+    /// Credentials without the needed permission: 403.
+    Forbidden,
+    /// Unknown database with auto-create off: 404.
+    DatabaseNotFound,
+    /// In-flight write memory exhausted: 503.
+    WriteMemory,
+    /// The engine's flushing is behind: 503. Part of the request may have been stored.
+    Overloaded,
+    /// Shutting down, poisoned engine or I/O error: 5xx.
+    Unavailable,
+}
+
+impl RequestReject {
+    pub const ALL: [RequestReject; 9] = [
+        RequestReject::BodyTooLarge,
+        RequestReject::BodyTimeout,
+        RequestReject::BadRequest,
+        RequestReject::Unauthorized,
+        RequestReject::Forbidden,
+        RequestReject::DatabaseNotFound,
+        RequestReject::WriteMemory,
+        RequestReject::Overloaded,
+        RequestReject::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestReject::BodyTooLarge => "body_too_large",
+            RequestReject::BodyTimeout => "body_timeout",
+            RequestReject::BadRequest => "bad_request",
+            RequestReject::Unauthorized => "unauthorized",
+            RequestReject::Forbidden => "forbidden",
+            RequestReject::DatabaseNotFound => "database_not_found",
+            RequestReject::WriteMemory => "write_memory",
+            RequestReject::Overloaded => "overloaded",
+            RequestReject::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The route of an HTTP request, for the `route` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    WriteV2,
+    WriteV1,
+    WriteJson,
+    Query,
+    Databases,
+    Buckets,
+    Ping,
+    Health,
+    Ready,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 11] = [
+        Route::WriteV2,
+        Route::WriteV1,
+        Route::WriteJson,
+        Route::Query,
+        Route::Databases,
+        Route::Buckets,
+        Route::Ping,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    /// The route of a matched axum path (`None` when no route matched).
+    pub fn from_path(path: Option<&str>) -> Route {
+        match path {
+            Some("/api/v2/write") => Route::WriteV2,
+            Some("/write") => Route::WriteV1,
+            Some("/api/v1/json") => Route::WriteJson,
+            Some("/query") | Some("/api/v2/query") => Route::Query,
+            Some("/api/v1/databases") => Route::Databases,
+            Some("/api/v2/buckets") => Route::Buckets,
+            Some("/ping") => Route::Ping,
+            Some("/health") => Route::Health,
+            Some("/ready") => Route::Ready,
+            Some("/metrics") => Route::Metrics,
+            _ => Route::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::WriteV2 => "/api/v2/write",
+            Route::WriteV1 => "/write",
+            Route::WriteJson => "/api/v1/json",
+            Route::Query => "/query",
+            Route::Databases => "/api/v1/databases",
+            Route::Buckets => "/api/v2/buckets",
+            Route::Ping => "/ping",
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::Metrics => "/metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Status codes counted individually; anything else lands in its class's `other` slot.
+const STATUSES: [u16; 16] = [200, 201, 204, 400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 501, 503, 0];
+
+fn status_slot(status: u16) -> usize {
+    STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)
+}
+
+/// Ingest counters (HTTP today, MQTT later).
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    /// Write requests that reached decoding.
+    pub requests: AtomicU64,
+    /// Points acknowledged as durable.
+    pub points: AtomicU64,
+    /// Field values acknowledged as durable.
+    pub values: AtomicU64,
+    /// Request body bytes as received (compressed if the client compressed).
+    pub bytes_received: AtomicU64,
+    /// Body bytes after decompression.
+    pub bytes_decoded: AtomicU64,
+    /// Bytes of write memory currently reserved by in-flight requests (a gauge).
+    pub write_memory_bytes: AtomicU64,
+    lines_rejected: [AtomicU64; LineReject::ALL.len()],
+    requests_rejected: [AtomicU64; RequestReject::ALL.len()],
+}
+
+impl IngestMetrics {
+    pub fn line_rejected(&self, why: LineReject) {
+        self.lines_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn lines_rejected(&self, why: LineReject) -> u64 {
+        self.lines_rejected[why as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn request_rejected(&self, why: RequestReject) {
+        self.requests_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests_rejected(&self, why: RequestReject) -> u64 {
+        self.requests_rejected[why as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// HTTP request counters by route and status.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
+}
+
+impl HttpMetrics {
+    pub fn record(&self, route: Route, status: u16) {
+        self.requests[route as usize][status_slot(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests seen for `route` with `status` (statuses not counted individually share one
+    /// slot).
+    pub fn requests(&self, route: Route, status: u16) -> u64 {
+        self.requests[route as usize][status_slot(status)].load(Ordering::Relaxed)
+    }
+}
+
+/// Every counter of the server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub ingest: IngestMetrics,
+    pub http: HttpMetrics,
+}
+
+impl Metrics {
+    /// Appends the counters in the Prometheus text exposition format (version 0.0.4).
+    pub fn encode_prometheus(&self, out: &mut String) {
+        let i = &self.ingest;
+        let simple: [(&str, &str, &str, &AtomicU64); 6] = [
+            ("strata_ingest_requests_total", "counter", "Write requests decoded.", &i.requests),
+            ("strata_ingest_points_total", "counter", "Points acknowledged as durable.", &i.points),
+            ("strata_ingest_values_total", "counter", "Field values acknowledged as durable.", &i.values),
+            (
+                "strata_ingest_received_bytes_total",
+                "counter",
+                "Write request body bytes as received.",
+                &i.bytes_received,
+            ),
+            (
+                "strata_ingest_decoded_bytes_total",
+                "counter",
+                "Write body bytes after decompression.",
+                &i.bytes_decoded,
+            ),
+            (
+                "strata_ingest_write_memory_bytes",
+                "gauge",
+                "Write memory reserved by in-flight requests.",
+                &i.write_memory_bytes,
+            ),
+        ];
+        for (name, kind, help, v) in simple {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let name = "strata_ingest_lines_rejected_total";
+        let _ =
+            writeln!(out, "# HELP {name} Lines or JSON points refused, by reason.\n# TYPE {name} counter");
+        for r in LineReject::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", r.as_str(), i.lines_rejected(r));
+        }
+        let name = "strata_ingest_requests_rejected_total";
+        let _ =
+            writeln!(out, "# HELP {name} Write requests refused whole, by reason.\n# TYPE {name} counter");
+        for r in RequestReject::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", r.as_str(), i.requests_rejected(r));
+        }
+        let name = "strata_http_requests_total";
+        let _ = writeln!(out, "# HELP {name} HTTP requests by route and status.\n# TYPE {name} counter");
+        for route in Route::ALL {
+            for (slot, status) in STATUSES.iter().enumerate() {
+                let n = self.http.requests[route as usize][slot].load(Ordering::Relaxed);
+                if n > 0 {
+                    let status = if *status == 0 { "other".to_string() } else { status.to_string() };
+                    let _ = writeln!(out, "{name}{{route=\"{}\",status=\"{status}\"}} {n}", route.as_str());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_index_their_arrays() {
+        for (i, r) in LineReject::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, r) in RequestReject::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, r) in Route::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            if *r != Route::Other {
+                assert_eq!(Route::from_path(Some(r.as_str())), *r);
+            }
+        }
+    }
+
+    #[test]
+    fn counts_and_encodes() {
+        let m = Metrics::default();
+        m.ingest.line_rejected(LineReject::SeriesLimit);
+        m.ingest.line_rejected(LineReject::SeriesLimit);
+        m.ingest.request_rejected(RequestReject::BodyTooLarge);
+        m.http.record(Route::WriteV2, 204);
+        m.http.record(Route::WriteV2, 418);
+        assert_eq!(m.ingest.lines_rejected(LineReject::SeriesLimit), 2);
+        assert_eq!(m.http.requests(Route::WriteV2, 204), 1);
+        assert_eq!(m.http.requests(Route::WriteV2, 418), 1);
+        let mut out = String::new();
+        m.encode_prometheus(&mut out);
+        assert!(out.contains("strata_ingest_lines_rejected_total{reason=\"series_limit\"} 2"), "{out}");
+        assert!(out.contains("strata_ingest_requests_rejected_total{reason=\"body_too_large\"} 1"), "{out}");
+        assert!(
+            out.contains("strata_http_requests_total{route=\"/api/v2/write\",status=\"204\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("strata_http_requests_total{route=\"/api/v2/write\",status=\"other\"} 1"),
+            "{out}"
+        );
+    }
+}

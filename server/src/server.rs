@@ -1,0 +1,212 @@
+//! Starting and stopping the server: open the engine, serve HTTP on already-bound listeners,
+//! and shut down gracefully (stop accepting, let in-flight requests finish, flush and sync the
+//! engine).
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_engine::{Engine, FlushError, OpenError};
+use tokio::task::JoinHandle;
+
+use crate::auth::tokens::TokenError;
+use crate::auth::Auth;
+use crate::config::{Config, ConfigError};
+use crate::http::{self, AppState, Shared};
+use crate::metrics::Metrics;
+use crate::tls::{self, TlsError};
+
+/// How often the tokens file is checked for changes (revocations take effect within this).
+const TOKENS_RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// The sockets the server serves, bound by the caller (so tests can bind port 0 and learn
+/// the port before the server starts).
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let addrs: Vec<SocketAddr> = config.http.addr.to_socket_addrs()?.collect();
+        Ok(Listeners { http: TcpListener::bind(&addrs[..])? })
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "refusing to listen on non-loopback address {addr} with authentication off: set auth.enabled = true \
+         (and create tokens with `strata token create`), or pass --insecure-allow-no-auth"
+    )]
+    InsecureNoAuth { addr: SocketAddr },
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    #[error("cannot open the storage engine: {0}")]
+    Engine(#[from] OpenError),
+    #[error("closing the storage engine failed: {0}")]
+    Close(#[from] FlushError),
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// A running server.
+pub struct Server {
+    state: AppState,
+    http_addr: SocketAddr,
+    tls: bool,
+    handle: axum_server::Handle,
+    serve: JoinHandle<std::io::Result<()>>,
+    reload: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("http_addr", &self.http_addr).field("tls", &self.tls).finish()
+    }
+}
+
+impl Server {
+    /// Validates the configuration, opens the engine and starts serving. Returns once the
+    /// server accepts requests.
+    pub async fn start(config: Config, listeners: Listeners) -> Result<Server, ServeError> {
+        config.validate()?;
+        let http_addr = listeners.http.local_addr().map_err(ServeError::Listener)?;
+        if !config.auth.enabled && !http_addr.ip().is_loopback() && !config.auth.insecure_allow_no_auth {
+            return Err(ServeError::InsecureNoAuth { addr: http_addr });
+        }
+        if !config.auth.enabled && !http_addr.ip().is_loopback() {
+            tracing::warn!(addr = %http_addr, "authentication is off on a non-loopback address (--insecure-allow-no-auth)");
+        }
+        let tls = if config.http.tls_enabled() {
+            Some(tls::server_config(&config.http.tls_cert, &config.http.tls_key)?)
+        } else {
+            None
+        };
+        let auth = Arc::new(Auth::new(&config)?);
+        if auth.enabled() && auth.token_count() == 0 {
+            tracing::warn!(
+                tokens_file = %config.tokens_file().display(),
+                "authentication is on but no token exists yet: set STRATA_ADMIN_TOKEN or run `strata token create`"
+            );
+        }
+        let opts = config.engine_options();
+        let engine = tokio::task::spawn_blocking(move || Engine::open(opts))
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))??;
+        tracing::info!(data_dir = %config.data_dir.display(), databases = engine.databases().len(), "storage engine open");
+        let metrics = Arc::new(Metrics::default());
+        let state: AppState =
+            Arc::new(Shared::new(Arc::new(engine), Arc::new(config), auth.clone(), metrics));
+        let app = http::router(state.clone()).into_make_service();
+        let handle = axum_server::Handle::new();
+        let listener = listeners.http;
+        let serve = match tls.clone() {
+            Some(cfg) => {
+                let rustls = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
+                let server =
+                    axum_server::tls_rustls::from_tcp_rustls(listener, rustls).handle(handle.clone());
+                tokio::spawn(server.serve(app))
+            }
+            None => tokio::spawn(axum_server::from_tcp(listener).handle(handle.clone()).serve(app)),
+        };
+        if handle.listening().await.is_none() {
+            let err = match serve.await {
+                Ok(Err(e)) => e,
+                _ => std::io::Error::other("the HTTP server did not start"),
+            };
+            return Err(ServeError::Listener(err));
+        }
+        let reload = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TOKENS_RELOAD_EVERY);
+            loop {
+                tick.tick().await;
+                let auth = auth.clone();
+                match tokio::task::spawn_blocking(move || auth.reload_if_changed()).await {
+                    Ok(Ok(true)) => tracing::info!("tokens file reloaded"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot reload the tokens file; keeping the tokens loaded before")
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %http_addr, scheme, auth = state.auth.enabled(), "HTTP listening");
+        Ok(Server { state, http_addr, tls: tls.is_some(), handle, serve, reload })
+    }
+
+    /// The address the HTTP listener is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The handlers' shared state (engine, metrics, ...).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stop accepting, wait up
+    /// to `http.shutdown_timeout` for in-flight requests, flush and sync the engine.
+    pub async fn wait(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let early = tokio::select! {
+            _ = shutdown => None,
+            r = &mut self.serve => Some(r),
+        };
+        self.state.shutting_down.store(true, Ordering::Release);
+        let served = match early {
+            Some(r) => {
+                tracing::error!("the HTTP server stopped on its own");
+                r
+            }
+            None => {
+                let timeout = self.state.config.http.shutdown_timeout.get();
+                tracing::info!(?timeout, "shutting down: finishing in-flight requests");
+                self.handle.graceful_shutdown(Some(timeout));
+                (&mut self.serve).await
+            }
+        };
+        self.reload.abort();
+        let engine = self.state.engine.clone();
+        let closed = tokio::task::spawn_blocking(move || engine.close())
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))?;
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServeError::Listener(e)),
+            Err(e) => return Err(ServeError::Task(e.to_string())),
+        }
+        closed?;
+        tracing::info!("storage engine closed; bye");
+        Ok(())
+    }
+}
+
+/// Starts a server on `listeners` and serves until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    Server::start(config, listeners).await?.wait(shutdown).await
+}

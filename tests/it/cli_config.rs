@@ -1,0 +1,101 @@
+//! The `strata` command line and configuration sources, end to end.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use strata_e2e::server::{client, ServerBuilder};
+use strata_e2e::workspace_bin;
+
+#[test]
+fn cli_version_and_help() {
+    let out = Command::new(workspace_bin("strata")).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("strata "), "{out:?}");
+    let out = Command::new(workspace_bin("strata")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--data-dir", "--http-addr", "--mqtt-addr", "--config", "--set", "token"] {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn cli_config_file_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("strata.toml");
+    // The file sets a port (overridden by the --http-addr flag the harness passes) and a 1 KiB
+    // body limit (overridden by the environment: 2 KiB).
+    std::fs::write(
+        &file,
+        "[http]\naddr = \"127.0.0.1:1\"\n[limits]\nmax_body_size = \"1KiB\"\nwrite_memory = \"1MiB\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = ServerBuilder::new(&data)
+        .arg("--config")
+        .arg(file.to_str().unwrap())
+        .env("STRATA_LIMITS_MAX_BODY_SIZE", "2KiB")
+        .env("STRATA_LIMITS_MAX_BODYSIZE", "typo")
+        .start();
+    assert_ne!(server.addr.port(), 1, "the flag beats the file");
+    let c = client();
+    let line = "m v=1\n";
+    let r = c.post(server.url("/write?db=c")).body(line.repeat(250)).send().unwrap(); // 1,500 bytes
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "the environment beats the file");
+    let r = c.post(server.url("/write?db=c")).body(line.repeat(500)).send().unwrap(); // 3,000 bytes
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let log = server.stop();
+    assert!(log.contains("STRATA_LIMITS_MAX_BODYSIZE"), "unknown STRATA_ variables are warned about:\n{log}");
+    assert!(data.join("dbs").is_dir(), "--data-dir is used");
+}
+
+#[test]
+fn cli_invalid_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, log) =
+        ServerBuilder::new(dir.path()).set("limits.max_tags_per_point", 0).start_expecting_failure();
+    assert!(!status.success());
+    assert!(log.contains("limits.max_tags_per_point"), "{log}");
+    let (status, log) =
+        ServerBuilder::new(dir.path()).env("STRATA_STORAGE_MEMTABLE_SIZE", "huge").start_expecting_failure();
+    assert!(!status.success());
+    assert!(log.contains("STRATA_STORAGE_MEMTABLE_SIZE") && log.contains("storage.memtable_size"), "{log}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[storage]\nsink = \"always\"\n").unwrap();
+    let (status, log) =
+        ServerBuilder::new(dir.path()).arg("--config").arg(bad.to_str().unwrap()).start_expecting_failure();
+    assert!(!status.success());
+    assert!(log.contains("sink") && log.contains("bad.toml"), "{log}");
+}
+
+#[test]
+fn cli_token_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(workspace_bin("strata"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("STRATA_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["token", "create", "--db", "a", "--write", "--description", "pump 7"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("strata_") && !token.contains(' '), "stdout is the token alone: {token:?}");
+    let stored = std::fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+    assert!(!stored.contains(&token), "the tokens file must hold hashes only");
+    let out = run(&["token", "list"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("pump 7") && table.contains("write on a"), "{table}");
+    assert!(!table.contains(&token));
+    // Invalid scopes are refused with a reason.
+    let out = run(&["token", "create", "--db", "a"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--read"));
+    let id = table.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    assert!(run(&["token", "revoke", &id]).status.success());
+    assert!(!run(&["token", "revoke", &id]).status.success(), "revoking twice fails");
+    let out = run(&["token", "list", "--json"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "[]");
+}
