@@ -15,7 +15,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 
-use crate::batch::{decode_series_key, encode_series_key, Reader};
+use crate::batch::{decode_series_key, Reader};
 use crate::error::{CatalogError, RejectReason, WalError};
 use crate::index::{TagIndex, TagPredicate};
 use crate::model::{DbId, FieldType, SeriesId, SeriesKey};
@@ -380,14 +380,8 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
 #[cfg(test)]
 pub(crate) fn key_bytes(key: &SeriesKey) -> Vec<u8> {
     let mut v = Vec::new();
-    encode_series_key(key, &mut v);
+    crate::batch::encode_series_key(key, &mut v);
     v
-}
-
-#[cfg(not(test))]
-#[allow(dead_code)]
-fn _keep(key: &SeriesKey) {
-    encode_series_key(key, &mut Vec::new());
 }
 
 #[cfg(test)]
