@@ -30,8 +30,8 @@ use crate::catalog::Catalog;
 use crate::error::{FlushError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError};
 use crate::fsutil;
 use crate::index::TagPredicate;
-use crate::memtable::{sort_dedup_last_wins, Memtable};
-use crate::model::{Column, DbId, FieldType, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values};
+use crate::memtable::Memtable;
+use crate::model::{DbId, FieldType, SegmentId, SeriesId, SeriesKey, TimeRange, Values};
 use crate::partition::{self, Partition, PartitionSet, SegmentHandle};
 use crate::segment::{self, SegmentReader, SegmentWriter};
 use crate::wal::{self, SyncPolicy, Wal};
@@ -137,21 +137,21 @@ struct SeriesSlot {
     fields: Vec<(Box<str>, FieldType)>,
 }
 
-struct Frozen {
-    mem: Memtable,
+pub(crate) struct Frozen {
+    pub(crate) mem: Memtable,
     /// Every record of `mem` is in WAL files `<=` this sequence.
     wal_through: u64,
 }
 
 #[derive(Default)]
-struct ShardState {
+pub(crate) struct ShardState {
     lookup: HashMap<DbId, HashMap<Box<[u8]>, SeriesSlot, FxBuildHasher>, FxBuildHasher>,
-    active: Memtable,
-    frozen: VecDeque<Arc<Frozen>>,
+    pub(crate) active: Memtable,
+    pub(crate) frozen: VecDeque<Arc<Frozen>>,
 }
 
-struct Shard {
-    state: Mutex<ShardState>,
+pub(crate) struct Shard {
+    pub(crate) state: Mutex<ShardState>,
     wal: Option<Wal>,
     /// Signalled when a memtable is frozen (wakes the flusher).
     frozen_cv: Condvar,
@@ -165,27 +165,27 @@ impl Shard {
     }
 }
 
-struct DbStorage {
-    dir: PathBuf,
-    partitions: PartitionSet,
+pub(crate) struct DbStorage {
+    pub(crate) dir: PathBuf,
+    pub(crate) partitions: PartitionSet,
 }
 
-struct Inner {
-    opts: EngineOptions,
-    catalog: Catalog,
-    shards: Vec<Shard>,
-    dbs: RwLock<HashMap<DbId, Arc<DbStorage>>>,
-    next_segment: AtomicU64,
-    poisoned: Arc<AtomicBool>,
-    shutdown: AtomicBool,
-    stats: EngineStats,
-    shard_limit: usize,
+pub(crate) struct Inner {
+    pub(crate) opts: EngineOptions,
+    pub(crate) catalog: Catalog,
+    pub(crate) shards: Vec<Shard>,
+    pub(crate) dbs: RwLock<HashMap<DbId, Arc<DbStorage>>>,
+    pub(crate) next_segment: AtomicU64,
+    pub(crate) poisoned: Arc<AtomicBool>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) stats: EngineStats,
+    pub(crate) shard_limit: usize,
     _lock: File,
 }
 
 /// The storage engine. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
 }
@@ -391,10 +391,6 @@ impl Engine {
     }
 
     /// Reads the matching series' columns in time order with last-write-wins applied.
-    pub fn scan(&self, req: &ScanRequest<'_>) -> Result<Vec<SeriesData>, ReadError> {
-        self.inner.scan(req)
-    }
-
     /// Resolves the series of a measurement matching `pred`, with their keys.
     pub fn series(
         &self,
@@ -607,7 +603,12 @@ fn lock_dir(root: &Path) -> Result<File, OpenError> {
 }
 
 impl Inner {
-    fn db_id(&self, name: &str) -> Result<DbId, ReadError> {
+    /// The part of `range` a database's retention policy still keeps.
+    pub(crate) fn visible_range(&self, _db: DbId, range: TimeRange) -> TimeRange {
+        range
+    }
+
+    pub(crate) fn db_id(&self, name: &str) -> Result<DbId, ReadError> {
         self.catalog.db_id(name).ok_or_else(|| ReadError::DatabaseNotFound { name: name.to_owned() })
     }
 
@@ -979,93 +980,6 @@ impl Inner {
         self.stats.flush_bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
-
-    fn scan(&self, req: &ScanRequest<'_>) -> Result<Vec<SeriesData>, ReadError> {
-        let db = self.db_id(req.db)?;
-        if req.range.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = self.catalog.resolve(db, req.measurement, req.predicate);
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Chunks per (series, field), oldest source first.
-        type Chunks = HashMap<Arc<str>, Vec<(Vec<i64>, Values)>>;
-        let mut per_series: Vec<(SeriesId, Chunks)> =
-            ids.iter().map(|id| (SeriesId(id), Chunks::new())).collect();
-        // 1. Memtables (see module docs for why they come first). Frozen memtables are taken
-        //    as Arcs and read outside the lock.
-        type MemCols = Vec<(SeriesId, Vec<(Arc<str>, Vec<i64>, Values)>)>;
-        let mut mem_chunks: Vec<MemCols> = Vec::new();
-        for shard in &self.shards {
-            let (frozen, active_cols) = {
-                let st = shard.state.lock();
-                let frozen: Vec<Arc<Frozen>> = st.frozen.iter().cloned().collect();
-                let active: Vec<_> = ids
-                    .iter()
-                    .filter_map(|id| {
-                        let cols = st.active.read(SeriesId(id), req.fields, req.range);
-                        (!cols.is_empty()).then_some((SeriesId(id), cols))
-                    })
-                    .collect();
-                (frozen, active)
-            };
-            for f in frozen {
-                let cols: Vec<_> = ids
-                    .iter()
-                    .filter_map(|id| {
-                        let cols = f.mem.read(SeriesId(id), req.fields, req.range);
-                        (!cols.is_empty()).then_some((SeriesId(id), cols))
-                    })
-                    .collect();
-                mem_chunks.push(cols);
-            }
-            mem_chunks.push(active_cols);
-        }
-        // 2. Segments of overlapping partitions, oldest segment first.
-        let storage = self.dbs.read().get(&db).cloned();
-        if let Some(storage) = storage {
-            for part in storage.partitions.overlapping(req.range) {
-                for seg in part.segments().iter() {
-                    let reader = seg.reader()?;
-                    for (id, chunks) in per_series.iter_mut() {
-                        read_segment_series(&reader, *id, req, chunks)?;
-                    }
-                }
-            }
-        }
-        // Memtable chunks are newer than every segment: append them after.
-        let pos: HashMap<SeriesId, usize> =
-            per_series.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
-        for source in mem_chunks {
-            for (id, cols) in source {
-                let chunks = &mut per_series[pos[&id]].1;
-                for (field, ts, vals) in cols {
-                    chunks.entry(field).or_default().push((ts, vals));
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(per_series.len());
-        for (id, chunks) in per_series {
-            if chunks.is_empty() {
-                continue;
-            }
-            let Some(meta) = self.catalog.series(id) else { continue };
-            let mut columns: Vec<Column> = chunks
-                .into_iter()
-                .filter_map(|(field, chunks)| {
-                    let (timestamps, values) = merge_chunks(chunks)?;
-                    Some(Column { field, timestamps, values })
-                })
-                .collect();
-            match req.fields {
-                Some(order) => columns.sort_by_key(|c| order.iter().position(|f| *f == &*c.field)),
-                None => columns.sort_by(|a, b| a.field.cmp(&b.field)),
-            }
-            out.push(SeriesData { id, key: meta.key, columns });
-        }
-        Ok(out)
-    }
 }
 
 /// Resolves a point's series (creating it if new) and checks its field types.
@@ -1116,64 +1030,6 @@ fn check_fields(
         }
     }
     Ok(slot.id)
-}
-
-fn read_segment_series(
-    reader: &SegmentReader,
-    id: SeriesId,
-    req: &ScanRequest<'_>,
-    chunks: &mut HashMap<Arc<str>, Vec<(Vec<i64>, Values)>>,
-) -> Result<(), ReadError> {
-    for b in reader.series_blocks(id) {
-        if !req.range.overlaps(b.min_ts, b.max_ts) {
-            continue;
-        }
-        if let Some(fields) = req.fields {
-            if !fields.contains(&&*b.field) {
-                continue;
-            }
-        }
-        let mut ts = Vec::with_capacity(b.count as usize);
-        let mut vals = Values::new(b.field_type);
-        reader.read_block(b, &mut ts, &mut vals)?;
-        let lo = ts.partition_point(|&t| t < req.range.start);
-        let hi =
-            if req.range.end == i64::MAX { ts.len() } else { ts.partition_point(|&t| t < req.range.end) };
-        if lo == hi {
-            continue;
-        }
-        if lo > 0 || hi < ts.len() {
-            let perm: Vec<u32> = (lo as u32..hi as u32).collect();
-            vals = vals.gather(&perm);
-            ts = ts[lo..hi].to_vec();
-        }
-        chunks.entry(b.field.clone()).or_default().push((ts, vals));
-    }
-    Ok(())
-}
-
-/// Merges sorted, unique chunks (oldest first) into one column; later chunks win ties.
-fn merge_chunks(mut chunks: Vec<(Vec<i64>, Values)>) -> Option<(Vec<i64>, Values)> {
-    let ty = chunks.first()?.1.field_type();
-    chunks.retain(|c| c.1.field_type() == ty && !c.0.is_empty());
-    if chunks.len() <= 1 {
-        return chunks.pop();
-    }
-    // Fast path: chunks already in strictly increasing, non-overlapping order.
-    let disjoint = chunks.windows(2).all(|w| w[0].0.last() < w[1].0.first());
-    let mut ts = Vec::with_capacity(chunks.iter().map(|c| c.0.len()).sum());
-    let mut vals = Values::new(ty);
-    for (t, v) in chunks {
-        ts.extend_from_slice(&t);
-        vals.append(v);
-    }
-    if disjoint {
-        return Some((ts, vals));
-    }
-    let mut perm: Vec<u32> = (0..ts.len() as u32).collect();
-    sort_dedup_last_wins(&ts, &mut perm);
-    let sorted_ts = perm.iter().map(|&i| ts[i as usize]).collect();
-    Some((sorted_ts, vals.gather(&perm)))
 }
 
 #[cfg(test)]

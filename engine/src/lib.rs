@@ -11,7 +11,7 @@
 //! -> `partition` -> `engine` (orchestration, recovery, scans).
 //!
 //! What it is not: it knows no protocol (line protocol, HTTP, MQTT live in the server) and no
-//! query language (the `strata-query` crate reads through [`Engine::scan`]).
+//! query language (the `strata-query` crate reads through [`Engine::scan_pieces`]).
 
 pub mod batch;
 pub mod catalog;
@@ -23,6 +23,7 @@ pub mod index;
 pub(crate) mod memtable;
 pub mod model;
 pub mod partition;
+pub mod read;
 pub mod segment;
 pub mod wal;
 
@@ -33,4 +34,5 @@ pub use index::TagPredicate;
 pub use model::{
     Column, FieldType, FieldValue, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values,
 };
+pub use read::{BlockSummary, ColumnPieces, Piece, ScanOptions, ScanSummary, SeriesPieces, SummaryStats};
 pub use wal::SyncPolicy;

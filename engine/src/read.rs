@@ -1,0 +1,477 @@
+//! The read path: streaming, statistics-aware scans.
+//!
+//! [`Engine::scan_pieces`] hands the caller one series at a time (so a query over a million
+//! series never holds them all), each column as time-ordered, non-overlapping [`Piece`]s with
+//! duplicates already resolved (the later write wins). A piece is either decoded data or, when
+//! the caller says a block's time span is all it needs to know (`ScanOptions::summarize`), the
+//! block's [`BlockSummary`] read from the segment index without touching the block itself.
+//!
+//! A block may only be summarised when nothing else holds data of the same column inside its
+//! time span: not another block (late or rewritten data in a newer segment), not a memtable,
+//! not a tombstone. Everything that overlaps is decoded and merged, oldest source first, so
+//! the newest write wins.
+//!
+//! Order of reading, per batch of series: memtables first (copied under the shard locks),
+//! then the segment lists of the overlapping partitions. A flush publishes its segment before
+//! dropping the frozen memtable, so a flush racing the read cannot hide data.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use crate::engine::{Engine, Inner};
+use crate::error::ReadError;
+use crate::memtable::sort_dedup_last_wins;
+use crate::model::{Column, FieldType, SeriesData, SeriesId, SeriesKey, TimeRange, Values};
+use crate::segment::{BlockMeta, BlockStats, SegmentReader};
+use crate::ScanRequest;
+
+/// Series handed to the visitor per batch of memtable copies.
+const SERIES_PER_BATCH: usize = 256;
+
+/// How a streaming scan reads.
+#[derive(Clone, Copy, Default)]
+pub struct ScanOptions<'a> {
+    /// Called with a block's `[min_ts, max_ts]`: `true` means a [`BlockSummary`] is enough for
+    /// the caller (e.g. the block lies inside one `GROUP BY time` bucket and every aggregate
+    /// asked can be computed from statistics). Only consulted for blocks that lie wholly inside
+    /// the scan range and overlap nothing else. `None` decodes everything.
+    pub summarize: Option<&'a (dyn Fn(i64, i64) -> bool + Sync)>,
+    /// Read exactly these series (ascending ids; they must belong to the request's database
+    /// and measurement) instead of resolving the request's predicate. Lets a caller split one
+    /// query's series over threads.
+    pub series: Option<&'a [SeriesId]>,
+}
+
+impl std::fmt::Debug for ScanOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanOptions")
+            .field("summarize", &self.summarize.is_some())
+            .field("series", &self.series.map(|s| s.len()))
+            .finish()
+    }
+}
+
+/// Statistics of a block, typed. Strings are never summarised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SummaryStats {
+    /// `min`/`max` ignore NaN (they are NaN only if every value is).
+    F64 {
+        min: f64,
+        max: f64,
+        sum: f64,
+        first: f64,
+        last: f64,
+    },
+    /// `sum` wraps on overflow, like the engine's integer arithmetic.
+    I64 {
+        min: i64,
+        max: i64,
+        sum: i64,
+        first: i64,
+        last: i64,
+    },
+    U64 {
+        min: u64,
+        max: u64,
+        sum: u64,
+        first: u64,
+        last: u64,
+    },
+    Bool {
+        trues: u64,
+        first: bool,
+        last: bool,
+    },
+}
+
+/// What the segment index says about a block: enough for count, sum, mean, min, max, first,
+/// last and spread over the block's span.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockSummary {
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub count: u64,
+    pub stats: SummaryStats,
+}
+
+impl BlockSummary {
+    fn from_meta(b: &BlockMeta) -> Option<BlockSummary> {
+        let BlockStats { min, max, sum, first, last } = b.stats;
+        let stats = match b.field_type {
+            FieldType::F64 => SummaryStats::F64 {
+                min: f64::from_bits(min),
+                max: f64::from_bits(max),
+                sum: f64::from_bits(sum),
+                first: f64::from_bits(first),
+                last: f64::from_bits(last),
+            },
+            FieldType::I64 => SummaryStats::I64 {
+                min: min as i64,
+                max: max as i64,
+                sum: sum as i64,
+                first: first as i64,
+                last: last as i64,
+            },
+            FieldType::U64 => SummaryStats::U64 { min, max, sum, first, last },
+            FieldType::Bool => SummaryStats::Bool { trues: sum, first: first != 0, last: last != 0 },
+            FieldType::Str => return None,
+        };
+        Some(BlockSummary { min_ts: b.min_ts, max_ts: b.max_ts, count: b.count as u64, stats })
+    }
+}
+
+/// A time-ordered run of one column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Data { timestamps: Vec<i64>, values: Values },
+    Summary(BlockSummary),
+}
+
+impl Piece {
+    pub fn min_ts(&self) -> i64 {
+        match self {
+            Piece::Data { timestamps, .. } => timestamps[0],
+            Piece::Summary(s) => s.min_ts,
+        }
+    }
+
+    pub fn max_ts(&self) -> i64 {
+        match self {
+            Piece::Data { timestamps, .. } => timestamps[timestamps.len() - 1],
+            Piece::Summary(s) => s.max_ts,
+        }
+    }
+
+    /// Number of points in the piece.
+    pub fn count(&self) -> u64 {
+        match self {
+            Piece::Data { timestamps, .. } => timestamps.len() as u64,
+            Piece::Summary(s) => s.count,
+        }
+    }
+}
+
+/// One column of one series: pieces in time order, never overlapping, never empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnPieces {
+    pub field: Arc<str>,
+    pub field_type: FieldType,
+    pub pieces: Vec<Piece>,
+}
+
+/// One series of a streaming scan. `columns` follow the request's field order (name order
+/// when every field is read); a field without data in the range is absent.
+#[derive(Debug, Clone)]
+pub struct SeriesPieces {
+    pub id: SeriesId,
+    pub key: Arc<SeriesKey>,
+    pub columns: Vec<ColumnPieces>,
+}
+
+/// What a scan did, for query statistics and limits.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanSummary {
+    pub series: u64,
+    pub blocks_decoded: u64,
+    pub blocks_summarized: u64,
+    /// Points decoded from blocks or copied from memtables (before range trimming).
+    pub points_read: u64,
+}
+
+/// Where a column chunk comes from, while a series' pieces are planned.
+enum Source<'a> {
+    Block(&'a SegmentReader, &'a BlockMeta),
+    Mem(Vec<i64>, Values),
+}
+
+struct Planned<'a> {
+    /// Position in age order: larger is newer.
+    age: usize,
+    min: i64,
+    max: i64,
+    src: Source<'a>,
+}
+
+impl Engine {
+    /// Streams the series of `req` to `visit`, one at a time in ascending id order, each
+    /// column as [`Piece`]s. `visit` returns `ControlFlow::Break` to stop early.
+    pub fn scan_pieces(
+        &self,
+        req: &ScanRequest<'_>,
+        opts: &ScanOptions<'_>,
+        visit: &mut dyn FnMut(SeriesPieces) -> ControlFlow<()>,
+    ) -> Result<ScanSummary, ReadError> {
+        self.inner.scan_pieces(req, opts, visit)
+    }
+
+    /// Reads every matching series whole (decoded, merged). Convenient for small reads and
+    /// tests; queries use [`Engine::scan_pieces`].
+    pub fn scan(&self, req: &ScanRequest<'_>) -> Result<Vec<SeriesData>, ReadError> {
+        let mut out = Vec::new();
+        self.scan_pieces(req, &ScanOptions::default(), &mut |s| {
+            let columns = s
+                .columns
+                .into_iter()
+                .map(|c| {
+                    let mut timestamps =
+                        Vec::with_capacity(c.pieces.iter().map(|p| p.count() as usize).sum());
+                    let mut values = Values::new(c.field_type);
+                    for p in c.pieces {
+                        if let Piece::Data { timestamps: t, values: v } = p {
+                            timestamps.extend_from_slice(&t);
+                            values.append(v);
+                        }
+                    }
+                    Column { field: c.field, timestamps, values }
+                })
+                .collect();
+            out.push(SeriesData { id: s.id, key: s.key, columns });
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+}
+
+impl Inner {
+    pub(crate) fn scan_pieces(
+        &self,
+        req: &ScanRequest<'_>,
+        opts: &ScanOptions<'_>,
+        visit: &mut dyn FnMut(SeriesPieces) -> ControlFlow<()>,
+    ) -> Result<ScanSummary, ReadError> {
+        let db = self.db_id(req.db)?;
+        let mut summary = ScanSummary::default();
+        let range = self.visible_range(db, req.range);
+        if range.is_empty() {
+            return Ok(summary);
+        }
+        let ids: Vec<SeriesId> = match opts.series {
+            Some(ids) => ids.to_vec(),
+            None => self.catalog.resolve(db, req.measurement, req.predicate).iter().map(SeriesId).collect(),
+        };
+        for batch in ids.chunks(SERIES_PER_BATCH) {
+            // 1. Memtables, oldest first (frozen in order, then active), per series.
+            let mut mem: HashMap<SeriesId, Vec<(Arc<str>, Vec<i64>, Values)>> = HashMap::new();
+            for shard in &self.shards {
+                let (frozen, active) = {
+                    let st = shard.state.lock();
+                    let frozen: Vec<_> = st.frozen.iter().cloned().collect();
+                    let active: Vec<_> = batch
+                        .iter()
+                        .map(|&id| (id, st.active.read(id, req.fields, range)))
+                        .filter(|(_, cols)| !cols.is_empty())
+                        .collect();
+                    (frozen, active)
+                };
+                for f in &frozen {
+                    for &id in batch {
+                        let cols = f.mem.read(id, req.fields, range);
+                        if !cols.is_empty() {
+                            mem.entry(id).or_default().extend(cols);
+                        }
+                    }
+                }
+                for (id, cols) in active {
+                    mem.entry(id).or_default().extend(cols);
+                }
+            }
+            // 2. Segments of overlapping partitions, after the memtables (see module docs).
+            let readers = self.segment_readers(db, range)?;
+            for &id in batch {
+                let Some(meta) = self.catalog.series(id) else { continue };
+                let columns = plan_series(
+                    id,
+                    &readers,
+                    mem.remove(&id).unwrap_or_default(),
+                    req.fields,
+                    range,
+                    opts.summarize,
+                    &mut summary,
+                )?;
+                if columns.is_empty() {
+                    continue;
+                }
+                summary.series += 1;
+                if visit(SeriesPieces { id, key: meta.key, columns }).is_break() {
+                    return Ok(summary);
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Open readers of every segment that may hold data in `range`, oldest first.
+    fn segment_readers(
+        &self,
+        db: crate::model::DbId,
+        range: TimeRange,
+    ) -> Result<Vec<Arc<SegmentReader>>, ReadError> {
+        let storage = self.dbs.read().get(&db).cloned();
+        let mut out = Vec::new();
+        if let Some(storage) = storage {
+            for part in storage.partitions.overlapping(range) {
+                for seg in part.segments().iter() {
+                    out.push(seg.reader()?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Plans and reads the pieces of one series.
+fn plan_series(
+    id: SeriesId,
+    readers: &[Arc<SegmentReader>],
+    mem: Vec<(Arc<str>, Vec<i64>, Values)>,
+    fields: Option<&[&str]>,
+    range: TimeRange,
+    summarize: Option<&(dyn Fn(i64, i64) -> bool + Sync)>,
+    summary: &mut ScanSummary,
+) -> Result<Vec<ColumnPieces>, ReadError> {
+    let mut by_field: HashMap<Arc<str>, Vec<Planned<'_>>> = HashMap::new();
+    let mut age = 0;
+    for r in readers {
+        for b in r.series_blocks(id) {
+            age += 1;
+            if !range.overlaps(b.min_ts, b.max_ts) {
+                continue;
+            }
+            if fields.is_some_and(|f| !f.contains(&&*b.field)) {
+                continue;
+            }
+            by_field.entry(b.field.clone()).or_default().push(Planned {
+                age,
+                min: b.min_ts,
+                max: b.max_ts,
+                src: Source::Block(r, b),
+            });
+        }
+    }
+    for (field, ts, vals) in mem {
+        age += 1;
+        summary.points_read += ts.len() as u64;
+        let (min, max) = (ts[0], ts[ts.len() - 1]);
+        by_field.entry(field).or_default().push(Planned { age, min, max, src: Source::Mem(ts, vals) });
+    }
+    let mut columns = Vec::with_capacity(by_field.len());
+    for (field, mut sources) in by_field {
+        let field_type = match &sources[0].src {
+            Source::Block(_, b) => b.field_type,
+            Source::Mem(_, v) => v.field_type(),
+        };
+        sources.sort_by_key(|s| (s.min, s.age));
+        let mut pieces = Vec::new();
+        let mut cluster: Vec<Planned<'_>> = Vec::new();
+        let mut cluster_max = i64::MIN;
+        for s in sources {
+            if !cluster.is_empty() && s.min > cluster_max {
+                read_cluster(
+                    std::mem::take(&mut cluster),
+                    field_type,
+                    range,
+                    summarize,
+                    summary,
+                    &mut pieces,
+                )?;
+            }
+            cluster_max = if cluster.is_empty() { s.max } else { cluster_max.max(s.max) };
+            cluster.push(s);
+        }
+        read_cluster(cluster, field_type, range, summarize, summary, &mut pieces)?;
+        if !pieces.is_empty() {
+            columns.push(ColumnPieces { field, field_type, pieces });
+        }
+    }
+    match fields {
+        Some(order) => columns.sort_by_key(|c| order.iter().position(|f| *f == &*c.field)),
+        None => columns.sort_by(|a, b| a.field.cmp(&b.field)),
+    }
+    Ok(columns)
+}
+
+/// Turns a cluster of overlapping sources into at most one piece.
+fn read_cluster(
+    mut cluster: Vec<Planned<'_>>,
+    field_type: FieldType,
+    range: TimeRange,
+    summarize: Option<&(dyn Fn(i64, i64) -> bool + Sync)>,
+    summary: &mut ScanSummary,
+    out: &mut Vec<Piece>,
+) -> Result<(), ReadError> {
+    if cluster.is_empty() {
+        return Ok(());
+    }
+    if let [Planned { src: Source::Block(_, b), min, max, .. }] = cluster.as_slice() {
+        if b.field_type == field_type
+            && range.contains(*min)
+            && range.contains(*max)
+            && summarize.is_some_and(|f| f(*min, *max))
+        {
+            if let Some(s) = BlockSummary::from_meta(b) {
+                summary.blocks_summarized += 1;
+                out.push(Piece::Summary(s));
+                return Ok(());
+            }
+        }
+    }
+    // Oldest first, so that the newest write wins the merge.
+    cluster.sort_by_key(|s| s.age);
+    let mut chunks = Vec::with_capacity(cluster.len());
+    for s in cluster {
+        let (ts, vals) = match s.src {
+            Source::Mem(ts, vals) => (ts, vals),
+            Source::Block(r, b) => {
+                let mut ts = Vec::with_capacity(b.count as usize);
+                let mut vals = Values::new(b.field_type);
+                r.read_block(b, &mut ts, &mut vals)?;
+                summary.blocks_decoded += 1;
+                summary.points_read += ts.len() as u64;
+                trim(ts, vals, range)
+            }
+        };
+        if vals.field_type() == field_type && !ts.is_empty() {
+            chunks.push((ts, vals));
+        }
+    }
+    if let Some((timestamps, values)) = merge_chunks(chunks) {
+        out.push(Piece::Data { timestamps, values });
+    }
+    Ok(())
+}
+
+/// Keeps the part of a sorted chunk inside `range`.
+fn trim(ts: Vec<i64>, vals: Values, range: TimeRange) -> (Vec<i64>, Values) {
+    let lo = ts.partition_point(|&t| t < range.start);
+    let hi = if range.end == i64::MAX { ts.len() } else { ts.partition_point(|&t| t < range.end) };
+    if lo == 0 && hi == ts.len() {
+        return (ts, vals);
+    }
+    if lo >= hi {
+        return (Vec::new(), Values::new(vals.field_type()));
+    }
+    let perm: Vec<u32> = (lo as u32..hi as u32).collect();
+    (ts[lo..hi].to_vec(), vals.gather(&perm))
+}
+
+/// Merges sorted, unique chunks (oldest first) into one column; later chunks win ties.
+fn merge_chunks(mut chunks: Vec<(Vec<i64>, Values)>) -> Option<(Vec<i64>, Values)> {
+    if chunks.len() <= 1 {
+        return chunks.pop();
+    }
+    let ty = chunks[0].1.field_type();
+    let mut ts = Vec::with_capacity(chunks.iter().map(|c| c.0.len()).sum());
+    let mut vals = Values::new(ty);
+    for (t, v) in chunks {
+        ts.extend_from_slice(&t);
+        vals.append(v);
+    }
+    let mut perm: Vec<u32> = (0..ts.len() as u32).collect();
+    sort_dedup_last_wins(&ts, &mut perm);
+    let sorted_ts = perm.iter().map(|&i| ts[i as usize]).collect();
+    Some((sorted_ts, vals.gather(&perm)))
+}
+
+#[cfg(test)]
+mod tests;

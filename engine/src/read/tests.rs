@@ -1,0 +1,173 @@
+use std::path::Path;
+
+use super::*;
+use crate::model::FieldValue;
+use crate::{EngineOptions, SyncPolicy, TagPredicate, WriteBatch};
+
+fn engine(dir: &Path) -> Engine {
+    let mut o = EngineOptions::new(dir);
+    o.shards = 2;
+    o.sync = SyncPolicy::Never;
+    let e = Engine::open(o).unwrap();
+    e.create_database("db").unwrap();
+    e
+}
+
+fn write(e: &Engine, host: &str, points: impl IntoIterator<Item = (i64, f64)>) {
+    let mut b = WriteBatch::new();
+    for (ts, v) in points {
+        b.point("m").tag("host", host).field("v", FieldValue::F64(v)).finish(ts).unwrap();
+    }
+    e.write("db", &b).unwrap();
+}
+
+fn req(range: TimeRange) -> ScanRequest<'static> {
+    ScanRequest { db: "db", measurement: "m", predicate: &TagPredicate::All, fields: None, range }
+}
+
+/// Every piece of every series, with the scan summary.
+fn pieces(e: &Engine, range: TimeRange, summarize: bool) -> (Vec<SeriesPieces>, ScanSummary) {
+    let always = |_: i64, _: i64| true;
+    let opts = ScanOptions { summarize: summarize.then_some(&always as _), series: None };
+    let mut out = Vec::new();
+    let s = e
+        .scan_pieces(&req(range), &opts, &mut |s| {
+            out.push(s);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    (out, s)
+}
+
+#[test]
+fn disjoint_blocks_are_summarised_with_exact_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    write(&e, "a", (0..100).map(|i| (i, i as f64)));
+    e.flush().unwrap();
+    write(&e, "a", (100..150).map(|i| (i, -(i as f64))));
+    e.flush().unwrap();
+    let (series, s) = pieces(&e, TimeRange::ALL, true);
+    assert_eq!(s.blocks_summarized, 2);
+    assert_eq!(s.blocks_decoded, 0);
+    let p = &series[0].columns[0].pieces;
+    assert_eq!(
+        p[0],
+        Piece::Summary(BlockSummary {
+            min_ts: 0,
+            max_ts: 99,
+            count: 100,
+            stats: SummaryStats::F64 { min: 0.0, max: 99.0, sum: 4950.0, first: 0.0, last: 99.0 },
+        })
+    );
+    assert_eq!(
+        p[1],
+        Piece::Summary(BlockSummary {
+            min_ts: 100,
+            max_ts: 149,
+            count: 50,
+            stats: SummaryStats::F64 {
+                min: -149.0,
+                max: -100.0,
+                sum: -(100..150).sum::<i64>() as f64,
+                first: -100.0,
+                last: -149.0,
+            },
+        })
+    );
+    // Without summaries the same data decodes, identical to `scan`.
+    let (series, s) = pieces(&e, TimeRange::ALL, false);
+    assert_eq!(s.blocks_summarized, 0);
+    assert_eq!(s.blocks_decoded, 2);
+    assert_eq!(series[0].columns[0].pieces.len(), 2);
+    let whole = e.scan(&req(TimeRange::ALL)).unwrap();
+    assert_eq!(whole[0].columns[0].timestamps, (0..150).collect::<Vec<_>>());
+}
+
+#[test]
+fn overlapping_blocks_and_memtables_are_merged_newest_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    write(&e, "a", (0..10).map(|i| (i * 10, 1.0)));
+    e.flush().unwrap();
+    // A late rewrite of part of the first block, in a second segment.
+    write(&e, "a", [(20, 2.0), (25, 2.5)]);
+    e.flush().unwrap();
+    // And an unflushed rewrite in the memtable.
+    write(&e, "a", [(30, 3.0)]);
+    let (series, s) = pieces(&e, TimeRange::ALL, true);
+    assert_eq!(s.blocks_summarized, 0, "overlapped blocks must not be summarised");
+    let p = &series[0].columns[0].pieces;
+    assert_eq!(p.len(), 1);
+    let Piece::Data { timestamps, values } = &p[0] else { panic!("data expected") };
+    assert_eq!(timestamps, &vec![0, 10, 20, 25, 30, 40, 50, 60, 70, 80, 90]);
+    assert_eq!(values, &Values::F64(vec![1.0, 1.0, 2.0, 2.5, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]));
+}
+
+#[test]
+fn blocks_cut_by_the_range_are_decoded_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    write(&e, "a", (0..100).map(|i| (i, i as f64)));
+    e.flush().unwrap();
+    write(&e, "a", (200..300).map(|i| (i, i as f64)));
+    e.flush().unwrap();
+    let (series, s) = pieces(&e, TimeRange { start: 50, end: 250 }, true);
+    assert_eq!((s.blocks_summarized, s.blocks_decoded), (0, 2));
+    let p = &series[0].columns[0].pieces;
+    assert_eq!(p.len(), 2);
+    assert_eq!((p[0].min_ts(), p[0].max_ts(), p[0].count()), (50, 99, 50));
+    assert_eq!((p[1].min_ts(), p[1].max_ts(), p[1].count()), (200, 249, 50));
+    // The caller decides per block: summarise only blocks inside [0, 100).
+    let only_first = |lo: i64, hi: i64| lo >= 0 && hi < 100;
+    let opts = ScanOptions { summarize: Some(&only_first), series: None };
+    let mut kinds = Vec::new();
+    e.scan_pieces(&req(TimeRange::ALL), &opts, &mut |s| {
+        kinds.extend(s.columns[0].pieces.iter().map(|p| matches!(p, Piece::Summary(_))));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(kinds, vec![true, false]);
+}
+
+#[test]
+fn visitor_can_stop_and_series_can_be_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    for h in ["a", "b", "c"] {
+        write(&e, h, [(1, 1.0)]);
+    }
+    let mut seen = 0;
+    e.scan_pieces(&req(TimeRange::ALL), &ScanOptions::default(), &mut |_| {
+        seen += 1;
+        ControlFlow::Break(())
+    })
+    .unwrap();
+    assert_eq!(seen, 1);
+    let all = e.series("db", "m", &TagPredicate::All).unwrap();
+    let chosen = [all[2].0];
+    let opts = ScanOptions { summarize: None, series: Some(&chosen) };
+    let mut keys = Vec::new();
+    e.scan_pieces(&req(TimeRange::ALL), &opts, &mut |s| {
+        keys.push(s.key.to_string());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(keys, vec![all[2].1.to_string()]);
+}
+
+#[test]
+fn string_blocks_are_never_summarised() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let mut b = WriteBatch::new();
+    let texts: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    for (i, t) in texts.iter().enumerate() {
+        b.point("m").tag("host", "a").field("s", FieldValue::Str(t)).finish(i as i64).unwrap();
+    }
+    e.write("db", &b).unwrap();
+    e.flush().unwrap();
+    let (series, s) = pieces(&e, TimeRange::ALL, true);
+    assert_eq!((s.blocks_summarized, s.blocks_decoded), (0, 1));
+    assert!(matches!(series[0].columns[0].pieces[0], Piece::Data { .. }));
+}
