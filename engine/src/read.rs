@@ -179,6 +179,9 @@ pub struct ScanSummary {
     pub points_read: u64,
 }
 
+/// A column chunk copied from a memtable: field, timestamps, values.
+type MemChunk = (Arc<str>, Vec<i64>, Values);
+
 /// Where a column chunk comes from, while a series' pieces are planned.
 enum Source<'a> {
     Block(&'a SegmentReader, &'a BlockMeta),
@@ -252,7 +255,7 @@ impl Inner {
         };
         for batch in ids.chunks(SERIES_PER_BATCH) {
             // 1. Memtables, oldest first (frozen in order, then active), per series.
-            let mut mem: HashMap<SeriesId, Vec<(Arc<str>, Vec<i64>, Values)>> = HashMap::new();
+            let mut mem: HashMap<SeriesId, Vec<MemChunk>> = HashMap::new();
             for shard in &self.shards {
                 let (frozen, active) = {
                     let st = shard.state.lock();
@@ -324,7 +327,7 @@ impl Inner {
 fn plan_series(
     id: SeriesId,
     readers: &[Arc<SegmentReader>],
-    mem: Vec<(Arc<str>, Vec<i64>, Values)>,
+    mem: Vec<MemChunk>,
     fields: Option<&[&str]>,
     range: TimeRange,
     summarize: Option<&(dyn Fn(i64, i64) -> bool + Sync)>,
