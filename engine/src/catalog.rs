@@ -18,7 +18,7 @@ use roaring::RoaringBitmap;
 use crate::batch::{decode_series_key, Reader};
 use crate::error::{CatalogError, RejectReason, WalError};
 use crate::index::{TagIndex, TagPredicate};
-use crate::model::{DbId, FieldType, SeriesId, SeriesKey};
+use crate::model::{DbId, FieldType, SeriesId, SeriesKey, TimeRange};
 use crate::wal::{frame_record, log_header, replay_log};
 
 const CATALOG_MAGIC: &[u8; 8] = b"STRATCAT";
@@ -29,6 +29,41 @@ const REC_SERIES: u8 = 2;
 const REC_FIELD: u8 = 3;
 const REC_DROP_DATABASE: u8 = 4;
 const REC_DROP_SERIES: u8 = 5;
+const REC_TOMBSTONE: u8 = 6;
+const REC_RETENTION: u8 = 7;
+
+/// Deleted data: points of `series` with timestamps in `range`, in segments whose sequence is
+/// below `before_segment`. Newer segments and memtables hold only data written after the delete
+/// (the engine flushes before recording one), which the tombstone must not hide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tombstone {
+    pub series: RoaringBitmap,
+    pub range: TimeRange,
+    pub before_segment: u64,
+}
+
+impl Tombstone {
+    /// Whether this tombstone hides anything of `series` in `[min, max]` of segment `seq`.
+    pub fn hides(&self, seq: u64, series: SeriesId, min: i64, max: i64) -> bool {
+        seq < self.before_segment && self.range.overlaps(min, max) && self.series.contains(series.0)
+    }
+}
+
+/// How long a database keeps data and how it is partitioned. One policy per database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub name: String,
+    /// Nanoseconds; `None` keeps data forever.
+    pub duration: Option<i64>,
+    /// Nanoseconds; `None` uses the engine's default partition duration.
+    pub partition_duration: Option<i64>,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy { name: "autogen".into(), duration: None, partition_duration: None }
+    }
+}
 
 /// What the catalog knows about one series.
 #[derive(Debug, Clone)]
@@ -51,6 +86,8 @@ pub struct DatabaseMeta {
     pub name: String,
     pub measurements: BTreeMap<String, MeasurementMeta>,
     pub series_count: u64,
+    pub tombstones: Vec<Arc<Tombstone>>,
+    pub retention: RetentionPolicy,
 }
 
 #[derive(Default)]
@@ -297,6 +334,40 @@ impl Catalog {
             .unwrap_or_default()
     }
 
+    /// Records deleted data (see [`Tombstone`]). Durable only after [`Catalog::sync`].
+    pub fn add_tombstone(&self, db: DbId, t: Tombstone) {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        self.append(&mut log, |p| encode_tombstone(p, db, &t));
+        if let Some(d) = st.dbs.get_mut(&db) {
+            d.tombstones.push(Arc::new(t));
+        }
+    }
+
+    pub fn tombstones(&self, db: DbId) -> Vec<Arc<Tombstone>> {
+        self.state.read().dbs.get(&db).map(|d| d.tombstones.clone()).unwrap_or_default()
+    }
+
+    /// Sets a database's retention policy. Durable only after [`Catalog::sync`].
+    pub fn set_retention(&self, db: DbId, rp: RetentionPolicy) {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        self.append(&mut log, |p| {
+            p.push(REC_RETENTION);
+            p.extend_from_slice(&db.0.to_le_bytes());
+            p.extend_from_slice(&rp.duration.unwrap_or(0).to_le_bytes());
+            p.extend_from_slice(&rp.partition_duration.unwrap_or(0).to_le_bytes());
+            p.extend_from_slice(rp.name.as_bytes());
+        });
+        if let Some(d) = st.dbs.get_mut(&db) {
+            d.retention = rp;
+        }
+    }
+
+    pub fn retention(&self, db: DbId) -> Option<RetentionPolicy> {
+        self.state.read().dbs.get(&db).map(|d| d.retention.clone())
+    }
+
     /// Runs `f` over a database's metadata under the read lock.
     pub fn with_db<R>(&self, db: DbId, f: impl FnOnce(&DatabaseMeta) -> R) -> Option<R> {
         self.state.read().dbs.get(&db).map(f)
@@ -371,9 +442,48 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
         }
         REC_DROP_DATABASE => remove_db(st, DbId(r.u32().ok_or("short drop record")?)),
         REC_DROP_SERIES => remove_series(st, SeriesId(r.u32().ok_or("short drop record")?)),
+        REC_TOMBSTONE => {
+            let short = "short tombstone record";
+            let db = DbId(r.u32().ok_or(short)?);
+            let start = r.u64().ok_or(short)? as i64;
+            let end = r.u64().ok_or(short)? as i64;
+            let before_segment = r.u64().ok_or(short)?;
+            let series = RoaringBitmap::deserialize_from(&rec[r.pos..])
+                .map_err(|_| "tombstone series do not decode")?;
+            if let Some(d) = st.dbs.get_mut(&db) {
+                d.tombstones.push(Arc::new(Tombstone {
+                    series,
+                    range: TimeRange { start, end },
+                    before_segment,
+                }));
+            }
+        }
+        REC_RETENTION => {
+            let short = "short retention record";
+            let db = DbId(r.u32().ok_or(short)?);
+            let duration = r.u64().ok_or(short)? as i64;
+            let partition = r.u64().ok_or(short)? as i64;
+            let name = std::str::from_utf8(&rec[r.pos..]).map_err(|_| "retention name not utf-8")?;
+            if let Some(d) = st.dbs.get_mut(&db) {
+                d.retention = RetentionPolicy {
+                    name: name.to_owned(),
+                    duration: (duration > 0).then_some(duration),
+                    partition_duration: (partition > 0).then_some(partition),
+                };
+            }
+        }
         _ => return Err("unknown record type"),
     }
     Ok(())
+}
+
+fn encode_tombstone(p: &mut Vec<u8>, db: DbId, t: &Tombstone) {
+    p.push(REC_TOMBSTONE);
+    p.extend_from_slice(&db.0.to_le_bytes());
+    p.extend_from_slice(&t.range.start.to_le_bytes());
+    p.extend_from_slice(&t.range.end.to_le_bytes());
+    p.extend_from_slice(&t.before_segment.to_le_bytes());
+    t.series.serialize_into(&mut *p).expect("writing to a Vec cannot fail");
 }
 
 /// Encodes a series key (test helper shared with other modules' tests).
@@ -456,5 +566,35 @@ mod tests {
         c.sync().unwrap();
         drop(c);
         assert_eq!(Catalog::open(dir.path(), 100).unwrap().all_series().len(), 3);
+    }
+
+    #[test]
+    fn tombstones_and_retention_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tombstone {
+            series: [1u32, 5, 70_000].into_iter().collect(),
+            range: TimeRange { start: -5, end: i64::MAX },
+            before_segment: 42,
+        };
+        let rp = RetentionPolicy {
+            name: "week".into(),
+            duration: Some(7 * 86_400_000_000_000),
+            partition_duration: Some(3_600_000_000_000),
+        };
+        {
+            let c = Catalog::open(dir.path(), 100).unwrap();
+            let db = c.create_db("d");
+            c.add_tombstone(db, t.clone());
+            c.set_retention(db, rp.clone());
+            c.sync().unwrap();
+        }
+        let c = Catalog::open(dir.path(), 100).unwrap();
+        let db = c.db_id("d").unwrap();
+        assert_eq!(c.tombstones(db).iter().map(|t| (**t).clone()).collect::<Vec<_>>(), vec![t.clone()]);
+        assert_eq!(c.retention(db), Some(rp));
+        assert!(t.hides(41, SeriesId(5), 0, 10));
+        assert!(!t.hides(42, SeriesId(5), 0, 10), "segments written after the delete are not hidden");
+        assert!(!t.hides(1, SeriesId(2), 0, 10));
+        assert!(!t.hides(1, SeriesId(5), -10, -6));
     }
 }

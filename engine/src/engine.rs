@@ -27,13 +27,15 @@ use rustc_hash::{FxBuildHasher, FxHasher};
 
 use crate::batch::{encode_series_key, BatchIter, PointRef, WriteBatch};
 use crate::catalog::Catalog;
-use crate::error::{FlushError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError};
+use crate::error::{
+    FlushError, LifecycleError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError,
+};
 use crate::fsutil;
 use crate::index::TagPredicate;
 use crate::memtable::Memtable;
-use crate::model::{DbId, FieldType, SegmentId, SeriesId, SeriesKey, TimeRange, Values};
-use crate::partition::{self, Partition, PartitionSet, SegmentHandle};
-use crate::segment::{self, SegmentReader, SegmentWriter};
+use crate::model::{DbId, FieldType, SeriesId, SeriesKey, TimeRange, Values};
+use crate::partition::{self, Partition, PartitionSet, SegmentHandle, SegmentName};
+use crate::segment::{SegmentReader, SegmentWriter};
 use crate::wal::{self, SyncPolicy, Wal};
 
 /// Options of an engine. The engine reads no files or environment of its own.
@@ -58,6 +60,13 @@ pub struct EngineOptions {
     pub partition_duration: Duration,
     /// Series limit per database; new series past it are refused. Default 10 million.
     pub max_series_per_db: u64,
+    /// How often the maintenance thread enforces retention and compacts. Default 30 s.
+    pub maintenance_interval: Duration,
+    /// A partition is compacted once it has this many segments. Default 4.
+    pub compaction_min_segments: usize,
+    /// Compaction write rate limit in bytes per second, so ingest and queries keep the disk
+    /// and cores; 0 = unlimited. Default 64 MiB/s.
+    pub compaction_bytes_per_sec: u64,
 }
 
 impl EngineOptions {
@@ -71,6 +80,9 @@ impl EngineOptions {
             write_stall_timeout: Duration::from_secs(10),
             partition_duration: Duration::from_secs(86_400),
             max_series_per_db: 10_000_000,
+            maintenance_interval: Duration::from_secs(30),
+            compaction_min_segments: 4,
+            compaction_bytes_per_sec: 64 << 20,
         }
     }
 
@@ -87,6 +99,12 @@ impl EngineOptions {
         }
         if self.partition_duration < Duration::from_secs(60) {
             return bad("partition_duration", "must be at least one minute");
+        }
+        if self.compaction_min_segments < 2 {
+            return bad("compaction_min_segments", "must be at least 2");
+        }
+        if self.maintenance_interval.is_zero() {
+            return bad("maintenance_interval", "must be positive");
         }
         if let SyncPolicy::Interval(d) = self.sync {
             if d.is_zero() {
@@ -130,10 +148,16 @@ pub struct EngineStats {
     pub overloaded: AtomicU64,
     pub wal_replayed_records: AtomicU64,
     pub wal_truncated_tails: AtomicU64,
+    pub compactions: AtomicU64,
+    pub compaction_bytes_in: AtomicU64,
+    pub compaction_bytes_out: AtomicU64,
+    pub compaction_values: AtomicU64,
+    pub compaction_nanos: AtomicU64,
+    pub partitions_dropped: AtomicU64,
 }
 
-struct SeriesSlot {
-    id: SeriesId,
+pub(crate) struct SeriesSlot {
+    pub(crate) id: SeriesId,
     fields: Vec<(Box<str>, FieldType)>,
 }
 
@@ -145,7 +169,7 @@ pub(crate) struct Frozen {
 
 #[derive(Default)]
 pub(crate) struct ShardState {
-    lookup: HashMap<DbId, HashMap<Box<[u8]>, SeriesSlot, FxBuildHasher>, FxBuildHasher>,
+    pub(crate) lookup: HashMap<DbId, HashMap<Box<[u8]>, SeriesSlot, FxBuildHasher>, FxBuildHasher>,
     pub(crate) active: Memtable,
     pub(crate) frozen: VecDeque<Arc<Frozen>>,
 }
@@ -180,6 +204,15 @@ pub(crate) struct Inner {
     pub(crate) shutdown: AtomicBool,
     pub(crate) stats: EngineStats,
     pub(crate) shard_limit: usize,
+    /// Serialises deletes, drops and policy changes.
+    pub(crate) admin: Mutex<()>,
+    /// Serialises compaction, retention drops and database drops.
+    pub(crate) maintenance: Mutex<()>,
+    /// Held (shared) by a flush from allocating a segment sequence until the segment is in its
+    /// partition; compaction takes it exclusively to snapshot its inputs, so no sequence inside
+    /// a compaction's range can still be on its way.
+    pub(crate) publish: RwLock<()>,
+    pub(crate) trash_seq: AtomicU64,
     _lock: File,
 }
 
@@ -234,6 +267,7 @@ impl Engine {
         };
         fs::create_dir_all(root.join("dbs")).map_err(dir_err(&root))?;
         let lock = lock_dir(&root)?;
+        crate::lifecycle::empty_trash(&root).map_err(dir_err(&root))?;
         let catalog = Catalog::open(&root.join("catalog"), opts.max_series_per_db)?;
         let poisoned = Arc::new(AtomicBool::new(false));
         let shard_limit = (opts.memtable_bytes / opts.shards).max(16 << 10);
@@ -253,6 +287,10 @@ impl Engine {
             shutdown: AtomicBool::new(false),
             stats: EngineStats::default(),
             shard_limit,
+            admin: Mutex::new(()),
+            maintenance: Mutex::new(()),
+            publish: RwLock::new(()),
+            trash_seq: AtomicU64::new(0),
             opts,
             _lock: lock,
         };
@@ -289,6 +327,31 @@ impl Engine {
                 std::thread::Builder::new()
                     .name(format!("strata-flush-{i}"))
                     .spawn(move || inner.flusher(i))
+                    .expect("spawning a thread"),
+            );
+        }
+        {
+            let inner = self.inner.clone();
+            let stop = self.stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("strata-maintenance".into())
+                    .spawn(move || {
+                        let (lock, cv) = &*stop;
+                        loop {
+                            {
+                                let mut stopped = lock.lock();
+                                if *stopped {
+                                    return;
+                                }
+                                cv.wait_for(&mut stopped, inner.opts.maintenance_interval);
+                                if *stopped {
+                                    return;
+                                }
+                            }
+                            inner.maintain();
+                        }
+                    })
                     .expect("spawning a thread"),
             );
         }
@@ -603,9 +666,19 @@ fn lock_dir(root: &Path) -> Result<File, OpenError> {
 }
 
 impl Inner {
-    /// The part of `range` a database's retention policy still keeps.
-    pub(crate) fn visible_range(&self, _db: DbId, range: TimeRange) -> TimeRange {
-        range
+    /// One maintenance pass: retention, then compaction. Errors are logged; the next pass
+    /// retries.
+    fn maintain(&self) {
+        if self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.enforce_retention(crate::lifecycle::now_ns()) {
+            tracing::error!(error = %e, "retention enforcement failed");
+        }
+        match self.compact_pass(self.opts.compaction_min_segments) {
+            Ok(_) | Err(LifecycleError::ShuttingDown) => {}
+            Err(e) => tracing::error!(error = %e, "compaction failed"),
+        }
     }
 
     pub(crate) fn db_id(&self, name: &str) -> Result<DbId, ReadError> {
@@ -641,7 +714,11 @@ impl Inner {
             let entry = entry.map_err(io(&root))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(db) = self.catalog.db_id(&name) else {
-                tracing::warn!(dir = %entry.path().display(), "directory of a database unknown to the catalog; ignored");
+                // Only a DROP DATABASE interrupted between its catalog record and the delete
+                // leaves such a directory (a database's records are durable before its first
+                // segment): finish the drop.
+                tracing::warn!(dir = %entry.path().display(), "directory of a dropped database; deleting it");
+                fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
                 continue;
             };
             let storage = DbStorage { dir: entry.path(), partitions: PartitionSet::default() };
@@ -653,6 +730,7 @@ impl Inner {
                     continue;
                 };
                 let part = Partition::new(start, dur, pentry.path());
+                let mut found = Vec::new();
                 for sentry in fs::read_dir(pentry.path()).map_err(io(&pentry.path()))? {
                     let sentry = sentry.map_err(io(&pentry.path()))?;
                     let fname = sentry.file_name().to_string_lossy().into_owned();
@@ -661,11 +739,21 @@ impl Inner {
                         fs::remove_file(sentry.path()).map_err(io(&sentry.path()))?;
                         continue;
                     }
-                    let Some(id) = fname.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) else {
+                    let Some(name) = SegmentName::parse(&fname) else {
                         continue;
                     };
-                    max_seg = max_seg.max(id);
-                    part.add_segment(Arc::new(SegmentHandle::new(SegmentId(id), sentry.path())));
+                    max_seg = max_seg.max(name.hi);
+                    found.push((name, sentry.path()));
+                }
+                // A compaction that published its output but crashed before deleting its
+                // inputs left them behind: they are obsolete, delete them now.
+                for (name, path) in &found {
+                    if found.iter().any(|(other, _)| other.replaces(name)) {
+                        tracing::info!(file = %path.display(), "deleting a segment replaced by compaction");
+                        fs::remove_file(path).map_err(io(path))?;
+                    } else {
+                        part.add_segment(Arc::new(SegmentHandle::new(*name, path.clone())));
+                    }
                 }
                 storage.partitions.insert(Arc::new(part));
             }
@@ -818,7 +906,14 @@ impl Inner {
         // a refused point never reaches the WAL.
         let mut ids: Vec<Option<SeriesId>> = Vec::with_capacity(points.len());
         let lookup = st.lookup.entry(db).or_default();
+        let cutoff = self.retention_cutoff(db, crate::lifecycle::now_ns()).unwrap_or(i64::MIN);
         for (p, index) in points {
+            if p.timestamp < cutoff {
+                ids.push(None);
+                let reason = RejectReason::BeyondRetention { timestamp: p.timestamp, cutoff };
+                outcome.rejected.push(RejectedPoint { index: *index, reason });
+                continue;
+            }
             match resolve_point(&self.catalog, lookup, db, p) {
                 Ok(id) => ids.push(Some(id)),
                 Err(reason) => {
@@ -896,13 +991,15 @@ impl Inner {
             let started = Instant::now();
             match self.flush_memtable(&frozen.mem) {
                 Ok(()) => {
+                    // The WAL files go before the memtable leaves the queue: once `flush`
+                    // returns, nothing it flushed can be replayed again (deletes rely on it).
+                    if let Err(e) = shard.wal().remove_through(frozen.wal_through) {
+                        tracing::error!(error = %e, "deleting flushed WAL files failed");
+                    }
                     {
                         let mut st = shard.state.lock();
                         st.frozen.pop_front();
                         shard.flushed_cv.notify_all();
-                    }
-                    if let Err(e) = shard.wal().remove_through(frozen.wal_through) {
-                        tracing::error!(error = %e, "deleting flushed WAL files failed");
                     }
                     tracing::debug!(shard = i, values = frozen.mem.values, elapsed = ?started.elapsed(), "memtable flushed");
                 }
@@ -928,8 +1025,14 @@ impl Inner {
         self.catalog.sync()?;
         type Group = Vec<(SeriesId, Arc<str>, Vec<i64>, Values)>;
         let mut groups: HashMap<(DbId, i64), (Arc<Partition>, Group)> = HashMap::new();
-        let dur = self.opts.partition_duration.as_nanos().min(i64::MAX as u128) as i64;
+        let default_dur = self.opts.partition_duration.as_nanos().min(i64::MAX as u128) as i64;
         for (&id, series) in &mem.series {
+            // Dropped since it was written (DROP SERIES/MEASUREMENT/DATABASE): nothing to keep.
+            if self.catalog.series(id).is_none_or(|m| m.db != series.db) {
+                continue;
+            }
+            let Some(rp) = self.catalog.retention(series.db) else { continue };
+            let dur = rp.partition_duration.unwrap_or(default_dur);
             let storage = self.db_storage(series.db)?;
             for col in &series.columns {
                 let (ts, values) = col.sorted(TimeRange::ALL);
@@ -962,8 +1065,9 @@ impl Inner {
         let mut bytes = 0;
         for (_, (part, mut cols)) in groups {
             cols.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-            let id = SegmentId(self.next_segment.fetch_add(1, Ordering::Relaxed));
-            let path = part.dir.join(segment::file_name(id));
+            let _publishing = self.publish.read();
+            let name = SegmentName::flushed(self.next_segment.fetch_add(1, Ordering::Relaxed));
+            let path = part.dir.join(name.file_name());
             let mut w = SegmentWriter::create(&path)?;
             for (series, field, ts, values) in &cols {
                 w.add_column(*series, field, ts, values)?;
@@ -972,7 +1076,7 @@ impl Inner {
             fsutil::sync_dir(&part.dir)
                 .map_err(|source| FlushError::Io { path: part.dir.clone(), source })?;
             let reader = SegmentReader::open(&path)?;
-            part.add_segment(Arc::new(SegmentHandle::with_reader(id, reader)));
+            part.add_segment(Arc::new(SegmentHandle::with_reader(name, reader)));
             bytes += size;
             self.stats.segments_written.fetch_add(1, Ordering::Relaxed);
         }

@@ -94,6 +94,8 @@ pub enum RejectReason {
     SeriesLimit { limit: u64 },
     #[error("invalid point: {0}")]
     Invalid(#[from] PointError),
+    #[error("timestamp {timestamp} is older than the database's retention policy keeps (cutoff {cutoff})")]
+    BeyondRetention { timestamp: i64, cutoff: i64 },
 }
 
 /// Errors of `Engine::write`.
@@ -135,4 +137,25 @@ pub enum ReadError {
     MissingSegment { segment: SegmentId, source: io::Error },
     #[error("query limit exceeded: {what} (limit {limit})")]
     LimitExceeded { what: &'static str, limit: u64 },
+}
+
+/// Errors of deletes, drops, retention and compaction.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("database {name:?} does not exist")]
+    DatabaseNotFound { name: String },
+    #[error("invalid retention policy: {0}")]
+    InvalidPolicy(String),
+    #[error(transparent)]
+    Flush(#[from] FlushError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the engine is shutting down")]
+    ShuttingDown,
 }

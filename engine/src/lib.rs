@@ -16,10 +16,12 @@
 pub mod batch;
 pub mod catalog;
 pub mod codec;
+pub mod compaction;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod index;
+pub mod lifecycle;
 pub(crate) mod memtable;
 pub mod model;
 pub mod partition;
@@ -28,8 +30,11 @@ pub mod segment;
 pub mod wal;
 
 pub use batch::{PointBuilder, PointError, WriteBatch};
+pub use catalog::{RetentionPolicy, Tombstone};
 pub use engine::{validate_db_name, Engine, EngineOptions, EngineStats, ScanRequest, WriteOutcome};
-pub use error::{FlushError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError};
+pub use error::{
+    FlushError, LifecycleError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError,
+};
 pub use index::TagPredicate;
 pub use model::{
     Column, FieldType, FieldValue, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values,

@@ -33,21 +33,70 @@ pub fn parse_dir_name(name: &str) -> Option<(i64, i64)> {
     (d > 0).then_some((s, d))
 }
 
+/// What a segment's file name says. A flush writes `<seq>.seg` (generation 0, `lo == hi`);
+/// compaction writes `<hi>-<lo>-g<generation>.seg`, which replaces every segment of its
+/// partition with a sequence in `lo..=hi` and a lower generation. The sequence orders data by
+/// age (a newer write of the same point wins), and the name alone tells, after a crash, which
+/// files a finished compaction made obsolete: the rename that publishes the output is the
+/// atomic switch, no separate manifest is needed (see docs/lifecycle.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SegmentName {
+    pub hi: u64,
+    pub generation: u32,
+    pub lo: u64,
+}
+
+impl SegmentName {
+    pub fn flushed(seq: u64) -> SegmentName {
+        SegmentName { hi: seq, generation: 0, lo: seq }
+    }
+
+    pub fn file_name(&self) -> String {
+        if self.generation == 0 && self.lo == self.hi {
+            crate::segment::file_name(SegmentId(self.hi))
+        } else {
+            format!("{}-{}-g{}.seg", SegmentId(self.hi), SegmentId(self.lo), self.generation)
+        }
+    }
+
+    pub fn parse(file_name: &str) -> Option<SegmentName> {
+        let stem = file_name.strip_suffix(".seg")?;
+        let mut parts = stem.split('-');
+        let hi = parts.next()?.parse().ok()?;
+        match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => Some(SegmentName::flushed(hi)),
+            (Some(lo), Some(g), None) => {
+                let lo: u64 = lo.parse().ok()?;
+                let generation = g.strip_prefix('g')?.parse().ok()?;
+                (lo <= hi && generation > 0).then_some(SegmentName { hi, generation, lo })
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether compaction output `self` holds everything `other` held.
+    pub fn replaces(&self, other: &SegmentName) -> bool {
+        other.generation < self.generation && self.lo <= other.lo && other.hi <= self.hi
+    }
+}
+
 /// One segment file, opened on first use.
 #[derive(Debug)]
 pub struct SegmentHandle {
+    /// The newest sequence of data inside (`name.hi`).
     pub id: SegmentId,
+    pub name: SegmentName,
     pub path: PathBuf,
     reader: OnceLock<Arc<SegmentReader>>,
 }
 
 impl SegmentHandle {
-    pub fn new(id: SegmentId, path: PathBuf) -> SegmentHandle {
-        SegmentHandle { id, path, reader: OnceLock::new() }
+    pub fn new(name: SegmentName, path: PathBuf) -> SegmentHandle {
+        SegmentHandle { id: SegmentId(name.hi), name, path, reader: OnceLock::new() }
     }
 
-    pub fn with_reader(id: SegmentId, reader: SegmentReader) -> SegmentHandle {
-        let h = SegmentHandle::new(id, reader.path().to_owned());
+    pub fn with_reader(name: SegmentName, reader: SegmentReader) -> SegmentHandle {
+        let h = SegmentHandle::new(name, reader.path().to_owned());
         let _ = h.reader.set(Arc::new(reader));
         h
     }
@@ -78,7 +127,8 @@ pub struct Partition {
     pub start: i64,
     pub duration: i64,
     pub dir: PathBuf,
-    /// Sorted by id (oldest first); replaced wholesale when segments are added or removed.
+    /// Sorted by name (oldest data first); replaced wholesale when segments are added or
+    /// removed, so readers hold a consistent snapshot.
     segments: RwLock<Arc<Vec<Arc<SegmentHandle>>>>,
 }
 
@@ -113,7 +163,16 @@ impl Partition {
         let mut g = self.segments.write();
         let mut v: Vec<_> = g.as_ref().clone();
         v.push(seg);
-        v.sort_by_key(|s| s.id);
+        v.sort_by_key(|s| s.name);
+        *g = Arc::new(v);
+    }
+
+    /// Swaps compaction inputs for their output in one step; segments added meanwhile stay.
+    pub fn replace_segments(&self, inputs: &[Arc<SegmentHandle>], output: Option<Arc<SegmentHandle>>) {
+        let mut g = self.segments.write();
+        let mut v: Vec<_> = g.iter().filter(|s| !inputs.iter().any(|i| Arc::ptr_eq(i, s))).cloned().collect();
+        v.extend(output);
+        v.sort_by_key(|s| s.name);
         *g = Arc::new(v);
     }
 }

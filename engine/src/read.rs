@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::catalog::Tombstone;
 use crate::engine::{Engine, Inner};
 use crate::error::ReadError;
 use crate::memtable::sort_dedup_last_wins;
@@ -184,7 +185,8 @@ type MemChunk = (Arc<str>, Vec<i64>, Values);
 
 /// Where a column chunk comes from, while a series' pieces are planned.
 enum Source<'a> {
-    Block(&'a SegmentReader, &'a BlockMeta),
+    /// A block of the segment with the given sequence.
+    Block(&'a SegmentReader, &'a BlockMeta, u64),
     Mem(Vec<i64>, Values),
 }
 
@@ -281,15 +283,16 @@ impl Inner {
             }
             // 2. Segments of overlapping partitions, after the memtables (see module docs).
             let readers = self.segment_readers(db, range)?;
+            let tombstones = self.catalog.tombstones(db);
             for &id in batch {
                 let Some(meta) = self.catalog.series(id) else { continue };
+                let ctx = ReadCtx { range, summarize: opts.summarize, tombstones: &tombstones };
                 let columns = plan_series(
                     id,
                     &readers,
                     mem.remove(&id).unwrap_or_default(),
                     req.fields,
-                    range,
-                    opts.summarize,
+                    &ctx,
                     &mut summary,
                 )?;
                 if columns.is_empty() {
@@ -309,13 +312,13 @@ impl Inner {
         &self,
         db: crate::model::DbId,
         range: TimeRange,
-    ) -> Result<Vec<Arc<SegmentReader>>, ReadError> {
+    ) -> Result<Vec<(u64, Arc<SegmentReader>)>, ReadError> {
         let storage = self.dbs.read().get(&db).cloned();
         let mut out = Vec::new();
         if let Some(storage) = storage {
             for part in storage.partitions.overlapping(range) {
                 for seg in part.segments().iter() {
-                    out.push(seg.reader()?);
+                    out.push((seg.id.0, seg.reader()?));
                 }
             }
         }
@@ -323,22 +326,28 @@ impl Inner {
     }
 }
 
+/// What every series of one scan batch is read against.
+struct ReadCtx<'a> {
+    range: TimeRange,
+    summarize: Option<&'a (dyn Fn(i64, i64) -> bool + Sync)>,
+    tombstones: &'a [Arc<Tombstone>],
+}
+
 /// Plans and reads the pieces of one series.
 fn plan_series(
     id: SeriesId,
-    readers: &[Arc<SegmentReader>],
+    readers: &[(u64, Arc<SegmentReader>)],
     mem: Vec<MemChunk>,
     fields: Option<&[&str]>,
-    range: TimeRange,
-    summarize: Option<&(dyn Fn(i64, i64) -> bool + Sync)>,
+    ctx: &ReadCtx<'_>,
     summary: &mut ScanSummary,
 ) -> Result<Vec<ColumnPieces>, ReadError> {
     let mut by_field: HashMap<Arc<str>, Vec<Planned<'_>>> = HashMap::new();
     let mut age = 0;
-    for r in readers {
+    for (seq, r) in readers {
         for b in r.series_blocks(id) {
             age += 1;
-            if !range.overlaps(b.min_ts, b.max_ts) {
+            if !ctx.range.overlaps(b.min_ts, b.max_ts) {
                 continue;
             }
             if fields.is_some_and(|f| !f.contains(&&*b.field)) {
@@ -348,7 +357,7 @@ fn plan_series(
                 age,
                 min: b.min_ts,
                 max: b.max_ts,
-                src: Source::Block(r, b),
+                src: Source::Block(r, b, *seq),
             });
         }
     }
@@ -361,7 +370,7 @@ fn plan_series(
     let mut columns = Vec::with_capacity(by_field.len());
     for (field, mut sources) in by_field {
         let field_type = match &sources[0].src {
-            Source::Block(_, b) => b.field_type,
+            Source::Block(_, b, _) => b.field_type,
             Source::Mem(_, v) => v.field_type(),
         };
         sources.sort_by_key(|s| (s.min, s.age));
@@ -370,19 +379,13 @@ fn plan_series(
         let mut cluster_max = i64::MIN;
         for s in sources {
             if !cluster.is_empty() && s.min > cluster_max {
-                read_cluster(
-                    std::mem::take(&mut cluster),
-                    field_type,
-                    range,
-                    summarize,
-                    summary,
-                    &mut pieces,
-                )?;
+                let taken = std::mem::take(&mut cluster);
+                read_cluster(taken, id, field_type, ctx, summary, &mut pieces)?;
             }
             cluster_max = if cluster.is_empty() { s.max } else { cluster_max.max(s.max) };
             cluster.push(s);
         }
-        read_cluster(cluster, field_type, range, summarize, summary, &mut pieces)?;
+        read_cluster(cluster, id, field_type, ctx, summary, &mut pieces)?;
         if !pieces.is_empty() {
             columns.push(ColumnPieces { field, field_type, pieces });
         }
@@ -397,17 +400,19 @@ fn plan_series(
 /// Turns a cluster of overlapping sources into at most one piece.
 fn read_cluster(
     mut cluster: Vec<Planned<'_>>,
+    id: SeriesId,
     field_type: FieldType,
-    range: TimeRange,
-    summarize: Option<&(dyn Fn(i64, i64) -> bool + Sync)>,
+    ctx: &ReadCtx<'_>,
     summary: &mut ScanSummary,
     out: &mut Vec<Piece>,
 ) -> Result<(), ReadError> {
+    let ReadCtx { range, summarize, tombstones } = *ctx;
     if cluster.is_empty() {
         return Ok(());
     }
-    if let [Planned { src: Source::Block(_, b), min, max, .. }] = cluster.as_slice() {
+    if let [Planned { src: Source::Block(_, b, seq), min, max, .. }] = cluster.as_slice() {
         if b.field_type == field_type
+            && !tombstones.iter().any(|t| t.hides(*seq, id, *min, *max))
             && range.contains(*min)
             && range.contains(*max)
             && summarize.is_some_and(|f| f(*min, *max))
@@ -425,13 +430,14 @@ fn read_cluster(
     for s in cluster {
         let (ts, vals) = match s.src {
             Source::Mem(ts, vals) => (ts, vals),
-            Source::Block(r, b) => {
+            Source::Block(r, b, seq) => {
                 let mut ts = Vec::with_capacity(b.count as usize);
                 let mut vals = Values::new(b.field_type);
                 r.read_block(b, &mut ts, &mut vals)?;
                 summary.blocks_decoded += 1;
                 summary.points_read += ts.len() as u64;
-                trim(ts, vals, range)
+                let (ts, vals) = trim(ts, vals, range);
+                hide_deleted(ts, vals, id, seq, b, tombstones)
             }
         };
         if vals.field_type() == field_type && !ts.is_empty() {
@@ -442,6 +448,25 @@ fn read_cluster(
         out.push(Piece::Data { timestamps, values });
     }
     Ok(())
+}
+
+/// Drops the points of a decoded block that tombstones hide.
+fn hide_deleted(
+    ts: Vec<i64>,
+    vals: Values,
+    id: SeriesId,
+    seq: u64,
+    b: &BlockMeta,
+    tombstones: &[Arc<Tombstone>],
+) -> (Vec<i64>, Values) {
+    let hiding: Vec<&Tombstone> =
+        tombstones.iter().filter(|t| t.hides(seq, id, b.min_ts, b.max_ts)).map(|t| &**t).collect();
+    if hiding.is_empty() {
+        return (ts, vals);
+    }
+    let keep: Vec<u32> =
+        (0..ts.len() as u32).filter(|&i| !hiding.iter().any(|t| t.range.contains(ts[i as usize]))).collect();
+    (keep.iter().map(|&i| ts[i as usize]).collect(), vals.gather(&keep))
 }
 
 /// Keeps the part of a sorted chunk inside `range`.

@@ -1,13 +1,17 @@
-//! Model test: random writes (late, out of order, duplicate), flushes, clean restarts and
-//! crashes against a `BTreeMap` oracle. Every shrunk failure becomes a named regression test
+//! Model test: random writes (late, out of order, duplicate), deletes, dropped series,
+//! flushes, compactions, clean restarts and crashes against a `BTreeMap` oracle; every query
+//! is checked both decoded and through block summaries (count and sum per column). Every shrunk failure becomes a named regression test
 //! below with a comment saying what broke.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use std::ops::ControlFlow;
+
 use strata_engine::{
-    Engine, EngineOptions, FieldValue, ScanRequest, SyncPolicy, TagPredicate, TimeRange, Values, WriteBatch,
+    Engine, EngineOptions, FieldValue, Piece, ScanOptions, ScanRequest, SummaryStats, SyncPolicy,
+    TagPredicate, TimeRange, Values, WriteBatch,
 };
 
 #[derive(Debug, Clone)]
@@ -22,6 +26,13 @@ enum Op {
         start: i64,
         end: i64,
     },
+    Delete {
+        host: Option<u8>,
+        start: i64,
+        end: i64,
+    },
+    DropHost(u8),
+    Compact,
 }
 
 type Oracle = BTreeMap<(u8, u8, i64), i64>;
@@ -46,6 +57,10 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         2 => (proptest::option::of(0u8..4), arb_ts(), arb_ts())
             .prop_map(|(host, a, b)| Op::Query { host, start: a.min(b), end: a.max(b) }),
+        1 => (proptest::option::of(0u8..4), arb_ts(), arb_ts())
+            .prop_map(|(host, a, b)| Op::Delete { host, start: a.min(b), end: a.max(b) }),
+        1 => (0u8..4).prop_map(Op::DropHost),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -60,11 +75,48 @@ fn open(dir: &std::path::Path) -> Engine {
     e
 }
 
-fn check(e: &Engine, oracle: &Oracle, host: Option<u8>, range: TimeRange) -> Result<(), TestCaseError> {
-    let pred = match host {
+fn host_pred(host: Option<u8>) -> TagPredicate {
+    match host {
         Some(h) => TagPredicate::Eq("host".into(), format!("h{h}")),
         None => TagPredicate::All,
-    };
+    }
+}
+
+/// Count and sum per (host, field) through `scan_pieces` with every eligible block summarised.
+fn summarised(e: &Engine, pred: &TagPredicate, range: TimeRange) -> BTreeMap<(u8, u8), (u64, i64)> {
+    let always = |_: i64, _: i64| true;
+    let opts = ScanOptions { summarize: Some(&always), series: None };
+    let req = ScanRequest { db: "db", measurement: "m", predicate: pred, fields: None, range };
+    let mut out = BTreeMap::new();
+    e.scan_pieces(&req, &opts, &mut |s| {
+        let h: u8 = s.key.tag("host").unwrap()[1..].parse().unwrap();
+        for c in s.columns {
+            let f: u8 = c.field[1..].parse().unwrap();
+            let (mut n, mut sum) = (0u64, 0i64);
+            for p in c.pieces {
+                match p {
+                    Piece::Summary(b) => {
+                        let SummaryStats::I64 { sum: s, .. } = b.stats else { panic!("int column") };
+                        n += b.count;
+                        sum = sum.wrapping_add(s);
+                    }
+                    Piece::Data { values: Values::I64(v), .. } => {
+                        n += v.len() as u64;
+                        sum = v.iter().fold(sum, |a, &x| a.wrapping_add(x));
+                    }
+                    Piece::Data { .. } => panic!("int column"),
+                }
+            }
+            out.insert((h, f), (n, sum));
+        }
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    out
+}
+
+fn check(e: &Engine, oracle: &Oracle, host: Option<u8>, range: TimeRange) -> Result<(), TestCaseError> {
+    let pred = host_pred(host);
     let res = e
         .scan(&ScanRequest { db: "db", measurement: "m", predicate: &pred, fields: None, range })
         .map_err(|err| TestCaseError::fail(err.to_string()))?;
@@ -85,7 +137,14 @@ fn check(e: &Engine, oracle: &Oracle, host: Option<u8>, range: TimeRange) -> Res
         .filter(|((h, _, t), _)| host.is_none_or(|x| x == *h) && range.contains(*t))
         .map(|(k, v)| (*k, *v))
         .collect();
+    let mut want_agg: BTreeMap<(u8, u8), (u64, i64)> = BTreeMap::new();
+    for ((h, f, _), v) in &want {
+        let e = want_agg.entry((*h, *f)).or_default();
+        e.0 += 1;
+        e.1 = e.1.wrapping_add(*v);
+    }
     prop_assert_eq!(got, want);
+    prop_assert_eq!(summarised(e, &pred, range), want_agg);
     Ok(())
 }
 
@@ -121,6 +180,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 e = open(dir.path());
             }
             Op::Query { host, start, end } => check(&e, &oracle, host, TimeRange::new(start, end))?,
+            Op::Delete { host, start, end } => {
+                let range = TimeRange::new(start, end);
+                e.delete("db", Some("m"), &host_pred(host), range).unwrap();
+                oracle.retain(|(h, _, t), _| !(host.is_none_or(|x| x == *h) && range.contains(*t)));
+            }
+            Op::DropHost(h) => {
+                e.drop_series("db", Some("m"), &host_pred(Some(h))).unwrap();
+                oracle.retain(|(x, _, _), _| *x != h);
+            }
+            Op::Compact => {
+                e.compact().unwrap();
+            }
         }
     }
     check(&e, &oracle, None, TimeRange::ALL)?;
@@ -131,7 +202,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn engine_matches_oracle(ops in proptest::collection::vec(arb_op(), 1..25)) {
         run(ops)?;

@@ -271,6 +271,7 @@ impl Decoded {
                 RejectReason::SeriesLimit { .. } => LineReject::SeriesLimit,
                 RejectReason::FieldTypeConflict { .. } => LineReject::FieldTypeConflict,
                 RejectReason::Invalid(_) => LineReject::InvalidPoint,
+                RejectReason::BeyondRetention { .. } => LineReject::TimestampOutOfWindow,
             };
             let text = source_text(body, origin.start, origin.len);
             let format = self.format;

@@ -112,6 +112,11 @@ impl SegmentWriter {
         self.index.is_empty()
     }
 
+    /// Bytes written so far (header and blocks).
+    pub fn bytes_written(&self) -> u64 {
+        self.offset
+    }
+
     /// Writes index and trailer, fsyncs and renames into place (the caller fsyncs the
     /// directory). Returns the final path and the file size.
     pub fn finish(mut self) -> Result<(PathBuf, u64), SegmentError> {

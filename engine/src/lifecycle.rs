@@ -1,0 +1,259 @@
+//! Data lifecycle: deletes, drops and retention policies.
+//!
+//! Every operation that removes data first flushes the memtables (and with them the WAL files
+//! that covered them), then records its decision in the catalog log and syncs it. That order is
+//! what makes them crash-safe: after a restart nothing the WAL replays predates the record, so
+//! no deleted point can come back, and a crash before the record is durable means the operation
+//! was never acknowledged.
+//!
+//! - `DELETE` adds a [`Tombstone`]: matching points in segments older than the tombstone are
+//!   hidden from reads at once and removed for good by compaction.
+//! - `DROP SERIES` / `DROP MEASUREMENT` remove series from the catalog and index: they vanish
+//!   from reads at once (series ids are never reused); compaction drops their blocks.
+//! - `DROP DATABASE` removes the database from the catalog, then moves its directory to
+//!   `<data>/trash/` and deletes it; a directory of a database the catalog does not know is a
+//!   leftover of a crash during a drop and is deleted at open.
+//! - Retention: one [`RetentionPolicy`] per database. Reads never see points older than
+//!   `now - duration`, writes of such points are refused, and the maintenance thread drops whole
+//!   partitions once their newest possible timestamp is past the cutoff.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use roaring::RoaringBitmap;
+
+use crate::catalog::{RetentionPolicy, Tombstone};
+use crate::engine::{Engine, Inner};
+use crate::error::LifecycleError;
+use crate::index::TagPredicate;
+use crate::model::{DbId, SeriesId, TimeRange};
+
+/// Current time in ns since the epoch (saturating).
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    fn lifecycle_db(&self, name: &str) -> Result<DbId, LifecycleError> {
+        self.inner
+            .catalog
+            .db_id(name)
+            .ok_or_else(|| LifecycleError::DatabaseNotFound { name: name.to_owned() })
+    }
+
+    /// `DELETE FROM <measurement> WHERE <pred> AND time in range`: hides the matching points
+    /// (every measurement when `measurement` is `None`). Returns the number of series touched.
+    pub fn delete(
+        &self,
+        db: &str,
+        measurement: Option<&str>,
+        pred: &TagPredicate,
+        range: TimeRange,
+    ) -> Result<u64, LifecycleError> {
+        let id = self.lifecycle_db(db)?;
+        let series = self.inner.matching_series(id, measurement, pred);
+        if series.is_empty() || range.is_empty() {
+            return Ok(0);
+        }
+        let _admin = self.inner.admin.lock();
+        self.flush()?;
+        let before_segment = self.inner.next_segment.load(Ordering::SeqCst);
+        let n = series.len();
+        self.inner.catalog.add_tombstone(id, Tombstone { series, range, before_segment });
+        self.inner.catalog.sync()?;
+        tracing::info!(database = db, measurement, series = n, ?range, "points deleted (tombstone recorded)");
+        Ok(n)
+    }
+
+    /// `DROP SERIES`: removes matching series and all their data. Returns how many.
+    pub fn drop_series(
+        &self,
+        db: &str,
+        measurement: Option<&str>,
+        pred: &TagPredicate,
+    ) -> Result<u64, LifecycleError> {
+        let id = self.lifecycle_db(db)?;
+        let _admin = self.inner.admin.lock();
+        // Flush first so the WAL holds nothing of these series that a replay could revive.
+        self.flush()?;
+        let series = self.inner.matching_series(id, measurement, pred);
+        if series.is_empty() {
+            return Ok(0);
+        }
+        self.inner.catalog.drop_series(&series);
+        self.inner.catalog.sync()?;
+        self.inner.forget_series(|_, sid| series.contains(sid.0));
+        tracing::info!(database = db, measurement, series = series.len(), "series dropped");
+        Ok(series.len())
+    }
+
+    /// `DROP MEASUREMENT`: drops every series of the measurement (and with the last one, its
+    /// field types).
+    pub fn drop_measurement(&self, db: &str, measurement: &str) -> Result<u64, LifecycleError> {
+        self.drop_series(db, Some(measurement), &TagPredicate::All)
+    }
+
+    /// `DROP DATABASE`: removes the database and its files. `false` if it did not exist.
+    pub fn drop_database(&self, db: &str) -> Result<bool, LifecycleError> {
+        let Some(id) = self.inner.catalog.db_id(db) else { return Ok(false) };
+        let _admin = self.inner.admin.lock();
+        let _maintenance = self.inner.maintenance.lock();
+        self.flush()?;
+        if self.inner.catalog.drop_db(db).is_none() {
+            return Ok(false);
+        }
+        self.inner.catalog.sync()?;
+        self.inner.forget_series(|d, _| d == id);
+        let storage = self.inner.dbs.write().remove(&id);
+        let dir =
+            storage.map(|s| s.dir.clone()).unwrap_or_else(|| self.inner.opts.data_dir.join("dbs").join(db));
+        self.inner.trash(&dir)?;
+        tracing::info!(database = db, "database dropped");
+        Ok(true)
+    }
+
+    /// The retention policy of a database.
+    pub fn retention_policy(&self, db: &str) -> Result<RetentionPolicy, LifecycleError> {
+        let id = self.lifecycle_db(db)?;
+        Ok(self.inner.catalog.retention(id).unwrap_or_default())
+    }
+
+    /// Sets the retention policy of a database. Shortening it hides expired data at once;
+    /// the next maintenance pass (or [`Engine::enforce_retention`]) deletes it.
+    pub fn set_retention_policy(&self, db: &str, rp: RetentionPolicy) -> Result<(), LifecycleError> {
+        let id = self.lifecycle_db(db)?;
+        if rp.name.is_empty() || rp.name.len() > 64 {
+            return Err(LifecycleError::InvalidPolicy(format!("name {:?} must be 1 to 64 bytes", rp.name)));
+        }
+        if rp.duration.is_some_and(|d| d <= 0) {
+            return Err(LifecycleError::InvalidPolicy("duration must be positive (or infinite)".into()));
+        }
+        if rp.partition_duration.is_some_and(|d| d <= 0) {
+            return Err(LifecycleError::InvalidPolicy("partition duration must be positive".into()));
+        }
+        let _admin = self.inner.admin.lock();
+        self.inner.catalog.set_retention(id, rp);
+        self.inner.catalog.sync()?;
+        Ok(())
+    }
+
+    /// Drops every partition wholly past its database's retention. Returns how many.
+    pub fn enforce_retention(&self) -> Result<usize, LifecycleError> {
+        self.inner.enforce_retention(now_ns())
+    }
+}
+
+impl Inner {
+    /// Series of `measurement` (or of every measurement) matching `pred`.
+    pub(crate) fn matching_series(
+        &self,
+        db: DbId,
+        measurement: Option<&str>,
+        pred: &TagPredicate,
+    ) -> RoaringBitmap {
+        match measurement {
+            Some(m) => self.catalog.resolve(db, m, pred),
+            None => {
+                let names: Vec<String> = self
+                    .catalog
+                    .with_db(db, |d| d.measurements.keys().cloned().collect())
+                    .unwrap_or_default();
+                names
+                    .iter()
+                    .map(|m| self.catalog.resolve(db, m, pred))
+                    .fold(RoaringBitmap::new(), |a, b| a | b)
+            }
+        }
+    }
+
+    /// Removes series from the shards' key lookups so that new writes of the same key get a
+    /// fresh series id instead of the dropped one.
+    fn forget_series(&self, dropped: impl Fn(DbId, SeriesId) -> bool) {
+        for shard in &self.shards {
+            let mut st = shard.state.lock();
+            for (&db, lookup) in st.lookup.iter_mut() {
+                lookup.retain(|_, slot| !dropped(db, slot.id));
+            }
+        }
+    }
+
+    /// The oldest timestamp a database still keeps, if its policy expires data.
+    pub(crate) fn retention_cutoff(&self, db: DbId, now: i64) -> Option<i64> {
+        let d = self.catalog.retention(db)?.duration?;
+        Some(now.saturating_sub(d))
+    }
+
+    /// The part of `range` a database's retention policy still keeps.
+    pub(crate) fn visible_range(&self, db: DbId, range: TimeRange) -> TimeRange {
+        match self.retention_cutoff(db, now_ns()) {
+            Some(cutoff) if cutoff > range.start => TimeRange { start: cutoff, end: range.end },
+            _ => range,
+        }
+    }
+
+    pub(crate) fn enforce_retention(&self, now: i64) -> Result<usize, LifecycleError> {
+        let _maintenance = self.maintenance.lock();
+        let dbs: Vec<_> = self.dbs.read().iter().map(|(id, s)| (*id, s.clone())).collect();
+        let mut dropped = 0;
+        for (db, storage) in dbs {
+            let Some(cutoff) = self.retention_cutoff(db, now) else { continue };
+            for part in storage.partitions.all() {
+                if part.max_ts() >= cutoff {
+                    continue;
+                }
+                storage.partitions.remove(part.start);
+                self.trash(&part.dir)?;
+                dropped += 1;
+                self.stats.partitions_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(dir = %part.dir.display(), "partition past retention dropped");
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Deletes a directory tree crash-safely: one atomic rename into `<data>/trash/` (so a
+    /// half-deleted tree is never mistaken for live data), then the recursive delete.
+    pub(crate) fn trash(&self, dir: &Path) -> Result<(), LifecycleError> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LifecycleError::Io { path, source }
+        };
+        let trash = self.opts.data_dir.join("trash");
+        fs::create_dir_all(&trash).map_err(io(&trash))?;
+        let n = self.trash_seq.fetch_add(1, Ordering::Relaxed);
+        let target: PathBuf = trash.join(format!("{}-{n}", now_ns()));
+        fs::rename(dir, &target).map_err(io(dir))?;
+        if let Some(parent) = dir.parent() {
+            crate::fsutil::sync_dir(parent).map_err(io(parent))?;
+        }
+        fs::remove_dir_all(&target).map_err(io(&target))?;
+        Ok(())
+    }
+}
+
+/// Empties `<data>/trash/` at open: what is there was being deleted when the process stopped.
+pub(crate) fn empty_trash(data_dir: &Path) -> std::io::Result<()> {
+    let trash = data_dir.join("trash");
+    if trash.exists() {
+        for e in fs::read_dir(&trash)? {
+            let p = e?.path();
+            if p.is_dir() {
+                fs::remove_dir_all(&p)?;
+            } else {
+                fs::remove_file(&p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+use std::path::Path;
+use std::time::Duration;
+
+use crate::model::FieldValue;
+use crate::{
+    Engine, EngineOptions, RejectReason, RetentionPolicy, ScanRequest, SyncPolicy, TagPredicate, TimeRange,
+    WriteBatch,
+};
+
+use super::now_ns;
+
+const HOUR: i64 = 3_600_000_000_000;
+
+fn open(dir: &Path) -> Engine {
+    let mut o = EngineOptions::new(dir);
+    o.shards = 2;
+    o.sync = SyncPolicy::Never;
+    o.partition_duration = Duration::from_secs(3600);
+    // Maintenance is driven by the tests themselves.
+    o.maintenance_interval = Duration::from_secs(3600);
+    Engine::open(o).unwrap()
+}
+
+fn write(e: &Engine, db: &str, host: &str, points: &[(i64, f64)]) -> usize {
+    let mut b = WriteBatch::new();
+    for (ts, v) in points {
+        b.point("m").tag("host", host).field("v", FieldValue::F64(*v)).finish(*ts).unwrap();
+    }
+    let out = e.write(db, &b).unwrap();
+    out.points_written
+}
+
+fn timestamps(e: &Engine, db: &str) -> Vec<(String, Vec<i64>)> {
+    let req = ScanRequest {
+        db,
+        measurement: "m",
+        predicate: &TagPredicate::All,
+        fields: None,
+        range: TimeRange::ALL,
+    };
+    e.scan(&req)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.key.to_string(), s.columns.into_iter().flat_map(|c| c.timestamps).collect()))
+        .collect()
+}
+
+#[test]
+fn retention_hides_refuses_and_drops_expired_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    let now = now_ns();
+    let old = now - 5 * HOUR;
+    let recent = now - HOUR / 2;
+    write(&e, "db", "a", &[(old, 1.0), (recent, 2.0)]);
+    e.flush().unwrap();
+    assert_eq!(e.retention_policy("db").unwrap(), RetentionPolicy::default());
+    let rp = RetentionPolicy { name: "short".into(), duration: Some(2 * HOUR), partition_duration: None };
+    e.set_retention_policy("db", rp.clone()).unwrap();
+    // Hidden at once, before any partition is dropped.
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![recent])]);
+    // Writes past the cutoff are refused, the rest of the batch is kept.
+    let mut b = WriteBatch::new();
+    b.point("m").tag("host", "a").field("v", FieldValue::F64(3.0)).finish(old).unwrap();
+    b.point("m").tag("host", "a").field("v", FieldValue::F64(4.0)).finish(now).unwrap();
+    let out = e.write("db", &b).unwrap();
+    assert_eq!(out.points_written, 1);
+    assert!(
+        matches!(out.rejected[0].reason, RejectReason::BeyondRetention { timestamp, .. } if timestamp == old)
+    );
+    let files_before = e.segment_files().len();
+    assert_eq!(e.enforce_retention().unwrap(), 1, "the partition of `old` is past the cutoff");
+    assert_eq!(e.segment_files().len(), files_before - 1);
+    assert!(!e
+        .segment_files()
+        .iter()
+        .any(|p| p.to_string_lossy().contains(&format!("{}_", old - old % HOUR))));
+    assert_eq!(e.enforce_retention().unwrap(), 0);
+    e.close().unwrap();
+    drop(e);
+    let e = open(dir.path());
+    assert_eq!(e.retention_policy("db").unwrap(), rp);
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![recent, now])]);
+    assert!(e.set_retention_policy("db", RetentionPolicy { duration: Some(0), ..rp }).is_err());
+}
+
+#[test]
+fn drop_database_removes_files_and_the_name_can_be_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    write(&e, "db", "a", &[(1, 1.0)]);
+    e.flush().unwrap();
+    write(&e, "db", "a", &[(2, 2.0)]); // only in the memtable and WAL
+    assert!(e.drop_database("db").unwrap());
+    assert!(!e.database_exists("db"));
+    assert!(!dir.path().join("dbs/db").exists());
+    assert!(!e.drop_database("db").unwrap());
+    e.create_database("db").unwrap();
+    assert!(timestamps(&e, "db").is_empty());
+    write(&e, "db", "b", &[(3, 3.0)]);
+    e.simulate_crash();
+    let e = open(dir.path());
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=b".to_string(), vec![3])]);
+}
+
+#[test]
+fn interrupted_database_drop_is_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = open(dir.path());
+        e.create_database("db").unwrap();
+        write(&e, "db", "a", &[(1, 1.0)]);
+        e.close().unwrap();
+    }
+    // A copy of the directory as a crash between the catalog record and the delete leaves it.
+    let copy = dir.path().join("keep");
+    std::fs::rename(dir.path().join("dbs/db"), &copy).unwrap();
+    {
+        let e = open(dir.path());
+        assert!(e.drop_database("db").unwrap());
+        e.close().unwrap();
+    }
+    std::fs::rename(&copy, dir.path().join("dbs/db")).unwrap();
+    let e = open(dir.path());
+    assert!(!dir.path().join("dbs/db").exists());
+    assert!(!e.database_exists("db"));
+}
+
+#[test]
+fn dropped_series_come_back_empty_under_a_new_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    write(&e, "db", "a", &[(1, 1.0), (2, 2.0)]);
+    write(&e, "db", "b", &[(1, 1.0)]);
+    assert_eq!(e.drop_measurement("db", "m").unwrap(), 2);
+    assert!(e.measurements("db").unwrap().is_empty());
+    // The field type is free again once the measurement is gone.
+    let mut b = WriteBatch::new();
+    b.point("m").tag("host", "a").field("v", FieldValue::I64(7)).finish(5).unwrap();
+    assert_eq!(e.write("db", &b).unwrap().points_written, 1);
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![5])]);
+    e.simulate_crash();
+    let e = open(dir.path());
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![5])]);
+    assert_eq!(e.series_count("db").unwrap(), 1);
+}
+
+#[test]
+fn compaction_merges_into_one_segment_and_crash_leftovers_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    for round in 0..4i64 {
+        // Overlapping rounds: each rewrites the previous round's last point.
+        let pts: Vec<(i64, f64)> = (round * 10..round * 10 + 11).map(|t| (t, round as f64)).collect();
+        write(&e, "db", "a", &pts);
+        e.flush().unwrap();
+    }
+    e.delete("db", Some("m"), &TagPredicate::All, TimeRange::new(0, 5)).unwrap();
+    let before = timestamps(&e, "db");
+    let inputs = e.segment_files();
+    assert_eq!(inputs.len(), 4);
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> =
+        inputs.iter().map(|p| (p.clone(), std::fs::read(p).unwrap())).collect();
+    let report = e.compact().unwrap();
+    assert_eq!((report.partitions, report.segments_in), (1, 4));
+    let after = e.segment_files();
+    assert_eq!(after.len(), 1);
+    let name = after[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.ends_with("-g1.seg"), "{name}");
+    assert_eq!(timestamps(&e, "db"), before);
+    assert_eq!(before[0].1, (5..41).collect::<Vec<_>>());
+    // The tombstoned points are physically gone.
+    let r = crate::segment::SegmentReader::open(&after[0]).unwrap();
+    assert_eq!(r.blocks().iter().map(|b| b.count as usize).sum::<usize>(), 36);
+    assert_eq!(r.blocks()[0].min_ts, 5);
+    e.close().unwrap();
+    drop(e);
+    // A crash after the output was published but before the inputs were deleted.
+    for (p, bytes) in &saved {
+        std::fs::write(p, bytes).unwrap();
+    }
+    let e = open(dir.path());
+    assert_eq!(e.segment_files().len(), 1, "replaced inputs are deleted at open");
+    assert_eq!(timestamps(&e, "db"), before);
+    // Newer data after compaction still wins over the compacted copy.
+    write(&e, "db", "a", &[(20, 99.0)]);
+    e.flush().unwrap();
+    e.compact().unwrap();
+    let req = ScanRequest {
+        db: "db",
+        measurement: "m",
+        predicate: &TagPredicate::All,
+        fields: None,
+        range: TimeRange::inclusive(20, 20),
+    };
+    let got = e.scan(&req).unwrap();
+    assert_eq!(got[0].columns[0].values, crate::Values::F64(vec![99.0]));
+    assert!(e.segment_files()[0].to_string_lossy().ends_with("-g2.seg"));
+}
