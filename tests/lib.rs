@@ -18,6 +18,12 @@ pub mod crash_model {
         base + ((i * 37) % POINTS) as i64 * 1_000_000_000
     }
 
+    /// Time range holding exactly the `POINTS` points of batch `b` (what a delete of the batch
+    /// removes; the ten points the next batch re-writes are the same points).
+    pub fn batch_range(round: u64, b: u64) -> strata_engine::TimeRange {
+        strata_engine::TimeRange::new(ts(round, b, 0), ts(round, b + 1, 0))
+    }
+
     pub fn host(i: u64) -> String {
         format!("h{}", i % HOSTS)
     }

@@ -61,6 +61,10 @@ impl Engine {
             return Ok(0);
         }
         let _admin = self.inner.admin.lock();
+        // No compaction may run between reading `before_segment` and recording the tombstone:
+        // one that snapshotted its inputs in between could merge pre-delete data into an
+        // output newer than the tombstone without knowing the tombstone.
+        let _maintenance = self.inner.maintenance.lock();
         self.flush()?;
         let before_segment = self.inner.next_segment.load(Ordering::SeqCst);
         let n = series.len();

@@ -1,7 +1,9 @@
-//! Kill -9 the engine at random moments while it writes; every acknowledged point must be
-//! readable after recovery, with its value, exactly once.
+//! Kill -9 the engine at random moments while it writes (and, in the lifecycle variant, while
+//! it compacts, deletes and drops expired partitions); every acknowledged point must be
+//! readable after recovery, with its value, exactly once, and no acknowledged delete may be
+//! undone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,8 +18,25 @@ fn rounds() -> u64 {
 
 #[test]
 fn acknowledged_writes_survive_kill_9() {
+    run(false);
+}
+
+#[test]
+fn acknowledged_writes_and_deletes_survive_kill_9_during_compaction_and_retention() {
+    run(true);
+}
+
+/// Batches whose delete was acknowledged, and the one whose delete may have been under way.
+#[derive(Default)]
+struct Deletes {
+    done: BTreeSet<(u64, u64)>,
+    maybe: BTreeSet<(u64, u64)>,
+}
+
+fn run(lifecycle: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(if lifecycle { 0x11fe } else { 0x5eed });
+    let mut deletes = Deletes::default();
     // (round, batch) acknowledged -> must be present.
     let mut acked: Vec<(u64, u64)> = Vec::new();
     // Highest batch started per round (may or may not be present).
@@ -28,20 +47,23 @@ fn acknowledged_writes_survive_kill_9() {
             .arg(dir.path())
             .arg(round.to_string())
             .arg(sync)
+            .args(lifecycle.then_some("lifecycle"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
+            let (mut acks, mut dels) = (Vec::new(), Vec::new());
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(b) = line.strip_prefix("ACK ") {
                     acks.push(b.parse::<u64>().unwrap());
+                } else if let Some(b) = line.strip_prefix("DEL ") {
+                    dels.push(b.parse::<u64>().unwrap());
                 }
             }
-            acks
+            (acks, dels)
         });
         // Let it start and write for a random while, then kill -9.
         let deadline = Instant::now() + Duration::from_millis(rng.gen_range(150..700));
@@ -53,15 +75,22 @@ fn acknowledged_writes_survive_kill_9() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let (acks, dels) = reader.join().unwrap();
         started.push(acks.last().map_or(0, |b| b + 1));
         acked.extend(acks.iter().map(|&b| (round, b)));
-        verify(dir.path(), &acked, &started);
+        // The writer deletes batch b - 10 right after acknowledging batch b when b % 20 == 19.
+        if let Some(&last) = acks.last() {
+            if lifecycle && last % 20 == 19 && !dels.contains(&(last - 10)) {
+                deletes.maybe.insert((round, last - 10));
+            }
+        }
+        deletes.done.extend(dels.iter().map(|&b| (round, b)));
+        verify(dir.path(), &acked, &started, &deletes);
     }
     assert!(acked.len() > 20, "too few acknowledged batches to mean anything: {}", acked.len());
 }
 
-fn verify(dir: &std::path::Path, acked: &[(u64, u64)], started: &[u64]) {
+fn verify(dir: &std::path::Path, acked: &[(u64, u64)], started: &[u64], deletes: &Deletes) {
     let mut opts = EngineOptions::new(dir);
     opts.shards = 2;
     let engine = Engine::open(opts).expect("recovery must succeed after kill -9");
@@ -73,8 +102,12 @@ fn verify(dir: &std::path::Path, acked: &[(u64, u64)], started: &[u64]) {
     let mut must = BTreeMap::new();
     let mut maybe = BTreeMap::new();
     for &(round, b) in acked {
+        if deletes.done.contains(&(round, b)) {
+            continue;
+        }
+        let map = if deletes.maybe.contains(&(round, b)) { &mut maybe } else { &mut must };
         for i in 0..POINTS {
-            must.insert((host(i), ts(round, b, i)), value(round, b, i));
+            map.insert((host(i), ts(round, b, i)), value(round, b, i));
         }
     }
     for (round, &next) in started.iter().enumerate() {
