@@ -13,6 +13,7 @@
 //! What it is not: it knows no protocol (line protocol, HTTP, MQTT live in the server) and no
 //! query language (the `strata-query` crate reads through [`Engine::scan_pieces`]).
 
+pub mod backup;
 pub mod batch;
 pub mod catalog;
 pub mod codec;
