@@ -31,6 +31,30 @@ const REC_DROP_DATABASE: u8 = 4;
 const REC_DROP_SERIES: u8 = 5;
 const REC_TOMBSTONE: u8 = 6;
 const REC_RETENTION: u8 = 7;
+const REC_RULE: u8 = 8;
+const REC_DROP_RULE: u8 = 9;
+const REC_DIRTY: u8 = 10;
+const REC_CLEAN: u8 = 11;
+
+/// A downsampling rule: every `interval` of `source` (a measurement of this database) is
+/// summarised into `target` in database `target_db` (same tags; per numeric field `f`, fields
+/// `f_count`, `f_sum`, `f_min`, `f_max`, `f_mean`; time = bucket start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownsampleRule {
+    pub name: String,
+    pub source: String,
+    pub target_db: String,
+    pub target: String,
+    /// Bucket width in nanoseconds.
+    pub interval: i64,
+}
+
+/// A time range of a rule's source that changed since its rollup was last computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirtyRange {
+    pub seq: u64,
+    pub range: TimeRange,
+}
 
 /// Deleted data: points of `series` with timestamps in `range`, in segments whose sequence is
 /// below `before_segment`. Newer segments and memtables hold only data written after the delete
@@ -88,6 +112,9 @@ pub struct DatabaseMeta {
     pub series_count: u64,
     pub tombstones: Vec<Arc<Tombstone>>,
     pub retention: RetentionPolicy,
+    pub rules: Vec<DownsampleRule>,
+    /// Per rule name, ranges waiting for their rollup.
+    pub dirty: HashMap<String, Vec<DirtyRange>>,
 }
 
 #[derive(Default)]
@@ -97,6 +124,7 @@ struct State {
     next_db: u32,
     /// Indexed by `SeriesId`; `None` for dropped or never-persisted ids.
     series: Vec<Option<SeriesMeta>>,
+    next_dirty: u64,
 }
 
 struct Log {
@@ -368,6 +396,75 @@ impl Catalog {
         self.state.read().dbs.get(&db).map(|d| d.retention.clone())
     }
 
+    pub fn add_rule(&self, db: DbId, rule: DownsampleRule) {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        self.append(&mut log, |p| {
+            p.push(REC_RULE);
+            p.extend_from_slice(&db.0.to_le_bytes());
+            p.extend_from_slice(&rule.interval.to_le_bytes());
+            for s in [&rule.name, &rule.source, &rule.target_db, &rule.target] {
+                put_str16(p, s);
+            }
+        });
+        apply_rule(&mut st, db, rule);
+    }
+
+    pub fn drop_rule(&self, db: DbId, name: &str) {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        self.append(&mut log, |p| {
+            p.push(REC_DROP_RULE);
+            p.extend_from_slice(&db.0.to_le_bytes());
+            put_str16(p, name);
+        });
+        drop_rule(&mut st, db, name);
+    }
+
+    pub fn rules(&self, db: DbId) -> Vec<DownsampleRule> {
+        self.state.read().dbs.get(&db).map(|d| d.rules.clone()).unwrap_or_default()
+    }
+
+    /// Every database's rules whose source is `measurement`.
+    pub fn has_rules(&self, db: DbId) -> bool {
+        self.state.read().dbs.get(&db).is_some_and(|d| !d.rules.is_empty())
+    }
+
+    /// Records that `range` of a rule's source changed. Durable with the next [`Catalog::sync`],
+    /// which every flush runs before publishing its segments.
+    pub fn mark_dirty(&self, db: DbId, rule: &str, range: TimeRange) {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        st.next_dirty += 1;
+        let seq = st.next_dirty;
+        self.append(&mut log, |p| {
+            p.push(REC_DIRTY);
+            p.extend_from_slice(&db.0.to_le_bytes());
+            p.extend_from_slice(&seq.to_le_bytes());
+            p.extend_from_slice(&range.start.to_le_bytes());
+            p.extend_from_slice(&range.end.to_le_bytes());
+            put_str16(p, rule);
+        });
+        apply_dirty(&mut st, db, rule, DirtyRange { seq, range });
+    }
+
+    pub fn dirty(&self, db: DbId, rule: &str) -> Vec<DirtyRange> {
+        self.state.read().dbs.get(&db).and_then(|d| d.dirty.get(rule).cloned()).unwrap_or_default()
+    }
+
+    /// Forgets the dirty ranges of a rule up to sequence `through` (their rollup is written).
+    pub fn mark_clean(&self, db: DbId, rule: &str, through: u64) {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        self.append(&mut log, |p| {
+            p.push(REC_CLEAN);
+            p.extend_from_slice(&db.0.to_le_bytes());
+            p.extend_from_slice(&through.to_le_bytes());
+            put_str16(p, rule);
+        });
+        apply_clean(&mut st, db, rule, through);
+    }
+
     /// Runs `f` over a database's metadata under the read lock.
     pub fn with_db<R>(&self, db: DbId, f: impl FnOnce(&DatabaseMeta) -> R) -> Option<R> {
         self.state.read().dbs.get(&db).map(f)
@@ -458,6 +555,41 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
                 }));
             }
         }
+        REC_RULE => {
+            let short = "short rule record";
+            let db = DbId(r.u32().ok_or(short)?);
+            let interval = r.u64().ok_or(short)? as i64;
+            let mut next = || r.str16().map(str::to_owned).ok_or(short);
+            let rule = DownsampleRule {
+                name: next()?,
+                source: next()?,
+                target_db: next()?,
+                target: next()?,
+                interval,
+            };
+            apply_rule(st, db, rule);
+        }
+        REC_DROP_RULE => {
+            let db = DbId(r.u32().ok_or("short drop rule record")?);
+            let name = r.str16().ok_or("short drop rule record")?.to_owned();
+            drop_rule(st, db, &name);
+        }
+        REC_DIRTY => {
+            let short = "short dirty record";
+            let db = DbId(r.u32().ok_or(short)?);
+            let seq = r.u64().ok_or(short)?;
+            let start = r.u64().ok_or(short)? as i64;
+            let end = r.u64().ok_or(short)? as i64;
+            let rule = r.str16().ok_or(short)?.to_owned();
+            apply_dirty(st, db, &rule, DirtyRange { seq, range: TimeRange { start, end } });
+        }
+        REC_CLEAN => {
+            let short = "short clean record";
+            let db = DbId(r.u32().ok_or(short)?);
+            let through = r.u64().ok_or(short)?;
+            let rule = r.str16().ok_or(short)?.to_owned();
+            apply_clean(st, db, &rule, through);
+        }
         REC_RETENTION => {
             let short = "short retention record";
             let db = DbId(r.u32().ok_or(short)?);
@@ -475,6 +607,39 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
         _ => return Err("unknown record type"),
     }
     Ok(())
+}
+
+fn put_str16(p: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    p.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    p.extend_from_slice(s);
+}
+
+fn apply_rule(st: &mut State, db: DbId, rule: DownsampleRule) {
+    if let Some(d) = st.dbs.get_mut(&db) {
+        d.rules.retain(|r| r.name != rule.name);
+        d.rules.push(rule);
+    }
+}
+
+fn drop_rule(st: &mut State, db: DbId, name: &str) {
+    if let Some(d) = st.dbs.get_mut(&db) {
+        d.rules.retain(|r| r.name != name);
+        d.dirty.remove(name);
+    }
+}
+
+fn apply_dirty(st: &mut State, db: DbId, rule: &str, r: DirtyRange) {
+    st.next_dirty = st.next_dirty.max(r.seq);
+    if let Some(d) = st.dbs.get_mut(&db) {
+        d.dirty.entry(rule.to_owned()).or_default().push(r);
+    }
+}
+
+fn apply_clean(st: &mut State, db: DbId, rule: &str, through: u64) {
+    if let Some(v) = st.dbs.get_mut(&db).and_then(|d| d.dirty.get_mut(rule)) {
+        v.retain(|r| r.seq > through);
+    }
 }
 
 fn encode_tombstone(p: &mut Vec<u8>, db: DbId, t: &Tombstone) {

@@ -410,7 +410,13 @@ impl Engine {
     /// Points that cannot be stored (field type conflicts, series limit) are reported in the
     /// outcome; the others are written.
     pub fn write(&self, db: &str, batch: &WriteBatch) -> Result<WriteOutcome, WriteError> {
-        let inner = &*self.inner;
+        self.inner.write(db, batch)
+    }
+}
+
+impl Inner {
+    pub(crate) fn write(&self, db: &str, batch: &WriteBatch) -> Result<WriteOutcome, WriteError> {
+        let inner = self;
         if inner.poisoned.load(Ordering::Acquire) {
             return Err(WriteError::Poisoned);
         }
@@ -452,7 +458,9 @@ impl Engine {
         st.points_rejected.fetch_add(outcome.rejected.len() as u64, Ordering::Relaxed);
         Ok(outcome)
     }
+}
 
+impl Engine {
     /// Reads the matching series' columns in time order with last-write-wins applied.
     /// Resolves the series of a measurement matching `pred`, with their keys.
     pub fn series(
@@ -674,6 +682,9 @@ impl Inner {
         }
         if let Err(e) = self.enforce_retention(crate::lifecycle::now_ns()) {
             tracing::error!(error = %e, "retention enforcement failed");
+        }
+        if let Err(e) = self.run_downsampling() {
+            tracing::error!(error = %e, "downsampling failed");
         }
         match self.compact_pass(self.opts.compaction_min_segments) {
             Ok(_) | Err(LifecycleError::ShuttingDown) => {}
@@ -1016,12 +1027,45 @@ impl Inner {
         }
     }
 
+    /// Marks the time ranges a memtable holds as dirty for every downsampling rule whose
+    /// source they belong to, so the maintenance thread recomputes those rollup buckets.
+    fn mark_rollups_dirty(&self, mem: &Memtable) {
+        let mut ranges: HashMap<(DbId, String), (i64, i64)> = HashMap::new();
+        for (&id, series) in &mem.series {
+            if !self.catalog.has_rules(series.db) {
+                continue;
+            }
+            let Some(meta) = self.catalog.series(id) else { continue };
+            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+            for c in &series.columns {
+                for &t in &c.ts {
+                    lo = lo.min(t);
+                    hi = hi.max(t);
+                }
+            }
+            if lo > hi {
+                continue;
+            }
+            for rule in self.catalog.rules(series.db) {
+                if *rule.source == *meta.key.measurement {
+                    let e = ranges.entry((series.db, rule.name)).or_insert((lo, hi));
+                    *e = (e.0.min(lo), e.1.max(hi));
+                }
+            }
+        }
+        for ((db, rule), (lo, hi)) in ranges {
+            self.catalog.mark_dirty(db, &rule, TimeRange::inclusive(lo, hi));
+        }
+    }
+
     /// Writes a memtable to segment files, one per (database, partition), and publishes them.
     fn flush_memtable(&self, mem: &Memtable) -> Result<(), FlushError> {
         if mem.is_empty() {
             return Ok(());
         }
-        // Series ids in the segments must be durable in the catalog first.
+        self.mark_rollups_dirty(mem);
+        // Series ids in the segments (and the dirty marks of downsampling rules) must be
+        // durable in the catalog first.
         self.catalog.sync()?;
         type Group = Vec<(SeriesId, Arc<str>, Vec<i64>, Values)>;
         let mut groups: HashMap<(DbId, i64), (Arc<Partition>, Group)> = HashMap::new();

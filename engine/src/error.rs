@@ -158,4 +158,6 @@ pub enum LifecycleError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("writing rollups failed: {0}")]
+    Rollup(String),
 }

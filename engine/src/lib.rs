@@ -18,6 +18,7 @@ pub mod batch;
 pub mod catalog;
 pub mod codec;
 pub mod compaction;
+pub mod downsample;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
@@ -31,7 +32,7 @@ pub mod segment;
 pub mod wal;
 
 pub use batch::{PointBuilder, PointError, WriteBatch};
-pub use catalog::{RetentionPolicy, Tombstone};
+pub use catalog::{DownsampleRule, RetentionPolicy, Tombstone};
 pub use engine::{validate_db_name, Engine, EngineOptions, EngineStats, ScanRequest, WriteOutcome};
 pub use error::{
     FlushError, LifecycleError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError,

@@ -60,17 +60,27 @@ impl Engine {
         if series.is_empty() || range.is_empty() {
             return Ok(0);
         }
-        let _admin = self.inner.admin.lock();
-        // No compaction may run between reading `before_segment` and recording the tombstone:
-        // one that snapshotted its inputs in between could merge pre-delete data into an
-        // output newer than the tombstone without knowing the tombstone.
-        let _maintenance = self.inner.maintenance.lock();
-        self.flush()?;
-        let before_segment = self.inner.next_segment.load(Ordering::SeqCst);
-        let n = series.len();
-        self.inner.catalog.add_tombstone(id, Tombstone { series, range, before_segment });
-        self.inner.catalog.sync()?;
-        tracing::info!(database = db, measurement, series = n, ?range, "points deleted (tombstone recorded)");
+        let n = {
+            let _admin = self.inner.admin.lock();
+            // No compaction may run between reading `before_segment` and recording the tombstone:
+            // one that snapshotted its inputs in between could merge pre-delete data into an
+            // output newer than the tombstone without knowing the tombstone.
+            let _maintenance = self.inner.maintenance.lock();
+            self.flush()?;
+            let before_segment = self.inner.next_segment.load(Ordering::SeqCst);
+            let n = series.len();
+            self.inner.catalog.add_tombstone(id, Tombstone { series, range, before_segment });
+            self.inner.catalog.sync()?;
+            tracing::info!(
+                database = db,
+                measurement,
+                series = n,
+                ?range,
+                "points deleted (tombstone recorded)"
+            );
+            n
+        };
+        self.delete_rollups(db, measurement, pred, range)?;
         Ok(n)
     }
 
