@@ -372,6 +372,13 @@ impl Catalog {
         }
     }
 
+    /// The highest `before_segment` of any tombstone: segment numbers below it must never be
+    /// handed out again, or a tombstone would hide data written after it.
+    pub fn max_tombstone_segment(&self) -> u64 {
+        let st = self.state.read();
+        st.dbs.values().flat_map(|d| d.tombstones.iter()).map(|t| t.before_segment).max().unwrap_or(0)
+    }
+
     pub fn tombstones(&self, db: DbId) -> Vec<Arc<Tombstone>> {
         self.state.read().dbs.get(&db).map(|d| d.tombstones.clone()).unwrap_or_default()
     }

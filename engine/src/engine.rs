@@ -770,7 +770,11 @@ impl Inner {
             }
             self.dbs.write().insert(db, Arc::new(storage));
         }
-        self.next_segment.store(max_seg + 1, Ordering::Relaxed);
+        // Segment numbers only grow. The files on disk alone do not say how far they got: a
+        // compaction whose inputs were all deleted leaves no file behind, and a tombstone
+        // recorded after it still names the number the next flush would have used.
+        let next = (max_seg + 1).max(self.catalog.max_tombstone_segment());
+        self.next_segment.store(next, Ordering::Relaxed);
         Ok(())
     }
 

@@ -239,3 +239,21 @@ fn query_at_i64_max_after_flush() {
     ])
     .unwrap();
 }
+
+/// Shrunk CI failure: the delete's flush wrote segment 1 and the tombstone said "before 2";
+/// compaction then deleted everything, so no segment file was left. After a crash the next
+/// flush reused number 1 (taken from the files on disk) and the tombstone hid the point
+/// written after the delete.
+#[test]
+fn segment_numbers_are_not_reused_below_a_tombstone() {
+    run(vec![
+        Op::Write(vec![(0, 2, DAY + 7, 1), (2, 2, i64::MAX, 2)]),
+        Op::Delete { host: None, start: i64::MIN, end: 4 * DAY + 7 },
+        Op::Write(vec![(2, 1, 2_000_000_000, 3)]),
+        Op::Compact,
+        Op::Crash,
+        Op::Flush,
+        Op::Reopen,
+    ])
+    .unwrap();
+}
