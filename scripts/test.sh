@@ -15,6 +15,11 @@ if command -v python3 >/dev/null 2>&1; then
   export STRATA_TEST_PYTHON="$PWD/.venv/bin/python"
 fi
 
+# Third-party MQTT clients for the interoperability tests (tests/it/mqtt_interop.rs).
+if ! command -v mosquitto_pub >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y mosquitto mosquitto-clients >/dev/null 2>&1 || echo "warning: cannot install mosquitto-clients; MQTT interop tests will be skipped" >&2
+fi
+
 # Build the binaries once; end-to-end tests start the real `strata` binary.
 cargo build --workspace --bins
 

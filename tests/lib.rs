@@ -357,3 +357,358 @@ pub mod server {
         dbs
     }
 }
+
+pub mod mqtt {
+    //! MQTT helpers: where a started server's MQTT listeners are (read from the line the
+    //! binary prints once listening, `MQTT listening on mqtt://ADDR` / `mqtts://ADDR`), and
+    //! raw packet I/O with rumqttc's codec for tests that need exact control of the bytes.
+
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use rumqttc::mqttbytes::v4::{self, Packet};
+
+    use crate::server::StrataServer;
+
+    fn listening_addr(server: &StrataServer, scheme: &str) -> Option<SocketAddr> {
+        let needle = format!("MQTT listening on {scheme}://");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = server.log();
+            if let Some(rest) = log.lines().find_map(|l| l.split(needle.as_str()).nth(1)) {
+                return rest.trim().parse().ok();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The plain MQTT listener's address.
+    pub fn mqtt_addr(server: &StrataServer) -> SocketAddr {
+        listening_addr(server, "mqtt")
+            .unwrap_or_else(|| panic!("no MQTT listener in the log:\n{}", server.log()))
+    }
+
+    /// The MQTT-over-TLS listener's address.
+    pub fn mqtt_tls_addr(server: &StrataServer) -> SocketAddr {
+        listening_addr(server, "mqtts")
+            .unwrap_or_else(|| panic!("no MQTT TLS listener in the log:\n{}", server.log()))
+    }
+
+    /// A raw MQTT 3.1.1 connection: packets written and read with rumqttc's codec.
+    pub struct RawClient {
+        pub stream: TcpStream,
+        buf: bytes::BytesMut,
+    }
+
+    impl RawClient {
+        pub fn connect(addr: SocketAddr) -> RawClient {
+            let stream = TcpStream::connect(addr).expect("connect to the MQTT listener");
+            stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            RawClient { stream, buf: bytes::BytesMut::new() }
+        }
+
+        pub fn send(&mut self, p: &Packet) {
+            let mut out = bytes::BytesMut::new();
+            match p {
+                Packet::Connect(c) => c.write(&mut out),
+                Packet::Publish(c) => c.write(&mut out),
+                Packet::PubAck(c) => c.write(&mut out),
+                Packet::Subscribe(c) => c.write(&mut out),
+                Packet::PingReq => v4::PingReq.write(&mut out),
+                Packet::Disconnect => v4::Disconnect.write(&mut out),
+                other => panic!("RawClient cannot send {other:?}"),
+            }
+            .expect("encode");
+            self.stream.write_all(&out).expect("write");
+        }
+
+        pub fn send_bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+            self.stream.write_all(b)
+        }
+
+        /// The next packet, or `None` when the server closed the connection (or the read
+        /// timed out).
+        pub fn recv(&mut self) -> Option<Packet> {
+            loop {
+                match v4::read(&mut self.buf, 1 << 20) {
+                    Ok(p) => return Some(p),
+                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                    Err(e) => panic!("server sent a malformed packet: {e}"),
+                }
+                let mut chunk = [0u8; 4096];
+                match self.stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+
+        /// Connects as `client_id` and returns the CONNACK's code.
+        pub fn handshake(
+            &mut self,
+            client_id: &str,
+            keep_alive: u16,
+            login: Option<(&str, &str)>,
+        ) -> v4::ConnectReturnCode {
+            let mut c = v4::Connect::new(client_id);
+            c.keep_alive = keep_alive;
+            if let Some((u, p)) = login {
+                c.set_login(u, p);
+            }
+            self.send(&Packet::Connect(c));
+            match self.recv() {
+                Some(Packet::ConnAck(a)) => a.code,
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+        }
+    }
+}
+
+pub mod fake_http {
+    //! A minimal HTTP/1.1 server for client tests: answers each request with what a handler
+    //! returns and records the requests. One request per connection (`Connection: close`).
+
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    /// A request as received.
+    #[derive(Debug, Clone)]
+    pub struct Request {
+        pub method: String,
+        /// Path and query string.
+        pub target: String,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl Request {
+        /// A parameter from the query string or a form body (percent-decoded).
+        pub fn param(&self, name: &str) -> Option<String> {
+            let query = self.target.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
+            let body = String::from_utf8_lossy(&self.body).into_owned();
+            for part in query.split('&').chain(body.split('&')) {
+                if let Some((k, v)) = part.split_once('=') {
+                    if k == name {
+                        return Some(percent_decode(v));
+                    }
+                }
+            }
+            None
+        }
+
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                    out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                    i += 2;
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    type Handler = dyn Fn(&Request) -> (u16, String) + Send + Sync;
+
+    /// Stops and joins its thread on drop.
+    pub struct FakeServer {
+        pub addr: SocketAddr,
+        pub requests: Arc<Mutex<Vec<Request>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl FakeServer {
+        pub fn start(handler: impl Fn(&Request) -> (u16, String) + Send + Sync + 'static) -> FakeServer {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let addr = listener.local_addr().expect("addr");
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let handler: Arc<Handler> = Arc::new(handler);
+            let (reqs, stopped) = (requests.clone(), stop.clone());
+            let thread = std::thread::spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                            if let Some(req) = read_request(&stream) {
+                                let (status, body) = handler(&req);
+                                reqs.lock().expect("lock").push(req);
+                                let mut s = &stream;
+                                let _ = write!(
+                                    s,
+                                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                let _ = s.flush();
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+            FakeServer { addr, requests, stop, thread: Some(thread) }
+        }
+
+        pub fn url(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        pub fn requests(&self) -> Vec<Request> {
+            self.requests.lock().expect("lock").clone()
+        }
+    }
+
+    impl Drop for FakeServer {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
+        let mut r = BufReader::new(stream);
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        let mut parts = line.split_whitespace();
+        let method = parts.next()?.to_owned();
+        let target = parts.next()?.to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).ok()?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':')?;
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).ok()?;
+        Some(Request { method, target, headers, body })
+    }
+}
+
+pub mod pty {
+    //! Running a command on a pseudo-terminal, for interactive prompts.
+
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A child whose stdin, stdout and stderr are the slave side of a pty.
+    pub struct Pty {
+        pub child: Child,
+        master: File,
+        /// Everything read so far.
+        pub output: String,
+    }
+
+    impl Pty {
+        pub fn spawn(mut cmd: Command) -> Pty {
+            let (mut master, mut slave) = (0, 0);
+            // SAFETY: openpty writes two fds into the given pointers; the name, termios and
+            // winsize arguments may be null.
+            let rc = unsafe {
+                libc::openpty(
+                    &mut master,
+                    &mut slave,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(rc, 0, "openpty failed");
+            // SAFETY: both fds were just returned by openpty and are owned by nobody else.
+            let (master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+            let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup pty slave"));
+            cmd.stdin(io(&slave)).stdout(io(&slave)).stderr(io(&slave));
+            let child = cmd.spawn().expect("spawn on pty");
+            drop(slave);
+            Pty { child, master, output: String::new() }
+        }
+
+        pub fn send(&mut self, line: &str) {
+            self.master.write_all(line.as_bytes()).expect("write to pty");
+            self.master.write_all(b"\n").expect("write to pty");
+        }
+
+        /// Reads until `needle` appears in the output after `from` (byte offset), or panics
+        /// after `timeout`. Returns the offset just past the match.
+        pub fn expect(&mut self, needle: &str, from: usize, timeout: Duration) -> usize {
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(i) = self.output.get(from..).and_then(|s| s.find(needle)) {
+                    return from + i + needle.len();
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(
+                    !left.is_zero(),
+                    "{needle:?} did not appear within {timeout:?}; output:\n{}",
+                    self.output
+                );
+                let mut pfd = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&self.master),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(100) as libc::c_int) };
+                if n > 0 {
+                    let mut buf = [0u8; 4096];
+                    match self.master.read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            assert!(
+                                self.output.get(from..).is_some_and(|s| s.contains(needle)),
+                                "pty closed before {needle:?}; output:\n{}",
+                                self.output
+                            );
+                        }
+                        Ok(k) => self.output.push_str(&String::from_utf8_lossy(&buf[..k])),
+                    }
+                }
+            }
+        }
+    }
+
+    impl Drop for Pty {
+        fn drop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+    }
+}

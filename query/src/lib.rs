@@ -1,9 +1,8 @@
-//! strata-query: Strata's query language, an InfluxQL subset, from text to a
-//! typed syntax tree (and, later, plans and results).
+//! strata-query: Strata's query language, an InfluxQL subset, from text to results.
 //!
 //! Grafana's InfluxDB data source, the Python `influxdb` client and most IoT
-//! dashboards speak InfluxQL, so the grammar, literals and error messages
-//! follow InfluxQL (<https://docs.influxdata.com/influxdb/v1/query_language/spec/>).
+//! dashboards speak InfluxQL, so the grammar, literals, error messages and result
+//! shapes follow InfluxQL (<https://docs.influxdata.com/influxdb/v1/query_language/spec/>).
 //! The language is documented in `docs/query-language.md`.
 //!
 //! Layout, in the order a query flows through it:
@@ -11,17 +10,27 @@
 //! - [`parser`]: tokens to [`ast::Statement`]s; [`parse_query`] is the single
 //!   entry point for untrusted text, with bounded input size, nesting depth
 //!   and regex size, and positioned [`ParseError`]s;
-//! - [`ast`]: the syntax tree, its `Display` (prints query text that parses
-//!   back to the same tree), time and duration literals, and the condition
-//!   helpers a planner needs (time-range extraction, tag/field predicate
-//!   split).
+//! - [`ast`]: the syntax tree, its `Display`, time and duration literals, and the
+//!   condition helpers (time-range extraction, tag/field predicate split);
+//! - [`exec`]: planning and execution against the engine's streaming scan
+//!   (`exec::{select, agg, eval, transform, meta, source, tz}`), bounded by [`QueryLimits`];
+//! - [`result`]: what statements return; [`encode`]: InfluxDB 1.x JSON and CSV.
 //!
-//! What this crate is not: it does not read or write data itself; execution
-//! goes through the engine's scan API.
+//! What this crate is not: it knows no HTTP (the server's `/query` handler parses the
+//! request and calls [`execute`]) and stores nothing itself.
 
 pub mod ast;
+pub mod encode;
+pub mod error;
+pub mod exec;
 pub mod lexer;
+pub mod limits;
 pub mod parser;
+pub mod result;
 
 pub use ast::{Query, Statement};
+pub use error::QueryError;
+pub use exec::{execute, execute_statement, QueryContext};
+pub use limits::QueryLimits;
 pub use parser::{parse_query, ParseError};
+pub use result::{Epoch, Series, StatementResult, Value};

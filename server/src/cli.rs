@@ -1,4 +1,6 @@
-//! The command line: `strata [serve]` and `strata token create|list|revoke`.
+//! The command line: `strata [serve]` and `strata token create|list|revoke`, plus the client
+//! and offline commands in `cli/`: `query`, `write`, `import`, `export` (over HTTP) and
+//! `inspect` (a data directory).
 //!
 //! Flags are the highest-precedence configuration source; each maps to a config key (see
 //! [`ServeArgs::overrides`]), and `--set KEY=VALUE` reaches every other key.
@@ -8,6 +10,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Override;
+
+pub mod export;
+pub mod inspect;
+pub mod query;
+pub mod remote;
+pub mod write;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +41,16 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run InfluxQL against a running server: one-shot with -e, or an interactive prompt.
+    Query(query::QueryArgs),
+    /// Write line protocol from a file or stdin to a running server.
+    Write(write::WriteArgs),
+    /// Import line protocol or CSV from a file into a running server (with progress).
+    Import(write::ImportArgs),
+    /// Export a database from a running server as line protocol or CSV.
+    Export(export::ExportArgs),
+    /// Offline: summarize a data directory and optionally verify every checksum.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Where the configuration comes from; shared by every command.
@@ -96,6 +114,9 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or strata_server=debug [key: log.level; RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Log format: text (human-readable) or json (one object per line) [key: log.format].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Once listening, write {"http": "HOST:PORT", "scheme": "http"} to this file (for
     /// scripts and tests that listen on port 0).
     #[arg(long, value_name = "FILE")]
@@ -123,6 +144,7 @@ impl ServeArgs {
             "--insecure-allow-no-auth",
         );
         push("log.level", self.log_level.clone(), "--log-level");
+        push("log.format", self.log_format.clone(), "--log-format");
         Ok(out)
     }
 }

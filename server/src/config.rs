@@ -39,6 +39,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub query: QueryConfig,
 }
 
 impl Default for Config {
@@ -51,6 +52,39 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+/// Limits of `/query` requests (`[query]`); 0 turns a limit off. Documented in
+/// `docs/configuration.md`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Wall-clock time a request's statements may take together. Default 60 s.
+    pub timeout: HumanDuration,
+    /// Series one statement may read. Default 1,000,000.
+    pub max_series: u64,
+    /// Points one statement may read (decoded or from block statistics). Default 0 (off).
+    pub max_points_scanned: u64,
+    /// Rows one statement may return; also caps `GROUP BY time` buckets. Default 10,000,000.
+    pub max_points_returned: u64,
+    /// Intermediate memory one statement may hold (estimated). Default 1 GiB.
+    pub max_memory: ByteSize,
+    /// Rows per chunk with `chunked=true` when the request gives no `chunk_size`. Default 10000.
+    pub chunk_size: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout: HumanDuration::secs(60),
+            max_series: 1_000_000,
+            max_points_scanned: 0,
+            max_points_returned: 10_000_000,
+            max_memory: ByteSize::mib(1024),
+            chunk_size: 10_000,
         }
     }
 }
@@ -92,20 +126,8 @@ impl HttpConfig {
     }
 }
 
-/// The MQTT listener. Reserved: the MQTT broker endpoint is not implemented yet; the key is
-/// validated so configurations written today keep working.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MqttConfig {
-    /// `host:port`. Default `127.0.0.1:1883`.
-    pub addr: String,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig { addr: "127.0.0.1:1883".into() }
-    }
-}
+/// The MQTT listener: defined beside it, in `mqtt/config.rs`.
+pub use crate::mqtt::config::MqttConfig;
 
 /// When acknowledged writes reach stable storage; see [`SyncPolicy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +212,25 @@ pub struct LimitsConfig {
     pub write_memory: ByteSize,
     /// How long a request waits for write memory before 503. Default 1 s.
     pub write_memory_wait: HumanDuration,
+    /// Per-client write rate on the write routes, in `client_write_rate_unit` per second; a
+    /// client is a token (auth on) or an IP address (auth off). Over it: 429 with
+    /// `Retry-After`. 0 turns the limit off. Default 0 (off).
+    pub client_write_rate: f64,
+    /// What `client_write_rate` counts: `points` (charged once the body is decoded) or
+    /// `requests`. Default `points`.
+    pub client_write_rate_unit: RateUnit,
+    /// Most units a client may spend at once after being idle; 0 means one second's worth of
+    /// `client_write_rate`. Default 0.
+    pub client_write_burst: f64,
+}
+
+/// The unit of `limits.client_write_rate`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateUnit {
+    #[default]
+    Points,
+    Requests,
 }
 
 impl Default for LimitsConfig {
@@ -207,6 +248,9 @@ impl Default for LimitsConfig {
             max_errors_reported: 100,
             write_memory: ByteSize::mib(256),
             write_memory_wait: HumanDuration::secs(1),
+            client_write_rate: 0.0,
+            client_write_rate_unit: RateUnit::Points,
+            client_write_burst: 0.0,
         }
     }
 }
@@ -407,6 +451,7 @@ impl Config {
                 Err(e) => return bad(key, format!("{addr:?} is not a host:port address: {e}")),
             }
         }
+        self.mqtt.validate()?;
         if self.http.tls_cert.as_os_str().is_empty() != self.http.tls_key.as_os_str().is_empty() {
             let key = if self.http.tls_key.as_os_str().is_empty() { "http.tls_key" } else { "http.tls_cert" };
             return bad(key, "http.tls_cert and http.tls_key must be set together".into());
@@ -469,6 +514,12 @@ impl Config {
                     ByteSize(min_memory)
                 ),
             );
+        }
+        if !(l.client_write_rate.is_finite() && l.client_write_rate >= 0.0) {
+            return bad("limits.client_write_rate", "must be a number >= 0 (0 turns the limit off)".into());
+        }
+        if !(l.client_write_burst.is_finite() && l.client_write_burst >= 0.0) {
+            return bad("limits.client_write_burst", "must be a number >= 0".into());
         }
         if l.write_memory.bytes() >> 10 > u64::from(u32::MAX) {
             return bad("limits.write_memory", "must be less than 4TiB".into());

@@ -4,7 +4,8 @@
 //! - `POST /api/v2/write`, `POST /write`, `POST /api/v1/json`: writes ([`write`]);
 //! - `GET|POST /query`: queries ([`query`]);
 //! - `GET|POST /api/v1/databases`, `POST /api/v2/buckets`: databases ([`admin`]);
-//! - `GET|HEAD /ping`, `GET /health`, `GET /ready`: liveness ([`health`]).
+//! - `GET|HEAD /ping`, `GET /health`, `GET /ready`: liveness ([`health`]);
+//! - `GET /metrics`: Prometheus text format ([`metrics`]).
 //!
 //! Every response passes through [`observe`], which gives the request an id (a tracing span
 //! field and the `X-Request-Id` header), counts it by route and status, and adds the
@@ -14,6 +15,8 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod metrics;
+pub mod mqtt;
 pub mod query;
 pub mod write;
 
@@ -51,6 +54,10 @@ pub struct Shared {
     pub started: SystemTime,
     /// Set when shutdown begins: `/ready` answers 503 from then on.
     pub shutting_down: AtomicBool,
+    /// The MQTT listener's state, once it runs (for the `/api/v1/mqtt` routes).
+    pub mqtt: std::sync::OnceLock<Arc<crate::mqtt::Broker>>,
+    /// Per-client write rate limits (`limits.client_write_rate`).
+    pub rate_limit: crate::ratelimit::RateLimiter,
     request_ids: AtomicU64,
     /// Random per process, so ids from two runs do not collide in aggregated logs.
     request_id_prefix: u32,
@@ -75,11 +82,13 @@ impl Shared {
                 metrics.clone(),
             ),
             limits: PointLimits::from_config(l),
+            rate_limit: crate::ratelimit::RateLimiter::from_config(l),
             engine,
             auth,
             metrics,
             started: SystemTime::now(),
             shutting_down: AtomicBool::new(false),
+            mqtt: std::sync::OnceLock::new(),
             request_ids: AtomicU64::new(1),
             request_id_prefix: rand::random(),
             config,
@@ -118,6 +127,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(health::ping).head(health::ping))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
+        .merge(mqtt::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -133,9 +144,12 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
     let n = st.request_ids.fetch_add(1, Ordering::Relaxed);
     let id = format!("{:08x}-{n:x}", st.request_id_prefix);
     let route = Route::from_path(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    // The peer's address and port identify the connection (keep-alive requests share it).
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
     let span = tracing::info_span!(
         "http",
         id = %id,
+        conn = peer.map(tracing::field::display),
         method = %req.method(),
         path = %req.uri().path(),
         token = tracing::field::Empty,
@@ -144,6 +158,7 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     st.metrics.http.record(route, status);
+    st.metrics.http.durations[route as usize].observe(start.elapsed());
     let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
     if resp.status().is_server_error() {
         tracing::warn!(parent: &span, status, elapsed_ms, "request failed");

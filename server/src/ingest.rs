@@ -20,6 +20,18 @@ use strata_engine::{RejectReason, WriteBatch, WriteOutcome};
 use crate::config::LimitsConfig;
 use crate::metrics::{IngestMetrics, LineReject};
 
+/// What a protocol front end adds to every point it decodes (the MQTT listener's topic
+/// mapping). The default adds nothing, which is what HTTP uses.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PointContext<'a> {
+    /// Measurement of JSON points that name none; also enables the flat JSON shape
+    /// (`{"ts": .., "temperature": 21.5, "tags": {..}}`, see `docs/mqtt.md`).
+    pub measurement: Option<&'a str>,
+    /// A tag added to every point. A point that carries the same tag key with another value
+    /// is refused (`invalid_point`): a device cannot write as another device.
+    pub tag: Option<(&'a str, &'a str)>,
+}
+
 /// The per-point limits (a copy of the `limits.*` keys that apply to single points).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PointLimits {

@@ -13,11 +13,11 @@
 //! - [`auth`]: tokens, scopes, the tokens file.
 //! - [`budget`]: the write-memory budget that bounds what in-flight requests hold.
 //! - [`ingest`]: line protocol and JSON to a `WriteBatch`, with per-point limits.
-//! - [`metrics`]: counters for `/metrics`.
+//! - [`metrics`]: counters for `/metrics`; [`ratelimit`]: per-client write rate limits.
+//! - [`mqtt`]: the MQTT listener (devices publish telemetry; `docs/mqtt.md`).
 //!
 //! What it is not: the storage engine (`strata-engine`), the line-protocol parser
-//! (`strata-lineproto`) or the query language (`strata-query`). MQTT is not implemented yet;
-//! `mqtt.addr` is reserved in the configuration.
+//! (`strata-lineproto`) or the query language (`strata-query`).
 
 pub mod auth;
 pub mod budget;
@@ -26,6 +26,8 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod mqtt;
+pub mod ratelimit;
 pub mod server;
 pub mod tls;
 

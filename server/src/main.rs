@@ -17,6 +17,11 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Token { command }) => token(command),
+        Some(Command::Query(a)) => strata_server::cli::query::run(a),
+        Some(Command::Write(a)) => strata_server::cli::write::run_write(a),
+        Some(Command::Import(a)) => strata_server::cli::write::run_import(a),
+        Some(Command::Export(a)) => strata_server::cli::export::run(a),
+        Some(Command::Inspect(a)) => strata_server::cli::inspect::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,11 +68,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
-        let listeners = Listeners::bind(&config)
-            .with_context(|| format!("cannot listen on {} (http.addr)", config.http.addr))?;
-        tracing::info!(addr = %config.mqtt.addr, "MQTT is not implemented yet: mqtt.addr is reserved");
+        let listeners = Listeners::bind(&config).with_context(|| {
+            format!("cannot listen on {} (http.addr) or {} (mqtt.addr)", config.http.addr, config.mqtt.addr)
+        })?;
         let server = Server::start(config, listeners).await?;
         println!("HTTP listening on {}://{}", server.scheme(), server.http_addr());
+        if let Some(a) = server.mqtt_addr() {
+            println!("MQTT listening on mqtt://{a}");
+        }
+        if let Some(a) = server.mqtt_tls_addr() {
+            println!("MQTT listening on mqtts://{a}");
+        }
         if let Some(path) = &args.ready_file {
             write_ready_file(path, &server).with_context(|| format!("--ready-file {}", path.display()))?;
         }
@@ -79,7 +90,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `{"http": "127.0.0.1:8086", "scheme": "http"}`, written to a temporary file and renamed so a
 /// reader never sees half of it.
 fn write_ready_file(path: &Path, server: &Server) -> std::io::Result<()> {
-    let body = serde_json::json!({ "http": server.http_addr().to_string(), "scheme": server.scheme() });
+    let mut body = serde_json::json!({ "http": server.http_addr().to_string(), "scheme": server.scheme() });
+    if let Some(a) = server.mqtt_addr() {
+        body["mqtt"] = a.to_string().into();
+    }
+    if let Some(a) = server.mqtt_tls_addr() {
+        body["mqtt_tls"] = a.to_string().into();
+    }
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(&tmp, path)

@@ -5,8 +5,12 @@
 //! Label sets are closed enums ([`LineReject`], [`RequestReject`], [`Route`]) indexing fixed
 //! arrays, so recording never allocates or locks.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 /// Why a line (or JSON point) of a write request was refused; the rest of the request was
 /// still written.
@@ -80,10 +84,12 @@ pub enum RequestReject {
     Overloaded,
     /// Shutting down, poisoned engine or I/O error: 5xx.
     Unavailable,
+    /// The client is over `limits.client_write_rate`: 429.
+    RateLimited,
 }
 
 impl RequestReject {
-    pub const ALL: [RequestReject; 9] = [
+    pub const ALL: [RequestReject; 10] = [
         RequestReject::BodyTooLarge,
         RequestReject::BodyTimeout,
         RequestReject::BadRequest,
@@ -93,6 +99,7 @@ impl RequestReject {
         RequestReject::WriteMemory,
         RequestReject::Overloaded,
         RequestReject::Unavailable,
+        RequestReject::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +113,7 @@ impl RequestReject {
             RequestReject::WriteMemory => "write_memory",
             RequestReject::Overloaded => "overloaded",
             RequestReject::Unavailable => "unavailable",
+            RequestReject::RateLimited => "rate_limited",
         }
     }
 }
@@ -223,6 +231,8 @@ impl IngestMetrics {
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
     requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
+    /// Time from the request's arrival to its response's headers, by route.
+    pub durations: [Histogram; Route::ALL.len()],
 }
 
 impl HttpMetrics {
@@ -242,6 +252,10 @@ impl HttpMetrics {
 pub struct Metrics {
     pub ingest: IngestMetrics,
     pub http: HttpMetrics,
+    /// MQTT listener counters (defined in `mqtt/metrics.rs`).
+    pub mqtt: crate::mqtt::metrics::MqttMetrics,
+    /// Acknowledged ingest by protocol and database.
+    pub ingest_by_db: IngestByDb,
 }
 
 impl Metrics {
@@ -290,6 +304,7 @@ impl Metrics {
         for r in RequestReject::ALL {
             let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", r.as_str(), i.requests_rejected(r));
         }
+        self.mqtt.encode_prometheus(out);
         let name = "strata_http_requests_total";
         let _ = writeln!(out, "# HELP {name} HTTP requests by route and status.\n# TYPE {name} counter");
         for route in Route::ALL {
@@ -299,6 +314,117 @@ impl Metrics {
                     let status = if *status == 0 { "other".to_string() } else { status.to_string() };
                     let _ = writeln!(out, "{name}{{route=\"{}\",status=\"{status}\"}} {n}", route.as_str());
                 }
+            }
+        }
+        let name = "strata_http_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from request arrival to response headers, by route.\n# TYPE {name} histogram"
+        );
+        for route in Route::ALL {
+            let h = &self.http.durations[route as usize];
+            if h.count() > 0 {
+                h.encode(out, name, &format!("route=\"{}\"", route.as_str()));
+            }
+        }
+        self.ingest_by_db.encode_prometheus(out);
+    }
+}
+
+/// Upper bounds of the duration histograms, in seconds: 100 us to 10 s, about 2.5x apart. Fixed
+/// so that series from different servers and versions aggregate.
+pub const DURATION_BUCKETS: [f64; 13] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5, 10.0];
+
+/// A Prometheus histogram with the fixed [`DURATION_BUCKETS`]: lock-free, one atomic add per
+/// observation plus one for the sum.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last slot is `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let slot = DURATION_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Writes the `_bucket` (cumulative), `_sum` and `_count` samples; `labels` is
+    /// `key="value",...` or empty. The `# TYPE` line is the caller's.
+    pub fn encode(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let le = DURATION_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+        }
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+}
+
+/// Escapes a label value for the text format (backslash, double quote, newline).
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Acknowledged points, field values and body bytes by protocol (`line`, `json`, `mqtt`) and
+/// database. A map under a mutex, touched once per request (not per point); its size is the
+/// number of databases, which operators bound.
+#[derive(Debug, Default)]
+pub struct IngestByDb {
+    map: Mutex<BTreeMap<(&'static str, String), [u64; 3]>>,
+}
+
+impl IngestByDb {
+    pub fn record(&self, protocol: &'static str, db: &str, points: u64, values: u64, bytes: u64) {
+        let mut map = self.map.lock();
+        let slot = map.entry((protocol, db.to_owned())).or_default();
+        slot[0] += points;
+        slot[1] += values;
+        slot[2] += bytes;
+    }
+
+    /// (points, values, bytes) recorded for `protocol` and `db`.
+    pub fn get(&self, protocol: &'static str, db: &str) -> [u64; 3] {
+        self.map.lock().get(&(protocol, db.to_owned())).copied().unwrap_or_default()
+    }
+
+    pub fn encode_prometheus(&self, out: &mut String) {
+        let map = self.map.lock().clone();
+        let metrics = [
+            ("strata_ingest_database_points_total", "Points acknowledged, by protocol and database."),
+            ("strata_ingest_database_values_total", "Field values acknowledged, by protocol and database."),
+            (
+                "strata_ingest_database_bytes_total",
+                "Write body bytes (decoded) of acknowledged requests, by protocol and database.",
+            ),
+        ];
+        for (i, (name, help)) in metrics.iter().enumerate() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((protocol, db), v) in &map {
+                let _ =
+                    writeln!(out, "{name}{{protocol=\"{protocol}\",db=\"{}\"}} {}", escape_label(db), v[i]);
             }
         }
     }
@@ -347,5 +473,23 @@ mod tests {
             out.contains("strata_http_requests_total{route=\"/api/v2/write\",status=\"other\"} 1"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.encode(&mut out, "x_seconds", "route=\"/a\"");
+        assert!(out.contains("x_seconds_bucket{route=\"/a\",le=\"0.0001\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{route=\"/a\",le=\"0.0025\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{route=\"/a\",le=\"0.005\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{route=\"/a\",le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{route=\"/a\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_count{route=\"/a\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_sum{route=\"/a\"} 60.00305\n"), "{out}");
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

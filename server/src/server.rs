@@ -26,13 +26,25 @@ const TOKENS_RELOAD_EVERY: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Listeners {
     pub http: TcpListener,
+    /// The MQTT listener (`mqtt.addr`), when `mqtt.enabled`.
+    pub mqtt: Option<TcpListener>,
+    /// The MQTT-over-TLS listener (`mqtt.tls_addr`), when set.
+    pub mqtt_tls: Option<TcpListener>,
 }
 
 impl Listeners {
     /// Binds the addresses of `config`.
     pub fn bind(config: &Config) -> std::io::Result<Listeners> {
-        let addrs: Vec<SocketAddr> = config.http.addr.to_socket_addrs()?.collect();
-        Ok(Listeners { http: TcpListener::bind(&addrs[..])? })
+        let bind = |addr: &str| -> std::io::Result<TcpListener> {
+            let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+            TcpListener::bind(&addrs[..])
+        };
+        let m = &config.mqtt;
+        Ok(Listeners {
+            http: bind(&config.http.addr)?,
+            mqtt: if m.enabled { Some(bind(&m.addr)?) } else { None },
+            mqtt_tls: if m.enabled && !m.tls_addr.is_empty() { Some(bind(&m.tls_addr)?) } else { None },
+        })
     }
 }
 
@@ -58,6 +70,8 @@ pub enum ServeError {
     Close(#[from] FlushError),
     #[error("server task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttStartError),
 }
 
 /// A running server.
@@ -68,6 +82,7 @@ pub struct Server {
     handle: axum_server::Handle,
     serve: JoinHandle<std::io::Result<()>>,
     reload: JoinHandle<()>,
+    mqtt: Option<crate::mqtt::MqttServer>,
 }
 
 impl std::fmt::Debug for Server {
@@ -108,7 +123,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let state: AppState =
             Arc::new(Shared::new(Arc::new(engine), Arc::new(config), auth.clone(), metrics));
-        let app = http::router(state.clone()).into_make_service();
+        let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = axum_server::Handle::new();
         let listener = listeners.http;
         let serve = match tls.clone() {
@@ -127,6 +142,19 @@ impl Server {
             };
             return Err(ServeError::Listener(err));
         }
+        let mqtt = match listeners.mqtt {
+            Some(l) => {
+                let addr = l.local_addr().map_err(ServeError::Listener)?;
+                let st = &state.config.auth;
+                if !st.enabled && !addr.ip().is_loopback() && !st.insecure_allow_no_auth {
+                    return Err(ServeError::InsecureNoAuth { addr });
+                }
+                let m = crate::mqtt::MqttServer::start(&state, l, listeners.mqtt_tls)?;
+                let _ = state.mqtt.set(m.broker().clone());
+                Some(m)
+            }
+            None => None,
+        };
         let reload = tokio::spawn(async move {
             let mut tick = tokio::time::interval(TOKENS_RELOAD_EVERY);
             loop {
@@ -144,7 +172,7 @@ impl Server {
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(addr = %http_addr, scheme, auth = state.auth.enabled(), "HTTP listening");
-        Ok(Server { state, http_addr, tls: tls.is_some(), handle, serve, reload })
+        Ok(Server { state, http_addr, tls: tls.is_some(), handle, serve, reload, mqtt })
     }
 
     /// The address the HTTP listener is bound to.
@@ -159,6 +187,16 @@ impl Server {
         } else {
             "http"
         }
+    }
+
+    /// The address the MQTT listener is bound to, if it runs.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().map(crate::mqtt::MqttServer::addr)
+    }
+
+    /// The address the MQTT-over-TLS listener is bound to, if it runs.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().and_then(crate::mqtt::MqttServer::tls_addr)
     }
 
     /// The handlers' shared state (engine, metrics, ...).
@@ -187,6 +225,10 @@ impl Server {
             }
         };
         self.reload.abort();
+        if let Some(m) = self.mqtt.take() {
+            // MQTT connections finish the batch they are writing (and acknowledge it) first.
+            m.shutdown(self.state.config.http.shutdown_timeout.get()).await;
+        }
         let engine = self.state.engine.clone();
         let closed = tokio::task::spawn_blocking(move || engine.close())
             .await

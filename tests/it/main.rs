@@ -1,6 +1,9 @@
 //! End-to-end tests, one test binary (see `tests/lib.rs` for helpers).
 
 mod cli_config;
+mod cli_export;
+mod cli_query;
+mod cli_write;
 mod engine_crash;
 mod http_auth;
 mod http_backpressure;
@@ -10,3 +13,13 @@ mod http_limits;
 mod http_shutdown;
 mod http_tls;
 mod http_write;
+mod loadgen;
+mod mqtt_crash;
+mod mqtt_ingest;
+mod mqtt_interop;
+mod mqtt_sessions;
+mod mqtt_tls;
+mod ops_logs;
+mod ops_metrics;
+mod ops_ratelimit;
+mod query_http;

@@ -59,6 +59,9 @@ pub enum ApiError {
     /// 503 with `Retry-After`: the engine's flushing is behind.
     #[error("server is overloaded: storage cannot keep up, retry later")]
     Overloaded,
+    /// 429 with `Retry-After`: the client is over `limits.client_write_rate`.
+    #[error(transparent)]
+    RateLimited(#[from] crate::ratelimit::RateLimited),
     /// 503 with `Retry-After`: shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -94,6 +97,7 @@ impl ApiError {
             ApiError::WriteMemoryExhausted | ApiError::Overloaded | ApiError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
@@ -110,6 +114,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "request too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "too many requests",
             StatusCode::NOT_IMPLEMENTED => "not implemented",
             _ => "internal error",
         }
@@ -129,6 +134,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => RequestReject::BodyTooLarge,
             ApiError::WriteMemoryExhausted => RequestReject::WriteMemory,
             ApiError::Overloaded => RequestReject::Overloaded,
+            ApiError::RateLimited(_) => RequestReject::RateLimited,
             ApiError::ShuttingDown | ApiError::Internal(_) => RequestReject::Unavailable,
         })
     }
@@ -154,7 +160,9 @@ impl IntoResponse for ApiError {
         };
         let body = Body { code: self.code(), message: &message, error: &message, partial };
         let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        if let ApiError::RateLimited(r) = &self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         if status == StatusCode::UNAUTHORIZED {
@@ -205,11 +213,15 @@ mod tests {
             (ApiError::from(WriteError::Overloaded), 503),
             (ApiError::from(WriteError::Poisoned), 500),
             (ApiError::WriteMemoryExhausted, 503),
+            (ApiError::from(crate::ratelimit::RateLimited { retry_after_secs: 7 }), 429),
         ];
         for (e, want) in cases {
             let resp = e.into_response();
             assert_eq!(resp.status().as_u16(), want);
-            assert_eq!(resp.headers().contains_key(header::RETRY_AFTER), want == 503);
+            assert_eq!(resp.headers().contains_key(header::RETRY_AFTER), want == 503 || want == 429);
+            if want == 429 {
+                assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
+            }
         }
     }
 }

@@ -9,12 +9,13 @@
 //! the async workers.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -29,6 +30,7 @@ use crate::auth::Access;
 use crate::budget::Reservation;
 use crate::config::ByteSize;
 use crate::ingest::{self, Format};
+use crate::ratelimit::ClientKey;
 
 /// Query parameters of `POST /api/v2/write`.
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +70,7 @@ pub struct JsonParams {
 pub async fn write_v2(
     State(st): State<AppState>,
     params: Result<Query<V2Params>, QueryRejection>,
+    peer: Option<ConnectInfo<SocketAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -76,7 +79,7 @@ pub async fn write_v2(
         let bucket = required(p.bucket, "bucket")?;
         let db = bucket.split('/').next().unwrap_or_default();
         let precision = parse_precision(p.precision.as_deref())?;
-        ingest(&st, db, precision, Format::LineProtocol, &headers, None, body).await
+        ingest(&st, db, precision, Format::LineProtocol, &headers, None, peer, body).await
     }
     .await;
     respond(&st, result)
@@ -85,6 +88,7 @@ pub async fn write_v2(
 pub async fn write_v1(
     State(st): State<AppState>,
     params: Result<Query<V1Params>, QueryRejection>,
+    peer: Option<ConnectInfo<SocketAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -92,7 +96,7 @@ pub async fn write_v1(
         let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let db = required(p.db, "db")?;
         let precision = parse_precision(p.precision.as_deref())?;
-        ingest(&st, &db, precision, Format::LineProtocol, &headers, p.p.as_deref(), body).await
+        ingest(&st, &db, precision, Format::LineProtocol, &headers, p.p.as_deref(), peer, body).await
     }
     .await;
     respond(&st, result)
@@ -101,6 +105,7 @@ pub async fn write_v1(
 pub async fn write_json(
     State(st): State<AppState>,
     params: Result<Query<JsonParams>, QueryRejection>,
+    peer: Option<ConnectInfo<SocketAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -108,7 +113,7 @@ pub async fn write_json(
         let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let db = required(p.db.or(p.bucket), "db")?;
         let precision = parse_precision(p.precision.as_deref())?;
-        ingest(&st, &db, precision, Format::Json, &headers, p.p.as_deref(), body).await
+        ingest(&st, &db, precision, Format::Json, &headers, p.p.as_deref(), peer, body).await
     }
     .await;
     respond(&st, result)
@@ -179,6 +184,7 @@ fn now_ns() -> i64 {
 }
 
 /// The shared body of the three write endpoints.
+#[allow(clippy::too_many_arguments)]
 async fn ingest(
     st: &AppState,
     db: &str,
@@ -186,9 +192,18 @@ async fn ingest(
     format: Format,
     headers: &HeaderMap,
     query_password: Option<&str>,
+    peer: Option<ConnectInfo<SocketAddr>>,
     body: Body,
 ) -> Result<(), ApiError> {
-    st.authorize(headers, query_password, Access::Write(db))?;
+    let grant = st.authorize(headers, query_password, Access::Write(db))?;
+    // Rate limits apply per token, or per client IP when auth is off; checked before the
+    // body is read so an over-limit client costs little.
+    let client = match (&grant, peer) {
+        (Some(g), _) => ClientKey::Token(g.id.to_string()),
+        (None, Some(ConnectInfo(addr))) => ClientKey::Ip(addr.ip()),
+        (None, None) => ClientKey::Anonymous,
+    };
+    st.rate_limit.admit(&client)?;
     strata_engine::validate_db_name(db)?;
     if !st.config.storage.auto_create_databases && !st.engine.database_exists(db) {
         return Err(ApiError::NotFound(format!(
@@ -216,6 +231,7 @@ async fn ingest(
         gzip,
         reservation,
         rt: Handle::current(),
+        client,
     };
     tokio::task::spawn_blocking(move || job.run(raw))
         .await
@@ -257,6 +273,7 @@ struct WriteJob {
     /// Released when the job ends (with its buffers).
     reservation: Reservation,
     rt: Handle,
+    client: ClientKey,
 }
 
 impl WriteJob {
@@ -292,6 +309,18 @@ impl WriteJob {
         m.values.fetch_add(outcome.values_written as u64, Ordering::Relaxed);
         let errors = decoded.finish(&outcome, &body);
         errors.record(m);
+        st.rate_limit.charge_points(&self.client, outcome.points_written + errors.total);
+        let protocol = match self.format {
+            Format::LineProtocol => "line",
+            Format::Json => "json",
+        };
+        st.metrics.ingest_by_db.record(
+            protocol,
+            &self.db,
+            outcome.points_written as u64,
+            outcome.values_written as u64,
+            body.len() as u64,
+        );
         if errors.is_empty() {
             return Ok(());
         }

@@ -24,8 +24,9 @@ use serde_json::value::RawValue;
 use strata_engine::{FieldValue as Value, WriteBatch};
 use strata_lineproto::Precision;
 
+use super::lineproto::context_tag_conflict;
 use super::time::parse_rfc3339;
-use super::{Decoded, Format, Origin, PointLimits, Refusal};
+use super::{Decoded, Format, Origin, PointContext, PointLimits, Refusal};
 use crate::metrics::LineReject;
 
 /// A body that is not a JSON point or array of points at all (nothing is written).
@@ -47,6 +48,45 @@ struct JsonPoint<'a> {
     /// Integer in the request's precision, or an RFC 3339 string. `ts` is accepted too.
     #[serde(default, alias = "ts", borrow)]
     time: Option<JsonTime<'a>>,
+}
+
+/// The flat shape, accepted when a [`PointContext`] gives a default measurement (MQTT): every
+/// key other than `measurement`, `tags` and `time`/`ts` is a field.
+#[derive(Deserialize)]
+struct FlatPoint<'a> {
+    #[serde(default, borrow)]
+    measurement: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tags: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+    #[serde(default, alias = "ts", borrow)]
+    time: Option<JsonTime<'a>>,
+    #[serde(flatten, borrow)]
+    fields: BTreeMap<Cow<'a, str>, JsonValue<'a>>,
+}
+
+/// Whether an object has a `fields` key (the full shape) without decoding the rest.
+#[derive(Deserialize)]
+struct ShapeProbe {
+    #[serde(default)]
+    fields: Option<de::IgnoredAny>,
+}
+
+/// Decodes one point object in the full shape, or (with a context measurement) the flat one.
+fn parse_point<'a>(item: &'a str, ctx: &PointContext<'a>) -> Result<JsonPoint<'a>, String> {
+    let Some(default_measurement) = ctx.measurement else {
+        return serde_json::from_str::<JsonPoint<'_>>(item).map_err(|e| e.to_string());
+    };
+    let probe: ShapeProbe = serde_json::from_str(item).map_err(|e| e.to_string())?;
+    if probe.fields.is_some() {
+        return serde_json::from_str::<JsonPoint<'_>>(item).map_err(|e| e.to_string());
+    }
+    let flat: FlatPoint<'_> = serde_json::from_str(item).map_err(|e| e.to_string())?;
+    Ok(JsonPoint {
+        measurement: flat.measurement.unwrap_or(Cow::Borrowed(default_measurement)),
+        tags: flat.tags,
+        fields: flat.fields,
+        time: flat.time,
+    })
 }
 
 enum JsonValue<'a> {
@@ -162,6 +202,26 @@ pub fn decode(
     now_ns: i64,
     limits: &PointLimits,
 ) -> Result<Decoded, JsonError> {
+    decode_with(
+        body,
+        precision,
+        now_ns,
+        limits,
+        &PointContext::default(),
+        WriteBatch::with_capacity(body.len()),
+    )
+}
+
+/// [`decode`] with a context (default measurement and flat shape, an added tag), appending to
+/// `batch` (see `lineproto::decode_with`).
+pub fn decode_with(
+    body: &[u8],
+    precision: Precision,
+    now_ns: i64,
+    limits: &PointLimits,
+    ctx: &PointContext<'_>,
+    batch: WriteBatch,
+) -> Result<Decoded, JsonError> {
     let err = |message: String| JsonError { message };
     let text = std::str::from_utf8(body).map_err(|e| err(format!("not UTF-8: {e}")))?;
     let items: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
@@ -171,20 +231,20 @@ pub fn decode(
         None => Vec::new(),
     };
     let mut out = Decoded::new(Format::Json, limits.max_errors);
-    out.batch = WriteBatch::with_capacity(body.len());
+    out.batch = batch;
     for (i, raw) in items.iter().enumerate() {
         out.seen += 1;
         let item = raw.get();
         // `item` is a slice of `text`.
         let start = item.as_ptr() as usize - text.as_ptr() as usize;
-        let point = match serde_json::from_str::<JsonPoint<'_>>(item) {
+        let point = match parse_point(item, ctx) {
             Ok(p) => p,
             Err(e) => {
-                out.refuse(i, item, Refusal::new(LineReject::Parse, e.to_string()));
+                out.refuse(i, item, Refusal::new(LineReject::Parse, e));
                 continue;
             }
         };
-        match add_point(&mut out.batch, &point, precision, now_ns, limits) {
+        match add_point(&mut out.batch, &point, precision, now_ns, limits, ctx) {
             Ok(()) => out.origins.push(Origin { pos: i, start, len: item.len() }),
             Err(r) => out.refuse(i, item, r),
         }
@@ -198,6 +258,7 @@ fn add_point(
     precision: Precision,
     now_ns: i64,
     limits: &PointLimits,
+    ctx: &PointContext<'_>,
 ) -> Result<(), Refusal> {
     limits.check_counts(p.tags.len(), p.fields.len())?;
     let ts = match &p.time {
@@ -221,9 +282,22 @@ fn add_point(
             limits.check_string(k, s)?;
         }
     }
+    if let Some((ck, cv)) = ctx.tag {
+        if let Some(v) = p.tags.get(ck) {
+            if **v != *cv {
+                return Err(context_tag_conflict(ck, cv, v));
+            }
+        }
+    }
     let mut b = batch.point(&p.measurement);
     for (k, v) in &p.tags {
+        if ctx.tag.is_some_and(|(ck, _)| **k == *ck) {
+            continue; // equal to the context's (checked above), added once below
+        }
         b.tag(k, v);
+    }
+    if let Some((ck, cv)) = ctx.tag {
+        b.tag(ck, cv);
     }
     for (k, v) in &p.fields {
         let v = match v {

@@ -7,7 +7,7 @@
 use strata_engine::{FieldValue as Value, WriteBatch};
 use strata_lineproto::{Escaped, FieldValue, Line, LineErrorKind, Parser, Precision};
 
-use super::{bad_point, Decoded, Format, Origin, PointLimits, Refusal};
+use super::{bad_point, Decoded, Format, Origin, PointContext, PointLimits, Refusal};
 use crate::metrics::LineReject;
 
 /// Unescape buffers, one per name that may be alive at once while a point is built.
@@ -21,9 +21,24 @@ struct Scratch {
 /// Decodes a whole body. `now_ns` is the timestamp of lines without one (one clock reading
 /// per request, as InfluxDB does). Never fails: bad lines are listed in the result.
 pub fn decode(body: &[u8], precision: Precision, now_ns: i64, limits: &PointLimits) -> Decoded {
-    let mut out = Decoded::new(Format::LineProtocol, limits.max_errors);
     // The batch encoding is about as long as the text: reserve once instead of regrowing.
-    out.batch = WriteBatch::with_capacity(body.len());
+    let batch = WriteBatch::with_capacity(body.len());
+    decode_with(body, precision, now_ns, limits, &PointContext::default(), batch)
+}
+
+/// [`decode`], adding `ctx`'s tag to every point and appending to `batch` (which may already
+/// hold points: the MQTT listener decodes several messages into one batch). The origins kept
+/// for [`Decoded::finish`] are only right when `batch` starts empty.
+pub fn decode_with(
+    body: &[u8],
+    precision: Precision,
+    now_ns: i64,
+    limits: &PointLimits,
+    ctx: &PointContext<'_>,
+    batch: WriteBatch,
+) -> Decoded {
+    let mut out = Decoded::new(Format::LineProtocol, limits.max_errors);
+    out.batch = batch;
     let mut scratch = Scratch::default();
     let parser = Parser::new(body).with_precision(precision).with_max_line_len(limits.max_line_length);
     for item in parser {
@@ -55,7 +70,7 @@ pub fn decode(body: &[u8], precision: Precision, now_ns: i64, limits: &PointLimi
             Ok(line) => {
                 // `raw` is a slice of `body`, so the subtraction cannot underflow.
                 let start = line.raw().as_ptr() as usize - body.as_ptr() as usize;
-                match add_line(&mut out.batch, &line, now_ns, limits, &mut scratch) {
+                match add_line(&mut out.batch, &line, now_ns, limits, ctx, &mut scratch) {
                     Ok(()) => out.origins.push(Origin { pos: line.line_no, start, len: line.raw().len() }),
                     Err(r) => out.refuse(line.line_no, line.raw(), r),
                 }
@@ -83,6 +98,7 @@ fn add_line(
     line: &Line<'_>,
     now_ns: i64,
     limits: &PointLimits,
+    ctx: &PointContext<'_>,
     s: &mut Scratch,
 ) -> Result<(), Refusal> {
     limits.check_counts(line.tag_count(), line.field_count())?;
@@ -97,7 +113,18 @@ fn add_line(
         limits.check_name("tag key", k)?;
         let v = unescape(v, &mut s.value);
         limits.check_name("tag value", v)?;
+        if let Some((ck, cv)) = ctx.tag {
+            if k == ck {
+                if v != cv {
+                    return Err(context_tag_conflict(ck, cv, v));
+                }
+                continue; // added once below
+            }
+        }
         p.tag(k, v);
+    }
+    if let Some((ck, cv)) = ctx.tag {
+        p.tag(ck, cv);
     }
     for (k, v) in line.fields() {
         let k = unescape(k, &mut s.key);
@@ -116,6 +143,14 @@ fn add_line(
         p.field(k, v);
     }
     p.finish(ts).map_err(|e| Refusal::new(LineReject::InvalidPoint, e.to_string()))
+}
+
+/// A point's own tag disagrees with the one its context adds.
+pub(crate) fn context_tag_conflict(key: &str, want: &str, got: &str) -> Refusal {
+    Refusal::new(
+        LineReject::InvalidPoint,
+        format!("tag {key}={got:?} conflicts with {key}={want:?} given by the topic"),
+    )
 }
 
 #[cfg(test)]

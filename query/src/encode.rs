@@ -1,0 +1,337 @@
+//! Result encoders: InfluxDB 1.x JSON (plain, pretty, chunked) and CSV.
+//!
+//! The JSON is written by hand rather than through `serde_json::Value` for two observable
+//! details: keys come in InfluxDB's order (`statement_id`, `series`, `error`; `name`, `tags`,
+//! `columns`, `values`), and floats print as Go prints them (`2`, not `2.0`; Python clients
+//! then read `2` as an int, as they do against InfluxDB).
+
+use std::fmt::Write as _;
+
+use crate::ast::format_time;
+use crate::result::{Epoch, Series, StatementResult, Value};
+
+/// How to print results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncodeOptions {
+    pub epoch: Epoch,
+    /// Indent JSON (`pretty=true`).
+    pub pretty: bool,
+}
+
+enum J<'a> {
+    Raw(String),
+    Str(&'a str),
+    Arr(Vec<J<'a>>),
+    Obj(Vec<(&'static str, J<'a>)>),
+    /// An object with dynamic keys (tags).
+    Map(Vec<(&'a str, J<'a>)>),
+}
+
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A float as Go's `encoding/json` prints it; `null` for NaN and infinities.
+pub fn format_float(v: f64) -> String {
+    if !v.is_finite() {
+        return "null".into();
+    }
+    let a = v.abs();
+    if a != 0.0 && !(1e-6..1e21).contains(&a) {
+        // Go: exponent form with at least two exponent digits and a sign (`1e+21`, `1e-07`).
+        let s = format!("{v:e}");
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let (sign, digits) = match e.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', e),
+        };
+        return format!("{m}e{sign}{digits:0>2}");
+    }
+    format!("{v}")
+}
+
+fn value_json(v: &Value, epoch: Epoch) -> J<'_> {
+    match v {
+        Value::Null => J::Raw("null".into()),
+        Value::Float(f) => J::Raw(format_float(*f)),
+        Value::Integer(i) => J::Raw(i.to_string()),
+        Value::Unsigned(u) => J::Raw(u.to_string()),
+        Value::Boolean(b) => J::Raw(b.to_string()),
+        Value::String(s) => J::Str(s),
+        Value::Time(t) => match epoch.divisor() {
+            None => J::Raw(format!("\"{}\"", format_time(*t))),
+            Some(d) => J::Raw((t / d).to_string()),
+        },
+    }
+}
+
+fn series_json<'a>(s: &'a Series, rows: &'a [Vec<Value>], epoch: Epoch, partial: bool) -> J<'a> {
+    let mut o: Vec<(&'static str, J<'a>)> = Vec::new();
+    if !s.name.is_empty() {
+        o.push(("name", J::Str(&s.name)));
+    }
+    if let Some(tags) = &s.tags {
+        o.push(("tags", J::Map(tags.iter().map(|(k, v)| (k.as_str(), J::Str(v))).collect())));
+    }
+    o.push(("columns", J::Arr(s.columns.iter().map(|c| J::Str(c)).collect())));
+    if !rows.is_empty() {
+        o.push((
+            "values",
+            J::Arr(rows.iter().map(|r| J::Arr(r.iter().map(|v| value_json(v, epoch)).collect())).collect()),
+        ));
+    }
+    if partial {
+        o.push(("partial", J::Raw("true".into())));
+    }
+    J::Obj(o)
+}
+
+fn render(j: &J<'_>, pretty: bool, depth: usize, out: &mut String) {
+    let nl = |out: &mut String, d: usize| {
+        if pretty {
+            out.push('\n');
+            for _ in 0..d {
+                out.push_str("    ");
+            }
+        }
+    };
+    match j {
+        J::Raw(s) => out.push_str(s),
+        J::Str(s) => write_str(out, s),
+        J::Arr(items) => {
+            out.push('[');
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                nl(out, depth + 1);
+                render(it, pretty, depth + 1, out);
+            }
+            if !items.is_empty() {
+                nl(out, depth);
+            }
+            out.push(']');
+        }
+        J::Obj(fields) => {
+            out.push('{');
+            for (i, (k, v)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                nl(out, depth + 1);
+                write_str(out, k);
+                out.push(':');
+                if pretty {
+                    out.push(' ');
+                }
+                render(v, pretty, depth + 1, out);
+            }
+            if !fields.is_empty() {
+                nl(out, depth);
+            }
+            out.push('}');
+        }
+        J::Map(fields) => {
+            out.push('{');
+            for (i, (k, v)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                nl(out, depth + 1);
+                write_str(out, k);
+                out.push(':');
+                if pretty {
+                    out.push(' ');
+                }
+                render(v, pretty, depth + 1, out);
+            }
+            if !fields.is_empty() {
+                nl(out, depth);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn result_json<'a>(r: &'a StatementResult, series: Vec<J<'a>>, partial: bool) -> J<'a> {
+    let mut o: Vec<(&'static str, J<'a>)> = vec![("statement_id", J::Raw(r.statement_id.to_string()))];
+    if !series.is_empty() {
+        o.push(("series", J::Arr(series)));
+    }
+    if let Some(e) = &r.error {
+        o.push(("error", J::Str(e)));
+    }
+    if partial {
+        o.push(("partial", J::Raw("true".into())));
+    }
+    J::Obj(o)
+}
+
+/// `{"results": [...]}` for the whole request.
+pub fn encode_json(results: &[StatementResult], opts: EncodeOptions) -> String {
+    let rs = results
+        .iter()
+        .map(|r| {
+            let series = r.series.iter().map(|s| series_json(s, &s.values, opts.epoch, false)).collect();
+            result_json(r, series, false)
+        })
+        .collect();
+    let mut out = String::new();
+    render(&J::Obj(vec![("results", J::Arr(rs))]), opts.pretty, 0, &mut out);
+    out.push('\n');
+    out
+}
+
+/// `chunked=true`: one JSON document per line, each with at most `chunk_size` rows of one
+/// series. `partial: true` marks a series continued in the next chunk and a statement whose
+/// results continue.
+pub fn encode_json_chunks(
+    results: &[StatementResult],
+    opts: EncodeOptions,
+    chunk_size: usize,
+) -> Vec<String> {
+    let chunk_size = chunk_size.max(1);
+    let mut lines = Vec::new();
+    for r in results {
+        // (series index, row range)
+        let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
+        for (si, s) in r.series.iter().enumerate() {
+            if s.values.is_empty() {
+                chunks.push((si, 0, 0));
+            }
+            let mut a = 0;
+            while a < s.values.len() {
+                let b = (a + chunk_size).min(s.values.len());
+                chunks.push((si, a, b));
+                a = b;
+            }
+        }
+        if chunks.is_empty() {
+            let mut out = String::new();
+            render(
+                &J::Obj(vec![("results", J::Arr(vec![result_json(r, Vec::new(), false)]))]),
+                opts.pretty,
+                0,
+                &mut out,
+            );
+            lines.push(out);
+            continue;
+        }
+        let n = chunks.len();
+        for (ci, (si, a, b)) in chunks.into_iter().enumerate() {
+            let s = &r.series[si];
+            let series_partial = b < s.values.len();
+            let series = vec![series_json(s, &s.values[a..b], opts.epoch, series_partial)];
+            let last = ci + 1 == n;
+            // Errors go with the last chunk only.
+            let rr = StatementResult {
+                statement_id: r.statement_id,
+                series: Vec::new(),
+                error: if last { r.error.clone() } else { None },
+            };
+            let mut out = String::new();
+            render(
+                &J::Obj(vec![("results", J::Arr(vec![result_json(&rr, series, !last)]))]),
+                opts.pretty,
+                0,
+                &mut out,
+            );
+            lines.push(out);
+        }
+    }
+    lines
+}
+
+/// `{"error": "..."}`: a request-level error (bad parameters, parse error).
+pub fn encode_error_json(message: &str) -> String {
+    let mut out = String::from("{\"error\":");
+    write_str(&mut out, message);
+    out.push_str("}\n");
+    out
+}
+
+fn csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+fn csv_value(v: &Value, epoch: Epoch) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::Float(f) => format_float(*f).replace("null", ""),
+        Value::Integer(i) => i.to_string(),
+        Value::Unsigned(u) => u.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::String(s) => s.clone(),
+        // CSV times are integers (nanoseconds unless `epoch=` says otherwise), as InfluxDB.
+        Value::Time(t) => (t / epoch.divisor().unwrap_or(1)).to_string(),
+    }
+}
+
+/// CSV as InfluxDB 1.x writes it for `Accept: application/csv`: a `name,tags,<columns>`
+/// header whenever the columns change, then one line per row; tags as `k=v,k=v`.
+pub fn encode_csv(results: &[StatementResult], opts: EncodeOptions) -> String {
+    let mut out = String::new();
+    let mut last_columns: Option<&[String]> = None;
+    for r in results {
+        if let Some(e) = &r.error {
+            out.push_str("error\n");
+            csv_field(&mut out, e);
+            out.push('\n');
+            last_columns = None;
+            continue;
+        }
+        for s in &r.series {
+            if last_columns != Some(&s.columns[..]) {
+                if last_columns.is_some() {
+                    out.push('\n');
+                }
+                out.push_str("name,tags");
+                for c in &s.columns {
+                    out.push(',');
+                    csv_field(&mut out, c);
+                }
+                out.push('\n');
+                last_columns = Some(&s.columns);
+            }
+            let tags = s
+                .tags
+                .as_ref()
+                .map(|t| t.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            for row in &s.values {
+                csv_field(&mut out, &s.name);
+                out.push(',');
+                csv_field(&mut out, &tags);
+                for v in row {
+                    out.push(',');
+                    csv_field(&mut out, &csv_value(v, opts.epoch));
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,289 @@
+//! `SHOW ...`, `CREATE/DROP DATABASE`, retention policies, `DELETE`, `DROP SERIES` and
+//! `DROP MEASUREMENT`: answered from the catalog and the engine's lifecycle methods.
+
+use std::collections::BTreeSet;
+
+use strata_engine::{RetentionPolicy, TagPredicate, TimeRange as EngineRange};
+
+use super::select::to_tag_predicate;
+use super::{resolve_database, resolve_measurements, QueryContext};
+use crate::ast::{split_tag_condition, split_time_condition, Expr, Statement};
+use crate::error::QueryError;
+use crate::result::{Series, Value};
+
+fn one_column(name: &str, column: &str, values: impl IntoIterator<Item = String>) -> Series {
+    Series {
+        name: name.to_owned(),
+        tags: None,
+        columns: vec![column.to_owned()],
+        values: values.into_iter().map(|v| vec![Value::String(v)]).collect(),
+    }
+}
+
+fn page<T>(v: Vec<T>, limit: Option<u64>, offset: u64) -> Vec<T> {
+    v.into_iter().skip(offset as usize).take(limit.map_or(usize::MAX, |l| l as usize)).collect()
+}
+
+/// A tag-only condition (time terms removed) as an index predicate.
+fn tag_predicate(
+    ctx: &QueryContext<'_>,
+    cond: Option<&Expr>,
+    what: &str,
+) -> Result<(TagPredicate, EngineRange), QueryError> {
+    let Some(cond) = cond else { return Ok((TagPredicate::All, EngineRange::ALL)) };
+    let (range, rest) = split_time_condition(cond, ctx.now_ns)?;
+    let engine_range = EngineRange::inclusive(range.min.unwrap_or(i64::MIN), range.max.unwrap_or(i64::MAX));
+    let Some(rest) = rest else { return Ok((TagPredicate::All, engine_range)) };
+    let split = split_tag_condition(&rest, |_| true);
+    let pred = split.tags.as_ref().and_then(to_tag_predicate).ok_or_else(|| {
+        QueryError::Invalid(format!(
+            "{what}: only tag comparisons (=, !=, =~, !~) with AND/OR are supported in WHERE"
+        ))
+    })?;
+    Ok((pred, engine_range))
+}
+
+/// Go's `time.Duration` text for whole seconds (`0s`, `1h0m0s`, `168h0m0s`).
+fn go_duration(ns: i64) -> String {
+    let s = ns / 1_000_000_000;
+    if s == 0 {
+        return "0s".into();
+    }
+    let (h, m, sec) = (s / 3600, s % 3600 / 60, s % 60);
+    if h > 0 {
+        format!("{h}h{m}m{sec}s")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+fn unqualified(sources: &[crate::ast::Source]) -> Vec<crate::ast::Source> {
+    sources.to_vec()
+}
+
+pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<Vec<Series>, QueryError> {
+    let e = ctx.engine;
+    match stmt {
+        Statement::Select(_) => unreachable!("SELECT is executed by select()"),
+        Statement::ShowDatabases => {
+            let mut dbs = e.databases();
+            dbs.sort();
+            Ok(vec![one_column("databases", "name", dbs)])
+        }
+        Statement::ShowMeasurements { database, measurement, condition, limit, offset } => {
+            let db = resolve_database(ctx, database.as_deref())?;
+            let (pred, _) = tag_predicate(ctx, condition.as_ref(), "SHOW MEASUREMENTS")?;
+            let mut names = Vec::new();
+            for m in e.measurements(&db)? {
+                if measurement.as_ref().is_some_and(|f| !f.matches(&m)) {
+                    continue;
+                }
+                if condition.is_some() && e.series(&db, &m, &pred)?.is_empty() {
+                    continue;
+                }
+                names.push(m);
+            }
+            let names = page(names, *limit, *offset);
+            Ok(if names.is_empty() { Vec::new() } else { vec![one_column("measurements", "name", names)] })
+        }
+        Statement::ShowTagKeys { database, sources, condition, limit, offset } => {
+            let db = resolve_database(ctx, database.as_deref())?;
+            let (pred, _) = tag_predicate(ctx, condition.as_ref(), "SHOW TAG KEYS")?;
+            let mut out = Vec::new();
+            for m in resolve_measurements(ctx, &db, sources)? {
+                let keys: Vec<String> = if condition.is_some() {
+                    let mut set = BTreeSet::new();
+                    for (_, key) in e.series(&db, &m, &pred)? {
+                        set.extend(key.tags.iter().map(|(k, _)| k.to_string()));
+                    }
+                    set.into_iter().collect()
+                } else {
+                    e.tag_keys(&db, &m)?
+                };
+                let keys = page(keys, *limit, *offset);
+                if !keys.is_empty() {
+                    out.push(one_column(&m, "tagKey", keys));
+                }
+            }
+            Ok(out)
+        }
+        Statement::ShowTagValues { database, sources, key, condition, limit, offset } => {
+            let db = resolve_database(ctx, database.as_deref())?;
+            let (pred, _) = tag_predicate(ctx, condition.as_ref(), "SHOW TAG VALUES")?;
+            let mut out = Vec::new();
+            for m in resolve_measurements(ctx, &db, sources)? {
+                let mut rows: Vec<(String, String)> = Vec::new();
+                if condition.is_some() {
+                    let mut set = BTreeSet::new();
+                    for (_, sk) in e.series(&db, &m, &pred)? {
+                        for (k, v) in &sk.tags {
+                            if key.matches(k) {
+                                set.insert((k.to_string(), v.to_string()));
+                            }
+                        }
+                    }
+                    rows.extend(set);
+                } else {
+                    for k in e.tag_keys(&db, &m)?.into_iter().filter(|k| key.matches(k)) {
+                        for v in e.tag_values(&db, &m, &k)? {
+                            rows.push((k.clone(), v));
+                        }
+                    }
+                }
+                let rows = page(rows, *limit, *offset);
+                if !rows.is_empty() {
+                    out.push(Series {
+                        name: m,
+                        tags: None,
+                        columns: vec!["key".into(), "value".into()],
+                        values: rows
+                            .into_iter()
+                            .map(|(k, v)| vec![Value::String(k), Value::String(v)])
+                            .collect(),
+                    });
+                }
+            }
+            Ok(out)
+        }
+        Statement::ShowFieldKeys { database, sources, limit, offset } => {
+            let db = resolve_database(ctx, database.as_deref())?;
+            let mut out = Vec::new();
+            for m in resolve_measurements(ctx, &db, sources)? {
+                let fields = page(e.field_keys(&db, &m)?, *limit, *offset);
+                if !fields.is_empty() {
+                    out.push(Series {
+                        name: m,
+                        tags: None,
+                        columns: vec!["fieldKey".into(), "fieldType".into()],
+                        values: fields
+                            .into_iter()
+                            .map(|(f, t)| vec![Value::String(f), Value::String(t.influx_name().to_owned())])
+                            .collect(),
+                    });
+                }
+            }
+            Ok(out)
+        }
+        Statement::ShowSeries { database, sources, condition, limit, offset } => {
+            let db = resolve_database(ctx, database.as_deref())?;
+            let (pred, _) = tag_predicate(ctx, condition.as_ref(), "SHOW SERIES")?;
+            let mut keys = Vec::new();
+            for m in resolve_measurements(ctx, &db, sources)? {
+                keys.extend(e.series(&db, &m, &pred)?.into_iter().map(|(_, k)| k.to_string()));
+            }
+            keys.sort();
+            let keys = page(keys, *limit, *offset);
+            Ok(if keys.is_empty() { Vec::new() } else { vec![one_column("", "key", keys)] })
+        }
+        Statement::ShowRetentionPolicies { database } => {
+            let db = resolve_database(ctx, database.as_deref())?;
+            let rp = e.retention_policy(&db)?;
+            let shard = rp.partition_duration.unwrap_or(e.options().partition_duration.as_nanos() as i64);
+            Ok(vec![Series {
+                name: String::new(),
+                tags: None,
+                columns: ["name", "duration", "shardGroupDuration", "replicaN", "default"]
+                    .map(String::from)
+                    .to_vec(),
+                values: vec![vec![
+                    Value::String(rp.name),
+                    Value::String(go_duration(rp.duration.unwrap_or(0))),
+                    Value::String(go_duration(shard)),
+                    Value::Integer(1),
+                    Value::Boolean(true),
+                ]],
+            }])
+        }
+        Statement::ShowContinuousQueries => Ok(Vec::new()),
+        Statement::CreateDatabase { name, retention } => {
+            e.create_database(name)?;
+            if let Some(spec) = retention {
+                e.set_retention_policy(
+                    name,
+                    RetentionPolicy {
+                        name: spec.name.clone().unwrap_or_else(|| "autogen".into()),
+                        duration: spec.duration.filter(|d| *d > 0),
+                        partition_duration: spec.shard_duration.filter(|d| *d > 0),
+                    },
+                )?;
+            }
+            Ok(Vec::new())
+        }
+        Statement::DropDatabase { name } => {
+            e.drop_database(name)?;
+            Ok(Vec::new())
+        }
+        Statement::CreateRetentionPolicy { name, database, duration, shard_duration, .. } => {
+            resolve_database(ctx, Some(database))?;
+            e.set_retention_policy(
+                database,
+                RetentionPolicy {
+                    name: name.clone(),
+                    duration: Some(*duration).filter(|d| *d > 0),
+                    partition_duration: shard_duration.filter(|d| *d > 0),
+                },
+            )?;
+            Ok(Vec::new())
+        }
+        Statement::AlterRetentionPolicy { name, database, duration, shard_duration, .. } => {
+            resolve_database(ctx, Some(database))?;
+            let mut rp = e.retention_policy(database)?;
+            if rp.name != *name {
+                return Err(QueryError::RetentionPolicyNotFound { name: name.clone() });
+            }
+            if let Some(d) = duration {
+                rp.duration = Some(*d).filter(|d| *d > 0);
+            }
+            if let Some(d) = shard_duration {
+                rp.partition_duration = Some(*d).filter(|d| *d > 0);
+            }
+            e.set_retention_policy(database, rp)?;
+            Ok(Vec::new())
+        }
+        Statement::DropRetentionPolicy { name, database } => {
+            resolve_database(ctx, Some(database))?;
+            let rp = e.retention_policy(database)?;
+            if rp.name != *name {
+                return Err(QueryError::RetentionPolicyNotFound { name: name.clone() });
+            }
+            // A database always has exactly one policy: dropping it restores the default
+            // (keep forever), which is what the data then falls under.
+            e.set_retention_policy(database, RetentionPolicy::default())?;
+            Ok(Vec::new())
+        }
+        Statement::Delete { sources, condition } => {
+            let db = resolve_database(ctx, None)?;
+            let (pred, range) = tag_predicate(ctx, condition.as_ref(), "DELETE")?;
+            if sources.is_empty() {
+                e.delete(&db, None, &pred, range)?;
+            } else {
+                for m in resolve_measurements(ctx, &db, &unqualified(sources))? {
+                    e.delete(&db, Some(&m), &pred, range)?;
+                }
+            }
+            Ok(Vec::new())
+        }
+        Statement::DropSeries { sources, condition } => {
+            let db = resolve_database(ctx, None)?;
+            if condition.as_ref().is_some_and(Expr::references_time) {
+                return Err(QueryError::Invalid("DROP SERIES doesn't support time in WHERE clause".into()));
+            }
+            let (pred, _) = tag_predicate(ctx, condition.as_ref(), "DROP SERIES")?;
+            if sources.is_empty() {
+                e.drop_series(&db, None, &pred)?;
+            } else {
+                for m in resolve_measurements(ctx, &db, sources)? {
+                    e.drop_series(&db, Some(&m), &pred)?;
+                }
+            }
+            Ok(Vec::new())
+        }
+        Statement::DropMeasurement { name } => {
+            let db = resolve_database(ctx, None)?;
+            e.drop_measurement(&db, name)?;
+            Ok(Vec::new())
+        }
+    }
+}

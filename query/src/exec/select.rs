@@ -1,0 +1,1051 @@
+//! `SELECT`: planning (per measurement) and execution over the streaming scan.
+//!
+//! Three shapes of query, as InfluxQL has them:
+//! - **raw**: fields and arithmetic on them; one row per point (per series);
+//! - **aggregate**: expressions over aggregate/selector calls, one row per `GROUP BY time`
+//!   bucket (or one row without it), optionally under a transformation
+//!   (`derivative(mean(v))`);
+//! - **raw transformation**: `derivative(v)`, `difference(v)`, ... over raw points.
+//!
+//! Series are grouped by the `GROUP BY` tags: every series of one group feeds the same
+//! accumulators (aggregates) or row list (raw). Aggregates whose blocks lie wholly inside
+//! one bucket are answered from block statistics ([`strata_engine::Piece::Summary`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+
+use strata_engine::{
+    FieldType, Piece, ScanOptions, ScanRequest, SeriesPieces, TagPredicate, TimeRange as EngineRange,
+};
+
+use super::agg::{Acc, AggKind, BucketValues, Col};
+use super::eval::{compile, CExpr, V};
+use super::source::SeriesSource;
+use super::transform::{apply_transform, TKind};
+use super::{resolve_database, resolve_measurements, QueryContext};
+use crate::ast::{
+    split_tag_condition, split_time_condition, BinaryOp, DataType, Expr, Field, Fill, SelectStatement,
+    TagDimension, WildcardKind,
+};
+use crate::error::QueryError;
+use crate::limits::Meter;
+use crate::result::{Series, Value};
+
+/// Where a row slot's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+enum SlotSrc {
+    /// Index into the scan's fields.
+    Field(usize),
+    Tag(String),
+}
+
+#[derive(Debug)]
+struct CallSpec {
+    kind: AggKind,
+    /// Index into the scan's fields.
+    field: usize,
+    /// Row slot of the field (for the row path).
+    slot: usize,
+}
+
+#[derive(Debug)]
+enum AggOut {
+    Expr(CExpr),
+    Transform { kind: TKind, call: usize },
+}
+
+#[derive(Debug)]
+struct RawTransform {
+    kind: TKind,
+    slot: usize,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Raw { exprs: Vec<CExpr>, tag_only: Vec<bool> },
+    Agg { calls: Vec<CallSpec>, outs: Vec<AggOut> },
+    RawTransform { outs: Vec<RawTransform> },
+}
+
+struct Plan {
+    measurement: String,
+    columns: Vec<String>,
+    scan_fields: Vec<String>,
+    slots: Vec<SlotSrc>,
+    cond: Option<CExpr>,
+    tag_pred: TagPredicate,
+    /// Tag condition the index cannot answer, evaluated per series over `tag_filter_slots`.
+    tag_filter: Option<(CExpr, Vec<String>)>,
+    group_tags: Vec<String>,
+    mode: Mode,
+}
+
+/// Executes a `SELECT`.
+pub(crate) fn select(
+    ctx: &QueryContext<'_>,
+    source: &dyn SeriesSource,
+    stmt: &SelectStatement,
+    meter: &mut Meter,
+) -> Result<Vec<Series>, QueryError> {
+    if stmt.into.is_some() {
+        return Err(QueryError::Unsupported { what: "SELECT ... INTO".into() });
+    }
+    let first_db = stmt.sources.iter().find_map(|s| match s {
+        crate::ast::Source::Measurement(m) => m.database.clone(),
+    });
+    let db = resolve_database(ctx, first_db.as_deref())?;
+    let tz = match &stmt.tz {
+        Some(z) => Some(
+            super::tz::TimeZone::parse(z).ok_or_else(|| QueryError::UnknownTimeZone { zone: z.clone() })?,
+        ),
+        None => None,
+    };
+    let (range, rest) = match &stmt.condition {
+        Some(c) => split_time_condition(c, ctx.now_ns)?,
+        None => (Default::default(), None),
+    };
+    let gb_time = stmt.group_by.time;
+    let mut out = Vec::new();
+    if range.is_empty() {
+        return Ok(out);
+    }
+    let measurements = resolve_measurements(ctx, &db, &stmt.sources)?;
+    for m in measurements {
+        let plan = plan_measurement(ctx, &db, &m, stmt, rest.as_ref())?;
+        let Some(plan) = plan else { continue };
+        let mut series = run_plan(ctx, source, &db, &plan, stmt, range, gb_time, meter)?;
+        out.append(&mut series);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.tags.cmp(&b.tags)));
+    let mut out: Vec<Series> = out
+        .into_iter()
+        .skip(stmt.soffset as usize)
+        .take(stmt.slimit.map_or(usize::MAX, |l| l as usize))
+        .collect();
+    if let Some(tz) = tz {
+        for s in &mut out {
+            for row in &mut s.values {
+                if let Some(Value::Time(t)) = row.first() {
+                    let t = *t;
+                    row[0] = Value::String(tz.format(t));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn field_type_ok(dt: Option<DataType>, ty: FieldType) -> bool {
+    match dt {
+        None | Some(DataType::Field) => true,
+        Some(DataType::Float) => ty == FieldType::F64,
+        Some(DataType::Integer) => ty == FieldType::I64,
+        Some(DataType::Unsigned) => ty == FieldType::U64,
+        Some(DataType::String) => ty == FieldType::Str,
+        Some(DataType::Boolean) => ty == FieldType::Bool,
+        Some(DataType::Tag) => false,
+    }
+}
+
+/// Expands `*` fields and `f(*)` calls against the measurement's schema.
+fn expand_fields(
+    stmt: &SelectStatement,
+    fields: &[(String, FieldType)],
+    tags: &[String],
+    group_tags: &[String],
+) -> Vec<Field> {
+    let mut out = Vec::new();
+    for f in &stmt.fields {
+        match &f.expr {
+            Expr::Wildcard(kind) => {
+                let mut names: Vec<(String, Option<DataType>)> = Vec::new();
+                if *kind != WildcardKind::Tags {
+                    names.extend(fields.iter().map(|(n, _)| (n.clone(), Some(DataType::Field))));
+                }
+                if *kind != WildcardKind::Fields {
+                    names.extend(
+                        tags.iter()
+                            .filter(|t| !group_tags.contains(t) && !fields.iter().any(|(n, _)| n == *t))
+                            .map(|t| (t.clone(), Some(DataType::Tag))),
+                    );
+                }
+                names.sort_by(|a, b| a.0.cmp(&b.0));
+                for (name, dt) in names {
+                    out.push(Field { expr: Expr::VarRef { name, data_type: dt }, alias: None });
+                }
+            }
+            Expr::Call { name, args }
+                if matches!(args.first(), Some(Expr::Wildcard(_)) | Some(Expr::Regex(_))) =>
+            {
+                let kind = AggKind::from_name(name);
+                for (fname, ty) in fields {
+                    if let Some(Expr::Regex(re)) = args.first() {
+                        if !re.is_match(fname) {
+                            continue;
+                        }
+                    }
+                    if kind.is_some_and(|k| !k.accepts(*ty)) {
+                        continue;
+                    }
+                    let mut new_args = args.clone();
+                    new_args[0] = Expr::VarRef { name: fname.clone(), data_type: None };
+                    let alias = Some(format!("{}_{fname}", f.alias.as_deref().unwrap_or(name)));
+                    out.push(Field { expr: Expr::Call { name: name.clone(), args: new_args }, alias });
+                }
+            }
+            _ => out.push(f.clone()),
+        }
+    }
+    out
+}
+
+fn has_call(e: &Expr) -> bool {
+    let mut found = false;
+    e.walk(&mut |x| found |= matches!(x, Expr::Call { .. }));
+    found
+}
+
+fn plan_measurement(
+    ctx: &QueryContext<'_>,
+    db: &str,
+    measurement: &str,
+    stmt: &SelectStatement,
+    rest: Option<&Expr>,
+) -> Result<Option<Plan>, QueryError> {
+    let fields = ctx.engine.field_keys(db, measurement)?;
+    let tags = ctx.engine.tag_keys(db, measurement)?;
+    let is_field = |n: &str| fields.iter().any(|(f, _)| f == n);
+    let is_tag = |n: &str| tags.iter().any(|t| t == n) && !is_field(n);
+
+    // GROUP BY tags.
+    let mut group_tags: Vec<String> = Vec::new();
+    for d in &stmt.group_by.tags {
+        match d {
+            TagDimension::Name(n) => {
+                if !group_tags.contains(n) {
+                    group_tags.push(n.clone())
+                }
+            }
+            TagDimension::Wildcard => {
+                for t in &tags {
+                    if !group_tags.contains(t) {
+                        group_tags.push(t.clone())
+                    }
+                }
+            }
+            TagDimension::Regex(re) => {
+                for t in tags.iter().filter(|t| re.is_match(t)) {
+                    if !group_tags.contains(t) {
+                        group_tags.push(t.clone())
+                    }
+                }
+            }
+        }
+    }
+    group_tags.sort();
+
+    let expanded = expand_fields(stmt, &fields, &tags, &group_tags);
+    if expanded.is_empty() {
+        return Ok(None);
+    }
+    let columns = SelectStatement { fields: expanded.clone(), ..Default::default() }.column_names();
+
+    let mut scan_fields: Vec<String> = Vec::new();
+    let mut slots: Vec<SlotSrc> = Vec::new();
+    let slot_of =
+        |name: &str, dt: Option<DataType>, slots: &mut Vec<SlotSrc>, scan_fields: &mut Vec<String>| {
+            let src = if dt == Some(DataType::Tag) || (dt.is_none() && is_tag(name)) {
+                SlotSrc::Tag(name.to_owned())
+            } else if let Some((_, ty)) = fields.iter().find(|(f, _)| f == name) {
+                if !field_type_ok(dt, *ty) {
+                    return None;
+                }
+                let i = scan_fields.iter().position(|f| f == name).unwrap_or_else(|| {
+                    scan_fields.push(name.to_owned());
+                    scan_fields.len() - 1
+                });
+                SlotSrc::Field(i)
+            } else {
+                return None;
+            };
+            Some(slots.iter().position(|s| *s == src).unwrap_or_else(|| {
+                slots.push(src);
+                slots.len() - 1
+            }))
+        };
+
+    // Conditions.
+    let split = rest.map(|c| split_tag_condition(c, |n| is_tag(n)));
+    let (tag_cond, field_cond) = split.map(|s| (s.tags, s.fields)).unwrap_or((None, None));
+    let (tag_pred, tag_filter) = match &tag_cond {
+        None => (TagPredicate::All, None),
+        Some(c) => match to_tag_predicate(c) {
+            Some(p) => (p, None),
+            None => {
+                let mut names: Vec<String> = Vec::new();
+                let e = compile(c, &mut |x| match x {
+                    Expr::VarRef { name, .. } => {
+                        Some(names.iter().position(|n| n == name).unwrap_or_else(|| {
+                            names.push(name.clone());
+                            names.len() - 1
+                        }))
+                    }
+                    _ => None,
+                });
+                (TagPredicate::All, Some((e, names)))
+            }
+        },
+    };
+
+    let any_call = expanded.iter().any(|f| has_call(&f.expr));
+    let all_call = expanded
+        .iter()
+        .all(|f| has_call(&f.expr) || matches!(f.expr.strip_parens(), Expr::Number(_) | Expr::Integer(_)));
+    if any_call && !all_call {
+        return Err(QueryError::MixedAggregate);
+    }
+
+    let mode = if !any_call {
+        if stmt.group_by.time.is_some() {
+            return Err(QueryError::Invalid("GROUP BY requires at least one aggregate function".into()));
+        }
+        let mut exprs = Vec::new();
+        let mut tag_only = Vec::new();
+        for f in &expanded {
+            let mut only_tags = true;
+            let mut any_var = false;
+            let e = compile(&f.expr, &mut |x| match x {
+                Expr::VarRef { name, data_type } => {
+                    any_var = true;
+                    let s = slot_of(name, *data_type, &mut slots, &mut scan_fields);
+                    if let Some(s) = s {
+                        if !matches!(slots[s], SlotSrc::Tag(_)) {
+                            only_tags = false;
+                        }
+                    }
+                    s
+                }
+                _ => None,
+            });
+            exprs.push(e);
+            tag_only.push(only_tags && any_var);
+        }
+        if tag_only.iter().all(|t| *t) {
+            return Err(QueryError::NoFields);
+        }
+        Mode::Raw { exprs, tag_only }
+    } else {
+        // Top-level transformations?
+        let is_transform = |e: &Expr| matches!(e.strip_parens(), Expr::Call { name, .. } if TKind::from_name(name).is_some());
+        let n_trans = expanded.iter().filter(|f| is_transform(&f.expr)).count();
+        let raw_transform = n_trans > 0
+            && expanded.iter().all(|f| match f.expr.strip_parens() {
+                Expr::Call { name, args } if TKind::from_name(name).is_some() => {
+                    matches!(args.first().map(Expr::strip_parens), Some(Expr::VarRef { .. }))
+                }
+                _ => false,
+            });
+        if raw_transform {
+            if stmt.group_by.time.is_some() {
+                let name = match expanded[0].expr.strip_parens() {
+                    Expr::Call { name, .. } => name.clone(),
+                    _ => String::new(),
+                };
+                return Err(QueryError::invalid_call(&name, "aggregate function required inside the call"));
+            }
+            let mut outs = Vec::new();
+            for f in &expanded {
+                let Expr::Call { name, args } = f.expr.strip_parens() else { unreachable!("checked above") };
+                let Some(Expr::VarRef { name: v, data_type }) = args.first().map(Expr::strip_parens) else {
+                    unreachable!("checked above")
+                };
+                let kind = TKind::parse(name, args.get(1), None)?;
+                let Some(slot) = slot_of(v, *data_type, &mut slots, &mut scan_fields) else {
+                    continue;
+                };
+                outs.push(RawTransform { kind, slot });
+            }
+            if outs.is_empty() {
+                return Ok(None);
+            }
+            Mode::RawTransform { outs }
+        } else {
+            let mut calls: Vec<CallSpec> = Vec::new();
+            let mut outs = Vec::new();
+            let mut err: Option<QueryError> = None;
+            let mut add_call = |name: &str,
+                                args: &[Expr],
+                                slots: &mut Vec<SlotSrc>,
+                                scan_fields: &mut Vec<String>,
+                                err: &mut Option<QueryError>|
+             -> Option<usize> {
+                let Some(mut kind) = AggKind::from_name(name) else {
+                    *err = Some(QueryError::Unsupported { what: format!("{name}()") });
+                    return None;
+                };
+                if let AggKind::Percentile(_) = kind {
+                    let p = match args.get(1).map(Expr::strip_parens) {
+                        Some(Expr::Integer(i)) => *i as f64,
+                        Some(Expr::Number(f)) => *f,
+                        _ => {
+                            *err = Some(QueryError::invalid_call(
+                                name,
+                                "expected float argument in percentile()",
+                            ));
+                            return None;
+                        }
+                    };
+                    kind = AggKind::Percentile(p);
+                }
+                let (v, dt) = match args.first().map(Expr::strip_parens) {
+                    Some(Expr::VarRef { name, data_type }) => (name.as_str(), *data_type),
+                    Some(Expr::Call { .. }) => {
+                        *err = Some(QueryError::invalid_call(name, "expected field argument, got a call"));
+                        return None;
+                    }
+                    _ => {
+                        *err = Some(QueryError::invalid_call(name, "expected field argument"));
+                        return None;
+                    }
+                };
+                let slot = slot_of(v, dt, slots, scan_fields)?;
+                let SlotSrc::Field(field) = slots[slot] else { return None };
+                calls.push(CallSpec { kind, field, slot });
+                Some(calls.len() - 1)
+            };
+            for f in &expanded {
+                match f.expr.strip_parens() {
+                    Expr::Call { name, args } if TKind::from_name(name).is_some() => {
+                        if stmt.group_by.time.is_none() {
+                            return Err(QueryError::invalid_call(
+                                name,
+                                "aggregate function required inside the call needs GROUP BY time",
+                            ));
+                        }
+                        let kind =
+                            TKind::parse(name, args.get(1), stmt.group_by.time.map(|t| t.interval_ns))?;
+                        let Some(Expr::Call { name: inner, args: inner_args }) =
+                            args.first().map(Expr::strip_parens)
+                        else {
+                            return Err(QueryError::invalid_call(
+                                name,
+                                "expected an aggregate call as argument",
+                            ));
+                        };
+                        match add_call(inner, inner_args, &mut slots, &mut scan_fields, &mut err) {
+                            Some(call) => outs.push(AggOut::Transform { kind, call }),
+                            None => outs.push(AggOut::Expr(CExpr::Const(Value::Null))),
+                        }
+                    }
+                    e => {
+                        let compiled = compile(e, &mut |x| match x {
+                            Expr::Call { name, args } => {
+                                if TKind::from_name(name).is_some() {
+                                    err = Some(QueryError::Unsupported {
+                                        what: format!("{name}() inside an expression"),
+                                    });
+                                    return None;
+                                }
+                                add_call(name, args, &mut slots, &mut scan_fields, &mut err)
+                            }
+                            _ => None,
+                        });
+                        outs.push(AggOut::Expr(compiled));
+                    }
+                }
+                if let Some(e) = err.take() {
+                    return Err(e);
+                }
+            }
+            Mode::Agg { calls, outs }
+        }
+    };
+
+    let cond = field_cond.as_ref().map(|c| {
+        compile(c, &mut |x| match x {
+            Expr::VarRef { name, data_type } => slot_of(name, *data_type, &mut slots, &mut scan_fields),
+            _ => None,
+        })
+    });
+    Ok(Some(Plan {
+        measurement: measurement.to_owned(),
+        columns,
+        scan_fields,
+        slots,
+        cond,
+        tag_pred,
+        tag_filter,
+        group_tags,
+        mode,
+    }))
+}
+
+/// Converts a tag condition to an index predicate, if it only uses what the index answers.
+pub fn to_tag_predicate(e: &Expr) -> Option<TagPredicate> {
+    match e.strip_parens() {
+        Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
+            Some(TagPredicate::and(to_tag_predicate(lhs)?, to_tag_predicate(rhs)?))
+        }
+        Expr::Binary { op: BinaryOp::Or, lhs, rhs } => {
+            Some(TagPredicate::or(to_tag_predicate(lhs)?, to_tag_predicate(rhs)?))
+        }
+        Expr::Bool(true) => Some(TagPredicate::All),
+        Expr::Binary { op, lhs, rhs } => {
+            let (name, other) = match (lhs.strip_parens(), rhs.strip_parens()) {
+                (Expr::VarRef { name, .. }, o) => (name.clone(), o),
+                (o, Expr::VarRef { name, .. }) if matches!(op, BinaryOp::Eq | BinaryOp::Neq) => {
+                    (name.clone(), o)
+                }
+                _ => return None,
+            };
+            match (op, other) {
+                (BinaryOp::Eq, Expr::String(v)) => Some(TagPredicate::Eq(name, v.clone())),
+                (BinaryOp::Neq, Expr::String(v)) => Some(TagPredicate::NotEq(name, v.clone())),
+                (BinaryOp::EqRegex, Expr::Regex(re)) => Some(TagPredicate::Regex(name, re.regex().clone())),
+                (BinaryOp::NeqRegex, Expr::Regex(re)) => {
+                    Some(TagPredicate::NotRegex(name, re.regex().clone()))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Start of the `GROUP BY time` bucket holding `t`.
+#[inline]
+fn bucket_start(t: i64, interval: i64, offset: i64) -> i64 {
+    let off = offset.rem_euclid(interval);
+    t - (t as i128 - off as i128).rem_euclid(interval as i128) as i64
+}
+
+/// A cursor over one column's pieces (data only).
+struct ColCursor<'a> {
+    pieces: &'a [Piece],
+    p: usize,
+    i: usize,
+}
+
+impl<'a> ColCursor<'a> {
+    fn peek(&mut self) -> Option<i64> {
+        while self.p < self.pieces.len() {
+            match &self.pieces[self.p] {
+                Piece::Data { timestamps, .. } if self.i < timestamps.len() => {
+                    return Some(timestamps[self.i])
+                }
+                _ => {
+                    self.p += 1;
+                    self.i = 0;
+                }
+            }
+        }
+        None
+    }
+
+    fn take(&mut self) -> V<'a> {
+        let pieces = self.pieces;
+        let v = match &pieces[self.p] {
+            Piece::Data { values, .. } => Col::from_values(values).get(self.i),
+            Piece::Summary(_) => V::Null,
+        };
+        self.i += 1;
+        v
+    }
+}
+
+/// Iterates the rows of one series (the union of its columns' timestamps), filling
+/// `slots` and calling `f(time, slots)` for rows passing `cond`.
+fn for_each_row<'a>(
+    s: &'a SeriesPieces,
+    plan: &'a Plan,
+    meter: &mut Meter,
+    f: &mut RowFn<'a, '_>,
+) -> Result<(), QueryError> {
+    // Column index per scan field.
+    let mut cursors: Vec<Option<ColCursor<'a>>> = plan
+        .scan_fields
+        .iter()
+        .map(|f| {
+            s.columns.iter().find(|c| &*c.field == f).map(|c| ColCursor { pieces: &c.pieces, p: 0, i: 0 })
+        })
+        .collect();
+    let mut slots: Vec<V<'a>> = plan
+        .slots
+        .iter()
+        .map(|src| match src {
+            SlotSrc::Tag(k) => V::S(s.key.tag(k).unwrap_or("")),
+            SlotSrc::Field(_) => V::Null,
+        })
+        .collect();
+    let mut rows = 0u64;
+    loop {
+        let mut t = i64::MAX;
+        let mut any = false;
+        for c in cursors.iter_mut().flatten() {
+            if let Some(ts) = c.peek() {
+                any = true;
+                t = t.min(ts);
+            }
+        }
+        if !any {
+            break;
+        }
+        for (k, src) in plan.slots.iter().enumerate() {
+            if let SlotSrc::Field(fi) = src {
+                slots[k] = V::Null;
+                if let Some(c) = cursors[*fi].as_mut() {
+                    if c.peek() == Some(t) {
+                        slots[k] = c.take();
+                    }
+                }
+            }
+        }
+        // Fields not in any slot still need advancing.
+        for c in cursors.iter_mut().flatten() {
+            if c.peek() == Some(t) {
+                c.take();
+            }
+        }
+        rows += 1;
+        if rows.is_multiple_of(65_536) {
+            meter.check_time()?;
+        }
+        if let Some(cond) = &plan.cond {
+            if !cond.test(&slots) {
+                continue;
+            }
+        }
+        f(t, &slots, meter)?;
+    }
+    Ok(())
+}
+
+type GroupKey = Vec<String>;
+
+/// Called per row: time, slots, meter.
+type RowFn<'a, 'f> = dyn FnMut(i64, &[V<'a>], &mut Meter) -> Result<(), QueryError> + 'f;
+
+/// Per output column: (time, series ordinal, value) of a raw transformation's input.
+type RawColumns = Vec<Vec<(i64, u32, Value)>>;
+
+#[allow(clippy::too_many_arguments)]
+fn run_plan(
+    ctx: &QueryContext<'_>,
+    source: &dyn SeriesSource,
+    db: &str,
+    plan: &Plan,
+    stmt: &SelectStatement,
+    range: crate::ast::TimeRange,
+    gb_time: Option<crate::ast::TimeDimension>,
+    meter: &mut Meter,
+) -> Result<Vec<Series>, QueryError> {
+    let field_refs: Vec<&str> = plan.scan_fields.iter().map(String::as_str).collect();
+    let is_agg = matches!(plan.mode, Mode::Agg { .. });
+    // Aggregates grouped by time stop at now() when the query gives no upper bound.
+    let max = match (range.max, is_agg && gb_time.is_some()) {
+        (Some(m), _) => m,
+        (None, true) => ctx.now_ns,
+        (None, false) => i64::MAX,
+    };
+    let min = range.min.unwrap_or(i64::MIN);
+    if min > max || plan.scan_fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    let req = ScanRequest {
+        db,
+        measurement: &plan.measurement,
+        predicate: &plan.tag_pred,
+        fields: Some(&field_refs),
+        range: EngineRange::inclusive(min, max),
+    };
+    let (interval, offset) = gb_time.map_or((0, 0), |t| (t.interval_ns, t.offset_ns));
+    let bucket_of = |t: i64| if interval > 0 { bucket_start(t, interval, offset) } else { 0 };
+
+    let group_key = |s: &SeriesPieces| -> GroupKey {
+        plan.group_tags.iter().map(|k| s.key.tag(k).unwrap_or("").to_owned()).collect()
+    };
+    let tag_ok = |s: &SeriesPieces| match &plan.tag_filter {
+        None => true,
+        Some((e, names)) => {
+            let slots: Vec<V<'_>> = names.iter().map(|n| V::S(s.key.tag(n).unwrap_or(""))).collect();
+            e.test(&slots)
+        }
+    };
+    let mut failure: Option<QueryError> = None;
+
+    match &plan.mode {
+        Mode::Agg { calls, outs } => {
+            let single_selector_time = gb_time.is_none()
+                && calls.len() == 1
+                && calls[0].kind.is_selector()
+                && outs.iter().all(|o| matches!(o, AggOut::Expr(CExpr::Slot(_))));
+            let can_summarize = plan.cond.is_none()
+                && plan.tag_filter.is_none()
+                && calls.iter().all(|c| c.kind.summarizable())
+                && !(single_selector_time && matches!(calls[0].kind, AggKind::Min | AggKind::Max));
+            let summarize = move |a: i64, b: i64| bucket_of(a) == bucket_of(b);
+            let opts =
+                ScanOptions { summarize: if can_summarize { Some(&summarize) } else { None }, series: None };
+            let mut groups: HashMap<GroupKey, BTreeMap<i64, Vec<Acc>>> = HashMap::new();
+            let new_accs = || calls.iter().map(|c| Acc::new(c.kind)).collect::<Vec<_>>();
+            let retains = calls.iter().any(|c| c.kind.retains_values());
+            source.scan(&req, &opts, &mut |s| {
+                let r = (|| -> Result<(), QueryError> {
+                    meter.add_series()?;
+                    if !tag_ok(&s) {
+                        return Ok(());
+                    }
+                    let buckets = groups.entry(group_key(&s)).or_default();
+                    if plan.cond.is_some() {
+                        for_each_row(&s, plan, meter, &mut |t, slots, meter| {
+                            meter.add_points(1)?;
+                            let accs = buckets.entry(bucket_of(t)).or_insert_with(new_accs);
+                            for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                acc.feed_one(t, slots[c.slot]);
+                            }
+                            if retains {
+                                meter.add_memory(16 * calls.len() as u64)?;
+                            }
+                            Ok(())
+                        })?;
+                        return Ok(());
+                    }
+                    for col in &s.columns {
+                        let Some(fi) = plan.scan_fields.iter().position(|f| *f == *col.field) else {
+                            continue;
+                        };
+                        for piece in &col.pieces {
+                            meter.add_points(piece.count())?;
+                            match piece {
+                                Piece::Summary(sum) => {
+                                    let accs = buckets.entry(bucket_of(sum.min_ts)).or_insert_with(new_accs);
+                                    for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                        if c.field == fi {
+                                            acc.feed_summary(sum);
+                                        }
+                                    }
+                                }
+                                Piece::Data { timestamps, values } => {
+                                    let col_v = Col::from_values(values);
+                                    if retains {
+                                        meter.add_memory(16 * timestamps.len() as u64)?;
+                                    }
+                                    let mut i = 0;
+                                    while i < timestamps.len() {
+                                        let b = bucket_of(timestamps[i]);
+                                        let j = if interval > 0 {
+                                            let end = b.saturating_add(interval);
+                                            i + timestamps[i..].partition_point(|&t| t < end)
+                                        } else {
+                                            timestamps.len()
+                                        };
+                                        let accs = buckets.entry(b).or_insert_with(new_accs);
+                                        for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                            if c.field == fi {
+                                                acc.feed(&timestamps[i..j], col_v.slice(i, j));
+                                            }
+                                        }
+                                        i = j;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failure = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            finish_agg(plan, stmt, groups, calls, outs, range, max, gb_time, single_selector_time, meter)
+        }
+        Mode::Raw { exprs, tag_only } => {
+            let mut groups: HashMap<GroupKey, Vec<(i64, u32, Vec<Value>)>> = HashMap::new();
+            let mut keys: Vec<String> = Vec::new();
+            source.scan(&req, &ScanOptions::default(), &mut |s| {
+                let r = (|| -> Result<(), QueryError> {
+                    meter.add_series()?;
+                    if !tag_ok(&s) {
+                        return Ok(());
+                    }
+                    let ord = keys.len() as u32;
+                    keys.push(s.key.to_string());
+                    let rows = groups.entry(group_key(&s)).or_default();
+                    for_each_row(&s, plan, meter, &mut |t, slots, meter| {
+                        meter.add_points(1)?;
+                        let mut all_null = true;
+                        let mut row = Vec::with_capacity(exprs.len() + 1);
+                        row.push(Value::Time(t));
+                        for (e, tag) in exprs.iter().zip(tag_only) {
+                            let v = e.eval(slots);
+                            if !*tag && v != V::Null {
+                                all_null = false;
+                            }
+                            row.push(v.to_value());
+                        }
+                        if !all_null {
+                            meter.add_memory(32 * row.len() as u64 + 24)?;
+                            meter.add_rows(1)?;
+                            rows.push((t, ord, row));
+                        }
+                        Ok(())
+                    })
+                })();
+                match r {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failure = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let mut out = Vec::new();
+            for (key, mut rows) in groups {
+                if rows.is_empty() {
+                    continue;
+                }
+                rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| keys[a.1 as usize].cmp(&keys[b.1 as usize])));
+                let values = rows.into_iter().map(|r| r.2).collect();
+                out.extend(make_series(plan, stmt, key, values));
+            }
+            Ok(out)
+        }
+        Mode::RawTransform { outs } => {
+            let mut groups: HashMap<GroupKey, RawColumns> = HashMap::new();
+            let mut keys: Vec<String> = Vec::new();
+            source.scan(&req, &ScanOptions::default(), &mut |s| {
+                let r = (|| -> Result<(), QueryError> {
+                    meter.add_series()?;
+                    if !tag_ok(&s) {
+                        return Ok(());
+                    }
+                    let ord = keys.len() as u32;
+                    keys.push(s.key.to_string());
+                    let cols = groups
+                        .entry(group_key(&s))
+                        .or_insert_with(|| outs.iter().map(|_| Vec::new()).collect());
+                    for_each_row(&s, plan, meter, &mut |t, slots, meter| {
+                        meter.add_points(1)?;
+                        for (o, col) in outs.iter().zip(cols.iter_mut()) {
+                            let v = slots[o.slot];
+                            if v != V::Null {
+                                col.push((t, ord, v.to_value()));
+                            }
+                        }
+                        meter.add_memory(40 * outs.len() as u64)
+                    })
+                })();
+                match r {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failure = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let mut out = Vec::new();
+            for (key, cols) in groups {
+                let seqs: Vec<Vec<(i64, Value)>> = cols
+                    .into_iter()
+                    .zip(outs)
+                    .map(|(mut c, o)| {
+                        c.sort_by(|a, b| {
+                            a.0.cmp(&b.0).then_with(|| keys[a.1 as usize].cmp(&keys[b.1 as usize]))
+                        });
+                        apply_transform(o.kind, c.into_iter().map(|(t, _, v)| (t, v)).collect())
+                    })
+                    .collect();
+                let rows = merge_columns(seqs);
+                meter.add_rows(rows.len() as u64)?;
+                out.extend(make_series(plan, stmt, key, rows));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Merges per-column `(time, value)` sequences (each ascending) into rows by time.
+fn merge_columns(cols: Vec<Vec<(i64, Value)>>) -> Vec<Vec<Value>> {
+    let mut idx = vec![0usize; cols.len()];
+    let mut rows = Vec::new();
+    loop {
+        let t = cols.iter().zip(&idx).filter_map(|(c, &i)| c.get(i).map(|x| x.0)).min();
+        let Some(t) = t else { break };
+        let mut row = Vec::with_capacity(cols.len() + 1);
+        row.push(Value::Time(t));
+        for (c, i) in cols.iter().zip(idx.iter_mut()) {
+            match c.get(*i) {
+                Some((ct, v)) if *ct == t => {
+                    row.push(v.clone());
+                    *i += 1;
+                }
+                _ => row.push(Value::Null),
+            }
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+/// Builds an output series: ORDER BY, OFFSET, LIMIT; `None` when no row is left.
+fn make_series(
+    plan: &Plan,
+    stmt: &SelectStatement,
+    key: GroupKey,
+    mut values: Vec<Vec<Value>>,
+) -> Option<Series> {
+    if stmt.order_desc {
+        values.reverse();
+    }
+    let values: Vec<Vec<Value>> = values
+        .into_iter()
+        .skip(stmt.offset as usize)
+        .take(stmt.limit.map_or(usize::MAX, |l| l as usize))
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    let mut columns = Vec::with_capacity(plan.columns.len() + 1);
+    columns.push("time".to_owned());
+    columns.extend(plan.columns.iter().cloned());
+    let tags = if stmt.group_by.tags.is_empty() {
+        None
+    } else {
+        Some(plan.group_tags.iter().cloned().zip(key).collect())
+    };
+    Some(Series { name: plan.measurement.clone(), tags, columns, values })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_agg(
+    plan: &Plan,
+    stmt: &SelectStatement,
+    groups: HashMap<GroupKey, BTreeMap<i64, Vec<Acc>>>,
+    calls: &[CallSpec],
+    outs: &[AggOut],
+    range: crate::ast::TimeRange,
+    max: i64,
+    gb_time: Option<crate::ast::TimeDimension>,
+    single_selector_time: bool,
+    meter: &mut Meter,
+) -> Result<Vec<Series>, QueryError> {
+    // Bucket list.
+    let buckets: Vec<i64> = match gb_time {
+        None => vec![0],
+        Some(td) => {
+            let lo_data = groups.values().filter_map(|b| b.keys().next().copied()).min();
+            let Some(lo_data) = lo_data else { return Ok(Vec::new()) };
+            let first = match range.min {
+                Some(m) => bucket_start(m, td.interval_ns, td.offset_ns),
+                None => lo_data,
+            };
+            let last = bucket_start(max, td.interval_ns, td.offset_ns);
+            if last < first {
+                return Ok(Vec::new());
+            }
+            let n = ((last as i128 - first as i128) / td.interval_ns as i128) as u64 + 1;
+            meter.check_buckets(n)?;
+            (0..n).map(|i| first + i as i64 * td.interval_ns).collect()
+        }
+    };
+    let default_time = range.min.unwrap_or(0);
+    let mut out = Vec::new();
+    for (key, mut bmap) in groups {
+        if bmap.values().all(|accs| accs.iter().all(|a| a.count() == 0)) {
+            continue;
+        }
+        // Per call: value per bucket, after fill.
+        let mut cols: Vec<BucketValues> = vec![Vec::with_capacity(buckets.len()); calls.len()];
+        for b in &buckets {
+            match bmap.get_mut(b) {
+                Some(accs) => {
+                    for (ci, acc) in accs.iter_mut().enumerate() {
+                        cols[ci].push(acc.finish());
+                    }
+                }
+                None => {
+                    for c in cols.iter_mut() {
+                        c.push(None);
+                    }
+                }
+            }
+        }
+        let present: Vec<bool> = (0..buckets.len()).map(|i| cols.iter().any(|c| c[i].is_some())).collect();
+        let filled: Vec<Vec<Value>> =
+            cols.iter().zip(calls).map(|(c, spec)| super::transform::fill(stmt.fill, spec.kind, c)).collect();
+        let has_transform = outs.iter().any(|o| matches!(o, AggOut::Transform { .. }));
+        let row_time = |i: usize| -> i64 {
+            if gb_time.is_some() {
+                buckets[i]
+            } else if single_selector_time {
+                cols[0][i].as_ref().and_then(|x| x.0).unwrap_or(default_time)
+            } else {
+                default_time
+            }
+        };
+        let keep = |i: usize| stmt.fill != Fill::None || present[i];
+        let rows: Vec<Vec<Value>> = if !has_transform {
+            let mut rows = Vec::new();
+            let mut slots: Vec<V<'_>> = vec![V::Null; calls.len()];
+            for i in 0..buckets.len() {
+                if !keep(i) {
+                    continue;
+                }
+                for (ci, f) in filled.iter().enumerate() {
+                    slots[ci] = V::from_value(&f[i]);
+                }
+                let mut row = Vec::with_capacity(outs.len() + 1);
+                row.push(Value::Time(row_time(i)));
+                for o in outs {
+                    if let AggOut::Expr(e) = o {
+                        row.push(e.eval(&slots).to_value());
+                    }
+                }
+                rows.push(row);
+            }
+            rows
+        } else {
+            let seqs: Vec<Vec<(i64, Value)>> = outs
+                .iter()
+                .map(|o| match o {
+                    AggOut::Transform { kind, call } => {
+                        let seq = (0..buckets.len())
+                            .filter(|&i| keep(i) && !filled[*call][i].is_null())
+                            .map(|i| (row_time(i), filled[*call][i].clone()))
+                            .collect();
+                        apply_transform(*kind, seq)
+                    }
+                    AggOut::Expr(e) => {
+                        let mut slots: Vec<V<'_>> = vec![V::Null; calls.len()];
+                        (0..buckets.len())
+                            .filter(|&i| keep(i))
+                            .map(|i| {
+                                for (ci, f) in filled.iter().enumerate() {
+                                    slots[ci] = V::from_value(&f[i]);
+                                }
+                                (row_time(i), e.eval(&slots).to_value())
+                            })
+                            .collect()
+                    }
+                })
+                .collect();
+            merge_columns(seqs)
+        };
+        meter.add_rows(rows.len() as u64)?;
+        out.extend(make_series(plan, stmt, key, rows));
+    }
+    Ok(out)
+}

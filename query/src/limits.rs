@@ -1,0 +1,117 @@
+//! Per-query resource limits, and the meter that enforces them while a statement runs.
+
+use std::time::{Duration, Instant};
+
+use crate::error::QueryError;
+
+/// Limits of one query (all statements of one request share the timeout; the counters are
+/// per statement). `0` (or `None` for the timeout) disables a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Wall-clock time for the whole request. Default 60 s.
+    pub timeout: Option<Duration>,
+    /// Series a statement may read. Default 1,000,000.
+    pub max_series: u64,
+    /// Points a statement may read (decoded or summarised). Default 0 (unlimited).
+    pub max_points_scanned: u64,
+    /// Rows a statement may return (also caps `GROUP BY time` buckets). Default 10,000,000.
+    pub max_points_returned: u64,
+    /// Bytes of intermediate state (rows, values kept for median/percentile/mode) per
+    /// statement, estimated. Default 1 GiB.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout: Some(Duration::from_secs(60)),
+            max_series: 1_000_000,
+            max_points_scanned: 0,
+            max_points_returned: 10_000_000,
+            max_memory_bytes: 1 << 30,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// No limits at all (tests, benchmarks).
+    pub fn unlimited() -> Self {
+        QueryLimits {
+            timeout: None,
+            max_series: 0,
+            max_points_scanned: 0,
+            max_points_returned: 0,
+            max_memory_bytes: 0,
+        }
+    }
+}
+
+/// Counts what a statement uses and fails when a limit is passed.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    limits: QueryLimits,
+    deadline: Option<Instant>,
+    pub series: u64,
+    pub points: u64,
+    pub rows: u64,
+    pub memory: u64,
+}
+
+impl Meter {
+    pub fn new(limits: QueryLimits, deadline: Option<Instant>) -> Meter {
+        Meter { limits, deadline, series: 0, points: 0, rows: 0, memory: 0 }
+    }
+
+    pub fn check_time(&self) -> Result<(), QueryError> {
+        match (self.deadline, self.limits.timeout) {
+            (Some(d), Some(t)) if Instant::now() > d => {
+                Err(QueryError::Timeout { limit_ms: t.as_millis() as u64 })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn add_series(&mut self) -> Result<(), QueryError> {
+        self.series += 1;
+        let l = self.limits.max_series;
+        if l > 0 && self.series > l {
+            return Err(QueryError::TooManySeries { count: self.series, limit: l });
+        }
+        self.check_time()
+    }
+
+    pub fn add_points(&mut self, n: u64) -> Result<(), QueryError> {
+        self.points += n;
+        let l = self.limits.max_points_scanned;
+        if l > 0 && self.points > l {
+            return Err(QueryError::TooManyPointsScanned { count: self.points, limit: l });
+        }
+        Ok(())
+    }
+
+    pub fn add_rows(&mut self, n: u64) -> Result<(), QueryError> {
+        self.rows += n;
+        let l = self.limits.max_points_returned;
+        if l > 0 && self.rows > l {
+            return Err(QueryError::TooManyPointsReturned { limit: l });
+        }
+        Ok(())
+    }
+
+    pub fn check_buckets(&self, n: u64) -> Result<(), QueryError> {
+        let l = self.limits.max_points_returned;
+        if l > 0 && n > l {
+            return Err(QueryError::TooManyBuckets { count: n, limit: l });
+        }
+        Ok(())
+    }
+
+    pub fn add_memory(&mut self, bytes: u64) -> Result<(), QueryError> {
+        self.memory += bytes;
+        let l = self.limits.max_memory_bytes;
+        if l > 0 && self.memory > l {
+            return Err(QueryError::MemoryExceeded { limit: l });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! Golden tests: fixed data, exact InfluxDB 1.x JSON for the query shapes clients send.
+//! The expected texts were derived by hand from InfluxDB 1.x semantics (column naming,
+//! bucket start times, fill modes, GROUP BY tags, selector times).
+
+use strata_engine::{Engine, EngineOptions, FieldValue, WriteBatch};
+use strata_query::encode::{encode_csv, encode_json, encode_json_chunks, EncodeOptions};
+use strata_query::{execute, parse_query, Epoch, QueryContext, QueryLimits};
+
+const S: i64 = 1_000_000_000;
+const T0: i64 = 1_700_000_000 * S; // 2023-11-14T22:13:20Z
+const NOW: i64 = T0 + 3600 * S;
+
+/// cpu: hosts a and b, region eu; `usage` float every 10 s for a minute, `count` integer,
+/// `status` string. mem: one point.
+fn fixture() -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineOptions::new(dir.path())).unwrap();
+    let mut b = WriteBatch::new();
+    for i in 0..6i64 {
+        for (h, host) in ["a", "b"].iter().enumerate() {
+            let mut p = b.point("cpu");
+            p.tag("host", host).tag("region", "eu");
+            p.field("usage", FieldValue::F64(i as f64 + h as f64 * 10.0 + 0.5));
+            p.field("count", FieldValue::I64(i * 2 + h as i64));
+            if i % 2 == 0 {
+                p.field("status", FieldValue::Str(if i == 4 { "hot" } else { "ok" }));
+            }
+            p.finish(T0 + i * 10 * S).unwrap();
+        }
+    }
+    {
+        let mut p = b.point("mem");
+        p.tag("host", "a");
+        p.field("free", FieldValue::I64(42));
+        p.finish(T0).unwrap();
+    }
+    engine.create_database("db").unwrap();
+    engine.write("db", &b).unwrap();
+    (dir, engine)
+}
+
+fn run(engine: &Engine, q: &str) -> String {
+    run_with(engine, q, EncodeOptions::default())
+}
+
+fn run_with(engine: &Engine, q: &str, opts: EncodeOptions) -> String {
+    let stmts = parse_query(q).unwrap();
+    let ctx = QueryContext::new(engine, Some("db"), NOW, QueryLimits::default());
+    encode_json(&execute(&ctx, &stmts), opts).trim_end().to_owned()
+}
+
+#[test]
+fn raw_select_with_tag_filter() {
+    let (_d, e) = fixture();
+    assert_eq!(
+        run(&e, "SELECT usage FROM cpu WHERE host = 'a' AND time >= 1700000000s AND time < 1700000020s"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","usage"],"values":[["2023-11-14T22:13:20Z",0.5],["2023-11-14T22:13:30Z",1.5]]}]}]}"#
+    );
+}
+
+#[test]
+fn select_star_returns_tags_and_fields_sorted() {
+    let (_d, e) = fixture();
+    assert_eq!(
+        run(&e, "SELECT * FROM cpu WHERE host = 'b' LIMIT 2"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","count","host","region","status","usage"],"values":[["2023-11-14T22:13:20Z",1,"b","eu","ok",10.5],["2023-11-14T22:13:30Z",3,"b","eu",null,11.5]]}]}]}"#
+    );
+}
+
+#[test]
+fn aggregates_without_group_by_time_use_range_start() {
+    let (_d, e) = fixture();
+    // Unbounded: time is 1970; mean of a: 0.5..5.5 = 3, b: 13; together 8.
+    assert_eq!(
+        run(&e, "SELECT mean(usage), count(usage), sum(count) FROM cpu"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","mean","count","sum"],"values":[["1970-01-01T00:00:00Z",8,12,66]]}]}]}"#
+    );
+    // A single selector reports its point's time.
+    assert_eq!(
+        run(&e, "SELECT max(usage) FROM cpu WHERE host = 'a'"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","max"],"values":[["2023-11-14T22:14:10Z",5.5]]}]}]}"#
+    );
+}
+
+#[test]
+fn group_by_time_and_tag_with_fill() {
+    let (_d, e) = fixture();
+    let q = "SELECT mean(usage) FROM cpu WHERE time >= 1700000000s AND time < 1700000080s GROUP BY time(20s), host fill(none)";
+    assert_eq!(
+        run(&e, q),
+        concat!(
+            r#"{"results":[{"statement_id":0,"series":["#,
+            r#"{"name":"cpu","tags":{"host":"a"},"columns":["time","mean"],"values":[["2023-11-14T22:13:20Z",1],["2023-11-14T22:13:40Z",3],["2023-11-14T22:14:00Z",5]]},"#,
+            r#"{"name":"cpu","tags":{"host":"b"},"columns":["time","mean"],"values":[["2023-11-14T22:13:20Z",11],["2023-11-14T22:13:40Z",13],["2023-11-14T22:14:00Z",15]]}"#,
+            r#"]}]}"#
+        )
+    );
+    let q = "SELECT mean(usage), count(usage) FROM cpu WHERE host = 'a' AND time >= 1700000000s AND time < 1700000080s GROUP BY time(20s) fill(null)";
+    assert_eq!(
+        run(&e, q),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","mean","count"],"values":[["2023-11-14T22:13:20Z",1,2],["2023-11-14T22:13:40Z",3,2],["2023-11-14T22:14:00Z",5,2],["2023-11-14T22:14:20Z",null,0]]}]}]}"#
+    );
+    let q = "SELECT max(usage) FROM cpu WHERE host = 'a' AND time >= 1700000000s AND time < 1700000080s GROUP BY time(20s) fill(previous)";
+    assert!(
+        run(&e, q).ends_with(r#"["2023-11-14T22:14:00Z",5.5],["2023-11-14T22:14:20Z",5.5]]}]}]}"#),
+        "{}",
+        run(&e, q)
+    );
+    let q = "SELECT max(usage) FROM cpu WHERE host = 'a' AND time >= 1700000000s AND time < 1700000080s GROUP BY time(20s) fill(-1)";
+    assert!(run(&e, q).ends_with(r#"["2023-11-14T22:14:20Z",-1]]}]}]}"#), "{}", run(&e, q));
+}
+
+#[test]
+fn grafana_shape_with_ms_time_filter_and_epoch() {
+    let (_d, e) = fixture();
+    let q = "SELECT mean(\"usage\") FROM \"cpu\" WHERE (\"host\" =~ /^a$/) AND time >= 1700000000000ms and time <= 1700000059999ms GROUP BY time(30s) fill(null)";
+    assert_eq!(
+        run_with(&e, q, EncodeOptions { epoch: Epoch::Milliseconds, pretty: false }),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","mean"],"values":[[1699999980000,0.5],[1700000010000,2.5],[1700000040000,5]]}]}]}"#
+    );
+}
+
+#[test]
+fn transformations_and_aliases() {
+    let (_d, e) = fixture();
+    assert_eq!(
+        run(&e, "SELECT derivative(usage, 10s) AS d, difference(count) FROM cpu WHERE host = 'a' LIMIT 2"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","d","difference"],"values":[["2023-11-14T22:13:30Z",1,2],["2023-11-14T22:13:40Z",1,2]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SELECT usage * 2 + 1, usage FROM cpu WHERE host = 'a' ORDER BY time DESC LIMIT 1"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","usage","usage_1"],"values":[["2023-11-14T22:14:10Z",12,5.5]]}]}]}"#
+    );
+}
+
+#[test]
+fn meta_statements() {
+    let (_d, e) = fixture();
+    assert_eq!(
+        run(&e, "SHOW DATABASES; SHOW MEASUREMENTS; SHOW TAG KEYS FROM cpu"),
+        concat!(
+            r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["db"]]}]},"#,
+            r#"{"statement_id":1,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["mem"]]}]},"#,
+            r#"{"statement_id":2,"series":[{"name":"cpu","columns":["tagKey"],"values":[["host"],["region"]]}]}]}"#
+        )
+    );
+    assert_eq!(
+        run(&e, "SHOW TAG VALUES FROM cpu WITH KEY = \"host\""),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["key","value"],"values":[["host","a"],["host","b"]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SHOW FIELD KEYS FROM cpu"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["fieldKey","fieldType"],"values":[["count","integer"],["status","string"],["usage","float"]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SHOW SERIES WHERE host = 'a'"),
+        r#"{"results":[{"statement_id":0,"series":[{"columns":["key"],"values":[["cpu,host=a,region=eu"],["mem,host=a"]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SHOW RETENTION POLICIES"),
+        r#"{"results":[{"statement_id":0,"series":[{"columns":["name","duration","shardGroupDuration","replicaN","default"],"values":[["autogen","0s","24h0m0s",1,true]]}]}]}"#
+    );
+}
+
+#[test]
+fn errors_go_into_results_and_stop_later_statements() {
+    let (_d, e) = fixture();
+    assert_eq!(
+        run(&e, "SELECT usage FROM nope; SELECT mean(usage), usage FROM cpu; SHOW DATABASES"),
+        r#"{"results":[{"statement_id":0},{"statement_id":1,"error":"mixing aggregate and non-aggregate queries is not supported"}]}"#
+    );
+    let stmts = parse_query("SELECT usage FROM cpu").unwrap();
+    let ctx = QueryContext::new(&e, Some("nodb"), NOW, QueryLimits::default());
+    assert_eq!(
+        encode_json(&execute(&ctx, &stmts), EncodeOptions::default()).trim_end(),
+        r#"{"results":[{"statement_id":0,"error":"database not found: nodb"}]}"#
+    );
+}
+
+#[test]
+fn limits_give_clear_errors() {
+    let (_d, e) = fixture();
+    let stmts = parse_query("SELECT usage FROM cpu").unwrap();
+    let limits = QueryLimits { max_series: 1, ..QueryLimits::default() };
+    let ctx = QueryContext::new(&e, Some("db"), NOW, limits);
+    let r = execute(&ctx, &stmts);
+    assert_eq!(r[0].error.as_deref(), Some("max-select-series limit exceeded: (2/1)"));
+    let limits = QueryLimits { max_points_returned: 3, ..QueryLimits::default() };
+    let ctx = QueryContext::new(&e, Some("db"), NOW, limits);
+    let r = execute(&ctx, &stmts);
+    assert_eq!(r[0].error.as_deref(), Some("max-select-point limit exceeded: more than 3 points returned"));
+    let limits = QueryLimits { max_points_scanned: 5, ..QueryLimits::default() };
+    let ctx = QueryContext::new(&e, Some("db"), NOW, limits);
+    assert!(execute(&ctx, &stmts)[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("max-select-point limit exceeded: (6/5)"));
+    let stmts = parse_query("SELECT count(usage) FROM cpu WHERE time >= 0 GROUP BY time(1s)").unwrap();
+    let ctx = QueryContext::new(&e, Some("db"), NOW, QueryLimits::default());
+    assert!(execute(&ctx, &stmts)[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("max-select-buckets limit exceeded"));
+    let stmts = parse_query("SELECT median(usage) FROM cpu").unwrap();
+    let limits = QueryLimits { max_memory_bytes: 64, ..QueryLimits::default() };
+    let ctx = QueryContext::new(&e, Some("db"), NOW, limits);
+    assert_eq!(
+        execute(&ctx, &stmts)[0].error.as_deref(),
+        Some("query memory limit exceeded: more than 64 bytes")
+    );
+    let limits = QueryLimits { timeout: Some(std::time::Duration::ZERO), ..QueryLimits::default() };
+    let ctx = QueryContext::new(&e, Some("db"), NOW, limits);
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(execute(&ctx, &stmts)[0].error.as_deref(), Some("query timeout of 0 ms exceeded"));
+}
+
+#[test]
+fn csv_chunked_and_tz() {
+    let (_d, e) = fixture();
+    let stmts = parse_query("SELECT count FROM cpu WHERE host = 'a' LIMIT 2").unwrap();
+    let ctx = QueryContext::new(&e, Some("db"), NOW, QueryLimits::default());
+    let r = execute(&ctx, &stmts);
+    assert_eq!(
+        encode_csv(&r, EncodeOptions::default()),
+        "name,tags,time,count\ncpu,,1700000000000000000,0\ncpu,,1700000010000000000,2\n"
+    );
+    let lines = encode_json_chunks(&r, EncodeOptions::default(), 1);
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].contains(r#""partial":true}],"partial":true}"#), "{}", lines[0]);
+    assert!(!lines[1].contains("partial"), "{}", lines[1]);
+    if std::path::Path::new("/usr/share/zoneinfo/Europe/Paris").exists() {
+        assert_eq!(
+            run(&e, "SELECT count FROM cpu WHERE host = 'a' LIMIT 1 tz('Europe/Paris')"),
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","count"],"values":[["2023-11-14T23:13:20+01:00",0]]}]}]}"#
+        );
+    }
+    assert_eq!(
+        run(&e, "SELECT count FROM cpu tz('Mars/Olympus')"),
+        r#"{"results":[{"statement_id":0,"error":"invalid tz: unknown time zone \"Mars/Olympus\""}]}"#
+    );
+}
+
+#[test]
+fn create_drop_database_and_delete() {
+    let (_d, e) = fixture();
+    run(&e, "CREATE DATABASE other WITH DURATION 1d NAME short");
+    assert!(e.database_exists("other"));
+    assert!(run(&e, "SHOW RETENTION POLICIES ON other").contains(r#"["short","24h0m0s""#));
+    run(&e, "DROP DATABASE other");
+    assert!(!e.database_exists("other"));
+    run(&e, "DELETE FROM cpu WHERE host = 'a' AND time < 1700000030s");
+    assert_eq!(
+        run(&e, "SELECT count(usage) FROM cpu WHERE host = 'a'"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","count"],"values":[["1970-01-01T00:00:00Z",3]]}]}]}"#
+    );
+    run(&e, "DROP SERIES FROM cpu WHERE host = 'b'");
+    assert_eq!(
+        run(&e, "SHOW SERIES FROM cpu"),
+        r#"{"results":[{"statement_id":0,"series":[{"columns":["key"],"values":[["cpu,host=a,region=eu"]]}]}]}"#
+    );
+    run(&e, "DROP MEASUREMENT mem");
+    assert_eq!(
+        run(&e, "SHOW MEASUREMENTS"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"]]}]}]}"#
+    );
+}

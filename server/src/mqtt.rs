@@ -1,0 +1,452 @@
+//! The MQTT listener: devices connect straight to Strata (MQTT 3.1.1 over TCP, optionally
+//! TLS) and publish telemetry, which is written to the engine and acknowledged (QoS 1) only
+//! once durable. `docs/mqtt.md` describes the behaviour; this is the layout:
+//!
+//! - [`listener`]: accept loops (plain and TLS), the connection limit, mTLS identities.
+//! - [`session`]: one connection: CONNECT and authentication, keep-alive, the packet loop,
+//!   batching of buffered PUBLISHes into one engine write, PUBACKs after durability,
+//!   SUBSCRIBE, command delivery, Last Will.
+//! - [`topic`]: topic pattern -> device and measurement; [`acl`]: who may publish or
+//!   subscribe where; [`payload`]: payload -> points (through `crate::ingest`).
+//! - [`sessions`]: subscriptions and persistent sessions, command routing.
+//! - [`dead_letter`]: the on-disk store of messages that could not be stored whole.
+//! - [`status`]: device online/offline status; [`rate`]: per-device token bucket;
+//!   [`metrics`]: counters; [`config`]: the `[mqtt]` section; [`tls`]: rustls and mTLS.
+//!
+//! Packets are framed and parsed by rumqttc's codec (`rumqttc::mqttbytes::v4`); we never parse
+//! MQTT by hand. What it is not (yet): MQTT 5, QoS 2, retained messages, bridge mode.
+
+pub mod acl;
+pub mod config;
+pub mod dead_letter;
+pub mod listener;
+pub mod metrics;
+pub mod payload;
+pub mod rate;
+pub mod session;
+pub mod sessions;
+pub mod status;
+pub mod tls;
+pub mod topic;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_engine::{Engine, RejectReason, WriteBatch, WriteError};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use self::acl::Acl;
+use self::config::MqttConfig;
+use self::dead_letter::{DeadLetters, NewDeadLetter};
+use self::metrics::MqttMetrics;
+use self::payload::{decode_message, Decoding, MessageResult};
+use self::sessions::{Command, Delivery, Sessions};
+use self::status::Registry;
+use self::topic::TopicPattern;
+use crate::auth::Auth;
+use crate::budget::WriteMemory;
+use crate::http::AppState;
+use crate::metrics::Metrics;
+
+/// Why the MQTT listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttStartError {
+    #[error("mqtt listener: {0}")]
+    Listener(std::io::Error),
+    #[error("mqtt dead-letter store {path}: {source}")]
+    DeadLetters { path: std::path::PathBuf, source: std::io::Error },
+    #[error("mqtt.topic_pattern: {0}")]
+    Pattern(#[from] topic::PatternError),
+    #[error("mqtt TLS: {0}")]
+    Tls(String),
+}
+
+/// One message to store: what a PUBLISH (or a replayed dead letter) carries.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub client_id: String,
+    /// Device the message is attributed to (the topic's device).
+    pub device: String,
+    pub measurement: Option<String>,
+    pub topic: String,
+    pub qos: u8,
+    pub payload: Bytes,
+    /// Set when the message cannot be stored at all (not a telemetry topic): it goes
+    /// straight to the dead-letter store.
+    pub refused: Option<&'static str>,
+}
+
+/// What a replay of dead letters did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// Ids stored whole now (and deleted from the store).
+    pub replayed: Vec<u64>,
+    /// Ids still failing, with the reason.
+    pub failed: Vec<(u64, String)>,
+}
+
+/// Why a batch of messages could not be written (nothing is acknowledged; the connection is
+/// closed so the device sends them again).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Engine(#[from] WriteError),
+    #[error("the engine stayed overloaded")]
+    Overloaded,
+}
+
+/// Everything the MQTT side shares: settings, the engine and the stores.
+pub struct Broker {
+    pub config: MqttConfig,
+    pub engine: Arc<Engine>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub write_memory: WriteMemory,
+    pub auto_create_databases: bool,
+    pub acl: Acl,
+    pub decoding: Decoding,
+    pub dead_letters: DeadLetters,
+    pub status: Registry,
+    pub sessions: Sessions,
+    /// One permit per allowed connection.
+    pub(crate) conn_limit: Arc<Semaphore>,
+    next_conn: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("database", &self.config.database).finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// How often, and how long apart, a write is retried while the engine is overloaded (each
+/// attempt itself waits up to `storage.write_stall_timeout` before it reports overload).
+const OVERLOAD_RETRIES: u32 = 5;
+const OVERLOAD_PAUSE: Duration = Duration::from_millis(100);
+
+impl Broker {
+    /// Builds the broker from the HTTP side's shared state (same engine, auth, metrics and
+    /// write-memory budget).
+    pub fn new(state: &AppState) -> Result<Broker, MqttStartError> {
+        let config = state.config.mqtt.clone();
+        let dir = state.config.data_dir.join("mqtt").join("dead-letters");
+        let dead_letters =
+            DeadLetters::open(&dir, config.dead_letter_max_entries, config.dead_letter_max_size.bytes())
+                .map_err(|source| MqttStartError::DeadLetters { path: dir.clone(), source })?;
+        let acl = Acl {
+            enabled: config.acl,
+            pattern: TopicPattern::parse(&config.topic_pattern)?,
+            command_prefix: config.command_prefix.clone(),
+        };
+        let decoding = Decoding {
+            device_tag: config.device_tag.clone(),
+            line_precision: config.line_precision(),
+            json_precision: config.json_precision(),
+            limits: state.limits.clone(),
+        };
+        let max_devices = config.max_connections.saturating_mul(10).max(100_000);
+        Ok(Broker {
+            conn_limit: Arc::new(Semaphore::new(config.max_connections)),
+            sessions: Sessions::new(max_devices, config.session_max_queued),
+            status: Registry::new(max_devices),
+            engine: state.engine.clone(),
+            auth: state.auth.clone(),
+            metrics: state.metrics.clone(),
+            write_memory: state.write_memory.clone(),
+            auto_create_databases: state.config.storage.auto_create_databases,
+            acl,
+            decoding,
+            dead_letters,
+            next_conn: AtomicU64::new(1),
+            shutdown: watch::channel(false).0,
+            config,
+        })
+    }
+
+    pub fn mqtt_metrics(&self) -> &MqttMetrics {
+        &self.metrics.mqtt
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Decodes `messages` into one batch, writes it (blocking until durable) and returns how
+    /// each message went, in order: `None` when it was stored whole, else the reason. Points
+    /// refused by the engine (series limit, field type conflict) count against their message.
+    /// Blocking: call from `spawn_blocking`.
+    pub fn write_messages(&self, messages: &[Message]) -> Result<Vec<Option<String>>, StoreError> {
+        let db = &self.config.database;
+        let now = now_ns();
+        let total: usize = messages.iter().map(|m| m.payload.len()).sum();
+        let mut batch = WriteBatch::with_capacity(total + total / 2);
+        let mut starts = Vec::with_capacity(messages.len());
+        let mut results: Vec<MessageResult> = Vec::with_capacity(messages.len());
+        for m in messages {
+            starts.push(batch.len_points());
+            if let Some(why) = m.refused {
+                results.push(MessageResult { fatal: Some(why.to_owned()), ..Default::default() });
+                continue;
+            }
+            let r = decode_message(
+                &mut batch,
+                &m.payload,
+                &m.device,
+                m.measurement.as_deref(),
+                &self.decoding,
+                now,
+            );
+            results.push(r);
+        }
+        let mut reasons: Vec<Option<String>> = results.iter().map(MessageResult::reason).collect();
+        let ingest = &self.metrics.ingest;
+        for r in &results {
+            for e in &r.errors {
+                if let Some(kind) = crate::metrics::LineReject::ALL.iter().find(|k| k.as_str() == e.kind) {
+                    ingest.line_rejected(*kind);
+                }
+            }
+        }
+        ingest.bytes_received.fetch_add(total as u64, Ordering::Relaxed);
+        ingest.bytes_decoded.fetch_add(total as u64, Ordering::Relaxed);
+        if batch.is_empty() {
+            return Ok(reasons);
+        }
+        if !self.engine.database_exists(db) {
+            if !self.auto_create_databases {
+                let why = format!("database {db:?} does not exist (storage.auto_create_databases is off)");
+                return Ok(reasons.into_iter().map(|r| Some(r.unwrap_or_else(|| why.clone()))).collect());
+            }
+            match self.engine.create_database(db) {
+                Ok(_) => tracing::info!(db = %db, "created database on first MQTT write"),
+                Err(e) => tracing::debug!(db = %db, error = %e, "create database (raced?)"),
+            }
+        }
+        let mut attempt = 0;
+        let outcome = loop {
+            match self.engine.write(db, &batch) {
+                Ok(o) => break o,
+                Err(WriteError::Overloaded) if attempt < OVERLOAD_RETRIES && !self.shutting_down() => {
+                    // Part of the batch may be stored already; writing it again is harmless
+                    // (last write wins). The connection does not read meanwhile: backpressure.
+                    attempt += 1;
+                    self.metrics.mqtt.backpressure(metrics::Backpressure::Engine);
+                    std::thread::sleep(OVERLOAD_PAUSE);
+                }
+                Err(WriteError::Overloaded) => return Err(StoreError::Overloaded),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        MqttMetrics::inc(&self.metrics.mqtt.batches);
+        ingest.points.fetch_add(outcome.points_written as u64, Ordering::Relaxed);
+        ingest.values.fetch_add(outcome.values_written as u64, Ordering::Relaxed);
+        self.metrics.ingest_by_db.record(
+            "mqtt",
+            db,
+            outcome.points_written as u64,
+            outcome.values_written as u64,
+            total as u64,
+        );
+        let mut refused: Vec<(usize, String)> = Vec::new();
+        for r in &outcome.rejected {
+            let msg = starts.partition_point(|s| *s <= r.index).saturating_sub(1);
+            let kind = match r.reason {
+                RejectReason::SeriesLimit { .. } => crate::metrics::LineReject::SeriesLimit,
+                RejectReason::FieldTypeConflict { .. } => crate::metrics::LineReject::FieldTypeConflict,
+                // Invalid points, and reasons added to the engine later.
+                _ => crate::metrics::LineReject::InvalidPoint,
+            };
+            ingest.line_rejected(kind);
+            refused.push((msg, r.reason.to_string()));
+        }
+        for (msg, why) in refused {
+            if let Some(slot) = reasons.get_mut(msg) {
+                if slot.is_none() {
+                    *slot = Some(format!("refused by storage: {why}"));
+                }
+            }
+        }
+        Ok(reasons)
+    }
+
+    /// Stores the messages that failed in the dead-letter store, counts and logs them.
+    /// Blocking.
+    pub fn dead_letter(&self, messages: &[Message], reasons: &[Option<String>]) {
+        for (m, reason) in messages.iter().zip(reasons) {
+            let Some(reason) = reason else { continue };
+            MqttMetrics::inc(&self.metrics.mqtt.dead_letters);
+            tracing::warn!(device = %m.device, client_id = %m.client_id, topic = %m.topic, reason = %reason, "MQTT message dead-lettered");
+            let entry = NewDeadLetter {
+                client_id: &m.client_id,
+                device: &m.device,
+                topic: &m.topic,
+                qos: m.qos,
+                reason,
+                payload: &m.payload,
+            };
+            match self.dead_letters.push(&entry) {
+                Ok((_, dropped)) => {
+                    self.metrics.mqtt.dead_letters_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, device = %m.device, "cannot write a dead letter"),
+            }
+        }
+    }
+
+    /// Replays dead letters (all of them, oldest first, up to `limit`, or the given ids): each
+    /// one stored whole now is deleted; the others stay. Returns (replayed ids, failures).
+    /// Blocking.
+    pub fn replay(&self, ids: Option<&[u64]>, limit: usize) -> Result<Replayed, StoreError> {
+        let letters = match ids {
+            Some(ids) => ids.iter().filter_map(|id| self.dead_letters.get(*id)).collect(),
+            None => self.dead_letters.list(0, limit),
+        };
+        let messages: Vec<Message> = letters
+            .iter()
+            .map(|d| {
+                // Replays go through the topic mapping again, without the ACL: an operator
+                // replays what a device sent.
+                let m = self.acl.pattern.matches(&d.topic);
+                Message {
+                    client_id: d.client_id.clone(),
+                    device: m.map_or_else(|| d.device.clone(), |m| m.device.to_owned()),
+                    measurement: m.and_then(|m| m.measurement.map(str::to_owned)),
+                    topic: d.topic.clone(),
+                    qos: d.qos,
+                    payload: Bytes::from(d.payload()),
+                    refused: if m.is_none() { Some("not a telemetry topic") } else { None },
+                }
+            })
+            .collect();
+        let reasons = self.write_messages(&messages)?;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for (d, r) in letters.iter().zip(reasons) {
+            match r {
+                None => {
+                    self.dead_letters.remove(d.id);
+                    ok.push(d.id);
+                }
+                Some(why) => failed.push((d.id, why)),
+            }
+        }
+        Ok(Replayed { replayed: ok, failed })
+    }
+
+    /// Publishes a command to the devices subscribed to `topic`.
+    pub fn publish_command(&self, cmd: &Command) -> Delivery {
+        let m = &self.metrics.mqtt;
+        MqttMetrics::inc(&m.commands);
+        let d = self.sessions.publish(cmd);
+        m.commands_delivered.fetch_add(d.delivered as u64, Ordering::Relaxed);
+        m.commands_queued.fetch_add(d.queued as u64, Ordering::Relaxed);
+        m.commands_dropped.fetch_add(d.dropped as u64, Ordering::Relaxed);
+        d
+    }
+}
+
+/// A broker on a fresh engine in `data_dir`, with default settings (auth off) and the rate
+/// limit off: for the fuzz target and tests that drive connections in-process
+/// ([`session::feed_for_test`]). Blocking (opens the engine).
+#[doc(hidden)]
+pub fn broker_for_tests(data_dir: &std::path::Path) -> Result<Arc<Broker>, String> {
+    let mut config = crate::config::Config { data_dir: data_dir.to_owned(), ..Default::default() };
+    config.mqtt.rate_limit = 0;
+    config.storage.memtable_size = crate::config::ByteSize::mib(4);
+    let engine = Engine::open(config.engine_options()).map_err(|e| e.to_string())?;
+    let auth = Arc::new(Auth::new(&config).map_err(|e| e.to_string())?);
+    let state: AppState = Arc::new(crate::http::Shared::new(
+        Arc::new(engine),
+        Arc::new(config),
+        auth,
+        Arc::new(Metrics::default()),
+    ));
+    Broker::new(&state).map(Arc::new).map_err(|e| e.to_string())
+}
+
+/// The running listener(s).
+pub struct MqttServer {
+    broker: Arc<Broker>,
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    accept: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MqttServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttServer").field("addr", &self.addr).field("tls_addr", &self.tls_addr).finish()
+    }
+}
+
+impl MqttServer {
+    /// Starts accepting on the bound listeners.
+    pub fn start(
+        state: &AppState,
+        plain: std::net::TcpListener,
+        tls: Option<std::net::TcpListener>,
+    ) -> Result<MqttServer, MqttStartError> {
+        let broker = Arc::new(Broker::new(state)?);
+        let tls_config = match &tls {
+            Some(_) => Some(listener::tls_config(&broker.config).map_err(MqttStartError::Tls)?),
+            None => None,
+        };
+        let to_tokio = |l: std::net::TcpListener| {
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+                .map_err(MqttStartError::Listener)
+        };
+        let addr = plain.local_addr().map_err(MqttStartError::Listener)?;
+        let mut accept = vec![tokio::spawn(listener::accept_loop(broker.clone(), to_tokio(plain)?, None))];
+        let mut tls_addr = None;
+        if let (Some(l), Some(cfg)) = (tls, tls_config) {
+            tls_addr = Some(l.local_addr().map_err(MqttStartError::Listener)?);
+            accept.push(tokio::spawn(listener::accept_loop(broker.clone(), to_tokio(l)?, Some(cfg))));
+        }
+        tracing::info!(addr = %addr, tls_addr = ?tls_addr, db = %broker.config.database, pattern = %broker.config.topic_pattern, "MQTT listening");
+        Ok(MqttServer { broker, addr, tls_addr, accept })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, tells every connection to finish (a write in progress completes and
+    /// is acknowledged), and waits up to `timeout` for them to close.
+    pub async fn shutdown(self, timeout: Duration) {
+        let _ = self.broker.shutdown.send(true);
+        for a in self.accept {
+            let _ = a.await;
+        }
+        let all = u32::try_from(self.broker.config.max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(timeout, self.broker.conn_limit.acquire_many(all)).await.is_err() {
+            tracing::warn!("MQTT connections still open at the shutdown timeout");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Sessions by client id: subscriptions, the connection currently attached, and (persistent
+//! sessions, `clean session = false`) the QoS 1 commands kept while the device is offline.
+//!
+//! Commands reach devices only through here: the HTTP command endpoint calls
+//! [`Sessions::publish`], which hands the message to every attached session whose
+//! subscriptions match (through its bounded channel) and queues QoS 1 messages for persistent
+//! sessions that are offline, or whose channel is full. Everything is bounded: the number of
+//! sessions, each queue (`mqtt.session_max_queued`, oldest dropped first) and each channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rumqttc::QoS;
+use tokio::sync::{mpsc, Notify};
+
+/// A message for devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+}
+
+/// What an attached connection gets.
+#[derive(Debug)]
+pub struct Attachment {
+    pub session_present: bool,
+    /// Messages kept while offline, to send first.
+    pub queued: VecDeque<Command>,
+    pub rx: mpsc::Receiver<Command>,
+    /// Notified when another connection takes the session over.
+    pub kicked: Arc<Notify>,
+}
+
+/// How a publish went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: usize,
+    pub queued: usize,
+    pub dropped: usize,
+}
+
+#[derive(Debug)]
+struct Online {
+    conn: u64,
+    tx: mpsc::Sender<Command>,
+    kicked: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct Session {
+    persistent: bool,
+    subscriptions: Vec<(String, QoS)>,
+    queue: VecDeque<Command>,
+    online: Option<Online>,
+}
+
+/// Messages a connection's channel holds before further ones are queued or dropped.
+const CHANNEL: usize = 256;
+
+#[derive(Debug)]
+pub struct Sessions {
+    max_sessions: usize,
+    max_queued: usize,
+    map: Mutex<HashMap<String, Session>>,
+}
+
+/// Too many sessions: the new client is refused (CONNACK 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+fn push_bounded(q: &mut VecDeque<Command>, c: Command, max: usize) -> usize {
+    q.push_back(c);
+    let mut dropped = 0;
+    while q.len() > max {
+        q.pop_front();
+        dropped += 1;
+    }
+    dropped
+}
+
+impl Sessions {
+    pub fn new(max_sessions: usize, max_queued: usize) -> Sessions {
+        Sessions { max_sessions, max_queued, map: Mutex::new(HashMap::new()) }
+    }
+
+    /// Attaches connection `conn` to `client_id`'s session, taking it over from a connection
+    /// already attached. `clean` discards an earlier session.
+    pub fn attach(&self, client_id: &str, clean: bool, conn: u64) -> Result<Attachment, Full> {
+        let mut map = self.map.lock();
+        if !map.contains_key(client_id) && map.len() >= self.max_sessions {
+            return Err(Full);
+        }
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let kicked = Arc::new(Notify::new());
+        let online = Online { conn, tx, kicked: kicked.clone() };
+        let existing = map.remove(client_id);
+        if let Some(old) = existing.as_ref().and_then(|s| s.online.as_ref()) {
+            old.kicked.notify_one();
+        }
+        let (session_present, session) = match existing {
+            Some(mut s) if !clean && s.persistent => {
+                s.online = Some(online);
+                (true, s)
+            }
+            _ => (
+                false,
+                Session {
+                    persistent: !clean,
+                    subscriptions: Vec::new(),
+                    queue: VecDeque::new(),
+                    online: Some(online),
+                },
+            ),
+        };
+        let mut session = session;
+        let queued = std::mem::take(&mut session.queue);
+        map.insert(client_id.to_owned(), session);
+        Ok(Attachment { session_present, queued, rx, kicked })
+    }
+
+    /// Connection `conn` ended. A persistent session keeps `unacked` (sent, not yet
+    /// acknowledged QoS 1 messages) and what was still in its channel, to send again.
+    pub fn detach(&self, client_id: &str, conn: u64, unacked: Vec<Command>, mut rx: mpsc::Receiver<Command>) {
+        let mut map = self.map.lock();
+        let Some(s) = map.get_mut(client_id) else { return };
+        if s.online.as_ref().is_none_or(|o| o.conn != conn) {
+            return; // taken over: the new connection owns the session now
+        }
+        s.online = None;
+        if !s.persistent {
+            map.remove(client_id);
+            return;
+        }
+        let mut keep: VecDeque<Command> = unacked.into_iter().collect();
+        while let Ok(c) = rx.try_recv() {
+            if c.qos == QoS::AtLeastOnce {
+                keep.push_back(c);
+            }
+        }
+        keep.append(&mut s.queue);
+        while keep.len() > self.max_queued {
+            keep.pop_front();
+        }
+        s.queue = keep;
+    }
+
+    pub fn subscribe(&self, client_id: &str, filter: &str, qos: QoS) {
+        let mut map = self.map.lock();
+        if let Some(s) = map.get_mut(client_id) {
+            s.subscriptions.retain(|(f, _)| f != filter);
+            // At most 100 filters per session: a device needs one or two.
+            if s.subscriptions.len() < 100 {
+                s.subscriptions.push((filter.to_owned(), qos));
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, client_id: &str, filter: &str) {
+        if let Some(s) = self.map.lock().get_mut(client_id) {
+            s.subscriptions.retain(|(f, _)| f != filter);
+        }
+    }
+
+    /// Routes `cmd` to the matching sessions.
+    pub fn publish(&self, cmd: &Command) -> Delivery {
+        let mut d = Delivery::default();
+        let mut map = self.map.lock();
+        for s in map.values_mut() {
+            let Some(sub_qos) = s
+                .subscriptions
+                .iter()
+                .filter(|(f, _)| rumqttc::matches(&cmd.topic, f))
+                .map(|(_, q)| *q)
+                .max_by_key(|q| *q as u8)
+            else {
+                continue;
+            };
+            let qos = if (sub_qos as u8) < (cmd.qos as u8) { sub_qos } else { cmd.qos };
+            let c = Command { topic: cmd.topic.clone(), payload: cmd.payload.clone(), qos };
+            let c = match &s.online {
+                Some(o) => match o.tx.try_send(c) {
+                    Ok(()) => {
+                        d.delivered += 1;
+                        continue;
+                    }
+                    Err(e) => e.into_inner(),
+                },
+                None => c,
+            };
+            if s.persistent && c.qos == QoS::AtLeastOnce {
+                d.queued += 1;
+                d.dropped += push_bounded(&mut s.queue, c, self.max_queued);
+            } else {
+                d.dropped += 1;
+            }
+        }
+        d
+    }
+
+    /// Sessions known (online or persistent).
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(topic: &str, qos: QoS) -> Command {
+        Command { topic: topic.into(), payload: Bytes::from_static(b"go"), qos }
+    }
+
+    #[test]
+    fn persistent_session_keeps_qos1_commands_while_offline() {
+        let s = Sessions::new(10, 2);
+        let mut a = s.attach("d1", false, 1).unwrap();
+        assert!(!a.session_present);
+        s.subscribe("d1", "commands/d1/#", QoS::AtLeastOnce);
+        assert_eq!(s.publish(&cmd("commands/d1/reboot", QoS::AtLeastOnce)).delivered, 1);
+        assert_eq!(a.rx.try_recv().unwrap().topic, "commands/d1/reboot");
+        s.detach("d1", 1, vec![cmd("commands/d1/unacked", QoS::AtLeastOnce)], a.rx);
+        let d = s.publish(&cmd("commands/d1/a", QoS::AtLeastOnce));
+        assert_eq!((d.delivered, d.queued), (0, 1));
+        assert_eq!(s.publish(&cmd("commands/d1/q0", QoS::AtMostOnce)).dropped, 1, "QoS 0 is not kept");
+        assert_eq!(s.publish(&cmd("commands/d2/x", QoS::AtLeastOnce)), Delivery::default());
+        let a = s.attach("d1", false, 2).unwrap();
+        assert!(a.session_present);
+        let topics: Vec<_> = a.queued.iter().map(|c| c.topic.as_str()).collect();
+        assert_eq!(topics, vec!["commands/d1/unacked", "commands/d1/a"]);
+        // A clean session discards it all.
+        s.detach("d1", 2, vec![], a.rx);
+        s.publish(&cmd("commands/d1/b", QoS::AtLeastOnce));
+        let a = s.attach("d1", true, 3).unwrap();
+        assert!(!a.session_present && a.queued.is_empty());
+        s.detach("d1", 3, vec![], a.rx);
+        assert!(s.is_empty(), "a clean session ends with its connection");
+    }
+
+    #[test]
+    fn takeover_and_bounds() {
+        let s = Sessions::new(1, 1);
+        let a = s.attach("d1", false, 1).unwrap();
+        assert!(s.attach("d2", true, 2).is_err(), "session limit");
+        let b = s.attach("d1", false, 2).unwrap();
+        assert!(b.session_present);
+        // The old connection was told, and its detach does not end the new one's session.
+        let kicked = a.kicked.clone();
+        assert!(futures_lite_now(kicked));
+        s.detach("d1", 1, vec![], a.rx);
+        s.subscribe("d1", "commands/d1/#", QoS::AtLeastOnce);
+        assert_eq!(s.publish(&cmd("commands/d1/x", QoS::AtLeastOnce)).delivered, 1);
+        s.detach("d1", 2, vec![], b.rx);
+        let d = s.publish(&cmd("commands/d1/y", QoS::AtLeastOnce));
+        assert_eq!((d.queued, d.dropped), (1, 1), "queue of 1 keeps the newest: {d:?}");
+    }
+
+    /// Whether `n` holds a stored permit (`notify_one` before anyone waited).
+    fn futures_lite_now(n: Arc<Notify>) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async move {
+            tokio::time::timeout(std::time::Duration::from_millis(100), n.notified()).await.is_ok()
+        })
+    }
+}

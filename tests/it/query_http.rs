@@ -1,0 +1,184 @@
+//! `/query` end to end: the real binary, the request shapes Grafana's InfluxDB (InfluxQL)
+//! data source sends, the Python `influxdb` client, CSV, chunked, auth and errors.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+use strata_e2e::server::{client, ServerBuilder};
+
+const ADMIN: &str = "query-admin-token-0123456789";
+
+fn write(server: &strata_e2e::server::StrataServer, db: &str, body: &str) {
+    let r = client()
+        .post(server.url(&format!("/write?db={db}&precision=s")))
+        .header("Authorization", format!("Token {ADMIN}"))
+        .body(body.to_owned())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap());
+}
+
+fn get(server: &strata_e2e::server::StrataServer, params: &[(&str, &str)]) -> (u16, Value) {
+    let r = client()
+        .get(server.url("/query"))
+        .query(params)
+        .header("Authorization", format!("Token {ADMIN}"))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_str(&r.text().unwrap()).unwrap())
+}
+
+const DATA: &str = "cpu,host=a,region=eu usage=1.5,n=1i 1700000000
+cpu,host=a,region=eu usage=2.5,n=2i 1700000010
+cpu,host=b,region=us usage=10,n=3i 1700000000
+cpu,host=b,region=us usage=20,n=4i 1700000050
+";
+
+#[test]
+fn query_grafana_request_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).arg("--auth").env("STRATA_ADMIN_TOKEN", ADMIN).start();
+    write(&server, "telemetry", DATA);
+
+    // Panel query: $timeFilter in ms, GROUP BY time($__interval) fill(null), epoch=ms.
+    let q = "SELECT mean(\"usage\") FROM \"cpu\" WHERE (\"host\" =~ /^(a|b)$/) AND time >= 1700000000000ms and time <= 1700000059999ms GROUP BY time(30s), \"host\" fill(null) ORDER BY time ASC";
+    let (status, body) = get(&server, &[("db", "telemetry"), ("q", q), ("epoch", "ms")]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"results": [{"statement_id": 0, "series": [
+            {"name": "cpu", "tags": {"host": "a"}, "columns": ["time", "mean"], "values": [[1699999980000i64, 1.5], [1700000010000i64, 2.5], [1700000040000i64, null]]},
+            {"name": "cpu", "tags": {"host": "b"}, "columns": ["time", "mean"], "values": [[1699999980000i64, 10], [1700000010000i64, null], [1700000040000i64, 20]]}
+        ]}]})
+    );
+
+    // Variable queries.
+    let (_, body) =
+        get(&server, &[("db", "telemetry"), ("q", "SHOW TAG VALUES FROM \"cpu\" WITH KEY = \"host\"")]);
+    assert_eq!(
+        body,
+        json!({"results": [{"statement_id": 0, "series": [{"name": "cpu", "columns": ["key", "value"], "values": [["host", "a"], ["host", "b"]]}]}]})
+    );
+    let (_, body) = get(
+        &server,
+        &[("db", "telemetry"), ("q", "SHOW MEASUREMENTS LIMIT 100; SHOW FIELD KEYS FROM \"cpu\"")],
+    );
+    assert_eq!(body["results"][0]["series"][0]["values"], json!([["cpu"]]));
+    assert_eq!(body["results"][1]["series"][0]["values"], json!([["n", "integer"], ["usage", "float"]]));
+
+    // Grafana POSTs a form body when configured with the POST method.
+    let r = client()
+        .post(server.url("/query"))
+        .header("Authorization", format!("Token {ADMIN}"))
+        .form(&[
+            ("db", "telemetry"),
+            ("q", "SELECT last(\"usage\") FROM \"cpu\" GROUP BY \"host\""),
+            ("epoch", "s"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["results"][0]["series"][0]["values"], json!([[1700000010i64, 2.5]]));
+    assert_eq!(body["results"][0]["series"][1]["values"], json!([[1700000050i64, 20]]));
+
+    // Parse errors are request-level 400s in InfluxDB's words.
+    let (status, body) = get(&server, &[("db", "telemetry"), ("q", "SELECT FROM cpu")]);
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": "error parsing query: found FROM, expected identifier, string, number, bool at line 1, char 8"})
+    );
+    let (status, body) = get(&server, &[("db", "telemetry")]);
+    assert_eq!((status, body), (400, json!({"error": "missing required parameter \"q\""})));
+    // Statement errors go into results.
+    let (status, body) = get(&server, &[("db", "nope"), ("q", "SELECT usage FROM cpu")]);
+    assert_eq!(
+        (status, body),
+        (200, json!({"results": [{"statement_id": 0, "error": "database not found: nope"}]}))
+    );
+    // Writes over GET are refused.
+    let (status, _) = get(&server, &[("q", "DROP DATABASE telemetry")]);
+    assert_eq!(status, 405);
+
+    // CSV.
+    let r = client()
+        .get(server.url("/query"))
+        .query(&[("db", "telemetry"), ("q", "SELECT usage FROM cpu WHERE host = 'a'")])
+        .header("Authorization", format!("Token {ADMIN}"))
+        .header("Accept", "application/csv")
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.text().unwrap(),
+        "name,tags,time,usage\ncpu,,1700000000000000000,1.5\ncpu,,1700000010000000000,2.5\n"
+    );
+    // Chunked: one JSON document per line.
+    let r = client()
+        .get(server.url("/query"))
+        .query(&[
+            ("db", "telemetry"),
+            ("q", "SELECT usage FROM cpu"),
+            ("chunked", "true"),
+            ("chunk_size", "2"),
+        ])
+        .header("Authorization", format!("Token {ADMIN}"))
+        .send()
+        .unwrap();
+    let text = r.text().unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["results"][0]["partial"], json!(true));
+    assert_eq!(lines[1]["results"][0].get("partial"), None);
+
+    // Without a token: 401.
+    let r = client().get(server.url("/query")).query(&[("q", "SHOW DATABASES")]).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+const PY: &str = r#"
+import sys
+from influxdb import InfluxDBClient
+port = int(sys.argv[1]); token = sys.argv[2]
+c = InfluxDBClient(host="127.0.0.1", port=port, username="any", password=token, database="pyq")
+c.create_database("pyq")
+assert {"name": "pyq"} in c.get_list_database(), c.get_list_database()
+c.write_points([{"measurement": "temp", "tags": {"room": "k"}, "time": 1700000000000000000 + i * 1000000000, "fields": {"v": float(i)}} for i in range(10)])
+rs = c.query('SELECT mean("v"), max("v") FROM "temp" WHERE time >= 1700000000s AND time < 1700000010s GROUP BY time(5s), "room" fill(none)', epoch="s")
+pts = list(rs.get_points(measurement="temp", tags={"room": "k"}))
+assert pts == [{"time": 1700000000, "mean": 2, "max": 4}, {"time": 1700000005, "mean": 7, "max": 9}], pts
+rs = c.query('SELECT * FROM "temp" ORDER BY time DESC LIMIT 1')
+assert list(rs.get_points()) == [{"time": "2023-11-14T22:13:29Z", "room": "k", "v": 9}], list(rs.get_points())
+assert c.get_list_measurements() == [{"name": "temp"}]
+assert c.get_list_retention_policies("pyq")[0]["name"] == "autogen"
+c.query("DROP MEASUREMENT temp", method="POST")
+assert c.get_list_measurements() == []
+c.drop_database("pyq")
+print("ok")
+"#;
+
+#[test]
+fn query_python_influxdb_client() {
+    let Some(python) = std::env::var_os("STRATA_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED query_python_influxdb_client: STRATA_TEST_PYTHON is not set (scripts/test.sh sets it)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).arg("--auth").env("STRATA_ADMIN_TOKEN", ADMIN).start();
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(PY)
+        .arg(server.addr.port().to_string())
+        .arg(ADMIN)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python influxdb client failed:\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
