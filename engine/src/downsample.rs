@@ -172,6 +172,12 @@ impl Inner {
                 for range in merge_ranges(dirty.iter().map(|d| d.range).collect(), rule.interval) {
                     written += self.roll_up(&db, &rule, range)?;
                 }
+                // Under the maintenance lock, which `Engine::backup` holds from its flush to its
+                // catalog copy: rollup points written after that flush are not in the backup's
+                // segments, so its catalog must still call their ranges dirty (the restored
+                // engine recomputes them). Unlocked, a backup could copy a "clean" record for
+                // rollups it does not hold, and they would never be recomputed.
+                let _maintenance = self.maintenance.lock();
                 self.catalog.mark_clean(id, &rule.name, through);
                 self.catalog.sync()?;
             }

@@ -88,9 +88,20 @@ pub enum Statement {
     ShowRetentionPolicies {
         database: Option<String>,
     },
-    /// `SHOW CONTINUOUS QUERIES` (Strata has none; parsed so clients that
-    /// probe for them get an empty answer instead of an error).
+    /// `SHOW CONTINUOUS QUERIES`: the downsampling rules of every database.
     ShowContinuousQueries,
+    /// `CREATE CONTINUOUS QUERY name ON db BEGIN SELECT ... INTO target FROM m
+    /// GROUP BY time(d), * END`: a downsampling rule (`docs/lifecycle.md`).
+    CreateContinuousQuery {
+        name: String,
+        database: String,
+        select: Box<SelectStatement>,
+    },
+    /// `DROP CONTINUOUS QUERY name ON db`
+    DropContinuousQuery {
+        name: String,
+        database: String,
+    },
     /// `CREATE DATABASE name [WITH [DURATION d] [REPLICATION n]
     /// [SHARD DURATION d] [NAME rp]]`
     CreateDatabase {
@@ -169,7 +180,9 @@ impl Statement {
             | Statement::DropRetentionPolicy { .. }
             | Statement::Delete { .. }
             | Statement::DropSeries { .. }
-            | Statement::DropMeasurement { .. } => false,
+            | Statement::DropMeasurement { .. }
+            | Statement::CreateContinuousQuery { .. }
+            | Statement::DropContinuousQuery { .. } => false,
         }
     }
 }
@@ -1211,6 +1224,16 @@ impl fmt::Display for Statement {
                 write_on(f, database)
             }
             Statement::ShowContinuousQueries => f.write_str("SHOW CONTINUOUS QUERIES"),
+            Statement::CreateContinuousQuery { name, database, select } => write!(
+                f,
+                "CREATE CONTINUOUS QUERY {} ON {} BEGIN {} END",
+                quote_ident(name),
+                quote_ident(database),
+                Statement::Select((**select).clone())
+            ),
+            Statement::DropContinuousQuery { name, database } => {
+                write!(f, "DROP CONTINUOUS QUERY {} ON {}", quote_ident(name), quote_ident(database))
+            }
             Statement::CreateDatabase { name, retention } => {
                 write!(f, "CREATE DATABASE {}", quote_ident(name))?;
                 if let Some(rp) = retention.as_ref().filter(|rp| !rp.is_empty()) {

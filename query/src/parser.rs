@@ -845,7 +845,28 @@ impl<'a> Parser<'a> {
                     default,
                 })
             }
-            _ => Err(self.unexpected(&tok, &["DATABASE", "RETENTION"])),
+            TokenKind::Keyword(Keyword::Continuous) => {
+                self.expect_keyword(Keyword::Query)?;
+                let name = self.parse_ident()?;
+                self.expect_keyword(Keyword::On)?;
+                let database = self.parse_ident()?;
+                let tok = self.next()?;
+                match tok.kind {
+                    TokenKind::Keyword(Keyword::Begin) => {}
+                    TokenKind::Keyword(Keyword::Resample) => {
+                        return Err(self.error_at(
+                            &tok,
+                            "RESAMPLE is not supported: Strata recomputes exactly the buckets that new or late data touched",
+                        ))
+                    }
+                    _ => return Err(self.unexpected(&tok, &["BEGIN"])),
+                }
+                self.expect_keyword(Keyword::Select)?;
+                let select = Box::new(self.parse_select()?);
+                self.expect_keyword(Keyword::End)?;
+                Ok(Statement::CreateContinuousQuery { name, database, select })
+            }
+            _ => Err(self.unexpected(&tok, &["CONTINUOUS", "DATABASE", "RETENTION"])),
         }
     }
 
@@ -934,7 +955,16 @@ impl<'a> Parser<'a> {
                 let (sources, condition) = self.parse_from_where()?;
                 Ok(Statement::DropSeries { sources, condition })
             }
-            _ => Err(self.unexpected(&tok, &["DATABASE", "MEASUREMENT", "RETENTION", "SERIES"])),
+            TokenKind::Keyword(Keyword::Continuous) => {
+                self.expect_keyword(Keyword::Query)?;
+                let name = self.parse_ident()?;
+                self.expect_keyword(Keyword::On)?;
+                let database = self.parse_ident()?;
+                Ok(Statement::DropContinuousQuery { name, database })
+            }
+            _ => {
+                Err(self.unexpected(&tok, &["CONTINUOUS", "DATABASE", "MEASUREMENT", "RETENTION", "SERIES"]))
+            }
         }
     }
 

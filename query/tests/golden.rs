@@ -266,3 +266,44 @@ fn create_drop_database_and_delete() {
         r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"]]}]}]}"#
     );
 }
+
+/// A continuous query is a downsampling rule: listed by SHOW CONTINUOUS QUERIES, its rollups
+/// read like any measurement, and it can be dropped. Shapes a rule cannot keep are refused.
+#[test]
+fn continuous_queries_are_downsampling_rules() {
+    let (_d, e) = fixture();
+    e.create_database("db_1y").unwrap();
+    assert_eq!(
+        run(&e, "CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT mean(*), max(usage) INTO db_1y..cpu_30s FROM cpu GROUP BY time(30s), * END"),
+        r#"{"results":[{"statement_id":0}]}"#
+    );
+    assert_eq!(
+        run(&e, "SHOW CONTINUOUS QUERIES"),
+        concat!(
+            r#"{"results":[{"statement_id":0,"series":[{"name":"db","columns":["name","query"],"values":[["cq","CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT count(*), sum(*), min(*), max(*), mean(*) INTO db_1y..cpu_30s FROM cpu GROUP BY time(30s), * END"]]},"#,
+            r#"{"name":"db_1y","columns":["name","query"]}]}]}"#
+        )
+    );
+    e.run_downsampling().unwrap();
+    // Host a: usage 0.5..5.5 every 10 s from T0 = 22:13:20: buckets {0.5}, {1.5,2.5,3.5}, {4.5,5.5}.
+    let stmts =
+        parse_query("SELECT usage_mean, usage_max, usage_count FROM cpu_30s WHERE host = 'a'").unwrap();
+    let ctx = QueryContext::new(&e, Some("db_1y"), NOW, QueryLimits::default());
+    assert_eq!(
+        encode_json(&execute(&ctx, &stmts), EncodeOptions::default()).trim_end(),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu_30s","columns":["time","usage_mean","usage_max","usage_count"],"values":[["2023-11-14T22:13:00Z",0.5,0.5,1],["2023-11-14T22:13:30Z",2.5,3.5,3],["2023-11-14T22:14:00Z",5,5.5,2]]}]}]}"#
+    );
+    for (q, why) in [
+        ("CREATE CONTINUOUS QUERY x ON db BEGIN SELECT median(*) INTO t FROM cpu GROUP BY time(1m), * END", "count, sum, min, max or mean"),
+        ("CREATE CONTINUOUS QUERY x ON db BEGIN SELECT mean(*) INTO t FROM cpu GROUP BY time(1m) END", "GROUP BY time(interval), *"),
+        ("CREATE CONTINUOUS QUERY x ON db BEGIN SELECT mean(*) INTO t FROM cpu WHERE host = 'a' GROUP BY time(1m), * END", "WHERE is not supported"),
+        ("CREATE CONTINUOUS QUERY x ON db BEGIN SELECT mean(*) INTO t FROM /c/ GROUP BY time(1m), * END", "regex"),
+        ("CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT mean(*) INTO t FROM cpu GROUP BY time(1m), * END", "already exists"),
+        ("DROP CONTINUOUS QUERY nope ON db", "not found"),
+    ] {
+        let out = run(&e, q);
+        assert!(out.contains(why), "{q}: {out}");
+    }
+    assert_eq!(run(&e, "DROP CONTINUOUS QUERY cq ON db"), r#"{"results":[{"statement_id":0}]}"#);
+    assert!(e.downsample_rules("db").unwrap().is_empty());
+}

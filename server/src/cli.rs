@@ -1,6 +1,6 @@
 //! The command line: `strata [serve]` and `strata token create|list|revoke`, plus the client
-//! and offline commands in `cli/`: `query`, `write`, `import`, `export` (over HTTP) and
-//! `inspect` (a data directory).
+//! and offline commands in `cli/`: `query`, `write`, `import`, `export`, `backup` (over HTTP),
+//! and `inspect`, `restore` (a data directory).
 //!
 //! Flags are the highest-precedence configuration source; each maps to a config key (see
 //! [`ServeArgs::overrides`]), and `--set KEY=VALUE` reaches every other key.
@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Override;
 
+pub mod backup;
 pub mod export;
 pub mod inspect;
 pub mod query;
@@ -51,6 +52,10 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Offline: summarize a data directory and optionally verify every checksum.
     Inspect(inspect::InspectArgs),
+    /// Ask a running server for an online backup (or list its backups) and print where it is.
+    Backup(backup::BackupArgs),
+    /// Offline: verify a backup and copy it into a new (empty or absent) data directory.
+    Restore(backup::RestoreArgs),
 }
 
 /// Where the configuration comes from; shared by every command.
@@ -255,6 +260,14 @@ mod tests {
         assert_eq!(a.databases, vec!["a", "b"]);
         assert!(a.read && !a.write && !a.admin);
         assert_eq!(a.config.data_dir, Some(PathBuf::from("/d")));
+        let cli = Cli::parse_from(["strata", "restore", "--from", "/b/x", "--data-dir", "/d"]);
+        assert!(
+            matches!(cli.command, Some(Command::Restore(ref a)) if a.from == std::path::Path::new("/b/x") && a.data_dir == std::path::Path::new("/d"))
+        );
+        let cli = Cli::parse_from(["strata", "backup", "--name", "nightly", "--url", "http://h:1"]);
+        assert!(
+            matches!(cli.command, Some(Command::Backup(ref a)) if a.name.as_deref() == Some("nightly") && a.remote.url == "http://h:1")
+        );
         let cli = Cli::parse_from(["strata", "token", "revoke", "abc"]);
         assert!(
             matches!(cli.command, Some(Command::Token { command: TokenCommand::Revoke { ref id, .. } }) if id == "abc")

@@ -40,6 +40,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub query: QueryConfig,
+    pub backup: BackupConfig,
 }
 
 impl Default for Config {
@@ -53,8 +54,20 @@ impl Default for Config {
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             query: QueryConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
+}
+
+/// Online backups (`POST /api/v1/backup`, `strata backup`); see `docs/operations.md`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Directory that holds the backups, one subdirectory each. Default (empty)
+    /// `<data_dir>/backups`: a backup hard-links the segment files, which only works on the
+    /// data directory's file system (elsewhere they are copied, which costs their full size
+    /// and time). The engine ignores directories it does not know in the data directory.
+    pub dir: PathBuf,
 }
 
 /// Limits of `/query` requests (`[query]`); 0 turns a limit off. Documented in
@@ -164,6 +177,13 @@ pub struct StorageConfig {
     /// Create a database on its first write. Default true; when false, writes to an unknown
     /// database get 404 and databases are created with `POST /api/v1/databases`.
     pub auto_create_databases: bool,
+    /// How often the maintenance thread enforces retention, refreshes downsampling rules and
+    /// compacts. Default 30 s.
+    pub maintenance_interval: HumanDuration,
+    /// A partition is compacted once it has this many segments. Default 4 (at least 2).
+    pub compaction_min_segments: usize,
+    /// Read budget of compaction, so ingest and queries keep the disk. Default 64 MiB/s.
+    pub compaction_rate: ByteSize,
 }
 
 impl Default for StorageConfig {
@@ -177,6 +197,9 @@ impl Default for StorageConfig {
             write_stall_timeout: HumanDuration::secs(5),
             partition_duration: HumanDuration::secs(86_400),
             auto_create_databases: true,
+            maintenance_interval: HumanDuration::secs(30),
+            compaction_min_segments: 4,
+            compaction_rate: ByteSize::mib(64),
         }
     }
 }
@@ -475,6 +498,15 @@ impl Config {
         if s.partition_duration.get() < std::time::Duration::from_secs(60) {
             return bad("storage.partition_duration", "must be at least 1m".into());
         }
+        if s.maintenance_interval.get() < std::time::Duration::from_secs(1) {
+            return bad("storage.maintenance_interval", "must be at least 1s".into());
+        }
+        if s.compaction_min_segments < 2 {
+            return bad("storage.compaction_min_segments", "must be at least 2".into());
+        }
+        if s.compaction_rate < ByteSize::mib(1) {
+            return bad("storage.compaction_rate", format!("{} is less than 1MiB", s.compaction_rate));
+        }
         let l = &self.limits;
         if l.max_body_size < ByteSize::kib(1) {
             return bad("limits.max_body_size", "must be at least 1KiB".into());
@@ -531,6 +563,9 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return bad("log.level", "must not be empty".into());
         }
+        if let Some(reason) = backup_dir_clash(&self.data_dir, &self.backup_dir()) {
+            return bad("backup.dir", reason);
+        }
         Ok(())
     }
 
@@ -540,6 +575,15 @@ impl Config {
             self.data_dir.join("tokens.json")
         } else {
             self.auth.tokens_file.clone()
+        }
+    }
+
+    /// The backup directory: `backup.dir`, or `backups` in the data directory.
+    pub fn backup_dir(&self) -> PathBuf {
+        if self.backup.dir.as_os_str().is_empty() {
+            self.data_dir.join("backups")
+        } else {
+            self.backup.dir.clone()
         }
     }
 
@@ -560,8 +604,34 @@ impl Config {
         o.write_stall_timeout = s.write_stall_timeout.get();
         o.partition_duration = s.partition_duration.get();
         o.max_series_per_db = self.limits.max_series_per_database;
+        o.maintenance_interval = s.maintenance_interval.get();
+        o.compaction_min_segments = s.compaction_min_segments;
+        o.compaction_bytes_per_sec = s.compaction_rate.0;
         o
     }
+}
+
+/// Directories of the data directory that the server owns: a backup directory there would be
+/// read (or deleted: `dbs/` entries unknown to the catalog, `trash/`) as live data.
+const DATA_DIR_ENTRIES: [&str; 5] = ["dbs", "wal", "catalog", "trash", "mqtt"];
+
+/// Why `backup` cannot be the backup directory of `data_dir`, if it cannot. Compares paths as
+/// written (after dropping `.` components), since neither needs to exist yet.
+fn backup_dir_clash(data_dir: &Path, backup: &Path) -> Option<String> {
+    let norm = |p: &Path| -> PathBuf {
+        p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+    };
+    let (data, backup) = (norm(data_dir), norm(backup));
+    if backup == data {
+        return Some(
+            "must not be the data directory itself (use a subdirectory, e.g. the default <data_dir>/backups)"
+                .into(),
+        );
+    }
+    DATA_DIR_ENTRIES
+        .iter()
+        .find(|e| backup.starts_with(data.join(e)))
+        .map(|e| format!("{} is inside the data directory's {e}/, which the server owns", backup.display()))
 }
 
 /// The overrides given by `STRATA_*` variables among `env`, aliases first.
@@ -755,6 +825,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(&err, ConfigError::Invalid { key: "auth.admin_token", .. }), "{err}");
+    }
+
+    #[test]
+    fn backup_dir_defaults_inside_the_data_dir_but_not_in_its_own_directories() {
+        let c = Config::load(None, [], &[Override::new("data_dir", "/d", "--data-dir")]).unwrap();
+        assert_eq!(c.backup_dir(), PathBuf::from("/d/backups"));
+        let c = Config::load(
+            None,
+            env(&[("STRATA_BACKUP_DIR", "/elsewhere/strata-backups")]),
+            &[Override::new("data_dir", "/d", "--data-dir")],
+        )
+        .unwrap();
+        assert_eq!(c.backup_dir(), PathBuf::from("/elsewhere/strata-backups"));
+        for bad in ["/d", "/d/./", "/d/dbs", "/d/dbs/x", "/d/trash", "/d/wal/backups", "/d/catalog"] {
+            let err = Config::load(
+                None,
+                [],
+                &[Override::new("data_dir", "/d", "--data-dir"), Override::new("backup.dir", bad, "--set")],
+            )
+            .unwrap_err();
+            assert!(matches!(&err, ConfigError::Invalid { key: "backup.dir", .. }), "{bad}: {err}");
+        }
+        for ok in ["/d/backups", "/d/dbs-backups", "/backups", "rel/backups"] {
+            let c = Config::load(
+                None,
+                [],
+                &[Override::new("data_dir", "/d", "--data-dir"), Override::new("backup.dir", ok, "--set")],
+            );
+            assert!(c.is_ok(), "{ok}: {c:?}");
+        }
     }
 
     #[test]

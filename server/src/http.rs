@@ -4,6 +4,7 @@
 //! - `POST /api/v2/write`, `POST /write`, `POST /api/v1/json`: writes ([`write`]);
 //! - `GET|POST /query`: queries ([`query`]);
 //! - `GET|POST /api/v1/databases`, `POST /api/v2/buckets`: databases ([`admin`]);
+//! - `POST /api/v1/backup`, `GET /api/v1/backups`: online backups ([`backup`]);
 //! - `GET|HEAD /ping`, `GET /health`, `GET /ready`: liveness ([`health`]);
 //! - `GET /metrics`: Prometheus text format ([`metrics`]).
 //!
@@ -13,6 +14,7 @@
 //! codes in one place, [`error`].
 
 pub mod admin;
+pub mod backup;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -124,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         .route("/query", get(query::query_handler).post(query::query_handler))
         .route("/api/v1/databases", get(admin::list_databases).post(admin::create_database))
         .route("/api/v2/buckets", post(admin::create_bucket))
+        .route("/api/v1/backup", post(backup::create_backup))
+        .route("/api/v1/backups", get(backup::list_backups))
         .route("/ping", get(health::ping).head(health::ping))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))

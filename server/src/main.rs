@@ -22,6 +22,8 @@ fn main() -> ExitCode {
         Some(Command::Import(a)) => strata_server::cli::write::run_import(a),
         Some(Command::Export(a)) => strata_server::cli::export::run(a),
         Some(Command::Inspect(a)) => strata_server::cli::inspect::run(a),
+        Some(Command::Backup(a)) => strata_server::cli::backup::run_backup(a),
+        Some(Command::Restore(a)) => strata_server::cli::backup::run_restore(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -131,11 +131,13 @@ pub enum Route {
     Health,
     Ready,
     Metrics,
+    Backup,
+    Backups,
     Other,
 }
 
 impl Route {
-    pub const ALL: [Route; 11] = [
+    pub const ALL: [Route; 13] = [
         Route::WriteV2,
         Route::WriteV1,
         Route::WriteJson,
@@ -146,6 +148,8 @@ impl Route {
         Route::Health,
         Route::Ready,
         Route::Metrics,
+        Route::Backup,
+        Route::Backups,
         Route::Other,
     ];
 
@@ -162,6 +166,8 @@ impl Route {
             Some("/health") => Route::Health,
             Some("/ready") => Route::Ready,
             Some("/metrics") => Route::Metrics,
+            Some("/api/v1/backup") => Route::Backup,
+            Some("/api/v1/backups") => Route::Backups,
             _ => Route::Other,
         }
     }
@@ -178,13 +184,16 @@ impl Route {
             Route::Health => "/health",
             Route::Ready => "/ready",
             Route::Metrics => "/metrics",
+            Route::Backup => "/api/v1/backup",
+            Route::Backups => "/api/v1/backups",
             Route::Other => "other",
         }
     }
 }
 
 /// Status codes counted individually; anything else lands in its class's `other` slot.
-const STATUSES: [u16; 16] = [200, 201, 204, 400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 501, 503, 0];
+const STATUSES: [u16; 17] =
+    [200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 500, 501, 503, 0];
 
 fn status_slot(status: u16) -> usize {
     STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)
@@ -256,13 +265,24 @@ pub struct Metrics {
     pub mqtt: crate::mqtt::metrics::MqttMetrics,
     /// Acknowledged ingest by protocol and database.
     pub ingest_by_db: IngestByDb,
+    /// Online backups (`POST /api/v1/backup`).
+    pub backup: BackupMetrics,
+}
+
+/// Online backup counters.
+#[derive(Debug, Default)]
+pub struct BackupMetrics {
+    /// Backups written.
+    pub backups: AtomicU64,
+    /// Backups that failed (I/O or engine errors; refused requests are not counted).
+    pub errors: AtomicU64,
 }
 
 impl Metrics {
     /// Appends the counters in the Prometheus text exposition format (version 0.0.4).
     pub fn encode_prometheus(&self, out: &mut String) {
         let i = &self.ingest;
-        let simple: [(&str, &str, &str, &AtomicU64); 6] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 8] = [
             ("strata_ingest_requests_total", "counter", "Write requests decoded.", &i.requests),
             ("strata_ingest_points_total", "counter", "Points acknowledged as durable.", &i.points),
             ("strata_ingest_values_total", "counter", "Field values acknowledged as durable.", &i.values),
@@ -284,6 +304,8 @@ impl Metrics {
                 "Write memory reserved by in-flight requests.",
                 &i.write_memory_bytes,
             ),
+            ("strata_backups_total", "counter", "Online backups written.", &self.backup.backups),
+            ("strata_backup_errors_total", "counter", "Online backups that failed.", &self.backup.errors),
         ];
         for (name, kind, help, v) in simple {
             let _ = writeln!(

@@ -19,6 +19,7 @@ mod mqtt_ingest;
 mod mqtt_interop;
 mod mqtt_sessions;
 mod mqtt_tls;
+mod ops_backup;
 mod ops_logs;
 mod ops_metrics;
 mod ops_ratelimit;

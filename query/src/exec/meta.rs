@@ -3,11 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use strata_engine::{RetentionPolicy, TagPredicate, TimeRange as EngineRange};
+use strata_engine::{DownsampleRule, RetentionPolicy, TagPredicate, TimeRange as EngineRange};
 
 use super::select::to_tag_predicate;
 use super::{resolve_database, resolve_measurements, QueryContext};
-use crate::ast::{split_tag_condition, split_time_condition, Expr, Statement};
+use crate::ast::{
+    split_tag_condition, split_time_condition, Expr, MeasurementName, SelectStatement, Source, Statement,
+    TagDimension,
+};
 use crate::error::QueryError;
 use crate::result::{Series, Value};
 
@@ -196,7 +199,44 @@ pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<V
                 ]],
             }])
         }
-        Statement::ShowContinuousQueries => Ok(Vec::new()),
+        Statement::ShowContinuousQueries => {
+            let mut dbs = e.databases();
+            dbs.sort();
+            let mut out = Vec::new();
+            for db in dbs {
+                let mut rules = e.downsample_rules(&db)?;
+                rules.sort_by(|a, b| a.name.cmp(&b.name));
+                out.push(Series {
+                    name: db.clone(),
+                    tags: None,
+                    columns: vec!["name".into(), "query".into()],
+                    values: rules
+                        .into_iter()
+                        .map(|r| {
+                            let text = rule_statement(&db, &r).to_string();
+                            vec![Value::String(r.name), Value::String(text)]
+                        })
+                        .collect(),
+                });
+            }
+            Ok(out)
+        }
+        Statement::CreateContinuousQuery { name, database, select } => {
+            resolve_database(ctx, Some(database))?;
+            let rule = downsample_rule(name, database, select)?;
+            if e.downsample_rules(database)?.iter().any(|r| r.name == *name) {
+                return Err(QueryError::Invalid(format!("continuous query {name:?} already exists")));
+            }
+            e.create_downsample_rule(database, rule)?;
+            Ok(Vec::new())
+        }
+        Statement::DropContinuousQuery { name, database } => {
+            resolve_database(ctx, Some(database))?;
+            if !e.drop_downsample_rule(database, name)? {
+                return Err(QueryError::Invalid(format!("continuous query {name:?} not found")));
+            }
+            Ok(Vec::new())
+        }
         Statement::CreateDatabase { name, retention } => {
             e.create_database(name)?;
             if let Some(spec) = retention {
@@ -285,5 +325,89 @@ pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<V
             e.drop_measurement(&db, name)?;
             Ok(Vec::new())
         }
+    }
+}
+
+/// The aggregates a downsampling rule keeps for every numeric field.
+const ROLLUP_AGGREGATES: [&str; 5] = ["count", "sum", "min", "max", "mean"];
+
+/// A continuous query as a downsampling rule. Only the shape a rollup has is accepted:
+/// aggregates among count/sum/min/max/mean of `*` or fields, `INTO` a measurement, one source
+/// measurement, `GROUP BY time(d), *`, no `WHERE`. Whatever aggregates are named, the rule
+/// keeps all five for every numeric field (`<field>_count`, ...): they cost a few bytes per
+/// bucket and let coarser rollups be computed from finer ones.
+fn downsample_rule(name: &str, database: &str, s: &SelectStatement) -> Result<DownsampleRule, QueryError> {
+    let bad = |m: &str| Err(QueryError::Invalid(format!("continuous query {name:?}: {m}")));
+    for f in &s.fields {
+        let ok = matches!(&f.expr, Expr::Call { name, args }
+            if ROLLUP_AGGREGATES.contains(&name.as_str())
+                && args.len() == 1
+                && matches!(args[0], Expr::Wildcard(_) | Expr::VarRef { .. }));
+        if !ok {
+            return bad("every field must be count, sum, min, max or mean of * or a field");
+        }
+    }
+    let Some(into) = &s.into else { return bad("INTO a measurement is required") };
+    let MeasurementName::Name(target) = &into.name else { return bad("INTO cannot be a regex") };
+    let [Source::Measurement(src)] = s.sources.as_slice() else {
+        return bad("FROM must name exactly one measurement");
+    };
+    let MeasurementName::Name(source) = &src.name else { return bad("FROM cannot be a regex") };
+    if src.database.as_deref().is_some_and(|d| d != database) {
+        return bad("FROM must be a measurement of the database the query is ON");
+    }
+    if s.condition.is_some() {
+        return bad("WHERE is not supported: a rollup covers all of its source");
+    }
+    let Some(time) = s.group_by.time else { return bad("GROUP BY time(interval) is required") };
+    if time.offset_ns != 0 {
+        return bad("GROUP BY time() offsets are not supported");
+    }
+    if !matches!(s.group_by.tags.as_slice(), [TagDimension::Wildcard]) {
+        return bad("GROUP BY time(interval), * is required: rollups keep every series");
+    }
+    if s.limit.is_some()
+        || s.slimit.is_some()
+        || s.offset != 0
+        || s.soffset != 0
+        || s.order_desc
+        || s.tz.is_some()
+    {
+        return bad("LIMIT, OFFSET, ORDER BY and tz() are not supported");
+    }
+    Ok(DownsampleRule {
+        name: name.to_owned(),
+        source: source.clone(),
+        target_db: into.database.clone().unwrap_or_else(|| database.to_owned()),
+        target: target.clone(),
+        interval: time.interval_ns,
+    })
+}
+
+/// The statement `SHOW CONTINUOUS QUERIES` prints for a rule.
+fn rule_statement(database: &str, r: &DownsampleRule) -> Statement {
+    use crate::ast::{Field, GroupBy, Measurement, TimeDimension, WildcardKind};
+    let fields = ROLLUP_AGGREGATES
+        .iter()
+        .map(|a| Field {
+            expr: Expr::Call { name: (*a).into(), args: vec![Expr::Wildcard(WildcardKind::All)] },
+            alias: None,
+        })
+        .collect();
+    let mut into = Measurement::named(r.target.clone());
+    into.database = Some(r.target_db.clone());
+    Statement::CreateContinuousQuery {
+        name: r.name.clone(),
+        database: database.to_owned(),
+        select: Box::new(SelectStatement {
+            fields,
+            into: Some(into),
+            sources: vec![Source::Measurement(Measurement::named(r.source.clone()))],
+            group_by: GroupBy {
+                time: Some(TimeDimension { interval_ns: r.interval, offset_ns: 0 }),
+                tags: vec![TagDimension::Wildcard],
+            },
+            ..SelectStatement::default()
+        }),
     }
 }

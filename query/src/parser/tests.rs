@@ -241,6 +241,24 @@ fn python_client_shapes() {
         }
     );
     assert_eq!(stmt(r#"DROP MEASUREMENT "m""#), Statement::DropMeasurement { name: "m".into() });
+    let Statement::CreateContinuousQuery { name, database, select } = stmt(
+        r#"CREATE CONTINUOUS QUERY cq_1m ON farm BEGIN SELECT mean(*), max(temp) INTO farm_1y..readings_1m FROM readings GROUP BY time(1m), * END"#,
+    ) else {
+        panic!("not a continuous query")
+    };
+    assert_eq!((name.as_str(), database.as_str()), ("cq_1m", "farm"));
+    assert_eq!(select.into.as_ref().and_then(|m| m.database.as_deref()), Some("farm_1y"));
+    assert_eq!(select.group_by.time.map(|t| t.interval_ns), Some(60_000_000_000));
+    assert_eq!(
+        stmt("DROP CONTINUOUS QUERY cq ON db"),
+        Statement::DropContinuousQuery { name: "cq".into(), database: "db".into() }
+    );
+    assert!(err("CREATE CONTINUOUS QUERY cq ON db RESAMPLE EVERY 1m BEGIN SELECT mean(*) INTO x FROM y GROUP BY time(1m) END")
+        .to_string()
+        .contains("RESAMPLE is not supported"));
+    assert!(err("CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT mean(*) INTO x FROM y GROUP BY time(1m)")
+        .to_string()
+        .contains("expected END"));
     assert_eq!(
         stmt(r#"SHOW SERIES ON "db" FROM "m" WHERE "host" = 'a'"#),
         Statement::ShowSeries {
@@ -1474,6 +1492,10 @@ mod gen {
                 .prop_filter("FROM or WHERE", |(s, c)| !s.is_empty() || c.is_some())
                 .prop_map(|(sources, condition)| Statement::DropSeries { sources, condition }),
             ident().prop_map(|name| Statement::DropMeasurement { name }),
+            (ident(), ident(), select_statement()).prop_map(|(name, database, s)| {
+                Statement::CreateContinuousQuery { name, database, select: Box::new(s) }
+            }),
+            (ident(), ident()).prop_map(|(name, database)| Statement::DropContinuousQuery { name, database }),
         ];
         prop_oneof![
             4 => select_statement().prop_map(Statement::Select),

@@ -103,7 +103,9 @@ fn access_for<'a>(stmt: &'a Statement, db: Option<&'a str>) -> Access<'a> {
         | Statement::DropDatabase { .. }
         | Statement::CreateRetentionPolicy { .. }
         | Statement::AlterRetentionPolicy { .. }
-        | Statement::DropRetentionPolicy { .. } => Access::Admin,
+        | Statement::DropRetentionPolicy { .. }
+        | Statement::CreateContinuousQuery { .. }
+        | Statement::DropContinuousQuery { .. } => Access::Admin,
     }
 }
 
