@@ -22,9 +22,8 @@ enum J<'a> {
     Raw(String),
     Str(&'a str),
     Arr(Vec<J<'a>>),
-    Obj(Vec<(&'static str, J<'a>)>),
-    /// An object with dynamic keys (tags).
-    Map(Vec<(&'a str, J<'a>)>),
+    /// An object; keys are fixed names or, for tags, borrowed from the result.
+    Obj(Vec<(&'a str, J<'a>)>),
 }
 
 fn write_str(out: &mut String, s: &str) {
@@ -88,7 +87,7 @@ fn series_json<'a>(s: &'a Series, rows: &'a [Vec<Value>], epoch: Epoch, partial:
         o.push(("name", J::Str(&s.name)));
     }
     if let Some(tags) = &s.tags {
-        o.push(("tags", J::Map(tags.iter().map(|(k, v)| (k.as_str(), J::Str(v))).collect())));
+        o.push(("tags", J::Obj(tags.iter().map(|(k, v)| (k.as_str(), J::Str(v))).collect())));
     }
     o.push(("columns", J::Arr(s.columns.iter().map(|c| J::Str(c)).collect())));
     if !rows.is_empty() {
@@ -130,25 +129,6 @@ fn render(j: &J<'_>, pretty: bool, depth: usize, out: &mut String) {
             out.push(']');
         }
         J::Obj(fields) => {
-            out.push('{');
-            for (i, (k, v)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                nl(out, depth + 1);
-                write_str(out, k);
-                out.push(':');
-                if pretty {
-                    out.push(' ');
-                }
-                render(v, pretty, depth + 1, out);
-            }
-            if !fields.is_empty() {
-                nl(out, depth);
-            }
-            out.push('}');
-        }
-        J::Map(fields) => {
             out.push('{');
             for (i, (k, v)) in fields.iter().enumerate() {
                 if i > 0 {

@@ -733,6 +733,8 @@ mod tests {
             ("STRATA_HTTP_ADDR", "127.0.0.1:2000"),
             ("STRATA_LIMITS_MAX_TAGS_PER_POINT", "9"),
             ("STRATA_STORAGE_SYNC", "never"),
+            ("STRATA_STORAGE_MAINTENANCE_INTERVAL", "5s"),
+            ("STRATA_STORAGE_COMPACTION_RATE", "8MiB"),
             ("UNRELATED", "x"),
         ]);
         let flags = [Override::new("limits.max_tags_per_point", "11", "--set")];
@@ -746,6 +748,12 @@ mod tests {
         let opts = c.engine_options();
         assert_eq!(opts.sync, SyncPolicy::Never);
         assert_eq!(opts.max_series_per_db, 10_000_000);
+        assert_eq!(opts.maintenance_interval, std::time::Duration::from_secs(5));
+        assert_eq!(opts.compaction_bytes_per_sec, 8 << 20);
+        assert_eq!(opts.compaction_min_segments, 4); // default kept
+        let bad = [Override::new("storage.compaction_min_segments", "1", "--set")];
+        let err = Config::load(None, env(&[]), &bad).unwrap_err().to_string();
+        assert!(err.contains("storage.compaction_min_segments"), "{err}");
     }
 
     #[test]

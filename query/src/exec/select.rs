@@ -753,13 +753,7 @@ fn run_plan(
                     }
                     Ok(())
                 })();
-                match r {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(e) => {
-                        failure = Some(e);
-                        ControlFlow::Break(())
-                    }
-                }
+                stop_on_error(r, &mut failure)
             })?;
             if let Some(e) = failure {
                 return Err(e);
@@ -798,13 +792,7 @@ fn run_plan(
                         Ok(())
                     })
                 })();
-                match r {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(e) => {
-                        failure = Some(e);
-                        ControlFlow::Break(())
-                    }
-                }
+                stop_on_error(r, &mut failure)
             })?;
             if let Some(e) = failure {
                 return Err(e);
@@ -845,13 +833,7 @@ fn run_plan(
                         meter.add_memory(40 * outs.len() as u64)
                     })
                 })();
-                match r {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(e) => {
-                        failure = Some(e);
-                        ControlFlow::Break(())
-                    }
-                }
+                stop_on_error(r, &mut failure)
             })?;
             if let Some(e) = failure {
                 return Err(e);
@@ -1048,4 +1030,15 @@ fn finish_agg(
         out.extend(make_series(plan, stmt, key, rows));
     }
     Ok(out)
+}
+
+/// Scan callbacks cannot return errors: keep the first one and stop the scan.
+fn stop_on_error(r: Result<(), QueryError>, failure: &mut Option<QueryError>) -> ControlFlow<()> {
+    match r {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            *failure = Some(e);
+            ControlFlow::Break(())
+        }
+    }
 }
