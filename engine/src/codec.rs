@@ -40,6 +40,8 @@ mod tests;
 
 pub use string::MAX_DECOMPRESSED;
 
+use crate::model::Values;
+
 /// Most values a block may hold. Encoders panic above it (a caller bug: the segment
 /// writer cuts blocks far smaller); decoders reject a larger `count` before
 /// allocating anything.
@@ -244,6 +246,28 @@ pub fn encode_str<S: AsRef<[u8]>>(vals: &[S], out: &mut Vec<u8>) {
 /// Appends exactly `count` strings decoded from `input`.
 pub fn decode_str(input: &[u8], count: usize, out: &mut Vec<String>) -> Result<(), CodecError> {
     decode_guarded(count, out, |out| string::decode(input, count, out))
+}
+
+/// Appends the encoding of a value column of any type (the codec of its type).
+pub fn encode_values(values: &Values, out: &mut Vec<u8>) {
+    match values {
+        Values::F64(v) => encode_f64(v, out),
+        Values::I64(v) => encode_i64(v, out),
+        Values::U64(v) => encode_u64(v, out),
+        Values::Bool(v) => encode_bool(v, out),
+        Values::Str(v) => encode_str(v, out),
+    }
+}
+
+/// Appends exactly `count` values decoded from `input` to `out`, in `out`'s type.
+pub fn decode_values(input: &[u8], count: usize, out: &mut Values) -> Result<(), CodecError> {
+    match out {
+        Values::F64(v) => decode_f64(input, count, v),
+        Values::I64(v) => decode_i64(input, count, v),
+        Values::U64(v) => decode_u64(input, count, v),
+        Values::Bool(v) => decode_bool(input, count, v),
+        Values::Str(v) => decode_str(input, count, v),
+    }
 }
 
 /// Names the codec of any block by its tag byte (`"ts-const"`, `"gorilla"`,

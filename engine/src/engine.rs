@@ -32,7 +32,7 @@ use crate::error::{
 };
 use crate::fsutil;
 use crate::index::TagPredicate;
-use crate::memtable::Memtable;
+use crate::memtable::{MemColumn, Memtable};
 use crate::model::{DbId, FieldType, SeriesId, SeriesKey, TimeRange, Values};
 use crate::partition::{self, Partition, PartitionSet, SegmentHandle, SegmentName};
 use crate::segment::{SegmentReader, SegmentWriter};
@@ -48,7 +48,7 @@ pub struct EngineOptions {
     pub shards: usize,
     /// When acknowledged writes reach stable storage. Default: `Always` (group-committed fsync).
     pub sync: SyncPolicy,
-    /// Memory for active memtables across shards, in bytes. Default 256 MiB. Bigger means fewer,
+    /// Memory for active memtables across shards, in bytes. Default 64 MiB. Bigger means fewer,
     /// larger segments; frozen memtables waiting for flush can take up to
     /// `max_frozen_memtables` times this much more.
     pub memtable_bytes: usize,
@@ -67,6 +67,10 @@ pub struct EngineOptions {
     /// Compaction write rate limit in bytes per second, so ingest and queries keep the disk
     /// and cores; 0 = unlimited. Default 64 MiB/s.
     pub compaction_bytes_per_sec: u64,
+    /// Values a memtable column keeps raw before compressing them into a chunk. Default 128.
+    /// Not a tuning knob for operators: tests make it tiny so that every code path sees sealed
+    /// chunks.
+    pub memtable_chunk_values: usize,
 }
 
 impl EngineOptions {
@@ -75,7 +79,7 @@ impl EngineOptions {
             data_dir: data_dir.into(),
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             sync: SyncPolicy::Always,
-            memtable_bytes: 256 << 20,
+            memtable_bytes: 64 << 20,
             max_frozen_memtables: 2,
             write_stall_timeout: Duration::from_secs(10),
             partition_duration: Duration::from_secs(86_400),
@@ -83,6 +87,7 @@ impl EngineOptions {
             maintenance_interval: Duration::from_secs(30),
             compaction_min_segments: 4,
             compaction_bytes_per_sec: 64 << 20,
+            memtable_chunk_values: crate::memtable::CHUNK_VALUES,
         }
     }
 
@@ -93,6 +98,9 @@ impl EngineOptions {
         }
         if self.memtable_bytes < 64 << 10 {
             return bad("memtable_bytes", "must be at least 64 KiB");
+        }
+        if !(1..=crate::codec::MAX_BLOCK_VALUES).contains(&self.memtable_chunk_values) {
+            return bad("memtable_chunk_values", "must be between 1 and 1048576");
         }
         if self.max_frozen_memtables == 0 {
             return bad("max_frozen_memtables", "must be at least 1");
@@ -274,7 +282,10 @@ impl Engine {
         let mut inner = Inner {
             shards: (0..opts.shards)
                 .map(|_| Shard {
-                    state: Mutex::new(ShardState::default()),
+                    state: Mutex::new(ShardState {
+                        active: Memtable::new(opts.memtable_chunk_values),
+                        ..ShardState::default()
+                    }),
                     wal: None,
                     frozen_cv: Condvar::new(),
                     flushed_cv: Condvar::new(),
@@ -832,7 +843,8 @@ impl Inner {
             for shard in &self.shards {
                 let mut st = shard.state.lock();
                 if st.active.bytes >= self.shard_limit {
-                    let mem = std::mem::take(&mut st.active);
+                    let mem =
+                        std::mem::replace(&mut st.active, Memtable::new(self.opts.memtable_chunk_values));
                     drop(st);
                     self.flush_memtable(&mem)?;
                 }
@@ -978,7 +990,7 @@ impl Inner {
             return Ok(());
         }
         let wal_through = shard.wal().rotate()?;
-        let mem = std::mem::take(&mut st.active);
+        let mem = std::mem::replace(&mut st.active, Memtable::new(self.opts.memtable_chunk_values));
         st.frozen.push_back(Arc::new(Frozen { mem, wal_through }));
         shard.frozen_cv.notify_all();
         Ok(())
@@ -1041,11 +1053,9 @@ impl Inner {
             }
             let Some(meta) = self.catalog.series(id) else { continue };
             let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-            for c in &series.columns {
-                for &t in &c.ts {
-                    lo = lo.min(t);
-                    hi = hi.max(t);
-                }
+            for (min, max) in series.columns.iter().filter_map(|c| c.time_bounds()) {
+                lo = lo.min(min);
+                hi = hi.max(max);
             }
             if lo > hi {
                 continue;
@@ -1071,8 +1081,16 @@ impl Inner {
         // Series ids in the segments (and the dirty marks of downsampling rules) must be
         // durable in the catalog first.
         self.catalog.sync()?;
-        type Group = Vec<(SeriesId, Arc<str>, Vec<i64>, Values)>;
-        let mut groups: HashMap<(DbId, i64), (Arc<Partition>, Group)> = HashMap::new();
+        // Columns are decoded one at a time while the segment is written, not all up front: a
+        // flush must not need the memtable's size again in decoded form. Only a column that
+        // spans several partitions (rare: a partition boundary inside one memtable) is decoded
+        // and split before.
+        enum Source<'m> {
+            Whole(&'m MemColumn),
+            Split(Vec<i64>, Values),
+        }
+        type Group<'m> = Vec<(SeriesId, Arc<str>, Source<'m>)>;
+        let mut groups: HashMap<(DbId, i64), (Arc<Partition>, Group<'_>)> = HashMap::new();
         let default_dur = self.opts.partition_duration.as_nanos().min(i64::MAX as u128) as i64;
         for (&id, series) in &mem.series {
             // Dropped since it was written (DROP SERIES/MEASUREMENT/DATABASE): nothing to keep.
@@ -1082,30 +1100,42 @@ impl Inner {
             let Some(rp) = self.catalog.retention(series.db) else { continue };
             let dur = rp.partition_duration.unwrap_or(default_dur);
             let storage = self.db_storage(series.db)?;
+            let partition_of = |t: i64| {
+                storage
+                    .partitions
+                    .get_or_create(&storage.dir, t, dur)
+                    .map_err(|source| FlushError::Io { path: storage.dir.clone(), source })
+            };
             for col in &series.columns {
+                let Some((min, max)) = col.time_bounds() else { continue };
+                let part = partition_of(min)?;
+                if max < part.end() || part.end() == i64::MAX {
+                    groups
+                        .entry((series.db, part.start))
+                        .or_insert_with(|| (part.clone(), Vec::new()))
+                        .1
+                        .push((id, col.field.clone(), Source::Whole(col)));
+                    continue;
+                }
                 let (ts, values) = col.sorted(TimeRange::ALL);
                 let mut start = 0;
                 while start < ts.len() {
-                    let part = storage
-                        .partitions
-                        .get_or_create(&storage.dir, ts[start], dur)
-                        .map_err(|source| FlushError::Io { path: storage.dir.clone(), source })?;
+                    let part = partition_of(ts[start])?;
                     let end = if part.end() == i64::MAX && ts[ts.len() - 1] == i64::MAX {
                         ts.len()
                     } else {
                         start + ts[start..].partition_point(|&t| t < part.end())
                     };
-                    let (t, v) = if start == 0 && end == ts.len() {
-                        (ts.clone(), values.clone())
-                    } else {
-                        let perm: Vec<u32> = (start as u32..end as u32).collect();
-                        (ts[start..end].to_vec(), values.gather(&perm))
-                    };
+                    let perm: Vec<u32> = (start as u32..end as u32).collect();
                     groups
                         .entry((series.db, part.start))
                         .or_insert_with(|| (part.clone(), Vec::new()))
                         .1
-                        .push((id, col.field.clone(), t, v));
+                        .push((
+                            id,
+                            col.field.clone(),
+                            Source::Split(ts[start..end].to_vec(), values.gather(&perm)),
+                        ));
                     start = end;
                 }
             }
@@ -1117,8 +1147,14 @@ impl Inner {
             let name = SegmentName::flushed(self.next_segment.fetch_add(1, Ordering::Relaxed));
             let path = part.dir.join(name.file_name());
             let mut w = SegmentWriter::create(&path)?;
-            for (series, field, ts, values) in &cols {
-                w.add_column(*series, field, ts, values)?;
+            for (series, field, source) in &cols {
+                match source {
+                    Source::Whole(col) => {
+                        let (ts, values) = col.sorted(TimeRange::ALL);
+                        w.add_column(*series, field, &ts, &values)?;
+                    }
+                    Source::Split(ts, values) => w.add_column(*series, field, ts, values)?,
+                }
             }
             let (path, size) = w.finish()?;
             fsutil::sync_dir(&part.dir)

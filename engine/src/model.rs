@@ -232,14 +232,6 @@ impl Values {
     }
 
     /// Approximate heap bytes, for memtable accounting.
-    pub(crate) fn value_bytes(v: &FieldValue<'_>) -> usize {
-        match v {
-            FieldValue::Str(s) => 24 + s.len(),
-            FieldValue::Bool(_) => 1,
-            _ => 8,
-        }
-    }
-
     /// Reorders by `perm` (a permutation of indices, possibly shorter: keeps only those).
     pub(crate) fn gather(&self, perm: &[u32]) -> Values {
         fn g<T: Clone>(v: &[T], perm: &[u32]) -> Vec<T> {

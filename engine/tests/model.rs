@@ -69,6 +69,8 @@ fn open(dir: &std::path::Path) -> Engine {
     o.shards = 2;
     o.sync = SyncPolicy::Never;
     o.memtable_bytes = 64 << 10;
+    // Tiny chunks: most columns hold sealed chunks and a raw head at once.
+    o.memtable_chunk_values = 3;
     o.partition_duration = Duration::from_secs(86_400);
     let e = Engine::open(o).unwrap();
     e.create_database("db").unwrap();

@@ -164,7 +164,7 @@ pub struct StorageConfig {
     pub sync: SyncMode,
     /// fsync period when `sync = "interval"`. Default 1 s.
     pub sync_interval: HumanDuration,
-    /// Memory for active memtables across all shards. Default 256 MiB. Frozen memtables
+    /// Memory for active memtables across all shards. Default 64 MiB. Frozen memtables
     /// waiting to be flushed take up to `max_frozen_memtables` times more.
     pub memtable_size: ByteSize,
     /// Frozen memtables a shard may queue before writers wait. Default 2.
@@ -192,7 +192,7 @@ impl Default for StorageConfig {
             shards: 0,
             sync: SyncMode::Always,
             sync_interval: HumanDuration::secs(1),
-            memtable_size: ByteSize::mib(256),
+            memtable_size: ByteSize::mib(64),
             max_frozen_memtables: 2,
             write_stall_timeout: HumanDuration::secs(5),
             partition_duration: HumanDuration::secs(86_400),

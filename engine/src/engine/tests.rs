@@ -5,6 +5,7 @@ fn opts(dir: &Path) -> EngineOptions {
     let mut o = EngineOptions::new(dir);
     o.shards = 2;
     o.sync = SyncPolicy::Never;
+    o.memtable_chunk_values = 4;
     o
 }
 

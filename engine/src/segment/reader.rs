@@ -92,14 +92,7 @@ impl SegmentReader {
         let n = b.count as usize;
         let codec_err = |source| SegmentError::Codec { path: self.path.clone(), offset: b.offset, source };
         codec::decode_timestamps(ts_bytes, n, ts).map_err(codec_err)?;
-        match values {
-            Values::F64(v) => codec::decode_f64(val_bytes, n, v),
-            Values::I64(v) => codec::decode_i64(val_bytes, n, v),
-            Values::U64(v) => codec::decode_u64(val_bytes, n, v),
-            Values::Bool(v) => codec::decode_bool(val_bytes, n, v),
-            Values::Str(v) => codec::decode_str(val_bytes, n, v),
-        }
-        .map_err(codec_err)?;
+        codec::decode_values(val_bytes, n, values).map_err(codec_err)?;
         Ok(())
     }
 

@@ -83,13 +83,7 @@ impl SegmentWriter {
         codec::encode_timestamps(ts, b);
         let ts_len = (b.len() - 4) as u32;
         b[..4].copy_from_slice(&ts_len.to_le_bytes());
-        match values {
-            Values::F64(v) => codec::encode_f64(v, b),
-            Values::I64(v) => codec::encode_i64(v, b),
-            Values::U64(v) => codec::encode_u64(v, b),
-            Values::Bool(v) => codec::encode_bool(v, b),
-            Values::Str(v) => codec::encode_str(v, b),
-        }
+        codec::encode_values(values, b);
         let crc = crc32c::crc32c(b);
         b.extend_from_slice(&crc.to_le_bytes());
         self.out.write_all(b).map_err(|source| SegmentError::Io { path: self.tmp_path.clone(), source })?;
