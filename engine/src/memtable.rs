@@ -22,9 +22,9 @@ use crate::model::{DbId, FieldType, FieldValue, SeriesId, TimeRange, Values};
 /// Values a column keeps raw before sealing them into a chunk. A power of two, so the head's
 /// `Vec`s grow by doubling to exactly this capacity and then keep it.
 pub(crate) const CHUNK_VALUES: usize = 128;
-/// Fixed cost charged per new series / column (maps, vectors, names).
+/// Fixed cost charged per new series / column (map entries, the column struct, plus its name).
 const SERIES_OVERHEAD: usize = 96;
-const COLUMN_OVERHEAD: usize = 96;
+const COLUMN_OVERHEAD: usize = 160;
 
 /// Sealed values of a column: timestamps then values, each in its segment codec.
 #[derive(Debug)]
