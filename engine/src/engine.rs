@@ -162,6 +162,8 @@ pub struct EngineStats {
     pub compaction_values: AtomicU64,
     pub compaction_nanos: AtomicU64,
     pub partitions_dropped: AtomicU64,
+    /// The write-ahead logs of all shards.
+    pub wal: Arc<crate::stats::WalStats>,
 }
 
 pub(crate) struct SeriesSlot {
@@ -312,7 +314,10 @@ impl Engine {
         for (i, shard) in inner.shards.iter_mut().enumerate() {
             let dir = wal_root.join(format!("{i:02}"));
             let next = wal::list_files(&dir)?.last().map_or(1, |(s, _)| s + 1);
-            shard.wal = Some(Wal::create(&dir, next, inner.opts.sync, poisoned.clone())?);
+            shard.wal = Some(
+                Wal::create(&dir, next, inner.opts.sync, poisoned.clone())?
+                    .with_stats(inner.stats.wal.clone()),
+            );
         }
         // Old files are deleted only now, after the replayed data is in durable segments and
         // the new WAL files exist.

@@ -29,6 +29,7 @@ pub mod model;
 pub mod partition;
 pub mod read;
 pub mod segment;
+pub mod stats;
 pub mod wal;
 
 pub use batch::{PointBuilder, PointError, WriteBatch};

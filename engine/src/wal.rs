@@ -14,12 +14,13 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::WalError;
 use crate::fsutil;
+use crate::stats::WalStats;
 
 pub const WAL_MAGIC: &[u8; 8] = b"STRATWAL";
 pub const WAL_VERSION: u16 = 1;
@@ -98,6 +99,8 @@ pub struct Wal {
     written_pos: AtomicU64,
     synced_pos: AtomicU64,
     poisoned: Arc<AtomicBool>,
+    /// Shared by the WAL of every shard so the engine reports one set of counters.
+    stats: Arc<WalStats>,
 }
 
 struct Pending {
@@ -125,7 +128,14 @@ impl Wal {
             written_pos: AtomicU64::new(0),
             synced_pos: AtomicU64::new(0),
             poisoned,
+            stats: Arc::default(),
         })
+    }
+
+    /// Records this WAL's appends, writes and fsyncs in `stats` (shared with other WALs).
+    pub fn with_stats(mut self, stats: Arc<WalStats>) -> Wal {
+        self.stats = stats;
+        self
     }
 
     /// Buffers a record; returns the logical position the caller must commit to.
@@ -152,7 +162,11 @@ impl Wal {
         for part in parts {
             p.buf.extend_from_slice(part);
         }
-        p.base + p.buf.len() as u64
+        let end = p.base + p.buf.len() as u64;
+        drop(p);
+        self.stats.appends.fetch_add(1, Ordering::Relaxed);
+        self.stats.appended_bytes.fetch_add(8 + len as u64, Ordering::Relaxed);
+        end
     }
 
     /// Blocks until everything up to `pos` is written to the OS, and synced if the policy says
@@ -198,11 +212,15 @@ impl Wal {
         };
         let res = (|| {
             if !io.spare.is_empty() {
+                self.stats.writes.fetch_add(1, Ordering::Relaxed);
                 io.file.write_all(&io.spare)?;
                 io.written = end;
             }
             if sync && io.synced < io.written {
-                io.file.sync_data()?;
+                let started = Instant::now();
+                let res = io.file.sync_data();
+                self.stats.fsync_duration.observe(started.elapsed());
+                res?;
                 io.synced = io.written;
             }
             Ok::<(), io::Error>(())
@@ -481,6 +499,37 @@ mod tests {
         fs::write(&path, b"this is not a wal file at all").unwrap();
         assert!(matches!(replay_file(&path, |_| Ok(())), Err(WalError::BadHeader { .. })));
         assert!(path.exists());
+    }
+
+    #[test]
+    fn stats_count_appends_writes_and_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(WalStats::default());
+        let w = wal(dir.path(), SyncPolicy::Always).with_stats(stats.clone());
+        let a = w.append(b"abc");
+        let b = w.append_parts(&[b"de", b"f"]);
+        w.commit(b).unwrap();
+        // Already durable: no second write or fsync.
+        w.commit(a).unwrap();
+        assert_eq!(stats.appends.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.appended_bytes.load(Ordering::Relaxed), 2 * (8 + 3));
+        assert_eq!(stats.writes.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.fsyncs(), 1);
+        // Rotation syncs what is pending; nothing pending means no data fsync.
+        w.rotate().unwrap();
+        assert_eq!(stats.fsyncs(), 1);
+        let c = w.append(b"g");
+        w.rotate().unwrap();
+        assert!(c > b);
+        assert_eq!((stats.writes.load(Ordering::Relaxed), stats.fsyncs()), (2, 2));
+
+        // Under `Never`, commits write but never fsync.
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(WalStats::default());
+        let w = wal(dir.path(), SyncPolicy::Never).with_stats(stats.clone());
+        let pos = w.append(b"x");
+        w.commit(pos).unwrap();
+        assert_eq!((stats.writes.load(Ordering::Relaxed), stats.fsyncs()), (1, 0));
     }
 
     #[test]

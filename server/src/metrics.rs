@@ -191,6 +191,112 @@ impl Route {
     }
 }
 
+/// How a `/query` request ended, for the `outcome` label of `strata_query_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueryOutcome {
+    /// Every statement ran.
+    Ok,
+    /// Bad parameters before parsing: no `q`, a bad `epoch`, an undecodable query string or
+    /// form body, a write statement sent with `GET`: 400/405.
+    BadRequest,
+    /// InfluxQL that does not parse: 400.
+    Parse,
+    /// No, unknown or insufficient credentials: 401/403.
+    Auth,
+    /// A statement hit `query.max_series`, `max_points_*`, a bucket or the memory limit.
+    Limit,
+    /// A statement ran past `query.timeout`.
+    Timeout,
+    /// A statement was refused when run: unknown database, unsupported or invalid call, ...
+    Invalid,
+    /// A storage error or a failed query task.
+    Internal,
+}
+
+impl QueryOutcome {
+    pub const ALL: [QueryOutcome; 8] = [
+        QueryOutcome::Ok,
+        QueryOutcome::BadRequest,
+        QueryOutcome::Parse,
+        QueryOutcome::Auth,
+        QueryOutcome::Limit,
+        QueryOutcome::Timeout,
+        QueryOutcome::Invalid,
+        QueryOutcome::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryOutcome::Ok => "ok",
+            QueryOutcome::BadRequest => "bad_request",
+            QueryOutcome::Parse => "parse",
+            QueryOutcome::Auth => "auth",
+            QueryOutcome::Limit => "limit",
+            QueryOutcome::Timeout => "timeout",
+            QueryOutcome::Invalid => "invalid",
+            QueryOutcome::Internal => "internal",
+        }
+    }
+
+    /// The class of a statement's error.
+    pub fn of_error(e: &strata_query::QueryError) -> QueryOutcome {
+        use strata_query::QueryError as E;
+        match e {
+            E::Timeout { .. } => QueryOutcome::Timeout,
+            e if e.is_limit() => QueryOutcome::Limit,
+            E::Read(_) | E::Lifecycle(_) | E::Write(_) => QueryOutcome::Internal,
+            _ => QueryOutcome::Invalid,
+        }
+    }
+}
+
+/// `/query` counters.
+#[derive(Debug, Default)]
+pub struct QueryMetrics {
+    outcomes: [AtomicU64; QueryOutcome::ALL.len()],
+    /// Time from the request's arrival to its encoded answer (early refusals included).
+    pub duration: Histogram,
+    /// Result series returned by successful statements.
+    pub series_returned: AtomicU64,
+    /// Result rows returned by successful statements.
+    pub rows_returned: AtomicU64,
+}
+
+impl QueryMetrics {
+    pub fn record(&self, outcome: QueryOutcome, elapsed: Duration) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.duration.observe(elapsed);
+    }
+
+    pub fn requests(&self, outcome: QueryOutcome) -> u64 {
+        self.outcomes[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    fn encode_prometheus(&self, out: &mut String) {
+        let name = "strata_query_requests_total";
+        let _ = writeln!(out, "# HELP {name} /query requests by outcome.\n# TYPE {name} counter");
+        for o in QueryOutcome::ALL {
+            let _ = writeln!(out, "{name}{{outcome=\"{}\"}} {}", o.as_str(), self.requests(o));
+        }
+        let name = "strata_query_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from /query request arrival to its encoded answer.\n# TYPE {name} histogram"
+        );
+        self.duration.encode(out, name, "");
+        for (name, help, v) in [
+            ("strata_query_series_returned_total", "Result series returned.", &self.series_returned),
+            ("strata_query_rows_returned_total", "Result rows returned.", &self.rows_returned),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// Status codes counted individually; anything else lands in its class's `other` slot.
 const STATUSES: [u16; 17] =
     [200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 500, 501, 503, 0];
@@ -267,6 +373,8 @@ pub struct Metrics {
     pub ingest_by_db: IngestByDb,
     /// Online backups (`POST /api/v1/backup`).
     pub backup: BackupMetrics,
+    /// `/query` requests.
+    pub query: QueryMetrics,
 }
 
 /// Online backup counters.
@@ -350,6 +458,7 @@ impl Metrics {
             }
         }
         self.ingest_by_db.encode_prometheus(out);
+        self.query.encode_prometheus(out);
     }
 }
 
@@ -382,18 +491,43 @@ impl Histogram {
     /// Writes the `_bucket` (cumulative), `_sum` and `_count` samples; `labels` is
     /// `key="value",...` or empty. The `# TYPE` line is the caller's.
     pub fn encode(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            cumulative += b.load(Ordering::Relaxed);
-            let le = DURATION_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
-        }
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let mut total = 0;
+        let cumulative: [u64; DURATION_BUCKETS.len() + 1] = std::array::from_fn(|i| {
+            total += self.buckets[i].load(Ordering::Relaxed);
+            total
+        });
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+        encode_histogram(out, name, labels, &DURATION_BUCKETS, &cumulative, sum);
     }
+}
+
+/// Writes the `_bucket`, `_sum` and `_count` samples of a histogram; `cumulative` holds one
+/// count per bound and then the `+Inf` count, which is also `_count`. `labels` is
+/// `key="value",...` or empty. The `# TYPE` line is the caller's.
+pub fn encode_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    cumulative: &[u64],
+    sum_seconds: f64,
+) {
+    debug_assert_eq!(bounds.len() + 1, cumulative.len());
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (i, n) in cumulative.iter().enumerate() {
+        match bounds.get(i) {
+            Some(le) => {
+                let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {n}");
+            }
+        }
+    }
+    let count = cumulative.last().copied().unwrap_or(0);
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {sum_seconds}");
+    let _ = writeln!(out, "{name}_count{braces} {count}");
 }
 
 /// Escapes a label value for the text format (backslash, double quote, newline).

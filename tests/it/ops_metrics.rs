@@ -303,6 +303,13 @@ fn metrics_count_known_traffic_exactly() {
     {
         assert!(after.types.contains_key(family), "{family} missing");
     }
+    for series in [
+        "strata_backpressure_events_total{protocol=\"http\",reason=\"write_memory\"}",
+        "strata_backpressure_events_total{protocol=\"mqtt\",reason=\"engine_overloaded\"}",
+        "strata_backpressure_events_total{protocol=\"any\",reason=\"engine_write_stall\"}",
+    ] {
+        assert_eq!(after.samples.get(series), Some(&0.0), "{series}");
+    }
 
     // After a restart (close flushes the memtables), segments are reported per partition and
     // their bytes match the files on disk.
@@ -335,5 +342,106 @@ fn metrics_count_known_traffic_exactly() {
     assert!(files >= 1.0, "no segments reported:\n{:?}", m.samples);
     assert_eq!((files, bytes), on_disk);
     assert_eq!(m.get("strata_engine_series{db=\"opsdb\"}"), 5.0);
+    srv.stop();
+}
+
+/// The cumulative `_bucket` samples of an unlabelled histogram, in printed order, and its count.
+fn buckets(m: &Exposition, family: &str) -> (Vec<(f64, f64)>, f64) {
+    let prefix = format!("{family}_bucket{{le=\"");
+    let mut out: Vec<(f64, f64)> = m
+        .samples
+        .iter()
+        .filter_map(|(series, v)| {
+            let le = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, *v))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (out, m.get(&format!("{family}_count")))
+}
+
+#[test]
+fn wal_and_query_metrics_count_known_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two series per statement at most, so a SELECT over all five series hits the limit.
+    let srv = ServerBuilder::new(dir.path()).set("query.max_series", 2).start();
+    let c = client();
+    let write = |body: String| {
+        let r = c.post(srv.url("/api/v2/write?bucket=waldb&precision=s")).body(body).send().unwrap();
+        assert_eq!(r.status(), 204);
+    };
+    // Creates the database, so the counted writes below only append points.
+    write("wal,n=0 v=0 1000\n".into());
+    let before = scrape(&srv.url("/metrics"));
+
+    // N one-point writes, one after the other, with the default `storage.sync = "always"`: one
+    // WAL record each (a point lives in one shard), each acknowledged after an fsync.
+    const N: u64 = 5;
+    for i in 0..N {
+        write(format!("wal,n={i} v={i} {}\n", 2000 + i));
+    }
+    // M queries: two answer, one does not parse, one names an unknown database, one reads
+    // more series than `query.max_series`.
+    let query = |q: &str| c.get(srv.url("/query")).query(&[("db", "waldb"), ("q", q)]).send().unwrap();
+    let ok = query("SELECT v FROM wal WHERE n = '1'");
+    assert_eq!(ok.status(), 200);
+    assert!(!ok.text().unwrap().contains("error"));
+    assert_eq!(query("SHOW DATABASES").status(), 200);
+    assert_eq!(query("SELEC v FROM wal").status(), 400);
+    let unknown = query("SELECT v FROM nodb..wal");
+    assert_eq!(unknown.status(), 200);
+    assert!(unknown.text().unwrap().contains("database not found"));
+    let limited = query("SELECT v FROM wal");
+    assert_eq!(limited.status(), 200);
+    assert!(limited.text().unwrap().contains("max-select-series"));
+    const M: f64 = 5.0;
+
+    let after = scrape(&srv.url("/metrics"));
+    let delta = |s: &str| after.get(s) - before.get(s);
+
+    // WAL.
+    assert_eq!(delta("strata_wal_appends_total"), N as f64);
+    // Each record: 8 bytes of framing, the database name with its length byte, the point.
+    let min_bytes = N as f64 * (8.0 + 1.0 + "waldb".len() as f64 + "wal,n=0".len() as f64);
+    assert!(
+        delta("strata_wal_appended_bytes_total") >= min_bytes,
+        "{}",
+        delta("strata_wal_appended_bytes_total")
+    );
+    // Nothing else was writing: every acknowledged write needed its own write and fsync.
+    assert_eq!(delta("strata_wal_writes_total"), N as f64);
+    let fsyncs = delta("strata_wal_fsyncs_total");
+    assert!((1.0..=N as f64).contains(&fsyncs), "{fsyncs} fsyncs for {N} sequential writes");
+    assert_eq!(after.types["strata_wal_fsync_duration_seconds"], "histogram");
+    let (wal_buckets, count) = buckets(&after, "strata_wal_fsync_duration_seconds");
+    assert_eq!(count, after.get("strata_wal_fsyncs_total"));
+    assert!(wal_buckets.len() > 2, "{wal_buckets:?}");
+    assert!(wal_buckets.windows(2).all(|w| w[0].1 <= w[1].1), "not cumulative: {wal_buckets:?}");
+    assert_eq!(wal_buckets.last().copied(), Some((f64::INFINITY, count)));
+    assert_eq!(
+        delta("strata_wal_fsync_duration_seconds_count"),
+        fsyncs,
+        "one histogram observation per fsync"
+    );
+    assert!(delta("strata_wal_fsync_duration_seconds_sum") > 0.0);
+
+    // Queries: exactly M, each in its class.
+    let outcome = |o: &str| delta(&format!("strata_query_requests_total{{outcome=\"{o}\"}}"));
+    assert_eq!(outcome("ok"), 2.0);
+    assert_eq!(outcome("parse"), 1.0);
+    assert_eq!(outcome("invalid"), 1.0);
+    assert_eq!(outcome("limit"), 1.0);
+    for o in ["bad_request", "auth", "timeout", "internal"] {
+        assert_eq!(outcome(o), 0.0, "{o}");
+    }
+    assert_eq!(delta("strata_query_duration_seconds_count"), M);
+    let (query_buckets, count) = buckets(&after, "strata_query_duration_seconds");
+    assert!(query_buckets.windows(2).all(|w| w[0].1 <= w[1].1), "not cumulative: {query_buckets:?}");
+    assert_eq!(query_buckets.last().copied(), Some((f64::INFINITY, count)));
+    // One series and row from the SELECT, one of each from SHOW DATABASES (one database).
+    assert_eq!(delta("strata_query_series_returned_total"), 2.0);
+    assert_eq!(delta("strata_query_rows_returned_total"), 2.0);
+    assert_eq!(delta("strata_http_requests_total{route=\"/query\",status=\"200\"}"), 4.0);
     srv.stop();
 }

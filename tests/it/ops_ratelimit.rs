@@ -32,7 +32,10 @@ fn requests_over_the_burst_get_429_with_retry_after() {
     assert_eq!(c.get(srv.url("/health")).send().unwrap().status(), 200);
     let m = c.get(srv.url("/metrics")).send().unwrap().text().unwrap();
     assert_eq!(metric(&m, "strata_ingest_requests_rejected_total{reason=\"rate_limited\"}"), 1.0);
-    assert_eq!(metric(&m, "strata_backpressure_events_total{reason=\"rate_limited\"}"), 1.0);
+    assert_eq!(
+        metric(&m, "strata_backpressure_events_total{protocol=\"http\",reason=\"rate_limited\"}"),
+        1.0
+    );
     assert_eq!(metric(&m, "strata_http_requests_total{route=\"/api/v2/write\",status=\"429\"}"), 1.0);
     assert_eq!(metric(&m, "strata_ingest_points_total"), 2.0, "the refused request stored nothing");
     srv.stop();

@@ -16,10 +16,12 @@ use std::time::SystemTime;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use strata_engine::stats::WalStats;
 use strata_engine::{Engine, EngineStats};
 
 use super::AppState;
-use crate::metrics::{escape_label, RequestReject};
+use crate::metrics::{encode_histogram, escape_label, RequestReject};
+use crate::mqtt::metrics::Backpressure;
 
 /// The content type Prometheus expects for the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -54,20 +56,31 @@ fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
     let _ = writeln!(out, "{name} {value}");
 }
 
-/// Times a write was pushed back, by reason (one metric for dashboards; the same events are
-/// also counted in `strata_ingest_requests_rejected_total` and the engine's stall counter).
+/// Times a write was pushed back, by protocol and reason: one metric for dashboards. The same
+/// events are also counted in `strata_ingest_requests_rejected_total` (HTTP),
+/// `strata_mqtt_backpressure_total` (MQTT) and the engine's stall counter; the engine does not
+/// know which protocol a stalled write came from, so its stalls carry `protocol="any"`.
 fn encode_backpressure(st: &AppState, out: &mut String) {
     let name = "strata_backpressure_events_total";
-    family(out, name, "counter", "Writes pushed back (503/429) or stalled, by reason.");
+    family(
+        out,
+        name,
+        "counter",
+        "Writes pushed back (503/429, paused MQTT reads) or stalled, by protocol and reason.",
+    );
     let i = &st.metrics.ingest;
+    let m = &st.metrics.mqtt;
     let events = [
-        ("write_memory", i.requests_rejected(RequestReject::WriteMemory)),
-        ("engine_overloaded", i.requests_rejected(RequestReject::Overloaded)),
-        ("rate_limited", i.requests_rejected(RequestReject::RateLimited)),
-        ("engine_write_stall", st.engine.stats().write_stalls.load(Ordering::Relaxed)),
+        ("http", "write_memory", i.requests_rejected(RequestReject::WriteMemory)),
+        ("http", "engine_overloaded", i.requests_rejected(RequestReject::Overloaded)),
+        ("http", "rate_limited", i.requests_rejected(RequestReject::RateLimited)),
+        ("mqtt", "write_memory", m.backpressure_count(Backpressure::WriteMemory)),
+        ("mqtt", "engine_overloaded", m.backpressure_count(Backpressure::Engine)),
+        ("mqtt", "rate_limited", m.backpressure_count(Backpressure::RateLimit)),
+        ("any", "engine_write_stall", st.engine.stats().write_stalls.load(Ordering::Relaxed)),
     ];
-    for (reason, n) in events {
-        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+    for (protocol, reason, n) in events {
+        let _ = writeln!(out, "{name}{{protocol=\"{protocol}\",reason=\"{reason}\"}} {n}");
     }
 }
 
@@ -135,6 +148,33 @@ fn encode_engine_stats(s: &EngineStats, out: &mut String) {
     }
     let secs = load(&s.compaction_nanos) as f64 / 1e9;
     sample(out, "strata_engine_compaction_seconds_total", "counter", "Time spent compacting.", secs);
+    encode_wal_stats(&s.wal, out);
+}
+
+fn encode_wal_stats(w: &WalStats, out: &mut String) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    // One snapshot gives both the fsync counter and the histogram, so they always agree.
+    let fsync = w.fsync_duration.snapshot();
+    let counters = [
+        (
+            "strata_wal_appends_total",
+            "Records appended to the WAL (one per shard a write touches).",
+            load(&w.appends),
+        ),
+        (
+            "strata_wal_appended_bytes_total",
+            "Bytes appended to the WAL, framing included.",
+            load(&w.appended_bytes),
+        ),
+        ("strata_wal_writes_total", "WAL writes to the OS (one per group commit).", load(&w.writes)),
+        ("strata_wal_fsyncs_total", "fdatasync calls on WAL data.", fsync.count),
+    ];
+    for (name, help, v) in counters {
+        sample(out, name, "counter", help, v);
+    }
+    let name = "strata_wal_fsync_duration_seconds";
+    family(out, name, "histogram", "Time of each fdatasync of WAL data.");
+    encode_histogram(out, name, "", fsync.bounds, &fsync.cumulative, fsync.sum_seconds);
 }
 
 /// Per-partition segment files and bytes, keyed by (db, partition), from paths

@@ -13,7 +13,8 @@
 //! Statements run on the blocking pool: a query is CPU-bound work over memory-mapped
 //! segments, which must not stall the async workers that serve writes.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
@@ -21,11 +22,12 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_query::ast::Statement;
 use strata_query::encode::{encode_csv, encode_error_json, encode_json, encode_json_chunks, EncodeOptions};
-use strata_query::{execute, parse_query, Epoch, QueryContext, QueryLimits};
+use strata_query::{execute_statement, parse_query, Epoch, QueryContext, QueryLimits, StatementResult};
 
 use super::{ApiError, AppState};
 use crate::auth::Access;
 use crate::config::QueryConfig;
+use crate::metrics::QueryOutcome;
 
 /// The parameters of one request.
 #[derive(Debug, Default)]
@@ -117,47 +119,59 @@ pub async fn query_handler(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
+    let started = Instant::now();
+    let (response, outcome) = answer(&st, method, headers, raw, body).await;
+    st.metrics.query.record(outcome, started.elapsed());
+    response
+}
+
+/// Runs one request; the outcome is what `strata_query_requests_total` counts.
+async fn answer(
+    st: &AppState,
+    method: Method,
+    headers: HeaderMap,
+    raw: Option<String>,
+    body: Bytes,
+) -> (Response, QueryOutcome) {
+    let bad = |message: &str| (bad_request(message), QueryOutcome::BadRequest);
     let mut params = Params::default();
     match serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or("")) {
         Ok(pairs) => params.apply(pairs),
-        Err(e) => return bad_request(&format!("invalid query string: {e}")),
+        Err(e) => return bad(&format!("invalid query string: {e}")),
     }
     if method == Method::POST && !body.is_empty() {
         let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if ct.starts_with("application/x-www-form-urlencoded") {
             match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
                 Ok(pairs) => params.apply(pairs),
-                Err(e) => return bad_request(&format!("invalid form body: {e}")),
+                Err(e) => return bad(&format!("invalid form body: {e}")),
             }
         } else if ct.starts_with("application/vnd.influxql") || ct.starts_with("text/plain") {
             params.q = Some(String::from_utf8_lossy(&body).into_owned());
         }
     }
     let Some(q) = params.q.take().filter(|q| !q.trim().is_empty()) else {
-        return bad_request("missing required parameter \"q\"");
+        return bad("missing required parameter \"q\"");
     };
     let epoch = match params.epoch.as_deref().map(Epoch::parse) {
         None => Epoch::Rfc3339,
         Some(Some(e)) => e,
-        Some(None) => return bad_request("invalid epoch: expected one of ns, u, µ, ms, s, m, h"),
+        Some(None) => return bad("invalid epoch: expected one of ns, u, µ, ms, s, m, h"),
     };
     let statements = match parse_query(&q) {
         Ok(s) => s,
-        Err(e) => return bad_request(&e.to_string()),
+        Err(e) => return (bad_request(&e.to_string()), QueryOutcome::Parse),
     };
     // Authorization, for every statement before any runs.
     for stmt in &statements {
         if let Err(e) = st.authorize(&headers, params.p.as_deref(), access_for(stmt, params.db.as_deref())) {
             let status = e.status();
-            return json_response(status, encode_error_json(&e.to_string()));
+            return (json_response(status, encode_error_json(&e.to_string())), QueryOutcome::Auth);
         }
         if method == Method::GET && !stmt.is_read_only() {
-            return json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                encode_error_json(&format!(
-                    "{stmt}: only SELECT and SHOW queries may be sent with GET; use POST"
-                )),
-            );
+            let message = format!("{stmt}: only SELECT and SHOW queries may be sent with GET; use POST");
+            let response = json_response(StatusCode::METHOD_NOT_ALLOWED, encode_error_json(&message));
+            return (response, QueryOutcome::BadRequest);
         }
     }
 
@@ -171,21 +185,56 @@ pub async fn query_handler(
     let n = statements.len();
     let run = tokio::task::spawn_blocking(move || {
         let ctx = QueryContext::new(&engine, db.as_deref(), now_ns, limits);
-        execute(&ctx, &statements)
+        run_statements(&ctx, &statements)
     });
-    let results = match run.await {
+    let (results, outcome) = match run.await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "query task failed");
-            return ApiError::Internal("query execution failed".into()).into_response();
+            let response = ApiError::Internal("query execution failed".into()).into_response();
+            return (response, QueryOutcome::Internal);
         }
     };
     tracing::debug!(statements = n, "query answered");
+    let q = &st.metrics.query;
+    let series = results.iter().map(|r| r.series.len() as u64).sum::<u64>();
+    let rows = results.iter().flat_map(|r| &r.series).map(|s| s.values.len() as u64).sum::<u64>();
+    q.series_returned.fetch_add(series, Ordering::Relaxed);
+    q.rows_returned.fetch_add(rows, Ordering::Relaxed);
+    (encode_results(st, &headers, &params, epoch, &results), outcome)
+}
 
+/// Runs the statements in order, stopping at the first failure as InfluxDB does (what
+/// [`strata_query::execute`] does too, but that reports errors as strings only; the typed
+/// error is kept here to classify the outcome).
+fn run_statements(ctx: &QueryContext<'_>, statements: &[Statement]) -> (Vec<StatementResult>, QueryOutcome) {
+    let mut out = Vec::with_capacity(statements.len());
+    for (i, stmt) in statements.iter().enumerate() {
+        match execute_statement(ctx, stmt) {
+            Ok(series) => out.push(StatementResult { statement_id: i, series, error: None }),
+            Err(e) => {
+                tracing::debug!(statement = i, error = %e, "statement failed");
+                let outcome = QueryOutcome::of_error(&e);
+                out.push(StatementResult { statement_id: i, series: Vec::new(), error: Some(e.to_string()) });
+                return (out, outcome);
+            }
+        }
+    }
+    (out, QueryOutcome::Ok)
+}
+
+/// Encodes the results as CSV, chunked JSON lines or one JSON document.
+fn encode_results(
+    st: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    epoch: Epoch,
+    results: &[StatementResult],
+) -> Response {
     let opts = EncodeOptions { epoch, pretty: params.pretty };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/csv") || accept.contains("text/csv") {
-        let mut r = (StatusCode::OK, encode_csv(&results, opts)).into_response();
+        let mut r = (StatusCode::OK, encode_csv(results, opts)).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/csv"));
         return r;
     }
@@ -194,7 +243,7 @@ pub async fn query_handler(
         // One JSON document per line. The results are complete by now, so the lines go out
         // as one body; clients read them line by line either way.
         let mut body = String::new();
-        for line in encode_json_chunks(&results, opts, size) {
+        for line in encode_json_chunks(results, opts, size) {
             body.push_str(&line);
             body.push('\n');
         }
@@ -202,5 +251,5 @@ pub async fn query_handler(
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return r;
     }
-    json_response(StatusCode::OK, encode_json(&results, opts))
+    json_response(StatusCode::OK, encode_json(results, opts))
 }
