@@ -151,6 +151,8 @@ pub struct EngineStats {
     pub points_rejected: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_bytes: AtomicU64,
+    /// Time spent in flushes, nanoseconds.
+    pub flush_nanos: AtomicU64,
     pub segments_written: AtomicU64,
     pub write_stalls: AtomicU64,
     pub overloaded: AtomicU64,
@@ -1082,6 +1084,7 @@ impl Inner {
         if mem.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         self.mark_rollups_dirty(mem);
         // Series ids in the segments (and the dirty marks of downsampling rules) must be
         // durable in the catalog first.
@@ -1171,6 +1174,8 @@ impl Inner {
         }
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats.flush_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.flush_nanos.fetch_add(nanos, Ordering::Relaxed);
         Ok(())
     }
 }

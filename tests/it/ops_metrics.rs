@@ -340,6 +340,7 @@ fn metrics_count_known_traffic_exactly() {
         }
     }
     assert!(files >= 1.0, "no segments reported:\n{:?}", m.samples);
+    assert_eq!(m.types["strata_engine_flush_seconds_total"], "counter");
     assert_eq!((files, bytes), on_disk);
     assert_eq!(m.get("strata_engine_series{db=\"opsdb\"}"), 5.0);
     srv.stop();

@@ -58,6 +58,8 @@ fn write_read_flush_reopen() {
     e.flush().unwrap();
     assert!(!e.segment_files().is_empty());
     assert_eq!(read_all(&e, "db", "cpu"), want);
+    assert!(e.stats().flushes.load(Ordering::Relaxed) >= 1);
+    assert!(e.stats().flush_nanos.load(Ordering::Relaxed) > 0, "a flush takes some time");
     // Overwrite after flush: last write wins across segment and memtable.
     e.write("db", &batch(&[("cpu", "a", 2, 20.0)])).unwrap();
     let mut want2 = want.clone();

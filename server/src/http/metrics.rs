@@ -148,6 +148,8 @@ fn encode_engine_stats(s: &EngineStats, out: &mut String) {
     }
     let secs = load(&s.compaction_nanos) as f64 / 1e9;
     sample(out, "strata_engine_compaction_seconds_total", "counter", "Time spent compacting.", secs);
+    let secs = load(&s.flush_nanos) as f64 / 1e9;
+    sample(out, "strata_engine_flush_seconds_total", "counter", "Time spent flushing memtables.", secs);
     encode_wal_stats(&s.wal, out);
 }
 
