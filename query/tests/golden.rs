@@ -307,3 +307,43 @@ fn continuous_queries_are_downsampling_rules() {
     assert_eq!(run(&e, "DROP CONTINUOUS QUERY cq ON db"), r#"{"results":[{"statement_id":0}]}"#);
     assert!(e.downsample_rules("db").unwrap().is_empty());
 }
+
+/// Hourly points across Berlin's 2024 DST changes: `GROUP BY time(1d)` days start at local
+/// midnight (23- and 25-hour days) and times print with the offset in force.
+#[test]
+fn tz_days_across_dst_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(EngineOptions::new(dir.path())).unwrap();
+    e.create_database("db").unwrap();
+    let mut b = WriteBatch::new();
+    for start in ["2024-03-30T00:00:00Z", "2024-10-26T00:00:00Z"] {
+        let t0 = strata_query::ast::parse_time(start).unwrap();
+        for h in 0..55 {
+            let mut p = b.point("power");
+            p.field("w", FieldValue::I64(h));
+            p.finish(t0 + h * 3600 * S).unwrap();
+        }
+    }
+    e.write("db", &b).unwrap();
+    // Spring: Mar 30 has 23 points (00:00Z-22:00Z), Mar 31 is 23 hours long, Apr 1 starts at
+    // 2024-03-31T22:00Z.
+    assert_eq!(
+        run(&e, "SELECT count(w) FROM power WHERE time >= '2024-03-30T00:00:00Z' AND time <= '2024-04-01T06:00:00Z' GROUP BY time(1d) tz('Europe/Berlin')"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"power","columns":["time","count"],"values":[["2024-03-30T00:00:00+01:00",23],["2024-03-31T00:00:00+01:00",23],["2024-04-01T00:00:00+02:00",9]]}]}]}"#
+    );
+    // Autumn: Oct 27 is 25 hours long.
+    assert_eq!(
+        run(&e, "SELECT count(w) FROM power WHERE time >= '2024-10-26T00:00:00Z' AND time <= '2024-10-28T00:00:00Z' GROUP BY time(1d) tz('Europe/Berlin')"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"power","columns":["time","count"],"values":[["2024-10-26T00:00:00+02:00",22],["2024-10-27T00:00:00+02:00",25],["2024-10-28T00:00:00+01:00",2]]}]}]}"#
+    );
+    // The repeated local hour, raw.
+    assert_eq!(
+        run(&e, "SELECT w FROM power WHERE time >= '2024-10-27T00:00:00Z' AND time <= '2024-10-27T01:00:00Z' tz('Europe/Berlin')"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"power","columns":["time","w"],"values":[["2024-10-27T02:00:00+02:00",24],["2024-10-27T02:00:00+01:00",25]]}]}]}"#
+    );
+    // A 6-hour offset applies after the zone alignment: days from 06:00 local.
+    assert_eq!(
+        run(&e, "SELECT count(w) FROM power WHERE time >= '2024-03-30T05:00:00Z' AND time < '2024-03-31T04:00:00Z' GROUP BY time(1d, 6h) tz('Europe/Berlin')"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"power","columns":["time","count"],"values":[["2024-03-30T06:00:00+01:00",23]]}]}]}"#
+    );
+}

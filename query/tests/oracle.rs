@@ -363,3 +363,131 @@ proptest! {
         }
     }
 }
+
+mod tz {
+    //! `tz('Europe/Berlin')` against an oracle that finds each point's local day with jiff's
+    //! civil-time arithmetic (a different road from the executor's window rule).
+    use super::*;
+    use jiff::civil::Date;
+    use jiff::tz::TimeZone;
+    use jiff::Timestamp;
+
+    const MIN: i64 = 60 * S;
+
+    /// Days around the 2024 spring-forward and fall-back changes in Berlin (UTC midnight).
+    const ANCHORS: [&str; 2] = ["2024-03-28T00:00:00Z", "2024-10-24T00:00:00Z"];
+    /// Minutes of data after the anchor: 6 days.
+    const SPAN_MIN: i64 = 6 * 24 * 60;
+
+    fn anchor(i: usize) -> i64 {
+        strata_query::ast::parse_time(ANCHORS[i]).unwrap()
+    }
+
+    fn berlin() -> TimeZone {
+        TimeZone::get("Europe/Berlin").unwrap()
+    }
+
+    fn ts(ns: i64) -> Timestamp {
+        Timestamp::from_nanosecond(ns as i128).unwrap()
+    }
+
+    /// The bucket start holding `t`, and the next bucket's start.
+    fn bucket(t: i64, interval_min: i64) -> (i64, i64) {
+        if interval_min == 24 * 60 {
+            let tz = berlin();
+            let day: Date = ts(t).to_zoned(tz.clone()).date();
+            let at = |d: Date| d.to_zoned(tz.clone()).unwrap().timestamp().as_nanosecond() as i64;
+            (at(day), at(day.tomorrow().unwrap()))
+        } else {
+            // Berlin's offsets are whole hours: shorter windows are plain UTC ones.
+            let d = interval_min * MIN;
+            let b = t - t.rem_euclid(d);
+            (b, b + d)
+        }
+    }
+
+    fn format(t: i64) -> String {
+        ts(t).to_zoned(berlin()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn local_days_match_the_oracle(
+            which in 0usize..2,
+            mins in prop::collection::vec((0u8..2, 0i64..SPAN_MIN), 1..80),
+            flush_at in 0usize..80,
+            lo in 0i64..SPAN_MIN,
+            len in 1i64..SPAN_MIN,
+            interval_min in prop::sample::select(vec![30i64, 60, 24 * 60]),
+            by_host in any::<bool>(),
+        ) {
+            let a = anchor(which);
+            let dir = tempfile::tempdir().unwrap();
+            let engine = Engine::open(EngineOptions::new(dir.path())).unwrap();
+            engine.create_database("db").unwrap();
+            let flush_at = flush_at.min(mins.len());
+            for (k, part) in [&mins[..flush_at], &mins[flush_at..]].into_iter().enumerate() {
+                let mut b = WriteBatch::new();
+                for &(h, m) in part {
+                    let mut p = b.point("m");
+                    p.tag("host", &format!("h{h}"));
+                    p.field("v", FieldValue::F64(m as f64));
+                    p.finish(a + m * MIN).unwrap();
+                }
+                engine.write("db", &b).unwrap();
+                if k == 0 {
+                    engine.flush().unwrap();
+                }
+            }
+            let (lo, hi) = (a + lo * MIN, a + (lo + len) * MIN);
+            let text = format!(
+                "SELECT count(v), sum(v) FROM m WHERE time >= {lo} AND time < {hi} GROUP BY time({interval_min}m){} fill(0) tz('Europe/Berlin')",
+                if by_host { ", host" } else { "" }
+            );
+            // Oracle: last write wins per (host, minute).
+            let mut data: BTreeMap<(u8, i64), f64> = BTreeMap::new();
+            for &(h, m) in &mins {
+                data.insert((h, a + m * MIN), m as f64);
+            }
+            let mut groups: BTreeMap<String, BTreeMap<i64, (i64, f64)>> = BTreeMap::new();
+            for (&(h, t), &v) in &data {
+                if t < lo || t >= hi {
+                    continue;
+                }
+                let key = if by_host { format!("h{h}") } else { String::new() };
+                let e = groups.entry(key).or_default().entry(bucket(t, interval_min).0).or_default();
+                e.0 += 1;
+                e.1 += v;
+            }
+            let mut expected: BTreeMap<String, Vec<(String, i64, f64)>> = BTreeMap::new();
+            for (key, buckets) in groups {
+                let mut rows = Vec::new();
+                let mut b = bucket(lo, interval_min).0;
+                let last = bucket(hi - 1, interval_min).0;
+                while b <= last {
+                    let (c, s) = buckets.get(&b).copied().unwrap_or((0, 0.0));
+                    rows.push((format(b), c, s));
+                    b = bucket(b, interval_min).1;
+                }
+                expected.insert(key, rows);
+            }
+
+            let stmts = parse_query(&text).unwrap();
+            let ctx = QueryContext::new(&engine, Some("db"), a + 30 * 24 * 60 * MIN, QueryLimits::default());
+            let res = execute(&ctx, &stmts);
+            prop_assert!(res[0].error.is_none(), "{text}: {:?}", res[0].error);
+            let mut got: BTreeMap<String, Vec<(String, i64, f64)>> = BTreeMap::new();
+            for s in &res[0].series {
+                let key = s.tags.as_ref().and_then(|t| t.first()).map(|t| t.1.clone()).unwrap_or_default();
+                let rows = s.values.iter().map(|r| {
+                    let Value::String(t) = &r[0] else { panic!("time column is a string in a zone: {r:?}") };
+                    (t.clone(), r[1].as_f64().unwrap() as i64, r[2].as_f64().unwrap())
+                }).collect();
+                got.insert(key, rows);
+            }
+            prop_assert_eq!(got, expected, "{}", text);
+        }
+    }
+}

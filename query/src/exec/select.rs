@@ -22,6 +22,7 @@ use super::agg::{Acc, AggKind, BucketValues, Col};
 use super::eval::{compile, CExpr, V};
 use super::source::SeriesSource;
 use super::transform::{apply_transform, TKind};
+use super::tz::{TimeZone, Windows};
 use super::{resolve_database, resolve_measurements, QueryContext};
 use crate::ast::{
     split_tag_condition, split_time_condition, BinaryOp, DataType, Expr, Field, Fill, SelectStatement,
@@ -95,16 +96,14 @@ pub(crate) fn select(
     });
     let db = resolve_database(ctx, first_db.as_deref())?;
     let tz = match &stmt.tz {
-        Some(z) => Some(
-            super::tz::TimeZone::parse(z).ok_or_else(|| QueryError::UnknownTimeZone { zone: z.clone() })?,
-        ),
-        None => None,
+        Some(z) => TimeZone::parse(z).ok_or_else(|| QueryError::UnknownTimeZone { zone: z.clone() })?,
+        None => TimeZone::utc(),
     };
+    let windows = stmt.group_by.time.map(|td| Windows::new(td.interval_ns, td.offset_ns, tz.clone()));
     let (range, rest) = match &stmt.condition {
         Some(c) => split_time_condition(c, ctx.now_ns)?,
         None => (Default::default(), None),
     };
-    let gb_time = stmt.group_by.time;
     let mut out = Vec::new();
     if range.is_empty() {
         return Ok(out);
@@ -113,7 +112,7 @@ pub(crate) fn select(
     for m in measurements {
         let plan = plan_measurement(ctx, &db, &m, stmt, rest.as_ref())?;
         let Some(plan) = plan else { continue };
-        let mut series = run_plan(ctx, source, &db, &plan, stmt, range, gb_time, meter)?;
+        let mut series = run_plan(ctx, source, &db, &plan, stmt, range, windows.as_ref(), meter)?;
         out.append(&mut series);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.tags.cmp(&b.tags)));
@@ -122,7 +121,7 @@ pub(crate) fn select(
         .skip(stmt.soffset as usize)
         .take(stmt.slimit.map_or(usize::MAX, |l| l as usize))
         .collect();
-    if let Some(tz) = tz {
+    if !tz.is_utc() {
         for s in &mut out {
             for row in &mut s.values {
                 if let Some(Value::Time(t)) = row.first() {
@@ -512,13 +511,6 @@ pub fn to_tag_predicate(e: &Expr) -> Option<TagPredicate> {
     }
 }
 
-/// Start of the `GROUP BY time` bucket holding `t`.
-#[inline]
-fn bucket_start(t: i64, interval: i64, offset: i64) -> i64 {
-    let off = offset.rem_euclid(interval);
-    t - (t as i128 - off as i128).rem_euclid(interval as i128) as i64
-}
-
 /// A cursor over one column's pieces (data only).
 struct ColCursor<'a> {
     pieces: &'a [Piece],
@@ -636,9 +628,10 @@ fn run_plan(
     plan: &Plan,
     stmt: &SelectStatement,
     range: crate::ast::TimeRange,
-    gb_time: Option<crate::ast::TimeDimension>,
+    windows: Option<&Windows>,
     meter: &mut Meter,
 ) -> Result<Vec<Series>, QueryError> {
+    let gb_time = windows;
     let field_refs: Vec<&str> = plan.scan_fields.iter().map(String::as_str).collect();
     let is_agg = matches!(plan.mode, Mode::Agg { .. });
     // Aggregates grouped by time stop at now() when the query gives no upper bound.
@@ -658,8 +651,7 @@ fn run_plan(
         fields: Some(&field_refs),
         range: EngineRange::inclusive(min, max),
     };
-    let (interval, offset) = gb_time.map_or((0, 0), |t| (t.interval_ns, t.offset_ns));
-    let bucket_of = |t: i64| if interval > 0 { bucket_start(t, interval, offset) } else { 0 };
+    let bucket_of = |t: i64| windows.map_or(0, |w| w.start(t));
 
     let group_key = |s: &SeriesPieces| -> GroupKey {
         plan.group_tags.iter().map(|k| s.key.tag(k).unwrap_or("").to_owned()).collect()
@@ -732,12 +724,12 @@ fn run_plan(
                                     }
                                     let mut i = 0;
                                     while i < timestamps.len() {
-                                        let b = bucket_of(timestamps[i]);
-                                        let j = if interval > 0 {
-                                            let end = b.saturating_add(interval);
-                                            i + timestamps[i..].partition_point(|&t| t < end)
-                                        } else {
-                                            timestamps.len()
+                                        let (b, j) = match windows {
+                                            Some(w) => {
+                                                let (b, end) = w.bounds(timestamps[i]);
+                                                (b, i + timestamps[i..].partition_point(|&t| t < end))
+                                            }
+                                            None => (0, timestamps.len()),
                                         };
                                         let accs = buckets.entry(b).or_insert_with(new_accs);
                                         for (c, acc) in calls.iter().zip(accs.iter_mut()) {
@@ -758,7 +750,7 @@ fn run_plan(
             if let Some(e) = failure {
                 return Err(e);
             }
-            finish_agg(plan, stmt, groups, calls, outs, range, max, gb_time, single_selector_time, meter)
+            finish_agg(plan, stmt, groups, calls, outs, range, max, windows, single_selector_time, meter)
         }
         Mode::Raw { exprs, tag_only } => {
             let mut groups: HashMap<GroupKey, Vec<(i64, u32, Vec<Value>)>> = HashMap::new();
@@ -920,27 +912,35 @@ fn finish_agg(
     outs: &[AggOut],
     range: crate::ast::TimeRange,
     max: i64,
-    gb_time: Option<crate::ast::TimeDimension>,
+    gb_time: Option<&Windows>,
     single_selector_time: bool,
     meter: &mut Meter,
 ) -> Result<Vec<Series>, QueryError> {
     // Bucket list.
     let buckets: Vec<i64> = match gb_time {
         None => vec![0],
-        Some(td) => {
+        Some(w) => {
             let lo_data = groups.values().filter_map(|b| b.keys().next().copied()).min();
             let Some(lo_data) = lo_data else { return Ok(Vec::new()) };
             let first = match range.min {
-                Some(m) => bucket_start(m, td.interval_ns, td.offset_ns),
+                Some(m) => w.start(m),
                 None => lo_data,
             };
-            let last = bucket_start(max, td.interval_ns, td.offset_ns);
+            let last = w.start(max);
             if last < first {
                 return Ok(Vec::new());
             }
-            let n = ((last as i128 - first as i128) / td.interval_ns as i128) as u64 + 1;
+            // Checked before walking: windows are at least interval - 1h long (a DST change
+            // shortens a day by the change), so this bounds the walk too.
+            let n = ((last as i128 - first as i128) / w.interval() as i128) as u64 + 1;
             meter.check_buckets(n)?;
-            (0..n).map(|i| first + i as i64 * td.interval_ns).collect()
+            let mut buckets = Vec::with_capacity(n as usize);
+            let mut b = Some(first);
+            while let Some(x) = b.filter(|&x| x <= last) {
+                buckets.push(x);
+                b = w.next(x);
+            }
+            buckets
         }
     };
     let default_time = range.min.unwrap_or(0);

@@ -1,138 +1,246 @@
-//! `tz('Zone/Name')`: UTC offsets from the operating system's zone database
-//! (`/usr/share/zoneinfo`, TZif files), so result times print as RFC 3339 with the zone's
-//! offset (`2024-07-01T02:00:00+02:00`), as InfluxDB does.
+//! `tz('Zone/Name')` and `GROUP BY time()` windows.
 //!
-//! Why not the `chrono-tz` crate: it compiles the whole database into the binary and adds a
-//! large build step; every Linux system we run on ships the TZif files, which are a small,
-//! stable format (RFC 8536). Times after the last transition in the file keep the last
-//! offset (the files' POSIX footer rule is not evaluated); the files shipped today list
-//! transitions up to 2037.
+//! Zones come from the `jiff` crate: it reads the operating system's zone database
+//! (`/usr/share/zoneinfo`, kept current by the OS) and falls back to the IANA database
+//! compiled into the binary on hosts without one, and it evaluates the POSIX rule at the end
+//! of each zone file, so times after the last listed transition (2037) get the right offset.
+//! (An earlier hand-written TZif reader here did neither.)
+//!
+//! A zone does two things, as in InfluxDB 1.x:
+//! - result times print as RFC 3339 with the zone's offset (`2024-07-01T02:00:00+02:00`);
+//! - `GROUP BY time()` windows are aligned in local time: `time(1d)` buckets start at local
+//!   midnight, so the day of a DST change is 23 or 25 hours long. The rule is InfluxDB's
+//!   (`Window` in its query engine): truncate `t + zone offset at t`, then move the start (and
+//!   the end) by the offset change between `t` and the window edge when that change is
+//!   smaller than the interval. Intervals shorter than the change (`time(1h)` across a one-hour
+//!   change) are therefore plain UTC windows. The `GROUP BY time(i, offset)` offset applies
+//!   after the zone alignment.
 
-use std::path::Path;
+use jiff::Timestamp;
 
 use crate::ast::format_time;
 
-/// A time zone: transition times (seconds) and the UTC offset (seconds) from each.
-#[derive(Debug, Clone, PartialEq, Eq)]
+const NS: i64 = 1_000_000_000;
+
+/// A time zone, or UTC.
+#[derive(Debug, Clone)]
 pub struct TimeZone {
-    transitions: Vec<(i64, i32)>,
-    /// Offset before the first transition.
-    initial: i32,
+    /// `None` for UTC (no lookups on the hot path).
+    zone: Option<jiff::tz::TimeZone>,
 }
 
 impl TimeZone {
-    /// Loads `name` (`UTC`, `Europe/Paris`, ...). `None` if unknown.
+    /// UTC.
+    pub fn utc() -> TimeZone {
+        TimeZone { zone: None }
+    }
+
+    /// Loads `name` (`UTC`, `Europe/Berlin`, ...), as InfluxDB accepts it (IANA names,
+    /// case-sensitive). `None` if the zone database does not know it.
     pub fn parse(name: &str) -> Option<TimeZone> {
-        if name.eq_ignore_ascii_case("utc") || name == "Etc/UTC" || name.is_empty() {
-            return Some(TimeZone { transitions: Vec::new(), initial: 0 });
+        if name.is_empty() || name == "UTC" || name == "Etc/UTC" {
+            return Some(TimeZone::utc());
         }
-        // Names are paths below the zone directory: refuse anything that could escape it.
-        if name.starts_with('/') || name.split('/').any(|c| c == ".." || c.is_empty()) || name.len() > 64 {
+        // Names are looked up as paths below the zone directory; refuse anything that could
+        // escape it before asking (jiff checks too, this keeps the rule visible here).
+        if name.starts_with('/')
+            || name.split('/').any(|c| c == ".." || c == "." || c.is_empty())
+            || name.len() > 64
+        {
             return None;
         }
-        let bytes = std::fs::read(Path::new("/usr/share/zoneinfo").join(name)).ok()?;
-        parse_tzif(&bytes)
+        let zone = jiff::tz::TimeZone::get(name).ok()?;
+        Some(TimeZone { zone: Some(zone) })
     }
 
-    /// The UTC offset in seconds at `ns`.
-    pub fn offset_at(&self, ns: i64) -> i32 {
-        let s = ns.div_euclid(1_000_000_000);
-        match self.transitions.partition_point(|(t, _)| *t <= s) {
-            0 => self.initial,
-            i => self.transitions[i - 1].1,
+    /// True for UTC.
+    pub fn is_utc(&self) -> bool {
+        self.zone.is_none()
+    }
+
+    /// The UTC offset at `ns`, in nanoseconds.
+    #[inline]
+    pub fn offset_ns(&self, ns: i64) -> i64 {
+        match &self.zone {
+            None => 0,
+            Some(z) => {
+                // i64 nanoseconds (1677..2262) always fit jiff's range.
+                let ts = Timestamp::from_second(ns.div_euclid(NS)).unwrap_or(Timestamp::UNIX_EPOCH);
+                z.to_offset(ts).seconds() as i64 * NS
+            }
         }
     }
 
-    /// RFC 3339 with this zone's offset (`Z` when the offset is 0).
+    /// RFC 3339 with this zone's offset (`Z` for UTC).
     pub fn format(&self, ns: i64) -> String {
-        let off = self.offset_at(ns);
-        let local = ns.saturating_add(off as i64 * 1_000_000_000);
-        let mut s = format_time(local);
-        if off != 0 {
-            s.pop();
-            let sign = if off < 0 { '-' } else { '+' };
-            let a = off.unsigned_abs();
-            s.push_str(&format!("{sign}{:02}:{:02}", a / 3600, a % 3600 / 60));
+        if self.zone.is_none() {
+            return format_time(ns);
         }
+        let off = self.offset_ns(ns);
+        let mut s = format_time(ns.saturating_add(off));
+        s.pop(); // the `Z`
+        let sign = if off < 0 { '-' } else { '+' };
+        let mins = off.unsigned_abs() / (60 * NS as u64);
+        s.push_str(&format!("{sign}{:02}:{:02}", mins / 60, mins % 60));
         s
     }
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+/// The windows of `GROUP BY time(interval, offset)` in a zone.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    interval: i64,
+    offset: i64,
+    tz: TimeZone,
 }
 
-/// Parses a TZif file (versions 1 to 4; the 64-bit block when present).
-fn parse_tzif(b: &[u8]) -> Option<TimeZone> {
-    if b.get(0..4)? != b"TZif" {
-        return None;
+fn clamp(x: i128) -> i64 {
+    x.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+impl Windows {
+    /// `interval` > 0 (the parser guarantees it).
+    pub fn new(interval: i64, offset: i64, tz: TimeZone) -> Windows {
+        debug_assert!(interval > 0);
+        Windows { interval, offset, tz }
     }
-    let version = *b.get(4)?;
-    let counts = |at: usize| -> Option<[usize; 6]> {
-        let mut c = [0usize; 6];
-        for (i, x) in c.iter_mut().enumerate() {
-            *x = be32(b, at + 20 + 4 * i)? as usize;
+
+    pub fn interval(&self) -> i64 {
+        self.interval
+    }
+
+    /// `[start, end)` of the window holding `t`.
+    #[inline]
+    pub fn bounds(&self, t: i64) -> (i64, i64) {
+        let d = self.interval as i128;
+        let off = self.offset as i128;
+        let t = t as i128 - off;
+        if self.tz.is_utc() {
+            let start = t - t.rem_euclid(d);
+            return (clamp(start + off), clamp(start + d + off));
         }
-        Some(c)
-    };
-    // [isutcnt, isstdcnt, leapcnt, timecnt, typecnt, charcnt]
-    let c1 = counts(0)?;
-    let (mut at, time_size, c) = if version >= b'2' {
-        let v1_len = c1[3] * 5 + c1[4] * 6 + c1[5] + c1[2] * 8 + c1[1] + c1[0];
-        let second = 44 + v1_len;
-        (second + 44, 8, counts(second)?)
-    } else {
-        (44, 4, c1)
-    };
-    let [_, _, _, timecnt, typecnt, _] = c;
-    let mut times = Vec::with_capacity(timecnt);
-    for i in 0..timecnt {
-        let p = at + i * time_size;
-        let t = if time_size == 8 {
-            i64::from_be_bytes(b.get(p..p + 8)?.try_into().ok()?)
-        } else {
-            be32(b, p)? as i32 as i64
-        };
-        times.push(t);
+        let at = |x: i128| self.tz.offset_ns(clamp(x)) as i128;
+        let zone = at(t);
+        let dt = (t + zone).rem_euclid(d);
+        let mut start = t - dt;
+        // `start` was found with the offset at `t`; if the offset changed in between (a DST
+        // change inside the window), local midnight is that much earlier or later.
+        let o = zone - at(start);
+        if o != 0 && o.abs() < d {
+            start += o;
+        }
+        let mut end = t + (d - dt);
+        let end_zone = at(end);
+        let o = zone - end_zone;
+        if o != 0 && o.abs() < d {
+            // Clocks went back inside the window: it is longer. Clocks went forward: it is
+            // shorter, unless moving the end back crosses the change again.
+            if o > 0 || at(end + o) == end_zone {
+                end += o;
+            }
+        }
+        (clamp(start + off), clamp(end + off))
     }
-    at += timecnt * time_size;
-    let idx = b.get(at..at + timecnt)?.to_vec();
-    at += timecnt;
-    let mut types = Vec::with_capacity(typecnt);
-    for i in 0..typecnt {
-        let p = at + i * 6;
-        let off = be32(b, p)? as i32;
-        let dst = *b.get(p + 4)? != 0;
-        types.push((off, dst));
+
+    /// Start of the window holding `t`.
+    #[inline]
+    pub fn start(&self, t: i64) -> i64 {
+        self.bounds(t).0
     }
-    if types.is_empty() {
-        return None;
+
+    /// The start of the window after the one starting at `start` (`None` past the end of time).
+    pub fn next(&self, start: i64) -> Option<i64> {
+        let (_, end) = self.bounds(start);
+        if end <= start || end == i64::MAX {
+            return None;
+        }
+        let next = self.start(end);
+        Some(if next > start { next } else { end })
     }
-    let initial = types.iter().find(|(_, dst)| !dst).unwrap_or(&types[0]).0;
-    let transitions = times
-        .into_iter()
-        .zip(idx)
-        .map(|(t, i)| types.get(i as usize).map(|ty| (t, ty.0)))
-        .collect::<Option<Vec<_>>>()?;
-    Some(TimeZone { transitions, initial })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const H: i64 = 3600 * NS;
+
+    fn ts(s: &str) -> i64 {
+        crate::ast::parse_time(s).unwrap()
+    }
+
     #[test]
     fn utc_and_paris() {
         let utc = TimeZone::parse("UTC").unwrap();
         assert_eq!(utc.format(0), "1970-01-01T00:00:00Z");
-        let Some(paris) = TimeZone::parse("Europe/Paris") else {
-            eprintln!("no zoneinfo on this system");
-            return;
-        };
+        let paris = TimeZone::parse("Europe/Paris").unwrap();
         // 2024-07-01T00:00:00Z is summer time (+02:00), 2024-01-01 winter (+01:00).
         assert_eq!(paris.format(1_719_792_000_000_000_000), "2024-07-01T02:00:00+02:00");
         assert_eq!(paris.format(1_704_067_200_000_000_000), "2024-01-01T01:00:00+01:00");
+        // After the last transition listed in the zone files: the POSIX rule applies.
+        assert_eq!(paris.format(ts("2040-07-01T00:00:00Z")), "2040-07-01T02:00:00+02:00");
+        assert_eq!(TimeZone::parse("America/St_Johns").unwrap().format(0), "1969-12-31T20:30:00-03:30");
         assert!(TimeZone::parse("Nowhere/Nothing").is_none());
         assert!(TimeZone::parse("../../etc/passwd").is_none());
+        assert!(TimeZone::parse("Europe/./Berlin").is_none());
+    }
+
+    #[test]
+    fn days_start_at_local_midnight_across_dst() {
+        let w = Windows::new(24 * H, 0, TimeZone::parse("Europe/Berlin").unwrap());
+        // Spring forward on 2024-03-31 (02:00 -> 03:00 local): a 23-hour day.
+        assert_eq!(
+            w.bounds(ts("2024-03-31T12:00:00Z")),
+            (ts("2024-03-30T23:00:00Z"), ts("2024-03-31T22:00:00Z"))
+        );
+        assert_eq!(w.start(ts("2024-03-30T23:00:00Z")), ts("2024-03-30T23:00:00Z"));
+        assert_eq!(w.start(ts("2024-03-30T22:59:59Z")), ts("2024-03-29T23:00:00Z"));
+        // Fall back on 2024-10-27 (03:00 -> 02:00 local): a 25-hour day.
+        assert_eq!(
+            w.bounds(ts("2024-10-27T12:00:00Z")),
+            (ts("2024-10-26T22:00:00Z"), ts("2024-10-27T23:00:00Z"))
+        );
+        // Walking the windows gives local midnights.
+        let mut b = w.start(ts("2024-03-29T12:00:00Z"));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(w.tz.format(b));
+            b = w.next(b).unwrap();
+        }
+        assert_eq!(
+            got,
+            [
+                "2024-03-29T00:00:00+01:00",
+                "2024-03-30T00:00:00+01:00",
+                "2024-03-31T00:00:00+01:00",
+                "2024-04-01T00:00:00+02:00"
+            ]
+        );
+        // An offset shifts the local-midnight windows: 06:00 local.
+        let w6 = Windows::new(24 * H, 6 * H, TimeZone::parse("Europe/Berlin").unwrap());
+        assert_eq!(w6.start(ts("2024-07-01T12:00:00Z")), ts("2024-07-01T04:00:00Z"));
+    }
+
+    #[test]
+    fn hours_across_dst_are_utc_hours() {
+        let w = Windows::new(H, 0, TimeZone::parse("Europe/Berlin").unwrap());
+        let t = ts("2024-03-31T00:30:00Z");
+        assert_eq!(w.bounds(t), (ts("2024-03-31T00:00:00Z"), ts("2024-03-31T01:00:00Z")));
+        assert_eq!(w.next(ts("2024-03-31T00:00:00Z")), Some(ts("2024-03-31T01:00:00Z")));
+        // A half-hour zone aligns hours to :30 UTC.
+        let w = Windows::new(H, 0, TimeZone::parse("Asia/Kolkata").unwrap());
+        assert_eq!(w.start(ts("2024-01-01T10:45:00Z")), ts("2024-01-01T10:30:00Z"));
+    }
+
+    #[test]
+    fn utc_windows_match_plain_truncation() {
+        let w = Windows::new(10 * NS, 3 * NS, TimeZone::utc());
+        assert_eq!(w.bounds(25 * NS), (23 * NS, 33 * NS));
+        assert_eq!(w.bounds(-1), (-7 * NS, 3 * NS));
+        assert_eq!(w.next(23 * NS), Some(33 * NS));
+        let w = Windows::new(10 * NS, 0, TimeZone::utc());
+        // The window of the earliest time starts before i64::MIN: clamped, no overflow.
+        assert_eq!(w.start(i64::MIN), i64::MIN);
+        assert_eq!(w.bounds(i64::MAX).1, i64::MAX);
     }
 }
