@@ -347,3 +347,38 @@ fn tz_days_across_dst_changes() {
         r#"{"results":[{"statement_id":0,"series":[{"name":"power","columns":["time","count"],"values":[["2024-03-30T06:00:00+01:00",23]]}]}]}"#
     );
 }
+
+#[test]
+fn distinct_count_distinct_and_integral() {
+    let (_d, e) = fixture();
+    assert_eq!(
+        run(&e, "SELECT distinct(status) FROM cpu"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","distinct"],"values":[["1970-01-01T00:00:00Z","ok"],["1970-01-01T00:00:00Z","hot"]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SELECT count(distinct(status)) AS n FROM cpu GROUP BY host"),
+        concat!(
+            r#"{"results":[{"statement_id":0,"series":["#,
+            r#"{"name":"cpu","tags":{"host":"a"},"columns":["time","n"],"values":[["1970-01-01T00:00:00Z",2]]},"#,
+            r#"{"name":"cpu","tags":{"host":"b"},"columns":["time","n"],"values":[["1970-01-01T00:00:00Z",2]]}"#,
+            r#"]}]}"#
+        )
+    );
+    // Trapezoids between 0.5, 1.5, ..., 5.5 ten seconds apart: 150 value-seconds, 2.5 value-minutes.
+    assert_eq!(
+        run(&e, "SELECT integral(usage), integral(usage, 1m) FROM cpu WHERE host = 'a'"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","integral","integral_1"],"values":[["1970-01-01T00:00:00Z",150,2.5]]}]}]}"#
+    );
+    // By 30 s buckets, points 22:13:20 (0.5) to 22:13:50 (3.5): the first bucket holds one
+    // point and is cut at 22:13:30, where the next point is (area 0.5 * (0.5 + 1.5) * 10 = 10);
+    // the second holds 1.5, 2.5, 3.5 (20 + 30 = 50).
+    let q = "SELECT integral(usage) FROM cpu WHERE host = 'a' AND time >= 1699999980s AND time < 1700000040s GROUP BY time(30s)";
+    assert_eq!(
+        run(&e, q),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","integral"],"values":[["2023-11-14T22:13:00Z",10],["2023-11-14T22:13:30Z",50]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SELECT distinct(status), count(usage) FROM cpu"),
+        r#"{"results":[{"statement_id":0,"error":"aggregate function distinct() cannot be combined with other functions or fields"}]}"#
+    );
+}

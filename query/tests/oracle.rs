@@ -67,6 +67,10 @@ impl Q {
     fn text(&self) -> String {
         let arg = if self.agg == "percentile" {
             format!("percentile({}, {})", self.field, self.pct)
+        } else if self.agg == "count_distinct" {
+            format!("count(distinct({}))", self.field)
+        } else if self.agg == "integral" && self.pct % 2 == 1 {
+            format!("integral({}, 2s)", self.field)
         } else {
             format!("{}({})", self.agg, self.field)
         };
@@ -107,6 +111,8 @@ fn arb_query() -> impl Strategy<Value = Q> {
             "first",
             "last",
             "percentile",
+            "count_distinct",
+            "integral",
         ]),
         prop::sample::select(vec!["v", "n"]),
         0i64..=100,
@@ -178,6 +184,11 @@ fn oracle_agg(q: &Q, vals: &[(i64, f64)]) -> Option<f64> {
             }
             xs[i as usize]
         }
+        "count_distinct" => {
+            xs.sort_by(f64::total_cmp);
+            xs.dedup();
+            xs.len() as f64
+        }
         "mode" => {
             xs.sort_by(f64::total_cmp);
             let (mut best, mut best_len, mut i) = (xs[0], 0, 0);
@@ -198,6 +209,45 @@ fn oracle_agg(q: &Q, vals: &[(i64, f64)]) -> Option<f64> {
     })
 }
 
+/// integral() per bucket (bucket start s -> area), InfluxDB's rule restated pairwise: each
+/// pair of consecutive points (one per timestamp, the larger value) adds its trapezoid to
+/// its bucket; a pair spanning buckets is cut at the first bucket's end, where the value is
+/// interpolated, and that bucket is closed (reported). The last point's bucket is reported
+/// unless that point sits at the bucket's start.
+fn oracle_integral(q: &Q, pts: &[(i64, f64)], bstart: impl Fn(i64) -> i64) -> BTreeMap<i64, f64> {
+    let unit = if q.pct % 2 == 1 { 2.0 } else { 1.0 };
+    let mut one: Vec<(i64, f64)> = Vec::new();
+    for &(t, v) in pts {
+        match one.last_mut() {
+            Some(last) if last.0 == t => last.1 = last.1.max(v),
+            _ => one.push((t, v)),
+        }
+    }
+    let trap = |a: (f64, f64), b: (f64, f64)| 0.5 * (a.1 + b.1) * (b.0 - a.0) / unit;
+    let mut area: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut reported: Vec<i64> = Vec::new();
+    for w in one.windows(2) {
+        let (a, b) = ((w[0].0 as f64, w[0].1), (w[1].0 as f64, w[1].1));
+        let (ba, bb) = (bstart(w[0].0), bstart(w[1].0));
+        if ba == bb {
+            *area.entry(ba).or_default() += trap(a, b);
+        } else {
+            // Absolute bucket end, back to the points' offset seconds.
+            let end = (ba + q.interval - 1_700_000_000) as f64;
+            let at_end = (end, a.1 + (b.1 - a.1) * (end - a.0) / (b.0 - a.0));
+            *area.entry(ba).or_default() += trap(a, at_end);
+            *area.entry(bb).or_default() += trap(at_end, b);
+            reported.push(ba);
+        }
+    }
+    if let Some(&(t, _)) = one.last() {
+        if bstart(t) != 1_700_000_000 + t {
+            reported.push(bstart(t));
+        }
+    }
+    reported.into_iter().map(|b| (b, area.get(&b).copied().unwrap_or(0.0))).collect()
+}
+
 /// Expected output: group key -> rows (time s offset, value or None).
 fn oracle(q: &Q, data: &BTreeMap<(u8, i64), (f64, i64)>) -> BTreeMap<String, Vec<(i64, Option<f64>)>> {
     let mut groups: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
@@ -215,14 +265,19 @@ fn oracle(q: &Q, data: &BTreeMap<(u8, i64), (f64, i64)>) -> BTreeMap<String, Vec
         pts.sort_by_key(|p| p.0);
         let (first, last) = (bstart(q.lo), bstart(q.hi - 1));
         let mut rows: Vec<(i64, Option<f64>, bool)> = Vec::new();
+        let integrals = (q.agg == "integral").then(|| oracle_integral(q, &pts, bstart));
         let mut b = first;
         while b <= last {
             let in_b: Vec<(i64, f64)> = pts.iter().copied().filter(|p| bstart(p.0) == b).collect();
-            let mut v = oracle_agg(q, &in_b);
+            let mut v = match &integrals {
+                Some(m) => m.get(&b).copied(),
+                None => oracle_agg(q, &in_b),
+            };
             // A bucket whose aggregate is undefined (no points, a one-point stddev, an
             // out-of-range percentile) yields no point: fill(none) drops it.
             let present = v.is_some();
-            if v.is_none() && q.agg == "count" && matches!(q.fill, "null" | "none") {
+            if v.is_none() && matches!(q.agg, "count" | "count_distinct") && matches!(q.fill, "null" | "none")
+            {
                 v = Some(0.0);
             }
             rows.push((b, v, present));
@@ -248,8 +303,9 @@ fn oracle(q: &Q, data: &BTreeMap<(u8, i64), (f64, i64)>) -> BTreeMap<String, Vec
                     let (a, c) = (w[0], w[1]);
                     let (va, vc) = (rows[a].1.unwrap(), rows[c].1.unwrap());
                     for i in a + 1..c {
-                        let int = q.agg == "count"
-                            || (q.field == "n" && !matches!(q.agg, "mean" | "median" | "stddev"));
+                        let int = matches!(q.agg, "count" | "count_distinct")
+                            || (q.field == "n"
+                                && !matches!(q.agg, "mean" | "median" | "stddev" | "integral"));
                         rows[i].1 = Some(if int {
                             (va as i64 + (vc as i64 - va as i64) * (i - a) as i64 / (c - a) as i64) as f64
                         } else {
@@ -361,6 +417,80 @@ proptest! {
             let ctx = QueryContext::new(&engine, Some("db"), T0, QueryLimits::default());
             let _ = execute(&ctx, &stmts);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// distinct(n): per bucket, each value once, ordered by its first occurrence (then value).
+    #[test]
+    fn distinct_matches_the_oracle(
+        (points, flush_at) in arb_points(),
+        interval in prop::sample::select(vec![7i64, 30, 1000]),
+        lo in -20i64..SPAN,
+        len in 1i64..SPAN + 20,
+        by_host in any::<bool>(),
+        grouped in any::<bool>(),
+    ) {
+        let (_dir, engine) = load(&points, flush_at);
+        let data = dedup(&points);
+        let hi = lo + len;
+        let mut text = format!(
+            "SELECT distinct(n) FROM m WHERE time >= {}s AND time < {}s",
+            1_700_000_000 + lo,
+            1_700_000_000 + hi
+        );
+        let mut dims = Vec::new();
+        if grouped {
+            dims.push(format!("time({interval}s)"));
+        }
+        if by_host {
+            dims.push("host".to_owned());
+        }
+        if !dims.is_empty() {
+            text += &format!(" GROUP BY {}", dims.join(", "));
+        }
+        text += " fill(none)";
+        // Oracle: group -> bucket -> value -> first time.
+        let mut exp: BTreeMap<String, BTreeMap<i64, BTreeMap<i64, i64>>> = BTreeMap::new();
+        for (&(h, t), &(_, n)) in &data {
+            if t < lo || t >= hi {
+                continue;
+            }
+            let key = if by_host { format!("h{h}") } else { String::new() };
+            let abs = 1_700_000_000 + t;
+            let b = if grouped { abs - abs.rem_euclid(interval) } else { 1_700_000_000 + lo };
+            let first = exp.entry(key).or_default().entry(b).or_default().entry(n).or_insert(t);
+            *first = (*first).min(t);
+        }
+        let expected: BTreeMap<String, Vec<(i64, i64)>> = exp
+            .into_iter()
+            .map(|(k, buckets)| {
+                let mut rows = Vec::new();
+                for (b, vals) in buckets {
+                    let mut v: Vec<(i64, i64)> = vals.into_iter().map(|(n, t)| (t, n)).collect();
+                    v.sort();
+                    rows.extend(v.into_iter().map(|(_, n)| (b, n)));
+                }
+                (k, rows)
+            })
+            .collect();
+        let stmts = parse_query(&text).unwrap();
+        let ctx = QueryContext::new(&engine, Some("db"), T0 + 10_000 * S, QueryLimits::default());
+        let res = execute(&ctx, &stmts);
+        prop_assert!(res[0].error.is_none(), "{text}: {:?}", res[0].error);
+        let mut got: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        for s in &res[0].series {
+            prop_assert_eq!(&s.columns, &vec!["time".to_owned(), "distinct".to_owned()]);
+            let key = s.tags.as_ref().and_then(|t| t.first()).map(|t| t.1.clone()).unwrap_or_default();
+            let rows = s.values.iter().map(|r| {
+                let (Value::Time(t), Value::Integer(n)) = (&r[0], &r[1]) else { panic!("row {r:?}") };
+                (t / S, *n)
+            }).collect();
+            got.insert(key, rows);
+        }
+        prop_assert_eq!(got, expected, "{}", text);
     }
 }
 

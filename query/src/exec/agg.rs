@@ -29,6 +29,17 @@ pub enum AggKind {
     Max,
     /// `percentile(f, p)`, `p` in 0..=100.
     Percentile(f64),
+    /// `distinct(f)`: every distinct value, one row each (planned apart: it must be the only
+    /// field).
+    Distinct,
+    /// `count(distinct(f))`.
+    CountDistinct,
+    /// `integral(f[, unit])`: area under the points by the trapezoid rule, in value x `unit`
+    /// (ns). Needs the neighbouring buckets (see [`integral`]), so [`Acc::finish`] does not
+    /// answer it.
+    Integral {
+        unit: i64,
+    },
 }
 
 impl AggKind {
@@ -46,6 +57,8 @@ impl AggKind {
             "min" => AggKind::Min,
             "max" => AggKind::Max,
             "percentile" => AggKind::Percentile(0.0),
+            "distinct" => AggKind::Distinct,
+            "integral" => AggKind::Integral { unit: crate::ast::NANOS_PER_SECOND },
             _ => return None,
         })
     }
@@ -72,14 +85,28 @@ impl AggKind {
 
     /// Keeps every value until the end (memory is charged per value).
     pub fn retains_values(self) -> bool {
-        matches!(self, AggKind::Median | AggKind::Mode | AggKind::Stddev | AggKind::Percentile(_))
+        matches!(
+            self,
+            AggKind::Median
+                | AggKind::Mode
+                | AggKind::Stddev
+                | AggKind::Percentile(_)
+                | AggKind::Distinct
+                | AggKind::CountDistinct
+                | AggKind::Integral { .. }
+        )
     }
 
     /// Accepts values of this type (the others are ignored, as InfluxDB returns nothing for
     /// `mean` of a string field).
     pub fn accepts(self, ty: FieldType) -> bool {
         match self {
-            AggKind::Count | AggKind::First | AggKind::Last | AggKind::Mode => true,
+            AggKind::Count
+            | AggKind::First
+            | AggKind::Last
+            | AggKind::Mode
+            | AggKind::Distinct
+            | AggKind::CountDistinct => true,
             _ => matches!(ty, FieldType::F64 | FieldType::I64 | FieldType::U64),
         }
     }
@@ -223,6 +250,8 @@ pub struct Acc {
     hi: Option<Num>,
     vals: Vec<(i64, Num)>,
     modes: Vec<Value>,
+    /// distinct: (time, value) of every point taken.
+    pts: Vec<(i64, Value)>,
 }
 
 impl Acc {
@@ -239,6 +268,7 @@ impl Acc {
             hi: None,
             vals: Vec::new(),
             modes: Vec::new(),
+            pts: Vec::new(),
         }
     }
 
@@ -329,12 +359,13 @@ impl Acc {
                     self.spread(n)
                 }
             }
-            AggKind::Median | AggKind::Stddev | AggKind::Percentile(_) => {
+            AggKind::Median | AggKind::Stddev | AggKind::Percentile(_) | AggKind::Integral { .. } => {
                 if let Some(n) = v_num(v) {
                     self.vals.push((t, n))
                 }
             }
             AggKind::Mode => self.modes.push(v.to_value()),
+            AggKind::Distinct | AggKind::CountDistinct => self.pts.push((t, v.to_value())),
         }
     }
 
@@ -529,8 +560,90 @@ impl Acc {
                 let (start, _) = best?;
                 (None, self.modes[start].clone())
             }
+            AggKind::CountDistinct => (None, Value::Integer(self.distinct_values().len() as i64)),
+            // Multi-row (distinct) or cross-bucket (integral): the caller asks
+            // `distinct_values` / `integral_points`.
+            AggKind::Distinct | AggKind::Integral { .. } => return None,
         })
     }
+
+    /// distinct: each value once, in the order of its first occurrence (ties by value), as
+    /// InfluxDB emits them.
+    pub fn distinct_values(&mut self) -> Vec<Value> {
+        let mut pts = std::mem::take(&mut self.pts);
+        // Group equal values, earliest first, keep that one.
+        pts.sort_by(|a, b| value_cmp(&a.1, &b.1).then(a.0.cmp(&b.0)));
+        pts.dedup_by(|later, first| later.1 == first.1);
+        pts.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| value_cmp(&a.1, &b.1)));
+        pts.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// integral: the points taken, by time; of points sharing a timestamp (two series in one
+    /// group) the larger value is kept, the tie rule of `first`/`last`.
+    pub fn integral_points(&mut self) -> Vec<(i64, f64)> {
+        let mut v: Vec<(i64, f64)> = self.vals.drain(..).map(|(t, n)| (t, n.f())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        v.dedup_by_key(|p| p.0);
+        v
+    }
+}
+
+/// Total order on one column's values (equal values compare equal; NaNs by bits).
+fn value_cmp(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x.total_cmp(y),
+        _ => v_cmp(&V::from_value(a), &V::from_value(b)),
+    }
+}
+
+/// One `GROUP BY time` bucket's input to [`integral`]: `[start, end)` and its points by time.
+pub struct IntegralWindow<'a> {
+    pub start: i64,
+    pub end: i64,
+    pub points: &'a [(i64, f64)],
+}
+
+/// `integral()` over a group's buckets (ascending, only those with points), InfluxDB's way:
+/// trapezoids between consecutive points, each divided by `unit`; when two consecutive points
+/// fall in different buckets, the value at the first bucket's end is interpolated linearly,
+/// the area up to there goes to the first bucket and the rest to the second (also when
+/// empty buckets lie between). A bucket gets a value once a later point closes it; the last
+/// one gets one unless its only point sits exactly at its start (no area). Returns the value
+/// per input window.
+pub fn integral(windows: &[IntegralWindow<'_>], unit: i64) -> Vec<Option<f64>> {
+    let unit = unit as f64;
+    let mut out = vec![None; windows.len()];
+    let mut prev: Option<(i64, f64)> = None;
+    let mut cur = 0usize;
+    let mut sum = 0.0;
+    for (wi, w) in windows.iter().enumerate() {
+        for &(t, v) in w.points {
+            let Some((mut pt, mut pv)) = prev else {
+                prev = Some((t, v));
+                cur = wi;
+                continue;
+            };
+            if wi != cur {
+                let end = windows[cur].end;
+                if pt != end {
+                    let at_end = pv + (v - pv) * ((end - pt) as f64 / (t - pt) as f64);
+                    sum += 0.5 * (at_end + pv) * ((end - pt) as f64 / unit);
+                    (pt, pv) = (end, at_end);
+                }
+                out[cur] = Some(sum);
+                sum = 0.0;
+                cur = wi;
+            }
+            sum += 0.5 * (v + pv) * ((t - pt) as f64 / unit);
+            prev = Some((t, v));
+        }
+    }
+    if let Some((pt, _)) = prev {
+        if pt != windows[cur].start {
+            out[cur] = Some(sum);
+        }
+    }
+    out
 }
 
 fn num_v(n: Num) -> V<'static> {

@@ -18,7 +18,7 @@ use strata_engine::{
     FieldType, Piece, ScanOptions, ScanRequest, SeriesPieces, TagPredicate, TimeRange as EngineRange,
 };
 
-use super::agg::{Acc, AggKind, BucketValues, Col};
+use super::agg::{integral, Acc, AggKind, BucketValues, Col, IntegralWindow};
 use super::eval::{compile, CExpr, V};
 use super::source::SeriesSource;
 use super::transform::{apply_transform, TKind};
@@ -396,8 +396,34 @@ fn plan_measurement(
                     };
                     kind = AggKind::Percentile(p);
                 }
+                if let AggKind::Integral { .. } = kind {
+                    match args.get(1).map(Expr::strip_parens) {
+                        None => {}
+                        Some(Expr::Duration(d)) if *d > 0 => kind = AggKind::Integral { unit: *d },
+                        Some(other) => {
+                            *err = Some(QueryError::invalid_call(
+                                name,
+                                format!("second argument must be a duration, got {other}"),
+                            ));
+                            return None;
+                        }
+                    }
+                }
                 let (v, dt) = match args.first().map(Expr::strip_parens) {
                     Some(Expr::VarRef { name, data_type }) => (name.as_str(), *data_type),
+                    // count(distinct(f)): the parser allows no other nesting of aggregates.
+                    Some(Expr::Call { name: inner, args: inner_args })
+                        if name == "count" && inner == "distinct" =>
+                    {
+                        kind = AggKind::CountDistinct;
+                        match inner_args.first().map(Expr::strip_parens) {
+                            Some(Expr::VarRef { name, data_type }) => (name.as_str(), *data_type),
+                            _ => {
+                                *err = Some(QueryError::invalid_call(inner, "expected field argument"));
+                                return None;
+                            }
+                        }
+                    }
                     Some(Expr::Call { .. }) => {
                         *err = Some(QueryError::invalid_call(name, "expected field argument, got a call"));
                         return None;
@@ -455,6 +481,13 @@ fn plan_measurement(
                 if let Some(e) = err.take() {
                     return Err(e);
                 }
+            }
+            // distinct() yields several rows per bucket: nothing can share them (InfluxDB's rule).
+            let has_distinct = calls.iter().any(|c| c.kind == AggKind::Distinct);
+            if has_distinct && !(outs.len() == 1 && matches!(outs[0], AggOut::Expr(CExpr::Slot(_)))) {
+                return Err(QueryError::Invalid(
+                    "aggregate function distinct() cannot be combined with other functions or fields".into(),
+                ));
             }
             Mode::Agg { calls, outs }
         }
@@ -949,6 +982,12 @@ fn finish_agg(
         if bmap.values().all(|accs| accs.iter().all(|a| a.count() == 0)) {
             continue;
         }
+        if calls.len() == 1 && calls[0].kind == AggKind::Distinct {
+            let rows = distinct_rows(stmt, &buckets, &mut bmap, gb_time.is_some(), default_time);
+            meter.add_rows(rows.len() as u64)?;
+            out.extend(make_series(plan, stmt, key, rows));
+            continue;
+        }
         // Per call: value per bucket, after fill.
         let mut cols: Vec<BucketValues> = vec![Vec::with_capacity(buckets.len()); calls.len()];
         for b in &buckets {
@@ -963,6 +1002,11 @@ fn finish_agg(
                         c.push(None);
                     }
                 }
+            }
+        }
+        for (ci, call) in calls.iter().enumerate() {
+            if let AggKind::Integral { unit } = call.kind {
+                cols[ci] = integral_column(&buckets, &mut bmap, ci, unit, gb_time, default_time);
             }
         }
         let present: Vec<bool> = (0..buckets.len()).map(|i| cols.iter().any(|c| c[i].is_some())).collect();
@@ -1030,6 +1074,77 @@ fn finish_agg(
         out.extend(make_series(plan, stmt, key, rows));
     }
     Ok(out)
+}
+
+/// `integral()` of one call per bucket: it needs each bucket's neighbours, so it runs over
+/// the group's buckets in order instead of per accumulator.
+fn integral_column(
+    buckets: &[i64],
+    bmap: &mut BTreeMap<i64, Vec<Acc>>,
+    call: usize,
+    unit: i64,
+    windows: Option<&Windows>,
+    default_time: i64,
+) -> BucketValues {
+    let mut idx = Vec::new();
+    let mut points = Vec::new();
+    for (i, b) in buckets.iter().enumerate() {
+        if let Some(accs) = bmap.get_mut(b) {
+            let p = accs[call].integral_points();
+            if !p.is_empty() {
+                idx.push(i);
+                points.push(p);
+            }
+        }
+    }
+    let wins: Vec<IntegralWindow<'_>> = idx
+        .iter()
+        .zip(&points)
+        .map(|(&i, p)| {
+            let (start, end) = match windows {
+                Some(w) => w.bounds(buckets[i]),
+                // Without GROUP BY time: one window from the query's start.
+                None => (default_time, i64::MAX),
+            };
+            IntegralWindow { start, end, points: p }
+        })
+        .collect();
+    let vals = integral(&wins, unit);
+    let mut col: BucketValues = vec![None; buckets.len()];
+    for (i, v) in idx.into_iter().zip(vals) {
+        col[i] = v.map(|v| (None, Value::Float(v)));
+    }
+    col
+}
+
+/// The rows of `distinct(f)`: each bucket's distinct values, each a row timed at the bucket;
+/// an empty bucket gives one row of the fill value (none for `fill(none)`, null for
+/// `fill(previous|linear)` as there is no single previous value).
+fn distinct_rows(
+    stmt: &SelectStatement,
+    buckets: &[i64],
+    bmap: &mut BTreeMap<i64, Vec<Acc>>,
+    grouped_by_time: bool,
+    default_time: i64,
+) -> Vec<Vec<Value>> {
+    let mut rows = Vec::new();
+    for b in buckets {
+        let t = if grouped_by_time { *b } else { default_time };
+        let vals = bmap.get_mut(b).map(|accs| accs[0].distinct_values()).unwrap_or_default();
+        if vals.is_empty() {
+            let fill = match stmt.fill {
+                Fill::None => continue,
+                Fill::Number(f) => Value::Float(f),
+                Fill::Integer(i) => Value::Integer(i),
+                Fill::Null | Fill::Previous | Fill::Linear => Value::Null,
+            };
+            rows.push(vec![Value::Time(t), fill]);
+        }
+        for v in vals {
+            rows.push(vec![Value::Time(t), v]);
+        }
+    }
+    rows
 }
 
 /// Scan callbacks cannot return errors: keep the first one and stop the scan.

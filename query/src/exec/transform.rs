@@ -155,7 +155,13 @@ pub fn apply_transform(kind: TKind, seq: Vec<(i64, Value)>) -> Vec<(i64, Value)>
 /// Fills the empty buckets (`None`) of one call's column.
 pub fn fill(mode: Fill, kind: AggKind, col: &[Option<(Option<i64>, Value)>]) -> Vec<Value> {
     let is_float = col.iter().flatten().any(|(_, v)| matches!(v, Value::Float(_)));
-    let zero = || if kind == AggKind::Count { Value::Integer(0) } else { Value::Null };
+    let zero = || {
+        if matches!(kind, AggKind::Count | AggKind::CountDistinct) {
+            Value::Integer(0)
+        } else {
+            Value::Null
+        }
+    };
     match mode {
         Fill::Null | Fill::None => {
             col.iter().map(|c| c.as_ref().map_or_else(zero, |x| x.1.clone())).collect()
