@@ -38,6 +38,10 @@ pub enum QueryError {
     RetentionPolicyNotFound { name: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("INTO {measurement}: {error}")]
+    IntoPoint { measurement: String, error: strata_engine::PointError },
+    #[error("partial write: {rejected} points rejected ({reason}), {written} written")]
+    PartialWrite { written: u64, rejected: u64, reason: String },
     #[error(transparent)]
     Read(#[from] strata_engine::ReadError),
     #[error(transparent)]

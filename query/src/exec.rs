@@ -6,6 +6,7 @@
 
 pub mod agg;
 pub mod eval;
+mod into;
 mod meta;
 mod select;
 pub mod source;

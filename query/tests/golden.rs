@@ -382,3 +382,40 @@ fn distinct_count_distinct_and_integral() {
         r#"{"results":[{"statement_id":0,"error":"aggregate function distinct() cannot be combined with other functions or fields"}]}"#
     );
 }
+
+#[test]
+fn select_into_writes_rows_as_points() {
+    let (_d, e) = fixture();
+    // Three 30 s buckets per host; GROUP BY * keeps host and region as tags.
+    assert_eq!(
+        run(&e, "SELECT mean(usage) INTO cpu_30s FROM cpu WHERE time >= 1700000000s AND time < 1700000060s GROUP BY time(30s), *"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"result","columns":["time","written"],"values":[["1970-01-01T00:00:00Z",6]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SELECT mean, region FROM cpu_30s WHERE host = 'b'"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu_30s","columns":["time","mean","region"],"values":[["2023-11-14T22:13:00Z",10.5,"eu"],["2023-11-14T22:13:30Z",12.5,"eu"],["2023-11-14T22:14:00Z",15,"eu"]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SHOW TAG KEYS FROM cpu_30s"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu_30s","columns":["tagKey"],"values":[["host"],["region"]]}]}]}"#
+    );
+    // Raw rows into another database; null cells (status on odd rows) are left out.
+    run(&e, "CREATE DATABASE other");
+    assert_eq!(
+        run(&e, "SELECT count, status INTO other..copy FROM cpu WHERE host = 'a'"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"result","columns":["time","written"],"values":[["1970-01-01T00:00:00Z",6]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SELECT count, status FROM other..copy LIMIT 2"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"copy","columns":["time","count","status"],"values":[["2023-11-14T22:13:20Z",0,"ok"],["2023-11-14T22:13:30Z",2,null]]}]}]}"#
+    );
+    assert_eq!(
+        run(&e, "SELECT count INTO nope..copy FROM cpu"),
+        r#"{"results":[{"statement_id":0,"error":"database not found: nope"}]}"#
+    );
+    // A field type conflict with what the target holds is reported, not ignored.
+    assert_eq!(
+        run(&e, "SELECT status AS count INTO other..copy FROM cpu WHERE host = 'a'"),
+        r#"{"results":[{"statement_id":0,"error":"partial write: 3 points rejected (field \"count\" is type string, already exists as type integer), 0 written"}]}"#
+    );
+}

@@ -182,3 +182,57 @@ fn query_python_influxdb_client() {
         server.log()
     );
 }
+
+/// POSTs `q` to /query on `db` with `token`; returns the status and the body.
+fn post_query(server: &strata_e2e::server::StrataServer, token: &str, db: &str, q: &str) -> (u16, Value) {
+    let r = client()
+        .post(server.url("/query"))
+        .form(&[("db", db), ("q", q)])
+        .header("Authorization", format!("Token {token}"))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_str(&r.text().unwrap()).unwrap())
+}
+
+#[test]
+fn query_select_into_writes_durably_with_write_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = crate::http_auth::strata_token(dir.path(), &["create", "--db", "telemetry", "--read"]);
+    let reader = reader.trim();
+    let server = ServerBuilder::new(dir.path()).arg("--auth").env("STRATA_ADMIN_TOKEN", ADMIN).start();
+    write(&server, "telemetry", DATA);
+    let into = "SELECT mean(usage) INTO telemetry..cpu_1m FROM cpu WHERE time >= 1700000000s AND time < 1700000060s GROUP BY time(1m), *";
+
+    // A token that may only read cannot write through INTO; GET cannot write at all.
+    let (status, body) = post_query(&server, reader, "telemetry", into);
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = get(&server, &[("db", "telemetry"), ("q", into)]);
+    assert_eq!(status, 405);
+
+    // Host a: one minute (mean 2); host b: two minutes (10, 20); a's empty minute is not written.
+    let (status, body) = post_query(&server, ADMIN, "telemetry", into);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"results": [{"statement_id": 0, "series": [
+            {"name": "result", "columns": ["time", "written"], "values": [["1970-01-01T00:00:00Z", 3]]}
+        ]}]})
+    );
+
+    // Durable when answered: the points survive a kill -9.
+    server.kill9();
+    let server = ServerBuilder::new(dir.path()).arg("--auth").env("STRATA_ADMIN_TOKEN", ADMIN).start();
+    let (status, body) = get(
+        &server,
+        &[("db", "telemetry"), ("q", "SELECT mean FROM cpu_1m GROUP BY host, region"), ("epoch", "s")],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"results": [{"statement_id": 0, "series": [
+            {"name": "cpu_1m", "tags": {"host": "a", "region": "eu"}, "columns": ["time", "mean"], "values": [[1699999980, 2]]},
+            {"name": "cpu_1m", "tags": {"host": "b", "region": "us"}, "columns": ["time", "mean"], "values": [[1699999980, 10], [1700000040, 20]]}
+        ]}]})
+    );
+}

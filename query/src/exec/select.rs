@@ -88,13 +88,15 @@ pub(crate) fn select(
     stmt: &SelectStatement,
     meter: &mut Meter,
 ) -> Result<Vec<Series>, QueryError> {
-    if stmt.into.is_some() {
-        return Err(QueryError::Unsupported { what: "SELECT ... INTO".into() });
-    }
     let first_db = stmt.sources.iter().find_map(|s| match s {
         crate::ast::Source::Measurement(m) => m.database.clone(),
     });
     let db = resolve_database(ctx, first_db.as_deref())?;
+    // The target is checked before reading anything.
+    let into = match &stmt.into {
+        Some(m) => Some(super::into::target(ctx, m, &db)?),
+        None => None,
+    };
     let tz = match &stmt.tz {
         Some(z) => TimeZone::parse(z).ok_or_else(|| QueryError::UnknownTimeZone { zone: z.clone() })?,
         None => TimeZone::utc(),
@@ -121,6 +123,9 @@ pub(crate) fn select(
         .skip(stmt.soffset as usize)
         .take(stmt.slimit.map_or(usize::MAX, |l| l as usize))
         .collect();
+    if let Some((db, measurement)) = into {
+        return super::into::write_into(ctx, &db, &measurement, &out);
+    }
     if !tz.is_utc() {
         for s in &mut out {
             for row in &mut s.values {

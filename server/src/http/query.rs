@@ -111,6 +111,16 @@ fn access_for<'a>(stmt: &'a Statement, db: Option<&'a str>) -> Access<'a> {
     }
 }
 
+/// The database a `SELECT ... INTO` writes to: the one it names, else the one it reads.
+fn into_database<'a>(stmt: &'a Statement, db: Option<&'a str>) -> Option<&'a str> {
+    let Statement::Select(s) = stmt else { return None };
+    let into = s.into.as_ref()?;
+    into.database.as_deref().or_else(|| match access_for(stmt, db) {
+        Access::Read(d) => Some(d),
+        _ => None,
+    })
+}
+
 #[tracing::instrument(skip_all, fields(method = %method))]
 pub async fn query_handler(
     State(st): State<AppState>,
@@ -167,6 +177,12 @@ async fn answer(
         if let Err(e) = st.authorize(&headers, params.p.as_deref(), access_for(stmt, params.db.as_deref())) {
             let status = e.status();
             return (json_response(status, encode_error_json(&e.to_string())), QueryOutcome::Auth);
+        }
+        // SELECT ... INTO also writes: the token needs write access on the target database.
+        if let Some(target) = into_database(stmt, params.db.as_deref()) {
+            if let Err(e) = st.authorize(&headers, params.p.as_deref(), Access::Write(target)) {
+                return json_response(e.status(), encode_error_json(&e.to_string()));
+            }
         }
         if method == Method::GET && !stmt.is_read_only() {
             let message = format!("{stmt}: only SELECT and SHOW queries may be sent with GET; use POST");
