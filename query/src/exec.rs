@@ -35,12 +35,20 @@ pub struct QueryContext<'a> {
     pub limits: QueryLimits,
     /// When the whole request must be done (from `limits.timeout`).
     pub deadline: Option<Instant>,
+    /// Aggregate queries over at least this many series are split over the cores (rayon's
+    /// global pool, one thread per core); smaller ones run on the calling thread, where
+    /// handing work to other threads costs more than it saves. Default
+    /// [`PARALLEL_MIN_SERIES`]; tests set 1 to run every query split.
+    pub parallel_min_series: usize,
 }
+
+/// Default of [`QueryContext::parallel_min_series`].
+pub const PARALLEL_MIN_SERIES: usize = 64;
 
 impl<'a> QueryContext<'a> {
     pub fn new(engine: &'a Engine, database: Option<&'a str>, now_ns: i64, limits: QueryLimits) -> Self {
         let deadline = limits.timeout.map(|t| Instant::now() + t);
-        QueryContext { engine, database, now_ns, limits, deadline }
+        QueryContext { engine, database, now_ns, limits, deadline, parallel_min_series: PARALLEL_MIN_SERIES }
     }
 }
 

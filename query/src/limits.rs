@@ -62,6 +62,37 @@ impl Meter {
         Meter { limits, deadline, series: 0, points: 0, rows: 0, memory: 0 }
     }
 
+    /// A meter for one of `n` workers reading a statement's series in parallel: each gets
+    /// `1/n` of the series, points and memory budgets (so together they stay within them; an
+    /// unbalanced split may fail slightly early) and the same deadline.
+    pub fn split(&self, n: u64) -> Meter {
+        let part = |l: u64| if l == 0 { 0 } else { l.div_ceil(n).max(1) };
+        let limits = QueryLimits {
+            max_series: part(self.limits.max_series),
+            max_points_scanned: part(self.limits.max_points_scanned),
+            max_memory_bytes: part(self.limits.max_memory_bytes),
+            ..self.limits
+        };
+        Meter::new(limits, self.deadline)
+    }
+
+    /// Adds what a worker's meter counted.
+    pub fn absorb(&mut self, w: &Meter) -> Result<(), QueryError> {
+        self.add_series_n(w.series)?;
+        self.add_points(w.points)?;
+        self.add_memory(w.memory)?;
+        self.add_rows(w.rows)
+    }
+
+    fn add_series_n(&mut self, n: u64) -> Result<(), QueryError> {
+        self.series += n;
+        let l = self.limits.max_series;
+        if l > 0 && self.series > l {
+            return Err(QueryError::TooManySeries { count: self.series, limit: l });
+        }
+        Ok(())
+    }
+
     pub fn check_time(&self) -> Result<(), QueryError> {
         match (self.deadline, self.limits.timeout) {
             (Some(d), Some(t)) if Instant::now() > d => {

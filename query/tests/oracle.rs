@@ -379,10 +379,13 @@ proptest! {
         for q in queries {
             let text = q.text();
             let stmts = parse_query(&text).unwrap();
-            let ctx = QueryContext::new(&engine, Some("db"), T0 + 10_000 * S, QueryLimits::default());
+            let expected = oracle(&q, &data);
+            // Once on the calling thread, once split over threads (merged accumulators).
+            for parallel_min_series in [usize::MAX, 1] {
+            let mut ctx = QueryContext::new(&engine, Some("db"), T0 + 10_000 * S, QueryLimits::default());
+            ctx.parallel_min_series = parallel_min_series;
             let res = execute(&ctx, &stmts);
             prop_assert!(res[0].error.is_none(), "{text}: {:?}", res[0].error);
-            let expected = oracle(&q, &data);
             let mut got: BTreeMap<String, Vec<(i64, Option<f64>)>> = BTreeMap::new();
             for s in &res[0].series {
                 let key = s.tags.as_ref().and_then(|t| t.first()).map(|t| t.1.clone()).unwrap_or_default();
@@ -403,6 +406,7 @@ proptest! {
                         (x, y) => prop_assert_eq!(x, y, "{}: got {:?} expected {:?}", text, g, exp),
                     }
                 }
+            }
             }
         }
     }

@@ -436,6 +436,32 @@ impl Acc {
         }
     }
 
+    /// Takes what `o` (the same aggregate over other series of the same group and bucket,
+    /// read by another thread) accumulated.
+    pub fn merge(&mut self, o: Acc) {
+        if o.count == 0 {
+            return;
+        }
+        self.count += o.count;
+        self.ty = o.ty.or(self.ty);
+        self.sum_f += o.sum_f;
+        self.sum_i = self.sum_i.wrapping_add(o.sum_i);
+        self.sum_u = self.sum_u.wrapping_add(o.sum_u);
+        // The selector tie rules depend on values and times only, not on arrival order.
+        if let Some((t, v)) = &o.sel {
+            self.select(*t, V::from_value(v));
+        }
+        if let Some(lo) = o.lo {
+            self.spread(lo);
+        }
+        if let Some(hi) = o.hi {
+            self.spread(hi);
+        }
+        self.vals.extend(o.vals);
+        self.modes.extend(o.modes);
+        self.pts.extend(o.pts);
+    }
+
     /// Takes a block summary (only for [`AggKind::summarizable`] kinds).
     pub fn feed_summary(&mut self, s: &BlockSummary) {
         if s.count == 0 {

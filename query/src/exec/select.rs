@@ -14,8 +14,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 
+use rayon::prelude::*;
 use strata_engine::{
-    FieldType, Piece, ScanOptions, ScanRequest, SeriesPieces, TagPredicate, TimeRange as EngineRange,
+    FieldType, Piece, ScanOptions, ScanRequest, SeriesId, SeriesPieces, TagPredicate,
+    TimeRange as EngineRange,
 };
 
 use super::agg::{integral, Acc, AggKind, BucketValues, Col, IntegralWindow};
@@ -714,80 +716,87 @@ fn run_plan(
                 && calls.iter().all(|c| c.kind.summarizable())
                 && !(single_selector_time && matches!(calls[0].kind, AggKind::Min | AggKind::Max));
             let summarize = move |a: i64, b: i64| bucket_of(a) == bucket_of(b);
-            let opts =
-                ScanOptions { summarize: if can_summarize { Some(&summarize) } else { None }, series: None };
-            let mut groups: HashMap<GroupKey, BTreeMap<i64, Vec<Acc>>> = HashMap::new();
             let new_accs = || calls.iter().map(|c| Acc::new(c.kind)).collect::<Vec<_>>();
             let retains = calls.iter().any(|c| c.kind.retains_values());
-            source.scan(&req, &opts, &mut |s| {
-                let r = (|| -> Result<(), QueryError> {
-                    meter.add_series()?;
-                    if !tag_ok(&s) {
-                        return Ok(());
-                    }
-                    let buckets = groups.entry(group_key(&s)).or_default();
-                    if plan.cond.is_some() {
-                        for_each_row(&s, plan, meter, &mut |t, slots, meter| {
-                            meter.add_points(1)?;
-                            let accs = buckets.entry(bucket_of(t)).or_insert_with(new_accs);
-                            for (c, acc) in calls.iter().zip(accs.iter_mut()) {
-                                acc.feed_one(t, slots[c.slot]);
-                            }
-                            if retains {
-                                meter.add_memory(16 * calls.len() as u64)?;
-                            }
-                            Ok(())
-                        })?;
-                        return Ok(());
-                    }
-                    for col in &s.columns {
-                        let Some(fi) = plan.scan_fields.iter().position(|f| *f == *col.field) else {
-                            continue;
-                        };
-                        for piece in &col.pieces {
-                            meter.add_points(piece.count())?;
-                            match piece {
-                                Piece::Summary(sum) => {
-                                    let accs = buckets.entry(bucket_of(sum.min_ts)).or_insert_with(new_accs);
-                                    for (c, acc) in calls.iter().zip(accs.iter_mut()) {
-                                        if c.field == fi {
-                                            acc.feed_summary(sum);
-                                        }
-                                    }
+            // Reads some of the series (ascending ids) into per-group, per-bucket accumulators.
+            let scan_part = |ids: &[SeriesId], meter: &mut Meter| -> Result<AggGroups, QueryError> {
+                let opts = ScanOptions {
+                    summarize: if can_summarize { Some(&summarize) } else { None },
+                    series: Some(ids),
+                };
+                let mut groups: AggGroups = HashMap::new();
+                let mut failure: Option<QueryError> = None;
+                source.scan(&req, &opts, &mut |s| {
+                    let r = (|| -> Result<(), QueryError> {
+                        meter.add_series()?;
+                        let buckets = groups.entry(group_key(&s)).or_default();
+                        if plan.cond.is_some() {
+                            for_each_row(&s, plan, meter, &mut |t, slots, meter| {
+                                meter.add_points(1)?;
+                                let accs = buckets.entry(bucket_of(t)).or_insert_with(new_accs);
+                                for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                    acc.feed_one(t, slots[c.slot]);
                                 }
-                                Piece::Data { timestamps, values } => {
-                                    let col_v = Col::from_values(values);
-                                    if retains {
-                                        meter.add_memory(16 * timestamps.len() as u64)?;
-                                    }
-                                    let mut i = 0;
-                                    while i < timestamps.len() {
-                                        let (b, j) = match windows {
-                                            Some(w) => {
-                                                let (b, end) = w.bounds(timestamps[i]);
-                                                (b, i + timestamps[i..].partition_point(|&t| t < end))
-                                            }
-                                            None => (0, timestamps.len()),
-                                        };
-                                        let accs = buckets.entry(b).or_insert_with(new_accs);
+                                if retains {
+                                    meter.add_memory(16 * calls.len() as u64)?;
+                                }
+                                Ok(())
+                            })?;
+                            return Ok(());
+                        }
+                        for col in &s.columns {
+                            let Some(fi) = plan.scan_fields.iter().position(|f| *f == *col.field) else {
+                                continue;
+                            };
+                            for piece in &col.pieces {
+                                meter.add_points(piece.count())?;
+                                match piece {
+                                    Piece::Summary(sum) => {
+                                        let accs =
+                                            buckets.entry(bucket_of(sum.min_ts)).or_insert_with(new_accs);
                                         for (c, acc) in calls.iter().zip(accs.iter_mut()) {
                                             if c.field == fi {
-                                                acc.feed(&timestamps[i..j], col_v.slice(i, j));
+                                                acc.feed_summary(sum);
                                             }
                                         }
-                                        i = j;
+                                    }
+                                    Piece::Data { timestamps, values } => {
+                                        let col_v = Col::from_values(values);
+                                        if retains {
+                                            meter.add_memory(16 * timestamps.len() as u64)?;
+                                        }
+                                        let mut i = 0;
+                                        while i < timestamps.len() {
+                                            let (b, j) = match windows {
+                                                Some(w) => {
+                                                    let (b, end) = w.bounds(timestamps[i]);
+                                                    (b, i + timestamps[i..].partition_point(|&t| t < end))
+                                                }
+                                                None => (0, timestamps.len()),
+                                            };
+                                            let accs = buckets.entry(b).or_insert_with(new_accs);
+                                            for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                                if c.field == fi {
+                                                    acc.feed(&timestamps[i..j], col_v.slice(i, j));
+                                                }
+                                            }
+                                            i = j;
+                                        }
                                     }
                                 }
                             }
                         }
-                    }
-                    Ok(())
-                })();
-                stop_on_error(r, &mut failure)
-            })?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
+                        Ok(())
+                    })();
+                    stop_on_error(r, &mut failure)
+                })?;
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(groups),
+                }
+            };
+            let ids = matching_series(source, db, plan)?;
+            let groups = run_split(ctx, &ids, meter, &scan_part, merge_agg_groups)?;
             finish_agg(plan, stmt, groups, calls, outs, range, max, windows, single_selector_time, meter)
         }
         Mode::Raw { exprs, tag_only } => {
@@ -886,6 +895,89 @@ fn run_plan(
             }
             Ok(out)
         }
+    }
+}
+
+/// Per tag group, per bucket start: one accumulator per call.
+type AggGroups = HashMap<GroupKey, BTreeMap<i64, Vec<Acc>>>;
+
+fn merge_agg_groups(into: &mut AggGroups, part: AggGroups) {
+    for (key, buckets) in part {
+        let dst = into.entry(key).or_default();
+        for (b, accs) in buckets {
+            match dst.entry(b) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(accs);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    for (d, a) in o.get_mut().iter_mut().zip(accs) {
+                        d.merge(a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The series a plan reads: the index's answer to its tag predicate, minus those failing the
+/// tag condition the index cannot answer (checked on the key, before any data is read).
+fn matching_series(source: &dyn SeriesSource, db: &str, plan: &Plan) -> Result<Vec<SeriesId>, QueryError> {
+    let series = source.series(db, &plan.measurement, &plan.tag_pred)?;
+    Ok(series
+        .into_iter()
+        .filter(|(_, key)| match &plan.tag_filter {
+            None => true,
+            Some((e, names)) => {
+                let slots: Vec<V<'_>> = names.iter().map(|n| V::S(key.tag(n).unwrap_or(""))).collect();
+                e.test(&slots)
+            }
+        })
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Reads some series (ascending ids) into a partial result.
+type PartFn<'a, T> = dyn Fn(&[SeriesId], &mut Meter) -> Result<T, QueryError> + Sync + 'a;
+
+/// Runs `part` over `ids`: on the calling thread, or, when the query reads at least
+/// `ctx.parallel_min_series` series and there is more than one core, over contiguous slices
+/// of them on rayon's pool (one slice per thread), each with its share of the limits
+/// ([`Meter::split`]); the partial results are merged in slice order, so the answer does not
+/// depend on thread timing.
+fn run_split<T: Send>(
+    ctx: &QueryContext<'_>,
+    ids: &[SeriesId],
+    meter: &mut Meter,
+    part: &PartFn<'_, T>,
+    merge: impl Fn(&mut T, T),
+) -> Result<T, QueryError> {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || ids.len() < ctx.parallel_min_series.max(2) {
+        return part(ids, meter);
+    }
+    let n = threads.min(ids.len());
+    let chunk = ids.len().div_ceil(n);
+    let base: &Meter = meter;
+    let results: Vec<(Result<T, QueryError>, Meter)> = ids
+        .par_chunks(chunk)
+        .map(|c| {
+            let mut m = base.split(n as u64);
+            let r = part(c, &mut m);
+            (r, m)
+        })
+        .collect();
+    let mut out: Option<T> = None;
+    for (r, m) in results {
+        meter.absorb(&m)?;
+        let r = r?;
+        match &mut out {
+            None => out = Some(r),
+            Some(o) => merge(o, r),
+        }
+    }
+    match out {
+        Some(o) => Ok(o),
+        None => part(&[], meter),
     }
 }
 

@@ -2,11 +2,23 @@
 //! the executor consumes one series at a time and tests can count what was read.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
-use strata_engine::{Engine, ReadError, ScanOptions, ScanRequest, ScanSummary, SeriesPieces};
+use strata_engine::{
+    Engine, ReadError, ScanOptions, ScanRequest, ScanSummary, SeriesId, SeriesKey, SeriesPieces, TagPredicate,
+};
 
-/// A streaming source of series pieces.
-pub trait SeriesSource {
+/// A streaming source of series pieces. `Sync` so that one query's series can be read from
+/// several threads.
+pub trait SeriesSource: Sync {
+    /// The series of `measurement` matching `pred` (ascending ids), with their keys.
+    fn series(
+        &self,
+        db: &str,
+        measurement: &str,
+        pred: &TagPredicate,
+    ) -> Result<Vec<(SeriesId, Arc<SeriesKey>)>, ReadError>;
+
     /// Streams the series of `req` to `visit` (ascending series id), as
     /// [`Engine::scan_pieces`] does.
     fn scan(
@@ -18,6 +30,15 @@ pub trait SeriesSource {
 }
 
 impl SeriesSource for Engine {
+    fn series(
+        &self,
+        db: &str,
+        measurement: &str,
+        pred: &TagPredicate,
+    ) -> Result<Vec<(SeriesId, Arc<SeriesKey>)>, ReadError> {
+        Engine::series(self, db, measurement, pred)
+    }
+
     fn scan(
         &self,
         req: &ScanRequest<'_>,
