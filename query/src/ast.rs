@@ -1550,19 +1550,30 @@ pub fn parse_time(s: &str) -> Result<i64, TimeParseError> {
 /// trimmed of trailing zeros (Go's `RFC3339Nano`): `2024-01-01T00:00:00Z`,
 /// `2024-01-01T00:00:00.5Z`.
 pub fn format_time(ns: i64) -> String {
+    let mut out = String::with_capacity(30);
+    write_time(&mut out, ns);
+    out
+}
+
+/// [`format_time`] appended to `out`, without allocating (result encoders call it per row).
+pub fn write_time(out: &mut String, ns: i64) {
+    use std::fmt::Write as _;
     let secs = ns.div_euclid(NANOS_PER_SECOND);
-    let frac = ns.rem_euclid(NANOS_PER_SECOND);
+    let mut frac = ns.rem_euclid(NANOS_PER_SECOND);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let mut out = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60);
     if frac != 0 {
-        let f = format!("{frac:09}");
-        out.push('.');
-        out.push_str(f.trim_end_matches('0'));
+        let mut digits = 9;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{frac:0digits$}");
     }
     out.push('Z');
-    out
 }
 
 // ---------------------------------------------------------------------------
