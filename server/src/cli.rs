@@ -1,4 +1,5 @@
-//! The command line: `strata [serve]` and `strata token create|list|revoke`, plus the client
+//! The command line: `strata [serve]`, `strata token create|list|revoke` and `strata device
+//! add|list|remove` (MQTT device passwords, `cli/device.rs`), plus the client
 //! and offline commands in `cli/`: `query`, `write`, `import`, `export`, `backup` (over HTTP),
 //! and `inspect`, `restore` (a data directory).
 //!
@@ -12,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Override;
 
 pub mod backup;
+pub mod device;
 pub mod export;
 pub mod inspect;
 pub mod query;
@@ -56,6 +58,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Offline: verify a backup and copy it into a new (empty or absent) data directory.
     Restore(backup::RestoreArgs),
+    /// Register, list and remove MQTT devices with their own passwords (stored hashed).
+    Device(device::DeviceArgs),
 }
 
 /// Where the configuration comes from; shared by every command.
@@ -267,6 +271,10 @@ mod tests {
         let cli = Cli::parse_from(["strata", "backup", "--name", "nightly", "--url", "http://h:1"]);
         assert!(
             matches!(cli.command, Some(Command::Backup(ref a)) if a.name.as_deref() == Some("nightly") && a.remote.url == "http://h:1")
+        );
+        let cli = Cli::parse_from(["strata", "device", "add", "pump-7", "--data-dir", "/d"]);
+        assert!(
+            matches!(cli.command, Some(Command::Device(device::DeviceArgs { command: device::DeviceCommand::Add { ref device, .. } })) if device == "pump-7")
         );
         let cli = Cli::parse_from(["strata", "token", "revoke", "abc"]);
         assert!(

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(a)) => strata_server::cli::inspect::run(a),
         Some(Command::Backup(a)) => strata_server::cli::backup::run_backup(a),
         Some(Command::Restore(a)) => strata_server::cli::backup::run_restore(a),
+        Some(Command::Device(a)) => strata_server::cli::device::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,8 +8,10 @@
 //!   SUBSCRIBE, command delivery, Last Will.
 //! - [`topic`]: topic pattern -> device and measurement; [`acl`]: who may publish or
 //!   subscribe where; [`payload`]: payload -> points (through `crate::ingest`).
-//! - [`sessions`]: subscriptions and persistent sessions, command routing.
+//! - [`sessions`]: subscriptions and persistent sessions, command routing;
+//!   [`session_store`]: the file that keeps persistent sessions across restarts.
 //! - [`dead_letter`]: the on-disk store of messages that could not be stored whole.
+//! - [`devices`]: per-device passwords (`strata device add|list|remove`), stored hashed.
 //! - [`status`]: device online/offline status; [`rate`]: per-device token bucket;
 //!   [`metrics`]: counters; [`config`]: the `[mqtt]` section; [`tls`]: rustls and mTLS.
 //!
@@ -19,11 +21,13 @@
 pub mod acl;
 pub mod config;
 pub mod dead_letter;
+pub mod devices;
 pub mod listener;
 pub mod metrics;
 pub mod payload;
 pub mod rate;
 pub mod session;
+pub mod session_store;
 pub mod sessions;
 pub mod status;
 pub mod tls;
@@ -42,6 +46,7 @@ use tokio::task::JoinHandle;
 use self::acl::Acl;
 use self::config::MqttConfig;
 use self::dead_letter::{DeadLetters, NewDeadLetter};
+use self::devices::DeviceCredentials;
 use self::metrics::MqttMetrics;
 use self::payload::{decode_message, Decoding, MessageResult};
 use self::sessions::{Command, Delivery, Sessions};
@@ -63,6 +68,10 @@ pub enum MqttStartError {
     Pattern(#[from] topic::PatternError),
     #[error("mqtt TLS: {0}")]
     Tls(String),
+    #[error("mqtt: {0}")]
+    Devices(#[from] devices::DeviceError),
+    #[error("{0}")]
+    Sessions(#[from] session_store::SessionFileError),
 }
 
 /// One message to store: what a PUBLISH (or a replayed dead letter) carries.
@@ -110,8 +119,13 @@ pub struct Broker {
     pub acl: Acl,
     pub decoding: Decoding,
     pub dead_letters: DeadLetters,
+    /// Per-device passwords (`strata device add`).
+    pub devices: DeviceCredentials,
     pub status: Registry,
     pub sessions: Sessions,
+    /// Where persistent sessions are saved; the lock orders saves (a later snapshot is never
+    /// overwritten by an earlier one).
+    sessions_file: parking_lot::Mutex<std::path::PathBuf>,
     /// One permit per allowed connection.
     pub(crate) conn_limit: Arc<Semaphore>,
     next_conn: AtomicU64,
@@ -156,9 +170,19 @@ impl Broker {
             limits: state.limits.clone(),
         };
         let max_devices = config.max_connections.saturating_mul(10).max(100_000);
+        let devices = DeviceCredentials::open(devices::path_in(&state.config.data_dir))?;
+        let sessions_file = session_store::path_in(&state.config.data_dir);
+        let sessions = Sessions::new(max_devices, config.session_max_queued);
+        let saved = session_store::load(&sessions_file)?;
+        if !saved.is_empty() {
+            tracing::info!(sessions = saved.len(), file = %sessions_file.display(), "restored persistent MQTT sessions");
+        }
+        sessions.restore(saved);
         Ok(Broker {
+            devices,
+            sessions,
+            sessions_file: parking_lot::Mutex::new(sessions_file),
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
-            sessions: Sessions::new(max_devices, config.session_max_queued),
             status: Registry::new(max_devices),
             engine: state.engine.clone(),
             auth: state.auth.clone(),
@@ -352,6 +376,22 @@ impl Broker {
         Ok(Replayed { replayed: ok, failed })
     }
 
+    /// Saves the persistent sessions if they changed since the last save. Blocking. A failure
+    /// is logged and the sessions stay marked changed, so the next save tries again.
+    pub fn save_sessions(&self) -> Result<(), session_store::SessionFileError> {
+        let path = self.sessions_file.lock();
+        if !self.sessions.is_dirty() {
+            return Ok(());
+        }
+        let snapshot = self.sessions.snapshot();
+        let r = session_store::save(&path, &snapshot);
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "cannot save the persistent MQTT sessions");
+            self.sessions.mark_dirty();
+        }
+        r
+    }
+
     /// Publishes a command to the devices subscribed to `topic`.
     pub fn publish_command(&self, cmd: &Command) -> Delivery {
         let m = &self.metrics.mqtt;
@@ -383,12 +423,27 @@ pub fn broker_for_tests(data_dir: &std::path::Path) -> Result<Arc<Broker>, Strin
     Broker::new(&state).map(Arc::new).map_err(|e| e.to_string())
 }
 
+/// How long the saver waits after a change before saving, so a burst of changes (a fleet
+/// reconnecting and subscribing) costs one write.
+const SESSION_SAVE_DELAY: Duration = Duration::from_millis(200);
+
+/// Saves persistent sessions after changes, until shutdown (which saves once more).
+async fn save_sessions_loop(broker: Arc<Broker>) {
+    loop {
+        broker.sessions.changed.notified().await;
+        tokio::time::sleep(SESSION_SAVE_DELAY).await;
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.save_sessions()).await;
+    }
+}
+
 /// The running listener(s).
 pub struct MqttServer {
     broker: Arc<Broker>,
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     accept: Vec<JoinHandle<()>>,
+    saver: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for MqttServer {
@@ -421,8 +476,9 @@ impl MqttServer {
             tls_addr = Some(l.local_addr().map_err(MqttStartError::Listener)?);
             accept.push(tokio::spawn(listener::accept_loop(broker.clone(), to_tokio(l)?, Some(cfg))));
         }
+        let saver = tokio::spawn(save_sessions_loop(broker.clone()));
         tracing::info!(addr = %addr, tls_addr = ?tls_addr, db = %broker.config.database, pattern = %broker.config.topic_pattern, "MQTT listening");
-        Ok(MqttServer { broker, addr, tls_addr, accept })
+        Ok(MqttServer { broker, addr, tls_addr, accept, saver })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -448,5 +504,9 @@ impl MqttServer {
         if tokio::time::timeout(timeout, self.broker.conn_limit.acquire_many(all)).await.is_err() {
             tracing::warn!("MQTT connections still open at the shutdown timeout");
         }
+        // The connections gave their unacknowledged commands back: save them last.
+        self.saver.abort();
+        let broker = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.save_sessions()).await;
     }
 }

@@ -170,3 +170,164 @@ fn mqtt_persistent_session_gets_a_command_sent_while_offline() {
     raw.send(&Packet::Disconnect);
     server.stop();
 }
+
+/// Runs `strata device ...` on the data directory and returns stdout.
+fn device_cli(data_dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(strata_e2e::workspace_bin("strata"))
+        .arg("device")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "strata device {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn mqtt_device_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw1 = device_cli(dir.path(), &["add", "dev-1", "--description", "north hall"]).trim().to_owned();
+    let server = ServerBuilder::new(dir.path()).arg("--auth").env("STRATA_ADMIN_TOKEN", ADMIN).start();
+    let addr = mqtt_addr(&server);
+    // Registered while the server runs: seen at the device's next CONNECT.
+    let pw2 = device_cli(dir.path(), &["add", "dev-2"]).trim().to_owned();
+    assert!(pw1.starts_with("strata_dev_") && pw1 != pw2);
+    let list = device_cli(dir.path(), &["list", "--json"]);
+    assert!(list.contains("dev-1") && list.contains("north hall") && !list.contains(&pw1), "{list}");
+
+    let handshake = |client: &str, user: &str, pass: &str| {
+        RawClient::connect(addr).handshake(client, 30, Some((user, pass)))
+    };
+    assert_eq!(handshake("c1", "dev-1", &pw1), ConnectReturnCode::Success, "own password");
+    assert_eq!(handshake("c2", "dev-2", &pw2), ConnectReturnCode::Success, "added while running");
+    assert_eq!(handshake("c1", "dev-1", "strata_dev_wrong"), ConnectReturnCode::BadUserNamePassword);
+    assert_eq!(handshake("c1", "dev-1", &pw2), ConnectReturnCode::BadUserNamePassword, "dev-2's password");
+    assert_eq!(
+        handshake("c1", "dev-1", ADMIN),
+        ConnectReturnCode::BadUserNamePassword,
+        "a registered device needs its own password"
+    );
+    assert_eq!(RawClient::connect(addr).handshake("dev-1", 30, None), ConnectReturnCode::BadUserNamePassword);
+    // An unregistered device still authenticates with a token.
+    assert_eq!(handshake("c3", "dev-3", ADMIN), ConnectReturnCode::Success);
+    assert_eq!(handshake("c3", "dev-3", &pw1), ConnectReturnCode::BadUserNamePassword);
+
+    // The ACL keys on the registered device: its own topics are stored, another's dropped.
+    let mut raw = RawClient::connect(addr);
+    assert_eq!(raw.handshake("c1", 30, Some(("dev-1", &pw1))), ConnectReturnCode::Success);
+    publish(&mut raw, "telemetry/dev-1/temp", 1, "temp v=1 1");
+    publish(&mut raw, "telemetry/dev-2/temp", 2, "temp v=2 2");
+    raw.send(&Packet::Disconnect);
+
+    // Removed: refused within the re-check interval (2 s).
+    device_cli(dir.path(), &["remove", "dev-1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let code = handshake("c1", "dev-1", &pw1);
+        if code == ConnectReturnCode::BadUserNamePassword {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a removed device still connects: {code:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = server.stop();
+    assert!(!log.contains(&pw1) && !log.contains(&pw2), "passwords must never be logged");
+    let temp = read_measurement(dir.path(), "telemetry", "temp");
+    assert_eq!(temp.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(), vec!["temp,device=dev-1"]);
+}
+
+#[test]
+fn mqtt_required_device_credentials_refuse_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = device_cli(dir.path(), &["add", "dev-1"]).trim().to_owned();
+    let server = ServerBuilder::new(dir.path())
+        .arg("--auth")
+        .env("STRATA_ADMIN_TOKEN", ADMIN)
+        .set("mqtt.require_device_credentials", true)
+        .start();
+    let addr = mqtt_addr(&server);
+    assert_eq!(
+        RawClient::connect(addr).handshake("c1", 30, Some(("dev-1", &pw))),
+        ConnectReturnCode::Success
+    );
+    assert_eq!(
+        RawClient::connect(addr).handshake("c2", 30, Some(("dev-2", ADMIN))),
+        ConnectReturnCode::NotAuthorized
+    );
+    server.stop();
+}
+
+#[test]
+fn mqtt_persistent_session_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let connect = |addr| -> (RawClient, bool) {
+        let mut raw = RawClient::connect(addr);
+        let mut c = rumqttc::mqttbytes::v4::Connect::new("d6");
+        c.clean_session = false;
+        c.keep_alive = 30;
+        raw.send(&Packet::Connect(c));
+        match raw.recv() {
+            Some(Packet::ConnAck(a)) if a.code == ConnectReturnCode::Success => (raw, a.session_present),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    };
+    let send = |server: &StrataServer, what: &str| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = client()
+                .post(server.url(&format!("/api/v1/mqtt/commands/d6/{what}?qos=1")))
+                .body(what.to_owned())
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let v: Value = r.json().unwrap();
+            // The disconnect is noticed asynchronously: until then the command is delivered
+            // to the closing connection (and handed back to the session).
+            if v["queued"] == 1 || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let server = ServerBuilder::new(dir.path()).start();
+    let (mut raw, present) = connect(mqtt_addr(&server));
+    assert!(!present);
+    let mut sub = Subscribe::new("commands/d6/#", QoS::AtLeastOnce);
+    sub.pkid = 1;
+    raw.send(&Packet::Subscribe(sub));
+    assert!(matches!(raw.recv(), Some(Packet::SubAck(_))));
+    raw.send(&Packet::Disconnect);
+    assert_eq!(raw.recv(), None);
+    assert_eq!(send(&server, "before")["queued"], 1);
+    server.stop();
+    assert!(dir.path().join("mqtt/sessions.bin").exists());
+
+    // After the restart the subscription is known (a command published now is queued for the
+    // offline device) and the command queued before the restart is still there.
+    let server = ServerBuilder::new(dir.path()).start();
+    let r = send(&server, "after");
+    assert_eq!(r["queued"], 1, "the subscription must survive the restart: {r}");
+    let (mut raw, present) = connect(mqtt_addr(&server));
+    assert!(present, "the session must be present after a restart");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        match raw.recv() {
+            Some(Packet::Publish(p)) => {
+                raw.send(&Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid)));
+                got.push((p.topic.clone(), String::from_utf8(p.payload.to_vec()).unwrap()));
+            }
+            other => panic!("expected a queued command, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("commands/d6/before".to_owned(), "before".to_owned()),
+            ("commands/d6/after".to_owned(), "after".to_owned())
+        ]
+    );
+    raw.send(&Packet::Disconnect);
+    server.stop();
+}

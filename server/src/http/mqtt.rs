@@ -169,6 +169,15 @@ async fn publish_command(
     }
     let topic = format!("{}/{device}/{subtopic}", b.config.command_prefix);
     let d = b.publish_command(&Command { topic: topic.clone(), payload: body, qos });
+    if d.queued > 0 {
+        // "queued" means kept for the offline device across a restart too: save before
+        // answering.
+        let saver = b.clone();
+        match tokio::task::spawn_blocking(move || saver.save_sessions()).await {
+            Ok(Ok(())) => {}
+            _ => return Err(ApiError::Internal("cannot save the persistent MQTT sessions".into())),
+        }
+    }
     tracing::info!(topic = %topic, delivered = d.delivered, queued = d.queued, dropped = d.dropped, "MQTT command published");
     Ok((
         StatusCode::ACCEPTED,

@@ -35,6 +35,11 @@ pub struct MqttConfig {
     /// only to its own command topics. Turn off for gateways that publish for many devices.
     /// Default true.
     pub acl: bool,
+    /// Refuse devices without their own password in the device credentials file (`strata
+    /// device add`; CONNACK 0x05): fleet tokens no longer open MQTT connections. Client
+    /// certificates still do. Default false: registered devices need their own password,
+    /// others authenticate as before (tokens, or nothing with auth off).
+    pub require_device_credentials: bool,
     /// Unit of line-protocol timestamps in payloads: `ns`, `us`, `ms`, `s`. Default `ns`.
     pub line_precision: String,
     /// Unit of integer JSON timestamps in payloads. Default `ms` (what devices usually have).
@@ -83,6 +88,7 @@ impl Default for MqttConfig {
             device_tag: "device".into(),
             command_prefix: "commands".into(),
             acl: true,
+            require_device_credentials: false,
             line_precision: "ns".into(),
             json_precision: "ms".into(),
             max_packet_size: ByteSize::mib(1),

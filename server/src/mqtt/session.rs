@@ -28,6 +28,7 @@ use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::acl::PublishVerdict;
+use super::devices::Check;
 use super::metrics::{Backpressure, MqttMetrics};
 use super::rate::TokenBucket;
 use super::sessions::{Attachment, Command};
@@ -258,8 +259,9 @@ where
     let _ = stream.shutdown().await;
 }
 
-/// Checks the credentials: a verified client certificate, or (auth on) a token with write
-/// access to `mqtt.database` as the password. The device id is the certificate's CN, else
+/// Checks the credentials: a verified client certificate; else a registered device's own
+/// password (`strata device add`); else (auth on) a token with write access to
+/// `mqtt.database` as the password. The device id is the certificate's CN, else
 /// the username, else the client id.
 async fn authenticate(
     broker: &Arc<Broker>,
@@ -288,6 +290,33 @@ async fn authenticate(
     };
     if !valid_device_id(&device) {
         return Err((ConnectReturnCode::BadClientId, "device id is not a valid topic level"));
+    }
+    if cert_device.is_none() {
+        // A registered device must present its own password, whatever `auth.enabled` says.
+        let password = c.login.as_ref().map(|l| l.password.clone());
+        let b = broker.clone();
+        let dev = device.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            b.devices.check(&dev, password.as_deref().map(str::as_bytes))
+        })
+        .await;
+        match check {
+            Ok(Check::Accepted) => return Ok(Identity { client_id, device }),
+            Ok(Check::Refused) => {
+                return Err((
+                    ConnectReturnCode::BadUserNamePassword,
+                    "wrong password for a registered device",
+                ))
+            }
+            Ok(Check::Unknown) if broker.config.require_device_credentials => {
+                return Err((
+                    ConnectReturnCode::NotAuthorized,
+                    "device not registered (mqtt.require_device_credentials)",
+                ))
+            }
+            Ok(Check::Unknown) => {}
+            Err(_) => return Err((ConnectReturnCode::ServiceUnavailable, "authentication task failed")),
+        }
     }
     if cert_device.is_none() && broker.auth.enabled() {
         let Some(password) = c.login.as_ref().map(|l| l.password.clone()).filter(|p| !p.is_empty()) else {

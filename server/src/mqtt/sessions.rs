@@ -6,14 +6,24 @@
 //! subscriptions match (through its bounded channel) and queues QoS 1 messages for persistent
 //! sessions that are offline, or whose channel is full. Everything is bounded: the number of
 //! sessions, each queue (`mqtt.session_max_queued`, oldest dropped first) and each channel.
+//!
+//! Persistent sessions are also saved to `<data_dir>/mqtt/sessions.bin` (format in
+//! `session_store.rs`): every change to one marks the map dirty and wakes the saver task
+//! (`super::MqttServer`), which coalesces changes and rewrites the file; [`Sessions::restore`]
+//! loads it at start. A persistent session that is online is saved with its subscriptions and
+//! an empty queue: the commands it holds are in its connection, which gives them back at
+//! [`Sessions::detach`] (at the latest at shutdown, before the last save).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rumqttc::QoS;
 use tokio::sync::{mpsc, Notify};
+
+use super::session_store::StoredSession;
 
 /// A message for devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,12 +69,18 @@ struct Session {
 
 /// Messages a connection's channel holds before further ones are queued or dropped.
 const CHANNEL: usize = 256;
+/// Filters one session may hold: a device needs one or two.
+const MAX_FILTERS: usize = 100;
 
 #[derive(Debug)]
 pub struct Sessions {
     max_sessions: usize,
     max_queued: usize,
     map: Mutex<HashMap<String, Session>>,
+    /// A persistent session changed since the last [`Sessions::snapshot`].
+    dirty: AtomicBool,
+    /// Wakes the saver when `dirty` is set.
+    pub changed: Notify,
 }
 
 /// Too many sessions: the new client is refused (CONNACK 3).
@@ -83,7 +99,65 @@ fn push_bounded(q: &mut VecDeque<Command>, c: Command, max: usize) -> usize {
 
 impl Sessions {
     pub fn new(max_sessions: usize, max_queued: usize) -> Sessions {
-        Sessions { max_sessions, max_queued, map: Mutex::new(HashMap::new()) }
+        Sessions {
+            max_sessions,
+            max_queued,
+            map: Mutex::new(HashMap::new()),
+            dirty: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    fn touch(&self) {
+        self.dirty.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Marks the sessions changed (a save failed: try again at the next change).
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Whether a persistent session changed since the last snapshot.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    /// The persistent sessions, to save; clears the dirty mark (a change after this marks it
+    /// again, so the next save catches it).
+    pub fn snapshot(&self) -> Vec<StoredSession> {
+        let map = self.map.lock();
+        self.dirty.store(false, Ordering::Release);
+        let mut out: Vec<StoredSession> = map
+            .iter()
+            .filter(|(_, s)| s.persistent)
+            .map(|(id, s)| StoredSession {
+                client_id: id.clone(),
+                subscriptions: s.subscriptions.clone(),
+                queue: s.queue.iter().cloned().collect(),
+            })
+            .collect();
+        // Stable order: the same sessions give the same bytes.
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
+    }
+
+    /// Loads saved sessions (at start, before any connection), offline, within the bounds.
+    pub fn restore(&self, saved: Vec<StoredSession>) {
+        let mut map = self.map.lock();
+        for s in saved {
+            if map.len() >= self.max_sessions {
+                tracing::warn!(dropped_from = %s.client_id, "more saved MQTT sessions than the session limit; the rest are dropped");
+                break;
+            }
+            let mut queue: VecDeque<Command> = s.queue.into();
+            while queue.len() > self.max_queued {
+                queue.pop_front();
+            }
+            let mut subscriptions = s.subscriptions;
+            subscriptions.truncate(MAX_FILTERS);
+            map.insert(s.client_id, Session { persistent: true, subscriptions, queue, online: None });
+        }
     }
 
     /// Attaches connection `conn` to `client_id`'s session, taking it over from a connection
@@ -97,6 +171,7 @@ impl Sessions {
         let kicked = Arc::new(Notify::new());
         let online = Online { conn, tx, kicked: kicked.clone() };
         let existing = map.remove(client_id);
+        let existing_persistent = existing.as_ref().is_some_and(|s| s.persistent);
         if let Some(old) = existing.as_ref().and_then(|s| s.online.as_ref()) {
             old.kicked.notify_one();
         }
@@ -117,7 +192,12 @@ impl Sessions {
         };
         let mut session = session;
         let queued = std::mem::take(&mut session.queue);
+        let persistent_involved = session.persistent || existing_persistent;
         map.insert(client_id.to_owned(), session);
+        drop(map);
+        if persistent_involved {
+            self.touch();
+        }
         Ok(Attachment { session_present, queued, rx, kicked })
     }
 
@@ -145,22 +225,32 @@ impl Sessions {
             keep.pop_front();
         }
         s.queue = keep;
+        drop(map);
+        self.touch();
     }
 
     pub fn subscribe(&self, client_id: &str, filter: &str, qos: QoS) {
         let mut map = self.map.lock();
-        if let Some(s) = map.get_mut(client_id) {
-            s.subscriptions.retain(|(f, _)| f != filter);
-            // At most 100 filters per session: a device needs one or two.
-            if s.subscriptions.len() < 100 {
-                s.subscriptions.push((filter.to_owned(), qos));
-            }
+        let Some(s) = map.get_mut(client_id) else { return };
+        s.subscriptions.retain(|(f, _)| f != filter);
+        if s.subscriptions.len() < MAX_FILTERS {
+            s.subscriptions.push((filter.to_owned(), qos));
+        }
+        let persistent = s.persistent;
+        drop(map);
+        if persistent {
+            self.touch();
         }
     }
 
     pub fn unsubscribe(&self, client_id: &str, filter: &str) {
-        if let Some(s) = self.map.lock().get_mut(client_id) {
-            s.subscriptions.retain(|(f, _)| f != filter);
+        let mut map = self.map.lock();
+        let Some(s) = map.get_mut(client_id) else { return };
+        s.subscriptions.retain(|(f, _)| f != filter);
+        let persistent = s.persistent;
+        drop(map);
+        if persistent {
+            self.touch();
         }
     }
 
@@ -191,11 +281,16 @@ impl Sessions {
                 None => c,
             };
             if s.persistent && c.qos == QoS::AtLeastOnce {
+                self.dirty.store(true, Ordering::Release);
                 d.queued += 1;
                 d.dropped += push_bounded(&mut s.queue, c, self.max_queued);
             } else {
                 d.dropped += 1;
             }
+        }
+        drop(map);
+        if d.queued > 0 {
+            self.changed.notify_one();
         }
         d
     }

@@ -1,0 +1,286 @@
+//! The persistent sessions file, `<data_dir>/mqtt/sessions.bin`: the subscriptions and queued
+//! QoS 1 commands of every `clean session = false` client, so they survive a restart.
+//! Specified byte by byte in `docs/file-formats.md` ("MQTT sessions"); the test at the bottom
+//! pins the example there.
+//!
+//! The whole file is rewritten on every save: written to `sessions.bin.tmp`, fsynced, renamed
+//! over the old one, and the directory fsynced, so a reader sees the old or the new file,
+//! never a mix. It is small (a device has a filter or two and a bounded queue), and saves are
+//! coalesced by the caller. A file that fails its checksums is refused with an error naming
+//! it (never deleted): it cannot be a torn write, so it is damage an operator should see.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rumqttc::QoS;
+
+use super::sessions::Command;
+
+pub const MAGIC: &[u8; 8] = b"STRATSES";
+pub const VERSION: u16 = 1;
+const HEADER_LEN: usize = 16;
+/// Largest body accepted when reading (a sanity bound against a damaged length).
+const MAX_BODY: u32 = 1 << 30;
+
+/// One persistent session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub client_id: String,
+    pub subscriptions: Vec<(String, QoS)>,
+    pub queue: Vec<Command>,
+}
+
+/// Why the sessions file cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionFileError {
+    #[error("mqtt sessions file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("mqtt sessions file {path} is damaged at byte {offset}: {what} (move it aside to start without the saved sessions)")]
+    Corrupt { path: PathBuf, offset: usize, what: &'static str },
+    #[error("mqtt sessions file {path} has version {version}; this build reads version {VERSION}")]
+    UnsupportedVersion { path: PathBuf, version: u16 },
+}
+
+/// The sessions file of a data directory.
+pub fn path_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("mqtt").join("sessions.bin")
+}
+
+fn qos_byte(q: QoS) -> u8 {
+    q as u8
+}
+
+/// Encodes `sessions` as a whole file (header, then one checksummed record).
+pub fn encode(sessions: &[StoredSession]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(sessions.len() as u32).to_le_bytes());
+    // Lengths were bounded on the way in (client ids 256 B, topics by the packet size, at most
+    // 100 filters per session): the casts cannot truncate.
+    let str16 = |b: &mut Vec<u8>, s: &str| {
+        b.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+    };
+    for s in sessions {
+        str16(&mut body, &s.client_id);
+        body.extend_from_slice(&(s.subscriptions.len() as u16).to_le_bytes());
+        for (filter, qos) in &s.subscriptions {
+            str16(&mut body, filter);
+            body.push(qos_byte(*qos));
+        }
+        body.extend_from_slice(&(s.queue.len() as u32).to_le_bytes());
+        for c in &s.queue {
+            str16(&mut body, &c.topic);
+            body.push(qos_byte(c.qos));
+            body.extend_from_slice(&(c.payload.len() as u32).to_le_bytes());
+            body.extend_from_slice(&c.payload);
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + 8 + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let crc = crc32c::crc32c(&out[..12]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A cursor over the body that reports where it ran short.
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+    base: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], (usize, &'static str)> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.b.len())
+            .ok_or((self.base + self.pos, "truncated"))?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, (usize, &'static str)> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, (usize, &'static str)> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, (usize, &'static str)> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn str16(&mut self) -> Result<String, (usize, &'static str)> {
+        let at = self.base + self.pos;
+        let n = usize::from(self.u16()?);
+        let s = self.take(n)?;
+        std::str::from_utf8(s).map(str::to_owned).map_err(|_| (at, "string is not UTF-8"))
+    }
+    fn qos(&mut self) -> Result<QoS, (usize, &'static str)> {
+        let at = self.base + self.pos;
+        match self.u8()? {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            _ => Err((at, "QoS is not 0 or 1")),
+        }
+    }
+}
+
+/// Decodes a whole file.
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<StoredSession>, SessionFileError> {
+    let corrupt =
+        |offset: usize, what: &'static str| SessionFileError::Corrupt { path: path.to_owned(), offset, what };
+    if bytes.len() < HEADER_LEN + 8 {
+        return Err(corrupt(bytes.len(), "shorter than the header"));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(corrupt(0, "not a Strata sessions file (magic)"));
+    }
+    let stored_crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[..12]) != stored_crc {
+        return Err(corrupt(12, "header checksum mismatch"));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != VERSION {
+        return Err(SessionFileError::UnsupportedVersion { path: path.to_owned(), version });
+    }
+    let len = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    let start = HEADER_LEN + 8;
+    if len > MAX_BODY || bytes.len() - start != len as usize {
+        return Err(corrupt(16, "record length does not match the file"));
+    }
+    let body = &bytes[start..];
+    if crc32c::crc32c(body) != crc {
+        return Err(corrupt(20, "record checksum mismatch"));
+    }
+    let mut r = Reader { b: body, pos: 0, base: start };
+    let parse = |r: &mut Reader<'_>| -> Result<Vec<StoredSession>, (usize, &'static str)> {
+        let n = r.u32()?;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let client_id = r.str16()?;
+            let subs = r.u16()?;
+            let mut subscriptions = Vec::with_capacity(usize::from(subs).min(100));
+            for _ in 0..subs {
+                let f = r.str16()?;
+                subscriptions.push((f, r.qos()?));
+            }
+            let queued = r.u32()?;
+            let mut queue = Vec::new();
+            for _ in 0..queued {
+                let topic = r.str16()?;
+                let qos = r.qos()?;
+                let len = r.u32()? as usize;
+                let payload = Bytes::copy_from_slice(r.take(len)?);
+                queue.push(Command { topic, payload, qos });
+            }
+            out.push(StoredSession { client_id, subscriptions, queue });
+        }
+        if r.pos != r.b.len() {
+            return Err((r.base + r.pos, "bytes after the last session"));
+        }
+        Ok(out)
+    };
+    parse(&mut r).map_err(|(offset, what)| corrupt(offset, what))
+}
+
+/// Reads the file; a missing one holds no sessions.
+pub fn load(path: &Path) -> Result<Vec<StoredSession>, SessionFileError> {
+    match std::fs::read(path) {
+        Ok(bytes) => decode(path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(SessionFileError::Io { path: path.to_owned(), source }),
+    }
+}
+
+/// Replaces the file atomically (temporary file, fsync, rename, directory fsync).
+pub fn save(path: &Path, sessions: &[StoredSession]) -> Result<(), SessionFileError> {
+    let io = |source| SessionFileError::Io { path: path.to_owned(), source };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("bin.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&encode(sessions)).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(d) = dir.and_then(|d| std::fs::File::open(d).ok()) {
+        // Makes the rename durable; some filesystems cannot fsync a directory: harmless.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Vec<StoredSession> {
+        vec![StoredSession {
+            client_id: "d5".into(),
+            subscriptions: vec![("commands/d5/#".into(), QoS::AtLeastOnce)],
+            queue: vec![Command {
+                topic: "commands/d5/go".into(),
+                payload: Bytes::from_static(b"now"),
+                qos: QoS::AtLeastOnce,
+            }],
+        }]
+    }
+
+    /// The `hex mqtt-sessions` block of docs/file-formats.md is exactly [`example`] encoded.
+    #[test]
+    fn format_doc_is_pinned() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/file-formats.md")).unwrap();
+        let block = doc.split("```hex mqtt-sessions\n").nth(1).expect("hex mqtt-sessions block");
+        let block = block.split("```").next().unwrap();
+        let want: Vec<u8> = block
+            .split_whitespace()
+            .filter(|t| t.len() == 2)
+            .filter_map(|t| u8::from_str_radix(t, 16).ok())
+            .collect();
+        let got = encode(&example());
+        let hex = |b: &[u8]| {
+            b.chunks(16)
+                .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(hex(&want), hex(&got), "docs/file-formats.md drifted; actual bytes:\n{}", hex(&got));
+    }
+
+    #[test]
+    fn round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        assert!(load(&path).unwrap().is_empty());
+        save(&path, &example()).unwrap();
+        assert_eq!(load(&path).unwrap(), example());
+        save(&path, &[]).unwrap();
+        assert!(load(&path).unwrap().is_empty());
+        let good = encode(&example());
+        // Every single flipped byte and every truncation is detected, never a panic.
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&path, &bad).is_err(), "flip at {i}");
+            assert!(decode(&path, &good[..i]).is_err(), "cut at {i}");
+        }
+        let mut v2 = good.clone();
+        v2[8] = 2;
+        let crc = crc32c::crc32c(&v2[..12]);
+        v2[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&path, &v2), Err(SessionFileError::UnsupportedVersion { version: 2, .. })));
+    }
+}
