@@ -2,6 +2,7 @@
 //! TLS) and publish telemetry, which is written to the engine and acknowledged (QoS 1) only
 //! once durable. `docs/mqtt.md` describes the behaviour; this is the layout:
 //!
+//! - [`bridge`]: bridge mode, subscribing to an external broker (`[mqtt.bridge]`).
 //! - [`listener`]: accept loops (plain and TLS), the connection limit, mTLS identities.
 //! - [`session`]: one connection: CONNECT and authentication, keep-alive, the packet loop,
 //!   batching of buffered PUBLISHes into one engine write, PUBACKs after durability,
@@ -16,9 +17,10 @@
 //!   [`metrics`]: counters; [`config`]: the `[mqtt]` section; [`tls`]: rustls and mTLS.
 //!
 //! Packets are framed and parsed by rumqttc's codec (`rumqttc::mqttbytes::v4`); we never parse
-//! MQTT by hand. What it is not (yet): MQTT 5, QoS 2, retained messages, bridge mode.
+//! MQTT by hand. What it is not (yet): MQTT 5, QoS 2, retained messages.
 
 pub mod acl;
+pub mod bridge;
 pub mod config;
 pub mod dead_letter;
 pub mod devices;
@@ -444,6 +446,7 @@ pub struct MqttServer {
     tls_addr: Option<SocketAddr>,
     accept: Vec<JoinHandle<()>>,
     saver: JoinHandle<()>,
+    bridge: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for MqttServer {
@@ -477,8 +480,9 @@ impl MqttServer {
             accept.push(tokio::spawn(listener::accept_loop(broker.clone(), to_tokio(l)?, Some(cfg))));
         }
         let saver = tokio::spawn(save_sessions_loop(broker.clone()));
+        let bridge = bridge::spawn(&broker);
         tracing::info!(addr = %addr, tls_addr = ?tls_addr, db = %broker.config.database, pattern = %broker.config.topic_pattern, "MQTT listening");
-        Ok(MqttServer { broker, addr, tls_addr, accept, saver })
+        Ok(MqttServer { broker, addr, tls_addr, accept, saver, bridge })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -503,6 +507,14 @@ impl MqttServer {
         let all = u32::try_from(self.broker.config.max_connections).unwrap_or(u32::MAX);
         if tokio::time::timeout(timeout, self.broker.conn_limit.acquire_many(all)).await.is_err() {
             tracing::warn!("MQTT connections still open at the shutdown timeout");
+        }
+        if let Some(b) = self.bridge {
+            // It finishes the write in hand and acknowledges it.
+            let abort = b.abort_handle();
+            if tokio::time::timeout(timeout, b).await.is_err() {
+                tracing::warn!("MQTT bridge still writing at the shutdown timeout");
+                abort.abort();
+            }
         }
         // The connections gave their unacknowledged commands back: save them last.
         self.saver.abort();

@@ -90,3 +90,190 @@ fn mqtt_interop_python_paho() {
         assert_eq!(got.get(&k).map(String::as_str), e[3].as_str(), "{k:?}: {got:?}");
     }
 }
+
+/// A Mosquitto broker on an ephemeral loopback port, killed (by PID) when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// `None` when `/usr/sbin/mosquitto` is not installed.
+    fn start() -> Option<Mosquitto> {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        // Free a port for the broker (it cannot report one it picked itself).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let m = Mosquitto { child, port, _dir: dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "mosquitto did not start on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(m)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Strata node bridged to `port`, in `data_dir`, with an optional shared-subscription group.
+fn bridged_node(
+    data_dir: &std::path::Path,
+    port: u16,
+    client_id: &str,
+    group: &str,
+) -> strata_e2e::server::StrataServer {
+    let conf = data_dir.with_extension("toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt.bridge]\nenabled = true\nbroker = \"127.0.0.1:{port}\"\nclient_id = \"{client_id}\"\n\
+             topics = \"telemetry/+/+\"\nshare_group = \"{group}\"\n"
+        ),
+    )
+    .unwrap();
+    ServerBuilder::new(data_dir).arg("--config").arg(conf.to_str().unwrap()).start()
+}
+
+fn metric(server: &strata_e2e::server::StrataServer, name: &str) -> u64 {
+    let text = strata_e2e::server::client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+}
+
+/// Publishes through the broker with rumqttc at QoS 1 and waits for every PUBACK.
+fn publish_via_broker(port: u16, messages: &[(String, String)]) {
+    let mut opts = rumqttc::MqttOptions::new("publisher", "127.0.0.1", port);
+    opts.set_keep_alive(std::time::Duration::from_secs(30));
+    let (client, mut conn) = rumqttc::Client::new(opts, 64);
+    let n = messages.len();
+    let sender = {
+        let messages = messages.to_vec();
+        std::thread::spawn(move || {
+            for (t, p) in messages {
+                client.publish(t, rumqttc::QoS::AtLeastOnce, false, p).unwrap();
+            }
+            client
+        })
+    };
+    let mut acked = 0;
+    for ev in conn.iter() {
+        match ev {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                acked += 1;
+                if acked == n {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("publisher: {e}"),
+        }
+    }
+    let client = sender.join().unwrap();
+    let _ = client.disconnect();
+}
+
+/// Publishes probes until every node's bridge has received one (so it has subscribed);
+/// returns how many messages the nodes received, once the last probes have arrived.
+fn wait_subscribed(port: u16, nodes: &[&strata_e2e::server::StrataServer]) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut probes = 0;
+    while nodes.iter().any(|n| metric(n, "strata_mqtt_bridge_messages_total") == 0) {
+        assert!(std::time::Instant::now() < deadline, "the bridge did not subscribe");
+        publish_via_broker(port, &[("telemetry/probe/probe".into(), format!("probe v={probes} {probes}"))]);
+        probes += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    nodes.iter().map(|n| metric(n, "strata_mqtt_bridge_messages_total")).sum()
+}
+
+fn wait_total(nodes: &[&strata_e2e::server::StrataServer], want: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got: u64 = nodes.iter().map(|n| metric(n, "strata_mqtt_bridge_messages_total")).sum();
+        if got >= want {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the bridges received {got} of {want} messages");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn numbered(n: usize) -> Vec<(String, String)> {
+    (0..n).map(|i| (format!("telemetry/dev-{}/m", i % 7), format!("m v={i} {}", i + 1))).collect()
+}
+
+#[test]
+fn mqtt_bridge_stores_what_devices_publish_to_mosquitto() {
+    let Some(mosq) = Mosquitto::start() else {
+        eprintln!("SKIPPED mqtt_bridge_stores_what_devices_publish_to_mosquitto: mosquitto is not installed (apt-get install mosquitto)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = bridged_node(&dir.path().join("a"), mosq.port, "strata-a", "");
+    let received = wait_subscribed(mosq.port, &[&node]);
+    let mut messages = numbered(300);
+    // A payload that is not line protocol: dead-lettered as by the listener, and acknowledged.
+    messages.push(("telemetry/dev-1/bad".into(), "this is not line protocol".into()));
+    publish_via_broker(mosq.port, &messages);
+    wait_total(&[&node], received + messages.len() as u64);
+    let dead = strata_e2e::server::client()
+        .get(node.url("/api/v1/mqtt/dead-letters"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(dead.contains("telemetry/dev-1/bad") && dead.contains("\"total\":1"), "{dead}");
+    node.stop();
+    let got = read_measurement(&dir.path().join("a"), "telemetry", "m");
+    assert_eq!(got.len(), 300, "every message stored once: {} points", got.len());
+    assert_eq!(got.get(&("m,device=dev-3".into(), "v".into(), 11)).map(String::as_str), Some("10"));
+}
+
+#[test]
+fn mqtt_bridge_shared_subscription_splits_the_messages() {
+    let Some(mosq) = Mosquitto::start() else {
+        eprintln!("SKIPPED mqtt_bridge_shared_subscription_splits_the_messages: mosquitto is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = bridged_node(&dir.path().join("a"), mosq.port, "strata-a", "strata");
+    let b = bridged_node(&dir.path().join("b"), mosq.port, "strata-b", "strata");
+    let received = wait_subscribed(mosq.port, &[&a, &b]);
+    let messages = numbered(400);
+    publish_via_broker(mosq.port, &messages);
+    wait_total(&[&a, &b], received + 400);
+    let (got_a, got_b) =
+        (metric(&a, "strata_mqtt_bridge_messages_total"), metric(&b, "strata_mqtt_bridge_messages_total"));
+    a.stop();
+    b.stop();
+    let sa = read_measurement(&dir.path().join("a"), "telemetry", "m");
+    let sb = read_measurement(&dir.path().join("b"), "telemetry", "m");
+    eprintln!("shared subscription: node a stored {} points, node b {}", sa.len(), sb.len());
+    assert!(!sa.is_empty() && !sb.is_empty(), "both nodes get a share: {} and {}", sa.len(), sb.len());
+    let mut all: Vec<_> = sa.keys().chain(sb.keys()).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 400, "none lost (a received {got_a}, b {got_b})");
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use strata_lineproto::Precision;
 
 use super::topic::TopicPattern;
-use crate::config::{ByteSize, ConfigError, HumanDuration};
+use crate::config::{ByteSize, ConfigError, HumanDuration, Secret};
 
 /// The MQTT listener.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +76,130 @@ pub struct MqttConfig {
     /// one of them, and its subject CN is the device id (mutual TLS). Empty = no client
     /// certificates.
     pub tls_client_ca: PathBuf,
+    /// Bridge mode: subscribe to an external broker (`[mqtt.bridge]`).
+    pub bridge: BridgeConfig,
+}
+
+/// `[mqtt.bridge]`: Strata subscribes to an existing broker (Mosquitto, EMQX, HiveMQ) and stores
+/// what devices publish there, with the listener's topic mapping, payload decoding and dead
+/// letters. Messages are acknowledged to the broker (QoS 1) only once durable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Run the bridge. Default false.
+    pub enabled: bool,
+    /// `host:port` of the broker. Default `127.0.0.1:1883`.
+    pub broker: String,
+    /// MQTT client id at the broker. With `clean_session = false` the broker keeps the
+    /// subscription and the QoS 1 messages while Strata is down. Default `strata-bridge`;
+    /// give each Strata node its own.
+    pub client_id: String,
+    /// Username at the broker; empty = none.
+    pub username: String,
+    /// Password at the broker (prefer `STRATA_MQTT_BRIDGE_PASSWORD`).
+    pub password: Secret,
+    /// Topic filters to subscribe to at QoS 1, comma-separated (a string, so that
+    /// `STRATA_MQTT_BRIDGE_TOPICS` and `--set` can set it). Default `telemetry/+/+` (the
+    /// default `mqtt.topic_pattern`). A message whose topic does not match
+    /// `mqtt.topic_pattern` is dead-lettered.
+    pub topics: String,
+    /// Shared-subscription group: subscribe to `$share/{group}/{filter}` so that several Strata
+    /// nodes with the same group split the messages. Empty = plain subscriptions (every node
+    /// gets every message).
+    pub share_group: String,
+    /// Ask the broker for a clean session at each connect. Default false (the broker keeps the
+    /// session, and the messages published while Strata was away).
+    pub clean_session: bool,
+    /// Keep-alive towards the broker. Default 30 s.
+    pub keep_alive: HumanDuration,
+    /// Most messages written as one engine write. Default 1000.
+    pub max_batch: usize,
+    /// Longest wait between reconnection attempts (the wait doubles from 100 ms up to it).
+    /// Default 30 s.
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            enabled: false,
+            broker: "127.0.0.1:1883".into(),
+            client_id: "strata-bridge".into(),
+            username: String::new(),
+            password: Secret::default(),
+            topics: "telemetry/+/+".into(),
+            share_group: String::new(),
+            clean_session: false,
+            keep_alive: HumanDuration::secs(30),
+            max_batch: 1000,
+            max_backoff: HumanDuration::secs(30),
+        }
+    }
+}
+
+impl BridgeConfig {
+    /// The filters of `topics`.
+    pub fn filters(&self) -> Vec<&str> {
+        self.topics.split(',').map(str::trim).filter(|t| !t.is_empty()).collect()
+    }
+
+    /// The filters as subscribed (with the `$share/{group}/` prefix when set).
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.filters()
+            .into_iter()
+            .map(|t| {
+                if self.share_group.is_empty() {
+                    (*t).to_owned()
+                } else {
+                    format!("$share/{}/{t}", self.share_group)
+                }
+            })
+            .collect()
+    }
+
+    /// Host and port of `broker` (validated).
+    pub fn host_port(&self) -> Option<(String, u16)> {
+        let (host, port) = self.broker.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Some((host.to_owned(), port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.host_port().is_none() {
+            return bad("mqtt.bridge.broker", format!("{:?} is not host:port", self.broker));
+        }
+        if self.client_id.is_empty() || self.client_id.len() > 256 {
+            return bad("mqtt.bridge.client_id", "must be 1 to 256 bytes".into());
+        }
+        if self.filters().is_empty() {
+            return bad("mqtt.bridge.topics", "name at least one topic filter".into());
+        }
+        for t in self.filters() {
+            if !rumqttc::valid_filter(t) || t.starts_with('$') {
+                return bad("mqtt.bridge.topics", format!("{t:?} is not a topic filter"));
+            }
+        }
+        if self.share_group.contains(['/', '+', '#']) {
+            return bad(
+                "mqtt.bridge.share_group",
+                format!("{:?} must be one topic level without wildcards", self.share_group),
+            );
+        }
+        if self.max_batch == 0 || self.max_batch > 65_535 {
+            return bad("mqtt.bridge.max_batch", format!("{} is not between 1 and 65535", self.max_batch));
+        }
+        if self.keep_alive.get() < std::time::Duration::from_secs(5) {
+            return bad("mqtt.bridge.keep_alive", "must be at least 5s".into());
+        }
+        if self.max_backoff.get() < std::time::Duration::from_millis(100) {
+            return bad("mqtt.bridge.max_backoff", "must be at least 100ms".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for MqttConfig {
@@ -104,6 +228,7 @@ impl Default for MqttConfig {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             tls_client_ca: PathBuf::new(),
+            bridge: BridgeConfig::default(),
         }
     }
 }
@@ -178,7 +303,7 @@ impl MqttConfig {
         {
             return bad("mqtt.tls_cert", "mqtt.tls_addr needs mqtt.tls_cert and mqtt.tls_key".into());
         }
-        Ok(())
+        self.bridge.validate()
     }
 
     /// Line-protocol timestamp unit (validated).
@@ -196,6 +321,27 @@ impl MqttConfig {
 mod tests {
     use super::*;
 
+    fn on() -> BridgeConfig {
+        BridgeConfig { enabled: true, ..Default::default() }
+    }
+
+    fn bridge(b: BridgeConfig) -> MqttConfig {
+        MqttConfig { bridge: b, ..Default::default() }
+    }
+
+    #[test]
+    fn bridge_subscriptions_and_address() {
+        let b = BridgeConfig { share_group: "strata".into(), ..on() };
+        assert_eq!(b.subscriptions(), vec!["$share/strata/telemetry/+/+"]);
+        assert_eq!(on().subscriptions(), vec!["telemetry/+/+"]);
+        let b = BridgeConfig { topics: "a/+/+, b/#".into(), ..on() };
+        assert_eq!(b.subscriptions(), vec!["a/+/+", "b/#"]);
+        assert_eq!(on().host_port(), Some(("127.0.0.1".into(), 1883)));
+        let b = BridgeConfig { broker: "[::1]:1884".into(), ..on() };
+        assert_eq!(b.host_port(), Some(("::1".into(), 1884)));
+        bridge(on()).validate().unwrap();
+    }
+
     #[test]
     fn defaults_validate_and_bad_keys_are_named() {
         MqttConfig::default().validate().unwrap();
@@ -207,6 +353,10 @@ mod tests {
             (MqttConfig { max_inflight: 0, ..Default::default() }, "mqtt.max_inflight"),
             (MqttConfig { tls_addr: "127.0.0.1:0".into(), ..Default::default() }, "mqtt.tls_cert"),
             (MqttConfig { addr: "nowhere".into(), ..Default::default() }, "mqtt.addr"),
+            (bridge(BridgeConfig { broker: "nohost".into(), ..on() }), "mqtt.bridge.broker"),
+            (bridge(BridgeConfig { topics: " , ".into(), ..on() }), "mqtt.bridge.topics"),
+            (bridge(BridgeConfig { topics: "ok/+,a/#/b".into(), ..on() }), "mqtt.bridge.topics"),
+            (bridge(BridgeConfig { share_group: "a/b".into(), ..on() }), "mqtt.bridge.share_group"),
         ];
         for (c, key) in cases {
             let err = c.validate().unwrap_err();

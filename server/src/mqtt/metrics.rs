@@ -58,6 +58,9 @@ pub struct MqttMetrics {
     pub commands_delivered: AtomicU64,
     pub commands_queued: AtomicU64,
     pub commands_dropped: AtomicU64,
+    /// Bridge mode: messages received from the external broker, and connections made to it.
+    pub bridge_messages: AtomicU64,
+    pub bridge_connects: AtomicU64,
     backpressure: [AtomicU64; 3],
 }
 
@@ -76,7 +79,19 @@ impl MqttMetrics {
 
     /// Appends the MQTT metrics in the Prometheus text format.
     pub fn encode_prometheus(&self, out: &mut String) {
-        let simple: [(&str, &str, &str, &AtomicU64); 15] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 17] = [
+            (
+                "strata_mqtt_bridge_messages_total",
+                "counter",
+                "Messages received from the bridged broker.",
+                &self.bridge_messages,
+            ),
+            (
+                "strata_mqtt_bridge_connects_total",
+                "counter",
+                "Connections made to the bridged broker.",
+                &self.bridge_connects,
+            ),
             ("strata_mqtt_connections_total", "counter", "MQTT connections accepted.", &self.connections),
             ("strata_mqtt_connections_active", "gauge", "MQTT connections open.", &self.connections_active),
             (
