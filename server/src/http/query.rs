@@ -181,7 +181,7 @@ async fn answer(
         // SELECT ... INTO also writes: the token needs write access on the target database.
         if let Some(target) = into_database(stmt, params.db.as_deref()) {
             if let Err(e) = st.authorize(&headers, params.p.as_deref(), Access::Write(target)) {
-                return json_response(e.status(), encode_error_json(&e.to_string()));
+                return (json_response(e.status(), encode_error_json(&e.to_string())), QueryOutcome::Auth);
             }
         }
         if method == Method::GET && !stmt.is_read_only() {
