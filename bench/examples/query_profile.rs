@@ -2,8 +2,9 @@
 //! series lookup, scan, aggregation) and JSON encoding, for the four TSBS-iot queries of
 //! issue 4 over the same data as `benches/query.rs`. Medians of `--runs` repetitions, warm.
 //!
-//! `cargo run --release -p strata-bench --example query_profile -- [trucks] [hours] [runs]`
-//! (defaults 100 trucks x 4 h, 2000 runs). The HTTP round trip is measured end to end by
+//! `cargo run --release -p strata-bench --example query_profile -- [trucks] [hours] [runs] [query]`
+//! (defaults 100 trucks x 4 h, 2000 runs, every query; a name such as `max-velocity-1h` runs
+//! only that one, e.g. under `perf record`). The HTTP round trip is measured end to end by
 //! `strata-loadgen query` against a running server instead.
 
 use std::time::{Duration, Instant};
@@ -63,7 +64,11 @@ fn main() {
     let now = START_NS + hours as i64 * HOUR;
     println!("{trucks} trucks x {hours} h, {runs} runs, medians in microseconds");
     println!("{:<16} {:>9} {:>9} {:>9} {:>9}", "query", "parse", "execute", "encode", "total");
+    let only = std::env::args().nth(4);
     for (name, q) in &queries {
+        if only.as_deref().is_some_and(|o| o != *name) {
+            continue;
+        }
         let (mut tp, mut te, mut tj, mut tt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             let t0 = Instant::now();

@@ -1555,25 +1555,42 @@ pub fn format_time(ns: i64) -> String {
     out
 }
 
-/// [`format_time`] appended to `out`, without allocating (result encoders call it per row).
+/// [`format_time`] appended to `out`, without allocating: result encoders call it per row,
+/// and going through `core::fmt` for the seven fixed-width numbers was a sixth of the
+/// in-process time of a one-series, 60-row query.
 pub fn write_time(out: &mut String, ns: i64) {
-    use std::fmt::Write as _;
-    let secs = ns.div_euclid(NANOS_PER_SECOND);
-    let mut frac = ns.rem_euclid(NANOS_PER_SECOND);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60);
-    if frac != 0 {
-        let mut digits = 9;
-        while frac % 10 == 0 {
-            frac /= 10;
-            digits -= 1;
+    fn digits(buf: &mut [u8], mut v: u64) {
+        for b in buf.iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
         }
-        let _ = write!(out, ".{frac:0digits$}");
     }
-    out.push('Z');
+    let secs = ns.div_euclid(NANOS_PER_SECOND);
+    let mut frac = ns.rem_euclid(NANOS_PER_SECOND) as u64;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u64;
+    let (y, m, d) = civil_from_days(days);
+    // Years of i64 nanoseconds are 1677..=2262: always four digits.
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    digits(&mut b[0..4], y as u64);
+    digits(&mut b[5..7], m as u64);
+    digits(&mut b[8..10], d as u64);
+    digits(&mut b[11..13], sod / 3600);
+    digits(&mut b[14..16], sod % 3600 / 60);
+    digits(&mut b[17..19], sod % 60);
+    let len = if frac == 0 {
+        19
+    } else {
+        let mut n = 9;
+        while frac.is_multiple_of(10) {
+            frac /= 10;
+            n -= 1;
+        }
+        digits(&mut b[20..20 + n], frac);
+        20 + n
+    };
+    b[len] = b'Z';
+    out.push_str(std::str::from_utf8(&b[..=len]).expect("ASCII digits and separators"));
 }
 
 // ---------------------------------------------------------------------------

@@ -414,8 +414,21 @@ impl Acc {
                 self.ty = Some(col.field_type());
                 self.count += n as u64;
                 // Best in the run first (strictly better keeps the earliest), then one offer.
-                let mut best = 0;
                 let want = if self.kind == AggKind::Min { Ordering::Less } else { Ordering::Greater };
+                if let Col::F(v) = col {
+                    // The common case without the per-value dispatch of `v_cmp` (same order:
+                    // `total_cmp`, NaN skipped unless every value is NaN).
+                    let mut best: Option<usize> = None;
+                    for (i, x) in v.iter().enumerate() {
+                        if !x.is_nan() && best.is_none_or(|b| x.total_cmp(&v[b]) == want) {
+                            best = Some(i);
+                        }
+                    }
+                    let b = best.unwrap_or(0);
+                    self.select(ts[b], V::F(v[b]));
+                    return;
+                }
+                let mut best = 0;
                 let mut best_v = col.get(0);
                 for i in 1..n {
                     let v = col.get(i);

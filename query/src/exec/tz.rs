@@ -112,6 +112,18 @@ impl Windows {
     /// `[start, end)` of the window holding `t`.
     #[inline]
     pub fn bounds(&self, t: i64) -> (i64, i64) {
+        if self.tz.is_utc() {
+            // i64 arithmetic unless near the ends of time (i128 division is several times
+            // slower and this runs once per run of points).
+            let (d, off) = (self.interval, self.offset);
+            if let Some(x) = t.checked_sub(off) {
+                if let Some(start) = x.checked_sub(x.rem_euclid(d)).and_then(|s| s.checked_add(off)) {
+                    if let Some(end) = start.checked_add(d) {
+                        return (start, end);
+                    }
+                }
+            }
+        }
         let d = self.interval as i128;
         let off = self.offset as i128;
         let t = t as i128 - off;
