@@ -217,6 +217,13 @@ impl Catalog {
 
     /// Returns the id of database `name`, creating it if needed.
     pub fn create_db(&self, name: &str) -> DbId {
+        self.create_db_with_retention(name, None)
+    }
+
+    /// Like [`Catalog::create_db`]; a database created now gets `retention` (an existing one
+    /// keeps its own). Both records are logged under one lock, so no reader or concurrent
+    /// creator sees the database without its policy.
+    pub fn create_db_with_retention(&self, name: &str, retention: Option<RetentionPolicy>) -> DbId {
         if let Some(id) = self.db_id(name) {
             return id;
         }
@@ -232,6 +239,12 @@ impl Catalog {
             p.extend_from_slice(name.as_bytes());
         });
         insert_db(&mut st, id, name);
+        if let Some(rp) = retention {
+            self.append(&mut log, |p| encode_retention(p, id, &rp));
+            if let Some(d) = st.dbs.get_mut(&id) {
+                d.retention = rp;
+            }
+        }
         id
     }
 
@@ -387,13 +400,7 @@ impl Catalog {
     pub fn set_retention(&self, db: DbId, rp: RetentionPolicy) {
         let mut log = self.log.lock();
         let mut st = self.state.write();
-        self.append(&mut log, |p| {
-            p.push(REC_RETENTION);
-            p.extend_from_slice(&db.0.to_le_bytes());
-            p.extend_from_slice(&rp.duration.unwrap_or(0).to_le_bytes());
-            p.extend_from_slice(&rp.partition_duration.unwrap_or(0).to_le_bytes());
-            p.extend_from_slice(rp.name.as_bytes());
-        });
+        self.append(&mut log, |p| encode_retention(p, db, &rp));
         if let Some(d) = st.dbs.get_mut(&db) {
             d.retention = rp;
         }
@@ -476,6 +483,14 @@ impl Catalog {
     pub fn with_db<R>(&self, db: DbId, f: impl FnOnce(&DatabaseMeta) -> R) -> Option<R> {
         self.state.read().dbs.get(&db).map(f)
     }
+}
+
+fn encode_retention(p: &mut Vec<u8>, db: DbId, rp: &RetentionPolicy) {
+    p.push(REC_RETENTION);
+    p.extend_from_slice(&db.0.to_le_bytes());
+    p.extend_from_slice(&rp.duration.unwrap_or(0).to_le_bytes());
+    p.extend_from_slice(&rp.partition_duration.unwrap_or(0).to_le_bytes());
+    p.extend_from_slice(rp.name.as_bytes());
 }
 
 fn insert_db(st: &mut State, id: DbId, name: &str) {

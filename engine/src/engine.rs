@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use rustc_hash::{FxBuildHasher, FxHasher};
 
 use crate::batch::{encode_series_key, BatchIter, PointRef, WriteBatch};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, RetentionPolicy};
 use crate::error::{
     FlushError, LifecycleError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError,
 };
@@ -71,6 +71,9 @@ pub struct EngineOptions {
     /// Not a tuning knob for operators: tests make it tiny so that every code path sees sealed
     /// chunks.
     pub memtable_chunk_values: usize,
+    /// Retention of databases created from now on (on first write, `CREATE DATABASE`, the
+    /// admin API) until a retention statement changes it. `None` (default) keeps data forever.
+    pub default_retention: Option<Duration>,
 }
 
 impl EngineOptions {
@@ -88,6 +91,7 @@ impl EngineOptions {
             compaction_min_segments: 4,
             compaction_bytes_per_sec: 64 << 20,
             memtable_chunk_values: crate::memtable::CHUNK_VALUES,
+            default_retention: None,
         }
     }
 
@@ -101,6 +105,9 @@ impl EngineOptions {
         }
         if !(1..=crate::codec::MAX_BLOCK_VALUES).contains(&self.memtable_chunk_values) {
             return bad("memtable_chunk_values", "must be between 1 and 1048576");
+        }
+        if self.default_retention.is_some_and(|d| d < Duration::from_secs(3600)) {
+            return bad("default_retention", "must be at least 1 hour (or none: forever)");
         }
         if self.max_frozen_memtables == 0 {
             return bad("max_frozen_memtables", "must be at least 1");
@@ -411,7 +418,11 @@ impl Engine {
     /// Creates a database if it does not exist.
     pub fn create_database(&self, name: &str) -> Result<(), WriteError> {
         validate_db_name(name)?;
-        self.inner.catalog.create_db(name);
+        let retention = self.inner.opts.default_retention.map(|d| RetentionPolicy {
+            duration: Some(d.as_nanos().min(i64::MAX as u128) as i64),
+            ..RetentionPolicy::default()
+        });
+        self.inner.catalog.create_db_with_retention(name, retention);
         self.inner.catalog.sync()?;
         Ok(())
     }

@@ -184,6 +184,9 @@ pub struct StorageConfig {
     pub compaction_min_segments: usize,
     /// Read budget of compaction, so ingest and queries keep the disk. Default 64 MiB/s.
     pub compaction_rate: ByteSize,
+    /// Retention of newly created databases (first write, `CREATE DATABASE`, admin API) until
+    /// a retention statement changes it. `0s` (default) keeps data forever; else at least 1h.
+    pub default_retention: HumanDuration,
 }
 
 impl Default for StorageConfig {
@@ -198,6 +201,7 @@ impl Default for StorageConfig {
             partition_duration: HumanDuration::secs(86_400),
             auto_create_databases: true,
             maintenance_interval: HumanDuration::secs(30),
+            default_retention: HumanDuration::secs(0),
             compaction_min_segments: 4,
             compaction_rate: ByteSize::mib(64),
         }
@@ -495,6 +499,10 @@ impl Config {
         if s.max_frozen_memtables == 0 {
             return bad("storage.max_frozen_memtables", "must be at least 1".into());
         }
+        let retention = s.default_retention.get();
+        if !retention.is_zero() && retention < std::time::Duration::from_secs(3600) {
+            return bad("storage.default_retention", "must be 0s (forever) or at least 1h".into());
+        }
         if s.partition_duration.get() < std::time::Duration::from_secs(60) {
             return bad("storage.partition_duration", "must be at least 1m".into());
         }
@@ -607,6 +615,7 @@ impl Config {
         o.maintenance_interval = s.maintenance_interval.get();
         o.compaction_min_segments = s.compaction_min_segments;
         o.compaction_bytes_per_sec = s.compaction_rate.0;
+        o.default_retention = Some(s.default_retention.get()).filter(|d| !d.is_zero());
         o
     }
 }
@@ -815,6 +824,7 @@ mod tests {
             ("limits.max_line_length", "10B", "limits.max_line_length"),
             ("limits.write_memory", "64MiB", "limits.write_memory"),
             ("storage.partition_duration", "10s", "storage.partition_duration"),
+            ("storage.default_retention", "30m", "storage.default_retention"),
         ];
         for (key, value, named) in cases {
             let err = Config::load(None, [], &[Override::new(*key, *value, "--set")]).unwrap_err();

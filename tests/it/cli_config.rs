@@ -99,3 +99,27 @@ fn cli_token_commands() {
     let out = run(&["token", "list", "--json"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "[]");
 }
+
+#[test]
+fn cli_default_retention_applies_to_auto_created_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).set("storage.default_retention", "7d").start();
+    let c = client();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // One point inside the week, one older than it: the old one is refused, the other stored.
+    let body = format!("m v=1 {now_s}\nm v=2 {}\n", now_s - 8 * 86_400);
+    let r = c.post(server.url("/write?db=fleet&precision=s")).body(body).send().unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "the point past retention is reported");
+    let r = c.get(server.url("/query")).query(&[("q", "SHOW RETENTION POLICIES ON fleet")]).send().unwrap();
+    let text = r.text().unwrap();
+    assert!(text.contains("168h0m0s"), "auto-created database has the default retention: {text}");
+    let r = c
+        .get(server.url("/query"))
+        .query(&[("db", "fleet"), ("q", "SELECT count(v) FROM m")])
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(r["results"][0]["series"][0]["values"][0][1], 1, "one point stored: {r}");
+    server.stop();
+}

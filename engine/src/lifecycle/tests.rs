@@ -201,3 +201,47 @@ fn compaction_merges_into_one_segment_and_crash_leftovers_are_removed() {
     assert_eq!(got[0].columns[0].values, crate::Values::F64(vec![99.0]));
     assert!(e.segment_files()[0].to_string_lossy().ends_with("-g2.seg"));
 }
+
+#[test]
+fn new_databases_get_the_default_retention_and_keep_it_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_with_default = || {
+        let mut o = EngineOptions::new(dir.path());
+        o.shards = 1;
+        o.sync = SyncPolicy::Never;
+        o.maintenance_interval = Duration::from_secs(3600);
+        o.default_retention = Some(Duration::from_secs(7 * 86_400));
+        Engine::open(o).unwrap()
+    };
+    {
+        // A database from before the default was configured keeps "forever".
+        let e = open(dir.path());
+        e.create_database("old").unwrap();
+    }
+    let e = open_with_default();
+    e.create_database("new").unwrap();
+    // Creating it again (every auto-created write does) must not reset a policy set since.
+    let week = 7 * 24 * HOUR;
+    assert_eq!(e.retention_policy("new").unwrap().duration, Some(week));
+    e.set_retention_policy("new", RetentionPolicy { duration: Some(2 * week), ..RetentionPolicy::default() })
+        .unwrap();
+    e.create_database("new").unwrap();
+    assert_eq!(e.retention_policy("new").unwrap().duration, Some(2 * week));
+    assert_eq!(e.retention_policy("old").unwrap().duration, None);
+    e.create_database("fresh").unwrap();
+    drop(e);
+    // Without the option the policies stay what they were when created.
+    let e = open(dir.path());
+    assert_eq!(e.retention_policy("fresh").unwrap().duration, Some(week));
+    assert_eq!(e.retention_policy("new").unwrap().duration, Some(2 * week));
+    assert_eq!(e.retention_policy("old").unwrap().duration, None);
+}
+
+#[test]
+fn a_default_retention_under_an_hour_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = EngineOptions::new(dir.path());
+    o.default_retention = Some(Duration::from_secs(60));
+    let err = Engine::open(o).err().expect("refused").to_string();
+    assert!(err.contains("default_retention"), "{err}");
+}
