@@ -44,6 +44,16 @@ pub enum PointError {
     TooMany { what: &'static str, count: usize, max: usize },
     #[error("field {field:?} is {got} but was {expected} earlier in the same point")]
     DuplicateFieldType { field: String, expected: FieldType, got: FieldType },
+    #[error("series key reference outside the batch (was the batch cleared?)")]
+    StaleKey,
+}
+
+/// Where the encoded series key of a point sits in its batch (see [`WriteBatch::last_key`]).
+/// Valid until the batch is cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRef {
+    offset: u32,
+    len: u16,
 }
 
 /// Why stored batch bytes could not be decoded (a WAL record that passed its checksum but does
@@ -64,6 +74,8 @@ pub struct WriteBatch {
     /// Scratch for sorting tags; kept to avoid allocating per point.
     tag_scratch: Vec<(usize, usize, usize, usize)>,
     key_scratch: Vec<u8>,
+    /// The series key of the last point finished.
+    last_key: Option<KeyRef>,
 }
 
 impl WriteBatch {
@@ -97,6 +109,42 @@ impl WriteBatch {
             fields_start: None,
             err,
             done: false,
+            prebuilt: false,
+        }
+    }
+
+    /// The series key of the last point finished, to start later points of the same series
+    /// with [`WriteBatch::point_with_key`].
+    pub fn last_key(&self) -> Option<KeyRef> {
+        self.last_key
+    }
+
+    /// Starts a point of the series `key` (from [`WriteBatch::last_key`] of this batch): the
+    /// key is copied as encoded, so the measurement and tags are neither given again nor
+    /// checked and sorted again. Only fields follow; the header is written first and patched
+    /// at [`PointBuilder::finish`], so the fields are not moved either.
+    pub fn point_with_key(&mut self, key: KeyRef) -> PointBuilder<'_> {
+        let start = self.buf.len();
+        let range = key.offset as usize..key.offset as usize + key.len as usize;
+        // Only an older point of this batch can hold the key: before `start`.
+        let err = (range.end > start).then_some(PointError::StaleKey);
+        if err.is_none() {
+            self.buf.reserve(4 + 2 + range.len() + 8 + 2);
+            self.buf.extend_from_slice(&[0; 4]); // body_len, patched by finish
+            self.buf.extend_from_slice(&key.len.to_le_bytes());
+            self.buf.extend_from_within(range);
+            self.buf.extend_from_slice(&[0; 10]); // timestamp and n_fields, patched by finish
+        }
+        let fields_start = Some(self.buf.len());
+        PointBuilder {
+            batch: self,
+            start,
+            m_len: 0,
+            n_fields: 0,
+            fields_start,
+            err,
+            done: false,
+            prebuilt: true,
         }
     }
 
@@ -125,6 +173,7 @@ impl WriteBatch {
         self.buf.clear();
         self.points = 0;
         self.field_values = 0;
+        self.last_key = None;
     }
 
     /// Iterates the points of encoded batch bytes, validating as it goes.
@@ -142,6 +191,8 @@ pub struct PointBuilder<'b> {
     fields_start: Option<usize>,
     err: Option<PointError>,
     done: bool,
+    /// Started by [`WriteBatch::point_with_key`]: the header is in place, fields follow it.
+    prebuilt: bool,
 }
 
 impl Drop for PointBuilder<'_> {
@@ -160,7 +211,7 @@ impl PointBuilder<'_> {
             return self;
         }
         if self.fields_start.is_some() {
-            debug_assert!(false, "tags must be added before fields");
+            debug_assert!(false, "tags must be added before fields (and not to a prebuilt key)");
         }
         if key.is_empty() {
             self.err = Some(PointError::EmptyTagKey);
@@ -250,6 +301,7 @@ impl PointBuilder<'_> {
         let (start, m_len, n_fields, fields_start) =
             (self.start, self.m_len, self.n_fields, self.fields_start);
         let err = self.err.take();
+        let prebuilt = self.prebuilt;
         let batch = &mut *self.batch;
         let result = (|| {
             if let Some(e) = err {
@@ -257,6 +309,16 @@ impl PointBuilder<'_> {
             }
             if n_fields == 0 {
                 return Err(PointError::NoFields);
+            }
+            if prebuilt {
+                let body_len = batch.buf.len() - start - 4;
+                let key_len = u16::from_le_bytes([batch.buf[start + 4], batch.buf[start + 5]]) as usize;
+                let ts_at = start + 6 + key_len;
+                let buf = &mut batch.buf;
+                buf[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+                buf[ts_at..ts_at + 8].copy_from_slice(&timestamp.to_le_bytes());
+                buf[ts_at + 8..ts_at + 10].copy_from_slice(&(n_fields as u16).to_le_bytes());
+                return Ok(key_len);
             }
             let fields_start = fields_start.expect("n_fields > 0 implies fields were staged");
             // Sort tags by key and reject duplicates.
@@ -296,12 +358,15 @@ impl PointBuilder<'_> {
             let header_len = buf.len() - header_start;
             buf[fields_start..].rotate_right(header_len);
             debug_assert_eq!(buf.len() - start, 4 + body_len);
-            Ok(())
+            Ok(key_len)
         })();
         match result {
-            Ok(()) => {
+            Ok(key_len) => {
                 batch.points += 1;
                 batch.field_values += n_fields;
+                // Both layouts put the key right after the u32 body length and u16 key length.
+                batch.last_key =
+                    u32::try_from(start + 6).ok().map(|offset| KeyRef { offset, len: key_len as u16 });
                 Ok(())
             }
             Err(e) => {
@@ -568,6 +633,49 @@ mod tests {
         assert_eq!(fields[0], ("usage", FieldValue::F64(1.5)));
         assert_eq!(fields[2], ("s", FieldValue::Str("hi")));
         assert_eq!(fields[3], ("ok", FieldValue::Bool(true)));
+    }
+
+    #[test]
+    fn point_with_key_encodes_like_a_full_point() {
+        let full = |b: &mut WriteBatch, ts: i64, v: f64| {
+            let mut p = b.point("cpu");
+            p.tag("region", "eu").tag("host", "a");
+            p.field("usage", FieldValue::F64(v)).field("s", FieldValue::Str("x"));
+            p.finish(ts).unwrap();
+        };
+        let mut want = WriteBatch::new();
+        full(&mut want, 1, 1.0);
+        full(&mut want, 2, 2.0);
+        full(&mut want, 3, 3.0);
+        let mut b = WriteBatch::new();
+        full(&mut b, 1, 1.0);
+        let key = b.last_key().unwrap();
+        b.point_with_key(key)
+            .field("usage", FieldValue::F64(2.0))
+            .field("s", FieldValue::Str("x"))
+            .finish(2)
+            .unwrap();
+        // The key of a prebuilt point is as good as the first one.
+        let key2 = b.last_key().unwrap();
+        assert_ne!(key, key2);
+        b.point_with_key(key2)
+            .field("usage", FieldValue::F64(3.0))
+            .field("s", FieldValue::Str("x"))
+            .finish(3)
+            .unwrap();
+        assert_eq!(b.as_bytes(), want.as_bytes());
+        assert_eq!((b.len_points(), b.len_field_values()), (3, 6));
+        assert!(b.iter().all(|p| p.is_ok()));
+
+        // A refused prebuilt point leaves nothing; a key from a cleared batch is refused.
+        let before = b.as_bytes().to_vec();
+        assert!(matches!(b.point_with_key(key).finish(4), Err(PointError::NoFields)));
+        assert_eq!(b.as_bytes(), &before[..]);
+        b.clear();
+        assert_eq!(b.last_key(), None);
+        let r = b.point_with_key(key2).field("v", FieldValue::F64(1.0)).finish(5);
+        assert!(matches!(r, Err(PointError::StaleKey)), "{r:?}");
+        assert!(b.as_bytes().is_empty());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod segment;
 pub mod stats;
 pub mod wal;
 
-pub use batch::{PointBuilder, PointError, WriteBatch};
+pub use batch::{KeyRef, PointBuilder, PointError, WriteBatch};
 pub use catalog::{DownsampleRule, RetentionPolicy, Tombstone};
 pub use engine::{validate_db_name, Engine, EngineOptions, EngineStats, ScanRequest, WriteOutcome};
 pub use error::{

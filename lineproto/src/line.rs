@@ -120,6 +120,17 @@ impl<'a> Line<'a> {
         self.raw
     }
 
+    /// The measurement and tag section exactly as written (escapes included, tags in input
+    /// order): `cpu,host=a,dc=x`. Two lines with the same text here name the same series, so
+    /// a caller can cache whatever it derives from the measurement and tags under this key.
+    pub fn series(&self) -> &'a str {
+        // `raw` starts with the measurement, and the measurement and the tag section are
+        // slices of it, so the section ends where the last of them ends.
+        let section = if self.tag_count > 0 { self.tags } else { self.measurement.raw() };
+        let end = section.as_ptr() as usize + section.len() - self.raw.as_ptr() as usize;
+        &self.raw[..end]
+    }
+
     /// The tags in input order (not sorted), each key and value still escaped.
     /// Tag keys are unique.
     pub fn tags(&self) -> Tags<'a> {

@@ -630,3 +630,10 @@ fn sizes_stay_small() {
     assert!(std::mem::size_of::<Line<'_>>() <= 136, "{}", std::mem::size_of::<Line<'_>>());
     assert!(std::mem::size_of::<LineError>() <= 96, "{}", std::mem::size_of::<LineError>());
 }
+
+#[test]
+fn series_is_the_measurement_and_tags_as_written() {
+    let input = b"  cpu,host=a,dc=x usage=1 5\nmem free=2\nmy\\ m,t\\ k=v\\,1 f=\"a b\"\r\n";
+    let got: Vec<String> = Parser::new(input).map(|l| l.unwrap().series().to_owned()).collect();
+    assert_eq!(got, ["cpu,host=a,dc=x", "mem", "my\\ m,t\\ k=v\\,1"]);
+}
