@@ -632,6 +632,29 @@ mod tests {
     }
 
     #[test]
+    fn query_errors_are_classified() {
+        use strata_query::QueryError as E;
+        for (i, o) in QueryOutcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+        assert_eq!(QueryOutcome::of_error(&E::Timeout { limit_ms: 5 }), QueryOutcome::Timeout);
+        assert_eq!(QueryOutcome::of_error(&E::TooManySeries { count: 3, limit: 2 }), QueryOutcome::Limit);
+        assert_eq!(QueryOutcome::of_error(&E::MemoryExceeded { limit: 1 }), QueryOutcome::Limit);
+        assert_eq!(QueryOutcome::of_error(&E::DatabaseRequired), QueryOutcome::Invalid);
+        assert_eq!(
+            QueryOutcome::of_error(&E::Write(strata_engine::WriteError::Poisoned)),
+            QueryOutcome::Internal
+        );
+        let m = Metrics::default();
+        m.query.record(QueryOutcome::Parse, Duration::from_millis(1));
+        let mut out = String::new();
+        m.encode_prometheus(&mut out);
+        assert!(out.contains("strata_query_requests_total{outcome=\"parse\"} 1\n"), "{out}");
+        assert!(out.contains("strata_query_requests_total{outcome=\"ok\"} 0\n"), "{out}");
+        assert!(out.contains("strata_query_duration_seconds_count 1\n"), "{out}");
+    }
+
+    #[test]
     fn histogram_buckets_are_cumulative() {
         let h = Histogram::default();
         h.observe(Duration::from_micros(50));
