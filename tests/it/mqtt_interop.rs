@@ -1,8 +1,10 @@
-//! Interoperability with third-party MQTT clients: Debian's `mosquitto_pub` and Python's
-//! `paho-mqtt` publish into Strata, and the data is read back from the data directory.
+//! Interoperability with third-party MQTT software: Debian's `mosquitto_pub` and Python's
+//! `paho-mqtt` publish into Strata, and the data is read back from the data directory; bridge
+//! mode subscribes to Debian's `mosquitto` broker (started here on an ephemeral loopback port
+//! with a generated config, killed by PID) and stores what is published there.
 //!
-//! Each test prints a notice and passes when its client is missing (`scripts/test.sh`
-//! installs both).
+//! Each test prints a notice and passes when its program is missing (`scripts/test.sh`
+//! installs them).
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -357,6 +357,35 @@ mod tests {
         assert_eq!((d.queued, d.dropped), (1, 1), "queue of 1 keeps the newest: {d:?}");
     }
 
+    #[test]
+    fn snapshot_and_restore_keep_persistent_sessions_only() {
+        let s = Sessions::new(10, 5);
+        let a = s.attach("p1", false, 1).unwrap();
+        assert!(s.is_dirty(), "a new persistent session is a change to save");
+        s.subscribe("p1", "commands/p1/#", QoS::AtLeastOnce);
+        let c = s.attach("c1", true, 2).unwrap();
+        s.subscribe("c1", "commands/c1/#", QoS::AtLeastOnce);
+        s.detach("p1", 1, vec![], a.rx);
+        s.publish(&cmd("commands/p1/go", QoS::AtLeastOnce));
+        let snap = s.snapshot();
+        assert!(!s.is_dirty());
+        assert_eq!(snap.len(), 1, "clean sessions are not saved: {snap:?}");
+        assert_eq!(snap[0].client_id, "p1");
+        assert_eq!(snap[0].subscriptions, vec![("commands/p1/#".to_owned(), QoS::AtLeastOnce)]);
+        assert_eq!(snap[0].queue, vec![cmd("commands/p1/go", QoS::AtLeastOnce)]);
+        s.detach("c1", 2, vec![], c.rx);
+        assert!(!s.is_dirty(), "a clean session ending is no change to save");
+
+        // As after a restart: the subscription routes new commands, the queue is delivered.
+        let r = Sessions::new(10, 5);
+        r.restore(snap);
+        assert_eq!(r.publish(&cmd("commands/p1/later", QoS::AtLeastOnce)).queued, 1);
+        let a = r.attach("p1", false, 1).unwrap();
+        assert!(a.session_present);
+        let topics: Vec<_> = a.queued.iter().map(|c| c.topic.as_str()).collect();
+        assert_eq!(topics, vec!["commands/p1/go", "commands/p1/later"]);
+    }
+
     /// Whether `n` holds a stored permit (`notify_one` before anyone waited).
     fn futures_lite_now(n: Arc<Notify>) -> bool {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
