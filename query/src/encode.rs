@@ -229,62 +229,105 @@ pub fn encode_json(results: &[StatementResult], opts: EncodeOptions) -> String {
 
 /// `chunked=true`: one JSON document per line, each with at most `chunk_size` rows of one
 /// series. `partial: true` marks a series continued in the next chunk and a statement whose
-/// results continue.
+/// results continue. The materialised form of [`ChunkEncoder`], for callers that already hold
+/// every result.
 pub fn encode_json_chunks(
     results: &[StatementResult],
     opts: EncodeOptions,
     chunk_size: usize,
 ) -> Vec<String> {
-    let chunk_size = chunk_size.max(1);
+    let mut enc = ChunkEncoder::new(opts, chunk_size);
     let mut lines = Vec::new();
     for r in results {
-        // (series index, row range)
-        let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
-        for (si, s) in r.series.iter().enumerate() {
-            if s.values.is_empty() {
-                chunks.push((si, 0, 0));
-            }
-            let mut a = 0;
-            while a < s.values.len() {
-                let b = (a + chunk_size).min(s.values.len());
-                chunks.push((si, a, b));
-                a = b;
-            }
+        enc.begin(r.statement_id);
+        for s in &r.series {
+            enc.series(s.clone(), &mut lines);
         }
-        if chunks.is_empty() {
-            let mut out = String::new();
-            render(
-                &J::Obj(vec![("results", J::Arr(vec![result_json(r, Vec::new(), false)]))]),
-                opts.pretty,
-                0,
-                &mut out,
-            );
-            lines.push(out);
-            continue;
-        }
-        let n = chunks.len();
-        for (ci, (si, a, b)) in chunks.into_iter().enumerate() {
-            let s = &r.series[si];
-            let series_partial = b < s.values.len();
-            let series = vec![series_json(s, &s.values[a..b], opts.epoch, series_partial)];
-            let last = ci + 1 == n;
-            // Errors go with the last chunk only.
-            let rr = StatementResult {
-                statement_id: r.statement_id,
-                series: Vec::new(),
-                error: if last { r.error.clone() } else { None },
-            };
-            let mut out = String::new();
-            render(
-                &J::Obj(vec![("results", J::Arr(vec![result_json(&rr, series, !last)]))]),
-                opts.pretty,
-                0,
-                &mut out,
-            );
-            lines.push(out);
-        }
+        enc.end(r.error.as_deref(), &mut lines);
     }
     lines
+}
+
+/// Writes InfluxDB 1.x chunked JSON (`chunked=true`) as series arrive, one line per chunk of at
+/// most `chunk_size` rows of one series:
+///
+/// - a series' chunks but the last carry `"partial": true` on the series;
+/// - every line of a statement but its last carries `"partial": true` on the result, so a
+///   client knows when a statement is complete;
+/// - a statement without series is one `{"results":[{"statement_id":N}]}` line;
+/// - a statement that fails after some series were sent ends with a separate
+///   `{"results":[{"statement_id":N,"error":"..."}]}` line.
+///
+/// Whether a line is a statement's last is only known when the next series or the end
+/// arrives, so the last chunk of the latest series waits here until then: the encoder holds
+/// at most one series (which its producer held anyway).
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    opts: EncodeOptions,
+    chunk_size: usize,
+    statement_id: usize,
+    /// The latest series and where its unsent last chunk starts.
+    pending: Option<(Series, usize)>,
+}
+
+impl ChunkEncoder {
+    pub fn new(opts: EncodeOptions, chunk_size: usize) -> ChunkEncoder {
+        ChunkEncoder { opts, chunk_size: chunk_size.max(1), statement_id: 0, pending: None }
+    }
+
+    /// Starts the next statement.
+    pub fn begin(&mut self, statement_id: usize) {
+        self.statement_id = statement_id;
+        self.pending = None;
+    }
+
+    /// Adds a series of the current statement; pushes the lines that are now final to `out`.
+    pub fn series(&mut self, s: Series, out: &mut Vec<String>) {
+        self.flush_pending(true, out);
+        let n = s.values.len();
+        // Every chunk but the last goes out now.
+        let last_start = if n == 0 { 0 } else { (n - 1) / self.chunk_size * self.chunk_size };
+        let mut a = 0;
+        while a < last_start {
+            let b = a + self.chunk_size;
+            out.push(self.line(&s, a, b, true));
+            a = b;
+        }
+        self.pending = Some((s, last_start));
+    }
+
+    /// Ends the current statement, with its error if it failed.
+    pub fn end(&mut self, error: Option<&str>, out: &mut Vec<String>) {
+        let had_series = self.pending.is_some();
+        self.flush_pending(error.is_some(), out);
+        if error.is_some() || !had_series {
+            let r = StatementResult {
+                statement_id: self.statement_id,
+                series: Vec::new(),
+                error: error.map(str::to_owned),
+            };
+            out.push(self.render(result_json(&r, Vec::new(), false)));
+        }
+    }
+
+    fn flush_pending(&mut self, more: bool, out: &mut Vec<String>) {
+        if let Some((s, a)) = self.pending.take() {
+            out.push(self.line(&s, a, s.values.len(), more));
+        }
+    }
+
+    /// Rows `a..b` of `s`; the series is partial when rows follow `b`.
+    fn line(&self, s: &Series, a: usize, b: usize, more: bool) -> String {
+        let series = vec![series_json(s, &s.values[a..b], self.opts.epoch, b < s.values.len())];
+        let r = StatementResult { statement_id: self.statement_id, series: Vec::new(), error: None };
+        self.render(result_json(&r, series, more))
+    }
+
+    fn render(&self, result: J<'_>) -> String {
+        let mut out = String::new();
+        render(&J::Obj(vec![("results", J::Arr(vec![result]))]), self.opts.pretty, 0, &mut out);
+        out
+    }
 }
 
 /// `{"error": "..."}`: a request-level error (bad parameters, parse error).

@@ -42,6 +42,9 @@ pub enum QueryError {
     IntoPoint { measurement: String, error: strata_engine::PointError },
     #[error("partial write: {rejected} points rejected ({reason}), {written} written")]
     PartialWrite { written: u64, rejected: u64, reason: String },
+    /// The consumer of a streamed result stopped taking it (the client closed the connection).
+    #[error("query cancelled: the client stopped reading the answer")]
+    Cancelled,
     #[error(transparent)]
     Read(#[from] strata_engine::ReadError),
     #[error(transparent)]

@@ -79,6 +79,27 @@ pub fn execute_statement(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<Vec
     }
 }
 
+/// Runs one statement, handing its result series to `emit` one at a time as they are
+/// produced (`chunked=true`): see [`select::select_each`] for what is held meanwhile. An
+/// error from `emit` stops the statement and is returned as is.
+pub fn execute_statement_each(
+    ctx: &QueryContext<'_>,
+    stmt: &Statement,
+    emit: &mut dyn FnMut(Series) -> Result<(), QueryError>,
+) -> Result<(), QueryError> {
+    let mut meter = Meter::new(ctx.limits, ctx.deadline);
+    meter.check_time()?;
+    match stmt {
+        Statement::Select(s) => select::select_each(ctx, ctx.engine, s, &mut meter, emit),
+        other => {
+            for s in meta::execute_meta(ctx, other)? {
+                emit(s)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The database a statement works on: the one it names, else the request's.
 pub(crate) fn resolve_database(ctx: &QueryContext<'_>, named: Option<&str>) -> Result<String, QueryError> {
     let db = named.or(ctx.database).filter(|d| !d.is_empty()).ok_or(QueryError::DatabaseRequired)?;

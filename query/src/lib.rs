@@ -30,7 +30,7 @@ pub mod result;
 
 pub use ast::{Query, Statement};
 pub use error::QueryError;
-pub use exec::{execute, execute_statement, QueryContext};
+pub use exec::{execute, execute_statement, execute_statement_each, QueryContext};
 pub use limits::QueryLimits;
 pub use parser::{parse_query, ParseError};
 pub use result::{Epoch, Series, StatementResult, Value};

@@ -3,8 +3,8 @@
 //! bucket start times, fill modes, GROUP BY tags, selector times).
 
 use strata_engine::{Engine, EngineOptions, FieldValue, WriteBatch};
-use strata_query::encode::{encode_csv, encode_json, encode_json_chunks, EncodeOptions};
-use strata_query::{execute, parse_query, Epoch, QueryContext, QueryLimits};
+use strata_query::encode::{encode_csv, encode_json, encode_json_chunks, ChunkEncoder, EncodeOptions};
+use strata_query::{execute, execute_statement_each, parse_query, Epoch, QueryContext, QueryLimits};
 
 const S: i64 = 1_000_000_000;
 const T0: i64 = 1_700_000_000 * S; // 2023-11-14T22:13:20Z
@@ -418,4 +418,96 @@ fn select_into_writes_rows_as_points() {
         run(&e, "SELECT status AS count INTO other..copy FROM cpu WHERE host = 'a'"),
         r#"{"results":[{"statement_id":0,"error":"partial write: 3 points rejected (field \"count\" is type string, already exists as type integer), 0 written"}]}"#
     );
+}
+
+/// Streams `q` through [`execute_statement_each`] and [`ChunkEncoder`], as the server does for
+/// `chunked=true`: the lines, in order.
+fn stream(engine: &Engine, q: &str, chunk_size: usize, limits: QueryLimits) -> Vec<String> {
+    let stmts = parse_query(q).unwrap();
+    let ctx = QueryContext::new(engine, Some("db"), NOW, limits);
+    let mut enc = ChunkEncoder::new(EncodeOptions { epoch: Epoch::Seconds, pretty: false }, chunk_size);
+    let mut lines = Vec::new();
+    for (i, stmt) in stmts.iter().enumerate() {
+        enc.begin(i);
+        let r = execute_statement_each(&ctx, stmt, &mut |s| {
+            enc.series(s, &mut lines);
+            Ok(())
+        });
+        let error = r.err().map(|e| e.to_string());
+        enc.end(error.as_deref(), &mut lines);
+        if error.is_some() {
+            break;
+        }
+    }
+    lines
+}
+
+/// Chunk shapes: a series split in `chunk_size` pieces (`partial` on the series while rows
+/// follow), `partial` on the result until the statement's last line, a statement without
+/// series as one bare line, statement ids across several statements.
+#[test]
+fn chunked_stream_shapes() {
+    let (_d, e) = fixture();
+    let lines = stream(
+        &e,
+        "SELECT count FROM cpu GROUP BY host; SELECT count FROM nothing; SHOW DATABASES",
+        4,
+        QueryLimits::default(),
+    );
+    let expected = [
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"host":"a"},"columns":["time","count"],"values":[[1700000000,0],[1700000010,2],[1700000020,4],[1700000030,6]],"partial":true}],"partial":true}]}"#,
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"host":"a"},"columns":["time","count"],"values":[[1700000040,8],[1700000050,10]]}],"partial":true}]}"#,
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"host":"b"},"columns":["time","count"],"values":[[1700000000,1],[1700000010,3],[1700000020,5],[1700000030,7]],"partial":true}],"partial":true}]}"#,
+        r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"host":"b"},"columns":["time","count"],"values":[[1700000040,9],[1700000050,11]]}]}]}"#,
+        r#"{"results":[{"statement_id":1}]}"#,
+        r#"{"results":[{"statement_id":2,"series":[{"name":"databases","columns":["name"],"values":[["db"]]}]}]}"#,
+    ];
+    assert_eq!(lines, expected);
+
+    // A series of exactly chunk_size rows is one line, not followed by an empty one.
+    let lines = stream(&e, "SELECT count FROM cpu WHERE host = 'a'", 6, QueryLimits::default());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(!lines[0].contains("partial"), "{}", lines[0]);
+}
+
+/// A statement failing after it sent series ends with a separate error line; the lines
+/// before it say more follows. The statements after it do not run.
+#[test]
+fn chunked_stream_error_mid_statement() {
+    let (_d, e) = fixture();
+    // Rows are counted per tag set: host a's 6 rows pass a limit of 8, host b's do not.
+    let limits = QueryLimits { max_points_returned: 8, ..QueryLimits::default() };
+    let lines = stream(&e, "SELECT count FROM cpu GROUP BY host; SHOW DATABASES", 100, limits);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains(r#""tags":{"host":"a"}"#) && lines[0].ends_with(r#""partial":true}]}"#),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1],
+        r#"{"results":[{"statement_id":0,"error":"max-select-point limit exceeded: more than 8 points returned"}]}"#
+    );
+}
+
+/// Streaming gives the same series, in the same order, as the materialised answer, for raw,
+/// grouped, aggregate, SLIMIT/SOFFSET and tz queries.
+#[test]
+fn chunked_stream_matches_materialised() {
+    let (_d, e) = fixture();
+    for q in [
+        "SELECT * FROM cpu",
+        "SELECT usage, status FROM cpu GROUP BY *",
+        "SELECT usage FROM /.*/ GROUP BY host ORDER BY time DESC LIMIT 2 OFFSET 1",
+        "SELECT usage FROM cpu GROUP BY host SLIMIT 1 SOFFSET 1",
+        "SELECT mean(usage), max(count) FROM cpu WHERE time >= 1700000000s AND time < 1700000060s GROUP BY time(20s), host",
+        "SELECT derivative(usage) FROM cpu GROUP BY host",
+        "SELECT count FROM cpu WHERE host = 'b' AND count > 4",
+        "SELECT free FROM mem; SHOW MEASUREMENTS",
+    ] {
+        let stmts = parse_query(q).unwrap();
+        let ctx = QueryContext::new(&e, Some("db"), NOW, QueryLimits::default());
+        let whole = encode_json_chunks(&execute(&ctx, &stmts), EncodeOptions { epoch: Epoch::Seconds, pretty: false }, 3);
+        assert_eq!(stream(&e, q, 3, QueryLimits::default()), whole, "{q}");
+    }
 }

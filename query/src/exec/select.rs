@@ -116,7 +116,7 @@ pub(crate) fn select(
     for m in measurements {
         let plan = plan_measurement(ctx, &db, &m, stmt, rest.as_ref())?;
         let Some(plan) = plan else { continue };
-        let mut series = run_plan(ctx, source, &db, &plan, stmt, range, windows.as_ref(), meter)?;
+        let mut series = run_plan(ctx, source, &db, &plan, stmt, range, windows.as_ref(), meter, None)?;
         out.append(&mut series);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.tags.cmp(&b.tags)));
@@ -139,6 +139,102 @@ pub(crate) fn select(
         }
     }
     Ok(out)
+}
+
+/// Receives the series of a streamed statement, one at a time; an error stops the statement
+/// (the caller's way to say "the client went away").
+pub(crate) type Emit<'e> = dyn FnMut(Series) -> Result<(), QueryError> + 'e;
+
+/// [`select`], handing each series to `emit` as soon as it is complete, in the order
+/// [`select`] returns them (measurement, then tag set), so a chunked answer never holds the
+/// whole result.
+///
+/// Measurements are already sorted; within one, a raw `SELECT ... GROUP BY <tags>` reads one
+/// tag set at a time (the index says which series make each set), so only the rows of the
+/// tag set being read are held. A raw `SELECT` without `GROUP BY` tags is one series per
+/// measurement and is held whole, and aggregates and transformations are computed per
+/// measurement (their parallel split needs all its series) and emitted per series after it.
+/// The memory meter is reset after each emitted batch: what was handed on is no longer held.
+/// `SELECT ... INTO` writes its result first and then emits the one `result` series.
+pub(crate) fn select_each(
+    ctx: &QueryContext<'_>,
+    source: &dyn SeriesSource,
+    stmt: &SelectStatement,
+    meter: &mut Meter,
+    emit: &mut Emit<'_>,
+) -> Result<(), QueryError> {
+    if stmt.into.is_some() {
+        for s in select(ctx, source, stmt, meter)? {
+            emit(s)?;
+        }
+        return Ok(());
+    }
+    let first_db = stmt.sources.iter().find_map(|s| match s {
+        crate::ast::Source::Measurement(m) => m.database.clone(),
+    });
+    let db = resolve_database(ctx, first_db.as_deref())?;
+    let tz = match &stmt.tz {
+        Some(z) => TimeZone::parse(z).ok_or_else(|| QueryError::UnknownTimeZone { zone: z.clone() })?,
+        None => TimeZone::utc(),
+    };
+    let windows = stmt.group_by.time.map(|td| Windows::new(td.interval_ns, td.offset_ns, tz.clone()));
+    let (range, rest) = match &stmt.condition {
+        Some(c) => split_time_condition(c, ctx.now_ns)?,
+        None => (Default::default(), None),
+    };
+    if range.is_empty() {
+        return Ok(());
+    }
+    let mut skip = stmt.soffset;
+    let mut left = stmt.slimit.unwrap_or(u64::MAX);
+    // Every measurement is planned before anything is read, so a statement that cannot be
+    // planned fails before its first line, as the materialised answer does.
+    let mut plans = Vec::new();
+    for m in resolve_measurements(ctx, &db, &stmt.sources)? {
+        plans.extend(plan_measurement(ctx, &db, &m, stmt, rest.as_ref())?);
+    }
+    for plan in plans {
+        // Raw rows grouped by tags: one scan per tag set, in tag-set order.
+        let sets: Vec<Option<Vec<SeriesId>>> =
+            if matches!(plan.mode, Mode::Raw { .. }) && !plan.group_tags.is_empty() {
+                let mut by_set: BTreeMap<GroupKey, Vec<SeriesId>> = BTreeMap::new();
+                for (id, key) in source.series(&db, &plan.measurement, &plan.tag_pred)? {
+                    let k: GroupKey =
+                        plan.group_tags.iter().map(|t| key.tag(t).unwrap_or("").to_owned()).collect();
+                    // Ids arrive ascending, so each set's list stays ascending as the scan wants.
+                    by_set.entry(k).or_default().push(id);
+                }
+                by_set.into_values().map(Some).collect()
+            } else {
+                vec![None]
+            };
+        for only in sets {
+            let mut series =
+                run_plan(ctx, source, &db, &plan, stmt, range, windows.as_ref(), meter, only.as_deref())?;
+            series.sort_by(|a, b| a.tags.cmp(&b.tags));
+            for mut s in series {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                if left == 0 {
+                    return Ok(());
+                }
+                left -= 1;
+                if !tz.is_utc() {
+                    for row in &mut s.values {
+                        if let Some(Value::Time(t)) = row.first() {
+                            let t = *t;
+                            row[0] = Value::String(tz.format(t));
+                        }
+                    }
+                }
+                emit(s)?;
+            }
+            meter.memory = 0;
+        }
+    }
+    Ok(())
 }
 
 fn field_type_ok(dt: Option<DataType>, ty: FieldType) -> bool {
@@ -670,6 +766,7 @@ fn run_plan(
     range: crate::ast::TimeRange,
     windows: Option<&Windows>,
     meter: &mut Meter,
+    only: Option<&[SeriesId]>,
 ) -> Result<Vec<Series>, QueryError> {
     let gb_time = windows;
     let field_refs: Vec<&str> = plan.scan_fields.iter().map(String::as_str).collect();
@@ -802,7 +899,7 @@ fn run_plan(
         Mode::Raw { exprs, tag_only } => {
             let mut groups: HashMap<GroupKey, Vec<(i64, u32, Vec<Value>)>> = HashMap::new();
             let mut keys: Vec<String> = Vec::new();
-            source.scan(&req, &ScanOptions::default(), &mut |s| {
+            source.scan(&req, &ScanOptions { summarize: None, series: only }, &mut |s| {
                 let r = (|| -> Result<(), QueryError> {
                     meter.add_series()?;
                     if !tag_ok(&s) {
