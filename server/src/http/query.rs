@@ -12,8 +12,18 @@
 //!
 //! Statements run on the blocking pool: a query is CPU-bound work over memory-mapped
 //! segments, which must not stall the async workers that serve writes.
+//!
+//! `chunked=true` (JSON) streams: the query thread encodes each series as it is produced and
+//! hands the lines to the response body through a channel of [`STREAM_CAPACITY`] lines, so a
+//! client that reads slowly blocks the query thread instead of letting the answer pile up in
+//! memory; a client that hangs up cancels the query at its next line. The outcome and
+//! latency of a streamed query are recorded when it ends.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -21,13 +31,21 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_query::ast::Statement;
-use strata_query::encode::{encode_csv, encode_error_json, encode_json, encode_json_chunks, EncodeOptions};
-use strata_query::{execute_statement, parse_query, Epoch, QueryContext, QueryLimits, StatementResult};
+use strata_query::encode::{encode_csv, encode_error_json, encode_json, ChunkEncoder, EncodeOptions};
+use strata_query::{
+    execute_statement, execute_statement_each, parse_query, Epoch, QueryContext, QueryError, QueryLimits,
+    StatementResult,
+};
+use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
 use crate::auth::Access;
 use crate::config::QueryConfig;
-use crate::metrics::QueryOutcome;
+use crate::metrics::{Metrics, QueryOutcome};
+
+/// Lines of a chunked answer buffered between the query thread and the connection. Small:
+/// each line is up to `chunk_size` rows, and the socket buffers hold more behind it.
+pub const STREAM_CAPACITY: usize = 4;
 
 /// The parameters of one request.
 #[derive(Debug, Default)]
@@ -130,20 +148,25 @@ pub async fn query_handler(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let (response, outcome) = answer(&st, method, headers, raw, body).await;
-    st.metrics.query.record(outcome, started.elapsed());
+    let (response, outcome) = answer(&st, method, headers, raw, body, started).await;
+    // A streamed answer records its outcome when it ends.
+    if let Some(outcome) = outcome {
+        st.metrics.query.record(outcome, started.elapsed());
+    }
     response
 }
 
-/// Runs one request; the outcome is what `strata_query_requests_total` counts.
+/// Runs one request; the outcome is what `strata_query_requests_total` counts (`None`: the
+/// answer streams and records it when done).
 async fn answer(
     st: &AppState,
     method: Method,
     headers: HeaderMap,
     raw: Option<String>,
     body: Bytes,
-) -> (Response, QueryOutcome) {
-    let bad = |message: &str| (bad_request(message), QueryOutcome::BadRequest);
+    started: Instant,
+) -> (Response, Option<QueryOutcome>) {
+    let bad = |message: &str| (bad_request(message), Some(QueryOutcome::BadRequest));
     let mut params = Params::default();
     match serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or("")) {
         Ok(pairs) => params.apply(pairs),
@@ -170,24 +193,27 @@ async fn answer(
     };
     let statements = match parse_query(&q) {
         Ok(s) => s,
-        Err(e) => return (bad_request(&e.to_string()), QueryOutcome::Parse),
+        Err(e) => return (bad_request(&e.to_string()), Some(QueryOutcome::Parse)),
     };
     // Authorization, for every statement before any runs.
     for stmt in &statements {
         if let Err(e) = st.authorize(&headers, params.p.as_deref(), access_for(stmt, params.db.as_deref())) {
             let status = e.status();
-            return (json_response(status, encode_error_json(&e.to_string())), QueryOutcome::Auth);
+            return (json_response(status, encode_error_json(&e.to_string())), Some(QueryOutcome::Auth));
         }
         // SELECT ... INTO also writes: the token needs write access on the target database.
         if let Some(target) = into_database(stmt, params.db.as_deref()) {
             if let Err(e) = st.authorize(&headers, params.p.as_deref(), Access::Write(target)) {
-                return (json_response(e.status(), encode_error_json(&e.to_string())), QueryOutcome::Auth);
+                return (
+                    json_response(e.status(), encode_error_json(&e.to_string())),
+                    Some(QueryOutcome::Auth),
+                );
             }
         }
         if method == Method::GET && !stmt.is_read_only() {
             let message = format!("{stmt}: only SELECT and SHOW queries may be sent with GET; use POST");
             let response = json_response(StatusCode::METHOD_NOT_ALLOWED, encode_error_json(&message));
-            return (response, QueryOutcome::BadRequest);
+            return (response, Some(QueryOutcome::BadRequest));
         }
     }
 
@@ -196,6 +222,19 @@ async fn answer(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
         .unwrap_or(0);
+    let opts = EncodeOptions { epoch, pretty: params.pretty };
+    if params.chunked && !wants_csv(&headers) {
+        let size = params.chunk_size.unwrap_or(st.config.query.chunk_size.max(1));
+        let ctx = StreamContext {
+            engine: st.engine.clone(),
+            metrics: st.metrics.clone(),
+            db: params.db.clone(),
+            now_ns,
+            limits,
+            started,
+        };
+        return (stream_chunked(ctx, statements, opts, size), None);
+    }
     let engine = st.engine.clone();
     let db = params.db.clone();
     let n = statements.len();
@@ -208,7 +247,7 @@ async fn answer(
         Err(e) => {
             tracing::error!(error = %e, "query task failed");
             let response = ApiError::Internal("query execution failed".into()).into_response();
-            return (response, QueryOutcome::Internal);
+            return (response, Some(QueryOutcome::Internal));
         }
     };
     tracing::debug!(statements = n, "query answered");
@@ -217,7 +256,120 @@ async fn answer(
     let rows = results.iter().flat_map(|r| &r.series).map(|s| s.values.len() as u64).sum::<u64>();
     q.series_returned.fetch_add(series, Ordering::Relaxed);
     q.rows_returned.fetch_add(rows, Ordering::Relaxed);
-    (encode_results(st, &headers, &params, epoch, &results), outcome)
+    (encode_results(&headers, opts, &results), Some(outcome))
+}
+
+/// What a streamed query's thread needs, owned.
+struct StreamContext {
+    engine: Arc<strata_engine::Engine>,
+    metrics: Arc<Metrics>,
+    db: Option<String>,
+    now_ns: i64,
+    limits: QueryLimits,
+    started: Instant,
+}
+
+/// `chunked=true` as JSON: runs the statements on the blocking pool, sending each line as it
+/// is encoded (see the module header), and answers with a body that yields those lines.
+fn stream_chunked(
+    c: StreamContext,
+    statements: Vec<Statement>,
+    opts: EncodeOptions,
+    chunk_size: usize,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_CAPACITY);
+    let metrics = c.metrics.clone();
+    let started = c.started;
+    let task = tokio::task::spawn_blocking(move || {
+        let ctx = QueryContext::new(&c.engine, c.db.as_deref(), c.now_ns, c.limits);
+        let outcome = stream_statements(&ctx, &statements, opts, chunk_size, &c.metrics, &mut |line| {
+            tx.blocking_send(line).map_err(|_| QueryError::Cancelled)
+        });
+        c.metrics.query.record(outcome, c.started.elapsed());
+    });
+    // A panic in the query thread ends the body early (the sender is dropped); it still counts.
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "query task failed");
+            metrics.query.record(QueryOutcome::Internal, started.elapsed());
+        }
+    });
+    let mut r = Response::new(Body::from_stream(LineStream { rx }));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Runs the statements, encoding their series as chunked JSON lines into `send` as they are
+/// produced; stops at the first failing statement (whose error is the last line) or when
+/// `send` fails (the client went away). Returns how the query ended.
+fn stream_statements(
+    ctx: &QueryContext<'_>,
+    statements: &[Statement],
+    opts: EncodeOptions,
+    chunk_size: usize,
+    metrics: &Metrics,
+    send: &mut dyn FnMut(Bytes) -> Result<(), QueryError>,
+) -> QueryOutcome {
+    let mut enc = ChunkEncoder::new(opts, chunk_size);
+    let mut lines: Vec<String> = Vec::new();
+    let flush = |lines: &mut Vec<String>, send: &mut dyn FnMut(Bytes) -> Result<(), QueryError>| {
+        for mut line in lines.drain(..) {
+            line.push('\n');
+            send(Bytes::from(line))?;
+        }
+        Ok::<(), QueryError>(())
+    };
+    for (i, stmt) in statements.iter().enumerate() {
+        enc.begin(i);
+        let r = execute_statement_each(ctx, stmt, &mut |s| {
+            metrics.query.series_returned.fetch_add(1, Ordering::Relaxed);
+            metrics.query.rows_returned.fetch_add(s.values.len() as u64, Ordering::Relaxed);
+            enc.series(s, &mut lines);
+            flush(&mut lines, send)
+        });
+        match r {
+            Ok(()) => {
+                enc.end(None, &mut lines);
+                if flush(&mut lines, send).is_err() {
+                    return cancelled(i);
+                }
+            }
+            Err(QueryError::Cancelled) => return cancelled(i),
+            Err(e) => {
+                tracing::debug!(statement = i, error = %e, "statement failed");
+                enc.end(Some(&e.to_string()), &mut lines);
+                // The client may be gone too; the outcome is the error either way.
+                let _ = flush(&mut lines, send);
+                return QueryOutcome::of_error(&e);
+            }
+        }
+    }
+    QueryOutcome::Ok
+}
+
+/// A client that stops reading a streamed answer is not a server failure, and there is no
+/// separate outcome for it: it counts as answered (`ok`), and the log says where it stopped.
+fn cancelled(statement: usize) -> QueryOutcome {
+    tracing::debug!(statement, "client closed a chunked query answer; query stopped");
+    QueryOutcome::Ok
+}
+
+/// The body of a streamed answer: the lines the query thread sends, until it is done.
+struct LineStream {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl futures_core::Stream for LineStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|line| line.map(Ok))
+    }
+}
+
+fn wants_csv(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept.contains("application/csv") || accept.contains("text/csv")
 }
 
 /// Runs the statements in order, stopping at the first failure as InfluxDB does (what
@@ -239,32 +391,12 @@ fn run_statements(ctx: &QueryContext<'_>, statements: &[Statement]) -> (Vec<Stat
     (out, QueryOutcome::Ok)
 }
 
-/// Encodes the results as CSV, chunked JSON lines or one JSON document.
-fn encode_results(
-    st: &AppState,
-    headers: &HeaderMap,
-    params: &Params,
-    epoch: Epoch,
-    results: &[StatementResult],
-) -> Response {
-    let opts = EncodeOptions { epoch, pretty: params.pretty };
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if accept.contains("application/csv") || accept.contains("text/csv") {
+/// Encodes the results as CSV or one JSON document (chunked JSON streams instead, see
+/// [`stream_chunked`]; chunked CSV is plain CSV, as InfluxDB's).
+fn encode_results(headers: &HeaderMap, opts: EncodeOptions, results: &[StatementResult]) -> Response {
+    if wants_csv(headers) {
         let mut r = (StatusCode::OK, encode_csv(results, opts)).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/csv"));
-        return r;
-    }
-    if params.chunked {
-        let size = params.chunk_size.unwrap_or(st.config.query.chunk_size.max(1));
-        // One JSON document per line. The results are complete by now, so the lines go out
-        // as one body; clients read them line by line either way.
-        let mut body = String::new();
-        for line in encode_json_chunks(results, opts, size) {
-            body.push_str(&line);
-            body.push('\n');
-        }
-        let mut r = Response::new(Body::from(body));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return r;
     }
     json_response(StatusCode::OK, encode_json(results, opts))
