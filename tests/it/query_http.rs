@@ -236,3 +236,155 @@ fn query_select_into_writes_durably_with_write_access() {
         ]}]})
     );
 }
+
+/// `big`: `SERIES` series (`s=s00`...) of `ROWS` rows at the same seconds; `n` numbers the
+/// rows in the order an ungrouped SELECT returns them (time, then series), `pad` makes rows
+/// heavy enough that a stalled client's socket buffers hold only a fraction of the answer.
+const SERIES: usize = 50;
+const ROWS: usize = 1000;
+const PAD: usize = 800;
+
+fn write_big(server: &strata_e2e::server::StrataServer) {
+    let pad = "x".repeat(PAD);
+    let c = client();
+    for i0 in (0..ROWS).step_by(100) {
+        let mut body = String::new();
+        for i in i0..i0 + 100 {
+            for s in 0..SERIES {
+                body.push_str(&format!(
+                    "big,s=s{s:02} n={}i,pad=\"{pad}\" {}\n",
+                    i * SERIES + s,
+                    1_700_000_000 + i
+                ));
+            }
+        }
+        let r = c.post(server.url("/write?db=big&precision=s")).body(body).send().unwrap();
+        assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap());
+    }
+}
+
+/// Reads a chunked answer line by line as it arrives.
+fn chunked_lines(server: &strata_e2e::server::StrataServer, q: &str, chunk_size: usize) -> Vec<Value> {
+    use std::io::BufRead;
+    let r = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .get(server.url("/query"))
+        .query(&[("db", "big"), ("q", q), ("chunked", "true"), ("chunk_size", &chunk_size.to_string())])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    std::io::BufReader::new(r).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect()
+}
+
+/// A large chunked answer read incrementally: every row exactly once, in order, in chunks of
+/// `chunk_size` rows with InfluxDB's `partial` flags.
+#[test]
+fn query_chunked_streams_large_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).start();
+    write_big(&server);
+
+    // Ungrouped: one series of SERIES x ROWS rows, ordered by time then series.
+    let lines = chunked_lines(&server, "SELECT n FROM big", 1000);
+    assert_eq!(lines.len(), SERIES * ROWS / 1000);
+    let mut next = 0i64;
+    for (k, line) in lines.iter().enumerate() {
+        let last = k + 1 == lines.len();
+        let result = &line["results"][0];
+        assert_eq!(result["statement_id"], json!(0));
+        assert_eq!(result.get("partial"), (!last).then_some(&json!(true)), "line {k}");
+        let series = &result["series"][0];
+        assert_eq!(series.get("partial"), (!last).then_some(&json!(true)), "line {k}");
+        let values = series["values"].as_array().unwrap();
+        assert_eq!(values.len(), 1000);
+        for row in values {
+            assert_eq!(row[1], json!(next), "line {k}");
+            next += 1;
+        }
+    }
+    assert_eq!(next, (SERIES * ROWS) as i64);
+
+    // GROUP BY *: series in tag order, each in chunks of 300, 300, 300, 100.
+    let lines = chunked_lines(&server, "SELECT n FROM big GROUP BY *", 300);
+    assert_eq!(lines.len(), SERIES * 4);
+    for (k, line) in lines.iter().enumerate() {
+        let (s, piece) = (k / 4, k % 4);
+        let result = &line["results"][0];
+        assert_eq!(result.get("partial"), (k + 1 < lines.len()).then_some(&json!(true)), "line {k}");
+        let series = &result["series"][0];
+        assert_eq!(series["tags"], json!({"s": format!("s{s:02}")}), "line {k}");
+        assert_eq!(series.get("partial"), (piece < 3).then_some(&json!(true)), "line {k}");
+        let values = series["values"].as_array().unwrap();
+        assert_eq!(values.len(), if piece < 3 { 300 } else { 100 }, "line {k}");
+        for (j, row) in values.iter().enumerate() {
+            let i = piece * 300 + j;
+            assert_eq!(row[1], json!(i * SERIES + s), "line {k}");
+        }
+    }
+}
+
+/// One counter or labelled sample of `/metrics`.
+fn metric(server: &strata_e2e::server::StrataServer, name: &str) -> f64 {
+    let text = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Polls `name` until it holds still for half a second (bounded); returns its value.
+fn settled(server: &strata_e2e::server::StrataServer, name: &str) -> f64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut last, mut still) = (metric(server, name), 0);
+    while still < 5 {
+        assert!(std::time::Instant::now() < deadline, "{name} did not settle");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let v = metric(server, name);
+        still = if v == last { still + 1 } else { 0 };
+        last = v;
+    }
+    last
+}
+
+/// A client that stops reading a chunked answer holds the query thread back (the channel to
+/// the connection is bounded): far fewer rows are produced than the answer has and the query
+/// does not finish; once the client hangs up the query stops and is counted.
+#[test]
+fn query_chunked_stalled_client_blocks_the_query() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).start();
+    write_big(&server);
+    let rows = "strata_query_rows_returned_total";
+    let ok = "strata_query_requests_total{outcome=\"ok\"}";
+    let (rows_before, ok_before) = (metric(&server, rows), metric(&server, ok));
+
+    // A raw connection, so nothing reads ahead on the client's side.
+    let addr = server.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let q = "SELECT%20n%2C%20pad%20FROM%20big%20GROUP%20BY%20*";
+    write!(conn, "GET /query?db=big&chunked=true&chunk_size=100&q={q} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+
+    // The client reads nothing more; the query produces until the channel and the socket
+    // buffers are full, then waits.
+    let produced = settled(&server, rows) - rows_before;
+    let total = (SERIES * ROWS) as f64;
+    assert!(produced < total / 2.0, "{produced} of {total} rows produced for a client that reads nothing");
+    assert_eq!(metric(&server, ok), ok_before, "the query finished although nobody read it");
+
+    // Hanging up ends the query (at its next line) and it is counted.
+    drop(reader);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(&server, ok) == ok_before {
+        assert!(std::time::Instant::now() < deadline, "the query did not stop after the client left");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(settled(&server, rows) - rows_before < total, "the query ran to the end");
+}
