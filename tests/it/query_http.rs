@@ -388,3 +388,31 @@ fn query_chunked_stalled_client_blocks_the_query() {
     }
     assert!(settled(&server, rows) - rows_before < total, "the query ran to the end");
 }
+
+/// The query timeout covers the time a streamed query waits for a stalled client: the query
+/// ends as timed out instead of holding its thread.
+#[test]
+fn query_chunked_stalled_client_times_out() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).set("query.timeout", "1s").start();
+    write_big(&server);
+    let timeout = "strata_query_requests_total{outcome=\"timeout\"}";
+    let before = metric(&server, timeout);
+    let addr = server.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let q = "SELECT%20n%2C%20pad%20FROM%20big%20GROUP%20BY%20*";
+    write!(conn, "GET /query?db=big&chunked=true&chunk_size=100&q={q} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(&server, timeout) == before {
+        assert!(std::time::Instant::now() < deadline, "the stalled query never timed out");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(reader);
+}

@@ -280,10 +280,11 @@ fn stream_chunked(
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_CAPACITY);
     let metrics = c.metrics.clone();
     let started = c.started;
+    let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
         let ctx = QueryContext::new(&c.engine, c.db.as_deref(), c.now_ns, c.limits);
         let outcome = stream_statements(&ctx, &statements, opts, chunk_size, &c.metrics, &mut |line| {
-            tx.blocking_send(line).map_err(|_| QueryError::Cancelled)
+            send_line(&runtime, &tx, line, &ctx)
         });
         c.metrics.query.record(outcome, c.started.elapsed());
     });
@@ -345,6 +346,34 @@ fn stream_statements(
         }
     }
     QueryOutcome::Ok
+}
+
+/// Hands one line to the connection, waiting while the channel is full: the query thread
+/// goes no faster than the client reads. The wait counts against the query timeout (a client
+/// that stalls must not hold a thread forever); a closed channel means the client left.
+fn send_line(
+    runtime: &tokio::runtime::Handle,
+    tx: &mpsc::Sender<Bytes>,
+    line: Bytes,
+    ctx: &QueryContext<'_>,
+) -> Result<(), QueryError> {
+    let line = match tx.try_send(line) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(QueryError::Cancelled),
+        Err(mpsc::error::TrySendError::Full(line)) => line,
+    };
+    match (ctx.deadline, ctx.limits.timeout) {
+        (Some(deadline), Some(limit)) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A blocking-pool thread may block on the runtime (it is not one of its workers).
+            match runtime.block_on(tokio::time::timeout(left, tx.send(line))) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(QueryError::Cancelled),
+                Err(_) => Err(QueryError::Timeout { limit_ms: limit.as_millis() as u64 }),
+            }
+        }
+        _ => tx.blocking_send(line).map_err(|_| QueryError::Cancelled),
+    }
 }
 
 /// A client that stops reading a streamed answer is not a server failure, and there is no
