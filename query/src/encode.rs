@@ -258,48 +258,79 @@ pub fn encode_json_chunks(
 /// - a statement that fails after some series were sent ends with a separate
 ///   `{"results":[{"statement_id":N,"error":"..."}]}` line.
 ///
-/// Whether a line is a statement's last is only known when the next series or the end
-/// arrives, so the last chunk of the latest series waits here until then: the encoder holds
-/// at most one series (which its producer held anyway).
+/// Whether a line is a statement's last (or a series' last) is only known when the next
+/// series or the end arrives, so the last chunk of the latest series waits here until then:
+/// the encoder holds at most `chunk_size` rows of a series fed in parts, or the series it
+/// was given whole (which its producer held anyway).
 #[derive(Debug)]
 pub struct ChunkEncoder {
     opts: EncodeOptions,
     chunk_size: usize,
     statement_id: usize,
-    /// The latest series and where its unsent last chunk starts.
-    pending: Option<(Series, usize)>,
+    /// The latest series: its rows from `sent` on are not written yet.
+    current: Option<Series>,
+    sent: usize,
+    /// More rows of `current` are coming ([`ChunkEncoder::part`] with `more`).
+    open: bool,
 }
 
 impl ChunkEncoder {
     pub fn new(opts: EncodeOptions, chunk_size: usize) -> ChunkEncoder {
-        ChunkEncoder { opts, chunk_size: chunk_size.max(1), statement_id: 0, pending: None }
+        ChunkEncoder {
+            opts,
+            chunk_size: chunk_size.max(1),
+            statement_id: 0,
+            current: None,
+            sent: 0,
+            open: false,
+        }
     }
 
     /// Starts the next statement.
     pub fn begin(&mut self, statement_id: usize) {
         self.statement_id = statement_id;
-        self.pending = None;
+        self.current = None;
+        self.sent = 0;
+        self.open = false;
     }
 
-    /// Adds a series of the current statement; pushes the lines that are now final to `out`.
+    /// Adds a whole series of the current statement; pushes the lines that are now final to
+    /// `out`.
     pub fn series(&mut self, s: Series, out: &mut Vec<String>) {
-        self.flush_pending(true, out);
-        let n = s.values.len();
-        // Every chunk but the last goes out now.
-        let last_start = if n == 0 { 0 } else { (n - 1) / self.chunk_size * self.chunk_size };
-        let mut a = 0;
-        while a < last_start {
-            let b = a + self.chunk_size;
-            out.push(self.line(&s, a, b, true));
-            a = b;
+        self.part(s, false, out);
+    }
+
+    /// Adds rows of a series: the continuation of the previous part when that one had `more`
+    /// set (only `values` is read then), else a new series. `more`: rows of this series follow
+    /// in later parts.
+    pub fn part(&mut self, s: Series, more: bool, out: &mut Vec<String>) {
+        match &mut self.current {
+            Some(cur) if self.open => {
+                // Drop what was written, so the buffer never grows past chunk_size + a part.
+                cur.values.drain(..self.sent);
+                self.sent = 0;
+                cur.values.extend(s.values);
+            }
+            _ => {
+                self.flush_held(true, out);
+                self.current = Some(s);
+                self.sent = 0;
+            }
         }
-        self.pending = Some((s, last_start));
+        self.open = more;
+        // A chunk goes out once a row after it is known, so its `partial` flag is right.
+        if let Some(cur) = &self.current {
+            while cur.values.len() - self.sent > self.chunk_size {
+                out.push(self.line(cur, self.sent, self.sent + self.chunk_size, true, true));
+                self.sent += self.chunk_size;
+            }
+        }
     }
 
     /// Ends the current statement, with its error if it failed.
     pub fn end(&mut self, error: Option<&str>, out: &mut Vec<String>) {
-        let had_series = self.pending.is_some();
-        self.flush_pending(error.is_some(), out);
+        let had_series = self.current.is_some();
+        self.flush_held(error.is_some(), out);
         if error.is_some() || !had_series {
             let r = StatementResult {
                 statement_id: self.statement_id,
@@ -310,15 +341,18 @@ impl ChunkEncoder {
         }
     }
 
-    fn flush_pending(&mut self, more: bool, out: &mut Vec<String>) {
-        if let Some((s, a)) = self.pending.take() {
-            out.push(self.line(&s, a, s.values.len(), more));
+    /// Writes the held rows of the latest series; `more`: the statement continues.
+    fn flush_held(&mut self, more: bool, out: &mut Vec<String>) {
+        if let Some(cur) = self.current.take() {
+            out.push(self.line(&cur, self.sent, cur.values.len(), self.open, more));
         }
+        self.sent = 0;
+        self.open = false;
     }
 
-    /// Rows `a..b` of `s`; the series is partial when rows follow `b`.
-    fn line(&self, s: &Series, a: usize, b: usize, more: bool) -> String {
-        let series = vec![series_json(s, &s.values[a..b], self.opts.epoch, b < s.values.len())];
+    /// Rows `a..b` of `s`.
+    fn line(&self, s: &Series, a: usize, b: usize, series_partial: bool, more: bool) -> String {
+        let series = vec![series_json(s, &s.values[a..b], self.opts.epoch, series_partial)];
         let r = StatementResult { statement_id: self.statement_id, series: Vec::new(), error: None };
         self.render(result_json(&r, series, more))
     }

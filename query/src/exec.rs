@@ -22,7 +22,7 @@ use crate::error::QueryError;
 use crate::limits::{Meter, QueryLimits};
 use crate::result::{Series, StatementResult};
 
-pub use select::to_tag_predicate;
+pub use select::{to_tag_predicate, STREAM_PART_ROWS};
 
 /// What a query runs against.
 #[derive(Clone, Copy)]
@@ -79,13 +79,14 @@ pub fn execute_statement(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<Vec
     }
 }
 
-/// Runs one statement, handing its result series to `emit` one at a time as they are
-/// produced (`chunked=true`): see [`select::select_each`] for what is held meanwhile. An
-/// error from `emit` stops the statement and is returned as is.
+/// Runs one statement, handing its result series to `emit` as they are produced
+/// (`chunked=true`), whole or in parts: `emit(series, more)`, where `more` means the next call
+/// continues the same series (and carries only rows). See [`select::select_each`] for what is
+/// held meanwhile. An error from `emit` stops the statement and is returned as is.
 pub fn execute_statement_each(
     ctx: &QueryContext<'_>,
     stmt: &Statement,
-    emit: &mut dyn FnMut(Series) -> Result<(), QueryError>,
+    emit: &mut dyn FnMut(Series, bool) -> Result<(), QueryError>,
 ) -> Result<(), QueryError> {
     let mut meter = Meter::new(ctx.limits, ctx.deadline);
     meter.check_time()?;
@@ -93,7 +94,7 @@ pub fn execute_statement_each(
         Statement::Select(s) => select::select_each(ctx, ctx.engine, s, &mut meter, emit),
         other => {
             for s in meta::execute_meta(ctx, other)? {
-                emit(s)?;
+                emit(s, false)?;
             }
             Ok(())
         }

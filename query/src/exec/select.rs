@@ -141,9 +141,14 @@ pub(crate) fn select(
     Ok(out)
 }
 
-/// Receives the series of a streamed statement, one at a time; an error stops the statement
-/// (the caller's way to say "the client went away").
-pub(crate) type Emit<'e> = dyn FnMut(Series) -> Result<(), QueryError> + 'e;
+/// Receives the series of a streamed statement in order, whole or in parts: `(series, more)`,
+/// where `more` says further rows of the same series follow in the next call (which then
+/// carries only rows in `values`). An error stops the statement (the caller's way to say
+/// "the client went away").
+pub(crate) type Emit<'e> = dyn FnMut(Series, bool) -> Result<(), QueryError> + 'e;
+
+/// Rows per part when a series is streamed in parts.
+pub const STREAM_PART_ROWS: usize = 1024;
 
 /// [`select`], handing each series to `emit` as soon as it is complete, in the order
 /// [`select`] returns them (measurement, then tag set), so a chunked answer never holds the
@@ -165,7 +170,7 @@ pub(crate) fn select_each(
 ) -> Result<(), QueryError> {
     if stmt.into.is_some() {
         for s in select(ctx, source, stmt, meter)? {
-            emit(s)?;
+            emit(s, false)?;
         }
         return Ok(());
     }
@@ -187,6 +192,7 @@ pub(crate) fn select_each(
     }
     let mut skip = stmt.soffset;
     let mut left = stmt.slimit.unwrap_or(u64::MAX);
+    let left = &mut left;
     // Every measurement is planned before anything is read, so a statement that cannot be
     // planned fails before its first line, as the materialised answer does.
     let mut plans = Vec::new();
@@ -195,20 +201,38 @@ pub(crate) fn select_each(
     }
     for plan in plans {
         // Raw rows grouped by tags: one scan per tag set, in tag-set order.
-        let sets: Vec<Option<Vec<SeriesId>>> =
+        let sets: Vec<Option<(GroupKey, Vec<SeriesId>)>> =
             if matches!(plan.mode, Mode::Raw { .. }) && !plan.group_tags.is_empty() {
                 let mut by_set: BTreeMap<GroupKey, Vec<SeriesId>> = BTreeMap::new();
                 for (id, key) in source.series(&db, &plan.measurement, &plan.tag_pred)? {
+                    if !tag_filter_ok(&plan, &key) {
+                        continue;
+                    }
                     let k: GroupKey =
                         plan.group_tags.iter().map(|t| key.tag(t).unwrap_or("").to_owned()).collect();
                     // Ids arrive ascending, so each set's list stays ascending as the scan wants.
                     by_set.entry(k).or_default().push(id);
                 }
-                by_set.into_values().map(Some).collect()
+                by_set.into_iter().map(|(k, ids)| Some((k, ids))).collect()
             } else {
                 vec![None]
             };
-        for only in sets {
+        for set in sets {
+            // A tag set of one series, in time order: its rows stream in parts as they are read.
+            if let (Some((key, ids)), Mode::Raw { exprs, tag_only }, false) =
+                (&set, &plan.mode, stmt.order_desc)
+            {
+                if ids.len() == 1 {
+                    if *left == 0 {
+                        return Ok(());
+                    }
+                    let r = RawStream { plan: &plan, stmt, exprs, tag_only, tz: &tz };
+                    r.run(source, &db, range, meter, key, ids, (&mut skip, &mut *left), emit)?;
+                    meter.memory = 0;
+                    continue;
+                }
+            }
+            let only = set.map(|(_, ids)| ids);
             let mut series =
                 run_plan(ctx, source, &db, &plan, stmt, range, windows.as_ref(), meter, only.as_deref())?;
             series.sort_by(|a, b| a.tags.cmp(&b.tags));
@@ -217,10 +241,10 @@ pub(crate) fn select_each(
                     skip -= 1;
                     continue;
                 }
-                if left == 0 {
+                if *left == 0 {
                     return Ok(());
                 }
-                left -= 1;
+                *left -= 1;
                 if !tz.is_utc() {
                     for row in &mut s.values {
                         if let Some(Value::Time(t)) = row.first() {
@@ -229,12 +253,144 @@ pub(crate) fn select_each(
                         }
                     }
                 }
-                emit(s)?;
+                emit(s, false)?;
             }
             meter.memory = 0;
         }
     }
     Ok(())
+}
+
+/// True when a series key passes the tag condition the index cannot answer.
+fn tag_filter_ok(plan: &Plan, key: &strata_engine::SeriesKey) -> bool {
+    match &plan.tag_filter {
+        None => true,
+        Some((e, names)) => {
+            let slots: Vec<V<'_>> = names.iter().map(|n| V::S(key.tag(n).unwrap_or(""))).collect();
+            e.test(&slots)
+        }
+    }
+}
+
+/// A raw `SELECT` over a tag set of one series, ascending: rows are handed on in parts of
+/// [`STREAM_PART_ROWS`] as the scan produces them, so not even one series is held whole.
+struct RawStream<'p> {
+    plan: &'p Plan,
+    stmt: &'p SelectStatement,
+    exprs: &'p [CExpr],
+    tag_only: &'p [bool],
+    tz: &'p TimeZone,
+}
+
+impl RawStream<'_> {
+    /// `slimit`: (series still to skip, series still to send) of the statement.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        source: &dyn SeriesSource,
+        db: &str,
+        range: crate::ast::TimeRange,
+        meter: &mut Meter,
+        key: &GroupKey,
+        ids: &[SeriesId],
+        slimit: (&mut u64, &mut u64),
+        emit: &mut Emit<'_>,
+    ) -> Result<(), QueryError> {
+        let (plan, stmt) = (self.plan, self.stmt);
+        let (min, max) = (range.min.unwrap_or(i64::MIN), range.max.unwrap_or(i64::MAX));
+        if min > max || plan.scan_fields.is_empty() {
+            return Ok(());
+        }
+        let field_refs: Vec<&str> = plan.scan_fields.iter().map(String::as_str).collect();
+        let req = ScanRequest {
+            db,
+            measurement: &plan.measurement,
+            predicate: &plan.tag_pred,
+            fields: Some(&field_refs),
+            range: EngineRange::inclusive(min, max),
+        };
+        let (skip_series, left_series) = slimit;
+        let offset = stmt.offset;
+        let limit = stmt.limit.unwrap_or(u64::MAX);
+        // Rows kept so far (all-null rows are dropped), whether a part was sent, whether
+        // SOFFSET skips this series.
+        let (mut kept, mut sent_any, mut skipped) = (0u64, false, false);
+        let mut part: Vec<Vec<Value>> = Vec::new();
+        let mut failure: Option<QueryError> = None;
+        source.scan(&req, &ScanOptions { summarize: None, series: Some(ids) }, &mut |s| {
+            let r = (|| -> Result<(), QueryError> {
+                meter.add_series()?;
+                for_each_row(&s, plan, meter, &mut |t, slots, meter| {
+                    meter.add_points(1)?;
+                    if skipped || kept >= offset.saturating_add(limit) {
+                        return Ok(());
+                    }
+                    let mut all_null = true;
+                    let mut row = Vec::with_capacity(self.exprs.len() + 1);
+                    row.push(if self.tz.is_utc() {
+                        Value::Time(t)
+                    } else {
+                        Value::String(self.tz.format(t))
+                    });
+                    for (e, tag) in self.exprs.iter().zip(self.tag_only) {
+                        let v = e.eval(slots);
+                        if !*tag && v != V::Null {
+                            all_null = false;
+                        }
+                        row.push(v.to_value());
+                    }
+                    if all_null {
+                        return Ok(());
+                    }
+                    kept += 1;
+                    if kept <= offset {
+                        return Ok(());
+                    }
+                    if kept == offset + 1 {
+                        // The series has a row: SOFFSET and SLIMIT count it.
+                        if *skip_series > 0 {
+                            *skip_series -= 1;
+                            skipped = true;
+                            return Ok(());
+                        }
+                        *left_series -= 1;
+                    }
+                    meter.add_rows(1)?;
+                    part.push(row);
+                    if part.len() >= STREAM_PART_ROWS {
+                        let values = std::mem::take(&mut part);
+                        emit(self.head(key, values, sent_any), true)?;
+                        sent_any = true;
+                    }
+                    Ok(())
+                })
+            })();
+            stop_on_error(r, &mut failure)
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if !part.is_empty() || sent_any {
+            emit(self.head(key, part, sent_any), false)?;
+        }
+        Ok(())
+    }
+
+    /// The series with `values`; a continuation part carries only its rows.
+    fn head(&self, key: &GroupKey, values: Vec<Vec<Value>>, continued: bool) -> Series {
+        if continued {
+            return Series { values, ..Series::default() };
+        }
+        let mut columns = Vec::with_capacity(self.plan.columns.len() + 1);
+        columns.push("time".to_owned());
+        columns.extend(self.plan.columns.iter().cloned());
+        let tags = if self.stmt.group_by.tags.is_empty() {
+            None
+        } else {
+            Some(self.plan.group_tags.iter().cloned().zip(key.iter().cloned()).collect())
+        };
+        Series { name: self.plan.measurement.clone(), tags, columns, values }
+    }
 }
 
 fn field_type_ok(dt: Option<DataType>, ty: FieldType) -> bool {

@@ -322,10 +322,14 @@ fn stream_statements(
     };
     for (i, stmt) in statements.iter().enumerate() {
         enc.begin(i);
-        let r = execute_statement_each(ctx, stmt, &mut |s| {
-            metrics.query.series_returned.fetch_add(1, Ordering::Relaxed);
+        let mut continued = false;
+        let r = execute_statement_each(ctx, stmt, &mut |s, more| {
+            if !continued {
+                metrics.query.series_returned.fetch_add(1, Ordering::Relaxed);
+            }
+            continued = more;
             metrics.query.rows_returned.fetch_add(s.values.len() as u64, Ordering::Relaxed);
-            enc.series(s, &mut lines);
+            enc.part(s, more, &mut lines);
             flush(&mut lines, send)
         });
         match r {
