@@ -27,6 +27,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod private_file;
 pub mod ratelimit;
 pub mod server;
 pub mod tls;

@@ -12,7 +12,6 @@
 //!   "write": true, "created": "2024-05-01T12:00:00Z"}]}
 //! ```
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -120,36 +119,13 @@ pub fn decode_hash(hex_text: &str) -> Option<[u8; 32]> {
     v.try_into().ok()
 }
 
-/// Replaces the file's content atomically.
+/// Replaces the file's content atomically (temporary file, fsync, rename, directory fsync).
 pub fn save(path: &Path, tokens: &[TokenRecord]) -> Result<(), TokenError> {
-    let io = |source| TokenError::Io { path: path.to_owned(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
     let file = TokensFile { version: FILE_VERSION, tokens: tokens.to_vec() };
     let mut text = serde_json::to_string_pretty(&file).expect("tokens serialize");
     text.push('\n');
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Make the rename durable; failure to open a directory (some filesystems) is harmless.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::private_file::replace(path, text.as_bytes())
+        .map_err(|source| TokenError::Io { path: path.to_owned(), source })
 }
 
 /// Creates a token with `spec`, stores its hash, and returns the token (shown once) and its

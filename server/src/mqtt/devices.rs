@@ -19,7 +19,6 @@
 //! and `remove` take effect without a restart.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::topic::valid_device_id;
+use crate::auth::tokens::decode_hash;
 
 /// Every device password starts with this (secret scanners and humans recognise one).
 pub const PASSWORD_PREFIX: &str = "strata_dev_";
@@ -106,39 +106,13 @@ pub fn load(path: &Path) -> Result<Vec<DeviceRecord>, DeviceError> {
     Ok(file.devices)
 }
 
-fn decode_hash(hex_text: &str) -> Option<[u8; 32]> {
-    hex::decode(hex_text).ok()?.try_into().ok()
-}
-
 /// Replaces the file's content atomically (temporary file, fsync, rename, directory fsync).
 fn save(path: &Path, devices: &[DeviceRecord]) -> Result<(), DeviceError> {
-    let io = |source| DeviceError::Io { path: path.to_owned(), source };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
     let file = DevicesFile { version: FILE_VERSION, devices: devices.to_vec() };
     let mut text = serde_json::to_string_pretty(&file).expect("device records serialize");
     text.push('\n');
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(d) = dir.and_then(|d| std::fs::File::open(d).ok()) {
-        // Makes the rename durable; some filesystems cannot fsync a directory: harmless.
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::private_file::replace(path, text.as_bytes())
+        .map_err(|source| DeviceError::Io { path: path.to_owned(), source })
 }
 
 /// Registers `device` and returns its password (shown once) and record.
