@@ -8,8 +8,8 @@
 //! `STRATA_BENCH_TRUCKS` and `STRATA_BENCH_HOURS` change the size).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use strata_bench::datagen::{tsbs_truck, START_NS, TRUCK_FIELDS};
-use strata_engine::{Engine, EngineOptions, FieldValue, WriteBatch};
+use strata_bench::datagen::{load_tsbs_trucks, START_NS};
+use strata_engine::Engine;
 use strata_query::{execute, parse_query, QueryContext, QueryLimits};
 
 const HOUR: i64 = 3_600_000_000_000;
@@ -20,32 +20,7 @@ fn env(name: &str, default: usize) -> usize {
 
 fn load(trucks: usize, hours: usize) -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(EngineOptions::new(dir.path())).expect("open engine");
-    engine.create_database("iot").expect("create db");
-    let n = hours * 360;
-    let mut b = WriteBatch::with_capacity(1 << 20);
-    for t in 0..trucks {
-        let data = tsbs_truck(t as u64, n, 500);
-        let name = format!("truck_{t}");
-        for (i, ts) in data.timestamps.iter().enumerate() {
-            {
-                let mut p = b.point("readings");
-                p.tag("name", &name)
-                    .tag("fleet", ["East", "West", "North", "South"][t % 4])
-                    .tag("model", "H-2");
-                for (f, field) in TRUCK_FIELDS.iter().zip(&data.fields) {
-                    p.field(f, FieldValue::F64(field.values[i]));
-                }
-                p.finish(*ts).expect("valid point");
-            }
-            if b.len_points() >= 5000 {
-                engine.write("iot", &b).expect("write");
-                b.clear();
-            }
-        }
-    }
-    engine.write("iot", &b).expect("write");
-    engine.flush().expect("flush");
+    let engine = load_tsbs_trucks(dir.path(), trucks, hours);
     (dir, engine)
 }
 

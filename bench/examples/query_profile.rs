@@ -9,8 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use strata_bench::datagen::{tsbs_truck, START_NS, TRUCK_FIELDS};
-use strata_engine::{Engine, EngineOptions, FieldValue, WriteBatch};
+use strata_bench::datagen::{load_tsbs_trucks, START_NS};
 use strata_query::encode::{encode_json, EncodeOptions};
 use strata_query::{execute, parse_query, QueryContext, QueryLimits};
 
@@ -28,32 +27,7 @@ fn median(mut v: Vec<Duration>) -> f64 {
 fn main() {
     let (trucks, hours, runs) = (arg(1, 100), arg(2, 4), arg(3, 2000));
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(EngineOptions::new(dir.path())).expect("open engine");
-    engine.create_database("iot").expect("create db");
-    let n = hours * 360;
-    let mut b = WriteBatch::with_capacity(1 << 20);
-    for t in 0..trucks {
-        let data = tsbs_truck(t as u64, n, 500);
-        let name = format!("truck_{t}");
-        for (i, ts) in data.timestamps.iter().enumerate() {
-            {
-                let mut p = b.point("readings");
-                p.tag("name", &name)
-                    .tag("fleet", ["East", "West", "North", "South"][t % 4])
-                    .tag("model", "H-2");
-                for (f, field) in TRUCK_FIELDS.iter().zip(&data.fields) {
-                    p.field(f, FieldValue::F64(field.values[i]));
-                }
-                p.finish(*ts).expect("valid point");
-            }
-            if b.len_points() >= 5000 {
-                engine.write("iot", &b).expect("write");
-                b.clear();
-            }
-        }
-    }
-    engine.write("iot", &b).expect("write");
-    engine.flush().expect("flush");
+    let engine = load_tsbs_trucks(dir.path(), trucks, hours);
     let (start, end) = (START_NS / 1_000_000, (START_NS + hours as i64 * HOUR) / 1_000_000);
     let queries = [
         ("max-velocity-1h", format!("SELECT max(\"velocity\") FROM \"readings\" WHERE \"name\" = 'truck_7' AND time >= {start}ms AND time < {}ms GROUP BY time(1m)", start + HOUR / 1_000_000)),

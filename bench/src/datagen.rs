@@ -197,6 +197,41 @@ pub fn tsbs_truck(seed: u64, n: usize, max_jitter_ms: u32) -> SeriesData {
     }
 }
 
+/// Opens an engine in `dir` holding `trucks` TSBS-iot trucks' readings (database `iot`,
+/// measurement `readings`, tags name/fleet/model) every 10 s for `hours` hours from
+/// [`START_NS`], written in 5,000-point batches and flushed to segments: the data set of the
+/// query benchmark and the query profile.
+pub fn load_tsbs_trucks(dir: &std::path::Path, trucks: usize, hours: usize) -> strata_engine::Engine {
+    use strata_engine::{Engine, EngineOptions, FieldValue, WriteBatch};
+    let engine = Engine::open(EngineOptions::new(dir)).expect("open engine");
+    engine.create_database("iot").expect("create db");
+    let n = hours * 360;
+    let mut b = WriteBatch::with_capacity(1 << 20);
+    for t in 0..trucks {
+        let data = tsbs_truck(t as u64, n, 500);
+        let name = format!("truck_{t}");
+        for (i, ts) in data.timestamps.iter().enumerate() {
+            {
+                let mut p = b.point("readings");
+                p.tag("name", &name)
+                    .tag("fleet", ["East", "West", "North", "South"][t % 4])
+                    .tag("model", "H-2");
+                for (f, field) in TRUCK_FIELDS.iter().zip(&data.fields) {
+                    p.field(f, FieldValue::F64(field.values[i]));
+                }
+                p.finish(*ts).expect("valid point");
+            }
+            if b.len_points() >= 5000 {
+                engine.write("iot", &b).expect("write");
+                b.clear();
+            }
+        }
+    }
+    engine.write("iot", &b).expect("write");
+    engine.flush().expect("flush");
+    engine
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
