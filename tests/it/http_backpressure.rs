@@ -12,22 +12,30 @@ use strata_e2e::server::{client, ServerBuilder};
 use strata_engine::{Engine, EngineOptions, ScanRequest, TagPredicate, TimeRange, Values};
 
 const THREADS: u64 = 6;
-const LINES: u64 = 2_000;
+/// Lines per request: ~180 KB bodies, so six writers in flight need several times the 1 MiB
+/// write budget.
+const LINES: u64 = 4_000;
 const FLOOD: Duration = Duration::from_secs(3);
 /// Peak resident memory the server may reach, in KiB. The budget (1 MiB), memtables
 /// (64 KiB + one frozen) and buffers are far below this; without bounds the flood would keep
 /// growing it.
 const MAX_HWM_KIB: u64 = 128 * 1024;
 
+/// Full-entropy values in [1, 2): memtables are compressed, so smooth values would let a 64 KiB
+/// memtable hold the whole flood and never push back.
 fn value(thread: u64, ts: u64) -> f64 {
-    (ts as f64) * 0.5 + thread as f64
+    let mut z = ts.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ thread.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    f64::from_bits(0x3FF0_0000_0000_0000 | (z >> 12))
 }
 
 fn body(thread: u64, batch: u64) -> String {
-    let mut s = String::with_capacity(LINES as usize * 40);
+    let mut s = String::with_capacity(LINES as usize * 48);
     for i in 0..LINES {
         let ts = batch * LINES + i;
-        s.push_str(&format!("flood,t=w{thread} v={} {ts}\n", value(thread, ts)));
+        // Eight series per writer, so flushes have many columns to write.
+        s.push_str(&format!("flood,t=w{thread},s={} v={} {ts}\n", ts % 8, value(thread, ts)));
     }
     s
 }
