@@ -20,8 +20,12 @@ if ! command -v mosquitto_pub >/dev/null 2>&1 && command -v apt-get >/dev/null 2
   apt-get install -y mosquitto mosquitto-clients >/dev/null 2>&1 || echo "warning: cannot install mosquitto-clients; MQTT interop tests will be skipped" >&2
 fi
 
-# Build the binaries once; end-to-end tests start the real `strata` binary.
-cargo build --workspace --bins
+# Build the binaries and every test binary in one go; end-to-end tests start the real `strata`
+# binary. Building bins together with tests gives them the same feature set as the test build
+# (dev-dependencies switch features on), so nextest reuses every artifact: a bare
+# `cargo build --bins` compiled a second copy of half the dependency tree and doubled the disk
+# CI needs (docs/testing.md).
+cargo build --workspace --bins --tests --examples
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --profile ci "$@"
