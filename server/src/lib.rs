@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod bufpool;
 pub mod cli;
 pub mod config;
 pub mod http;

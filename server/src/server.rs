@@ -18,6 +18,12 @@ use crate::http::{self, AppState, Shared};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 
+/// hyper's per-connection read buffer grows to ~400 KiB by default while a large body streams
+/// in; each growth above the allocator's 256 KiB mmap threshold was a fresh mapping whose pages
+/// the kernel faulted in, half the page faults of a 5,000-line write. 128 KiB buffers come from
+/// the heap and are reused; headers still have 128 KiB (far above the header limits).
+const HTTP1_MAX_READ_BUFFER: usize = 128 << 10;
+
 /// How often the tokens file is checked for changes (revocations take effect within this).
 const TOKENS_RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -129,11 +135,16 @@ impl Server {
         let serve = match tls.clone() {
             Some(cfg) => {
                 let rustls = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
-                let server =
+                let mut server =
                     axum_server::tls_rustls::from_tcp_rustls(listener, rustls).handle(handle.clone());
+                server.http_builder().http1().max_buf_size(HTTP1_MAX_READ_BUFFER);
                 tokio::spawn(server.serve(app))
             }
-            None => tokio::spawn(axum_server::from_tcp(listener).handle(handle.clone()).serve(app)),
+            None => {
+                let mut server = axum_server::from_tcp(listener).handle(handle.clone());
+                server.http_builder().http1().max_buf_size(HTTP1_MAX_READ_BUFFER);
+                tokio::spawn(server.serve(app))
+            }
         };
         if handle.listening().await.is_none() {
             let err = match serve.await {

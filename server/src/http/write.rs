@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde::Deserialize;
-use strata_engine::WriteOutcome;
+use strata_engine::{WriteBatch, WriteOutcome};
 use strata_lineproto::Precision;
 use tokio::runtime::Handle;
 
@@ -29,7 +29,7 @@ use super::{ApiError, AppState, Shared};
 use crate::auth::Access;
 use crate::budget::Reservation;
 use crate::config::ByteSize;
-use crate::ingest::{self, Format};
+use crate::ingest::{self, Format, PointContext};
 use crate::ratelimit::ClientKey;
 
 /// Query parameters of `POST /api/v2/write`.
@@ -203,7 +203,12 @@ async fn ingest(
         (None, Some(ConnectInfo(addr))) => ClientKey::Ip(addr.ip()),
         (None, None) => ClientKey::Anonymous,
     };
-    st.rate_limit.admit(&client)?;
+    let timeout = st.config.http.body_timeout;
+    let max = st.config.limits.max_body_size;
+    if let Err(e) = st.rate_limit.admit(&client) {
+        discard_body(body, max, timeout.get()).await;
+        return Err(e.into());
+    }
     strata_engine::validate_db_name(db)?;
     if !st.config.storage.auto_create_databases && !st.engine.database_exists(db) {
         return Err(ApiError::NotFound(format!(
@@ -211,15 +216,18 @@ async fn ingest(
         )));
     }
     let gzip = is_gzip(headers)?;
-    let max = st.config.limits.max_body_size;
     let declared = content_length(headers)?;
     if declared.is_some_and(|n| n as u64 > max.bytes()) {
         return Err(ApiError::PayloadTooLarge { what: "the", limit: max });
     }
-    let mut reservation =
-        st.write_memory.reserve(declared.unwrap_or(0)).await.map_err(|_| ApiError::WriteMemoryExhausted)?;
-    let timeout = st.config.http.body_timeout;
-    let raw = tokio::time::timeout(timeout.get(), read_body(body, max, declared, &mut reservation))
+    let mut reservation = match st.write_memory.reserve(declared.unwrap_or(0)).await {
+        Ok(r) => r,
+        Err(_) => {
+            discard_body(body, max, timeout.get()).await;
+            return Err(ApiError::WriteMemoryExhausted);
+        }
+    };
+    let raw = tokio::time::timeout(timeout.get(), read_body(st, body, max, declared, &mut reservation))
         .await
         .map_err(|_| ApiError::BodyTimeout(timeout.to_string()))??;
     st.metrics.ingest.bytes_received.fetch_add(raw.len() as u64, Ordering::Relaxed);
@@ -238,15 +246,35 @@ async fn ingest(
         .map_err(|e| ApiError::Internal(format!("write task failed: {e}")))?
 }
 
+/// Reads and drops the body of a request refused before it was read (over its rate limit, no
+/// write memory), up to `max` bytes or `timeout`. Answering without reading it would close the
+/// connection with request bytes unread, and the kernel then resets it: the client would see
+/// a broken connection instead of the 429/503 and its `Retry-After`. Nothing is kept.
+async fn discard_body(mut body: Body, max: ByteSize, timeout: std::time::Duration) {
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > max.bytes() {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
+}
+
 /// Reads the whole body, refusing more than `max` bytes and charging the write memory for
 /// what arrives beyond the reservation.
 async fn read_body(
+    st: &Shared,
     mut body: Body,
     max: ByteSize,
     declared: Option<usize>,
     reservation: &mut Reservation,
 ) -> Result<Vec<u8>, ApiError> {
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max.as_usize()));
+    let mut buf = st.buffers.take(declared.unwrap_or(0).min(max.as_usize()));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
@@ -281,7 +309,13 @@ impl WriteJob {
         let st = self.st.clone();
         let st = &*st;
         let max = st.config.limits.max_body_size;
-        let body = if self.gzip { gunzip(&raw, max, &mut self.reservation, &self.rt)? } else { raw };
+        let body = if self.gzip {
+            let inflated = gunzip(&raw, max, &mut self.reservation, &self.rt)?;
+            st.buffers.give(raw);
+            inflated
+        } else {
+            raw
+        };
         let m = &st.metrics.ingest;
         m.bytes_decoded.fetch_add(body.len() as u64, Ordering::Relaxed);
         m.requests.fetch_add(1, Ordering::Relaxed);
@@ -289,9 +323,13 @@ impl WriteJob {
         let estimate = body.len() * 2;
         self.grow(estimate)?;
         let now = now_ns();
-        let decoded = match self.format {
-            Format::LineProtocol => ingest::lineproto::decode(&body, self.precision, now, &st.limits),
-            Format::Json => ingest::json::decode(&body, self.precision, now, &st.limits)
+        let batch = WriteBatch::with_buffer(st.buffers.take(body.len()));
+        let ctx = PointContext::default();
+        let mut decoded = match self.format {
+            Format::LineProtocol => {
+                ingest::lineproto::decode_with(&body, self.precision, now, &st.limits, &ctx, batch)
+            }
+            Format::Json => ingest::json::decode_with(&body, self.precision, now, &st.limits, &ctx, batch)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?,
         };
         // Tiny lines make bigger batches than the estimate: charge the difference.
@@ -307,6 +345,7 @@ impl WriteJob {
         };
         m.points.fetch_add(outcome.points_written as u64, Ordering::Relaxed);
         m.values.fetch_add(outcome.values_written as u64, Ordering::Relaxed);
+        st.buffers.give(std::mem::take(&mut decoded.batch).into_buffer());
         let errors = decoded.finish(&outcome, &body);
         errors.record(m);
         st.rate_limit.charge_points(&self.client, outcome.points_written + errors.total);
@@ -321,6 +360,7 @@ impl WriteJob {
             outcome.values_written as u64,
             body.len() as u64,
         );
+        st.buffers.give(body);
         if errors.is_empty() {
             return Ok(());
         }
