@@ -1,7 +1,9 @@
 //! MQTT connection handling: arbitrary bytes written to a fresh connection (the whole packet
 //! path: framing by rumqttc's codec, CONNECT, the packet loop, PUBLISH decoding and storage)
-//! must never panic, and everything the server writes back must be well-formed MQTT. Half the
-//! inputs are prefixed with a valid CONNECT so the fuzzer reaches the packet loop quickly.
+//! must never panic, and everything the server writes back must be well-formed MQTT of the
+//! connection's version. A quarter of the inputs are prefixed with a valid 3.1.1 CONNECT and
+//! a quarter with a valid 5.0 CONNECT (with properties), so the fuzzer reaches both packet
+//! loops quickly.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -9,7 +11,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use rumqttc::mqttbytes::v4;
+use rumqttc::v5::mqttbytes::v5;
 use strata_server::mqtt::session::feed_for_test;
+use strata_server::mqtt::wire::connect_protocol_level;
 use strata_server::mqtt::{broker_for_tests, Broker};
 
 struct Harness {
@@ -30,18 +34,38 @@ fn harness() -> &'static Harness {
 
 fuzz_target!(|data: &[u8]| {
     let h = harness();
-    let mut input = Vec::with_capacity(data.len() + 32);
-    if data.first().is_some_and(|b| b & 1 == 1) {
-        let mut c = BytesMut::new();
-        v4::Connect::new("fuzz").write(&mut c).expect("encode CONNECT");
-        input.extend_from_slice(&c);
-        input.extend_from_slice(&data[1..]);
-    } else {
-        input.extend_from_slice(data);
+    let mut input = Vec::with_capacity(data.len() + 64);
+    let mut c = BytesMut::new();
+    match data.first().map(|b| b & 3) {
+        Some(1) => {
+            v4::Connect::new("fuzz").write(&mut c).expect("encode CONNECT");
+        }
+        Some(3) => {
+            let props = v5::ConnectProperties {
+                session_expiry_interval: Some(5),
+                receive_maximum: Some(2),
+                max_packet_size: Some(128),
+                topic_alias_max: Some(2),
+                ..v5::ConnectProperties::new()
+            };
+            v5::Connect { keep_alive: 30, client_id: "fuzz5".into(), clean_start: true, properties: Some(props) }
+                .write(&None, &None, &mut c)
+                .expect("encode CONNECT");
+        }
+        _ => {}
     }
+    input.extend_from_slice(&c);
+    input.extend_from_slice(if c.is_empty() { data } else { &data[1..] });
+    // The server answers in the CONNECT's version (levels above 5 get a 5.0 refusal); anything
+    // it wrote must parse as that version.
+    let v5 = connect_protocol_level(&input).is_some_and(|l| l >= 5);
     let out = h.rt.block_on(feed_for_test(h.broker.clone(), Bytes::from(input)));
     let mut b = BytesMut::from(&out[..]);
     while !b.is_empty() {
-        v4::read(&mut b, 1 << 20).expect("the server wrote a malformed packet");
+        if v5 {
+            v5::Packet::read(&mut b, None).expect("the server wrote a malformed 5.0 packet");
+        } else {
+            v4::read(&mut b, 1 << 20).expect("the server wrote a malformed packet");
+        }
     }
 });

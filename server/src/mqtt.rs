@@ -1,9 +1,10 @@
-//! The MQTT listener: devices connect straight to Strata (MQTT 3.1.1 over TCP, optionally
-//! TLS) and publish telemetry, which is written to the engine and acknowledged (QoS 1) only
+//! The MQTT listener: devices connect straight to Strata (MQTT 3.1.1 and 5.0 over TCP,
+//! optionally TLS) and publish telemetry, which is written to the engine and acknowledged (QoS 1) only
 //! once durable. `docs/mqtt.md` describes the behaviour; this is the layout:
 //!
 //! - [`bridge`]: bridge mode, subscribing to an external broker (`[mqtt.bridge]`).
 //! - [`listener`]: accept loops (plain and TLS), the connection limit, mTLS identities.
+//! - [`wire`]: 3.1.1 and 5.0 packets as one set of types, and every reason code we send.
 //! - [`session`]: one connection: CONNECT and authentication, keep-alive, the packet loop,
 //!   batching of buffered PUBLISHes into one engine write, PUBACKs after durability,
 //!   SUBSCRIBE, command delivery, Last Will.
@@ -16,8 +17,9 @@
 //! - [`status`]: device online/offline status; [`rate`]: per-device token bucket;
 //!   [`metrics`]: counters; [`config`]: the `[mqtt]` section; [`tls`]: rustls and mTLS.
 //!
-//! Packets are framed and parsed by rumqttc's codec (`rumqttc::mqttbytes::v4`); we never parse
-//! MQTT by hand. What it is not (yet): MQTT 5, QoS 2, retained messages.
+//! Packets are framed and parsed by rumqttc's codecs (`rumqttc::mqttbytes::v4` for 3.1.1,
+//! `rumqttc::v5::mqttbytes::v5` for 5.0); we never parse MQTT by hand. What it is not (yet):
+//! QoS 2, retained messages, enhanced authentication, outbound topic aliases.
 
 pub mod acl;
 pub mod bridge;
@@ -34,6 +36,7 @@ pub mod sessions;
 pub mod status;
 pub mod tls;
 pub mod topic;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,6 +131,10 @@ pub struct Broker {
     /// Where persistent sessions are saved; the lock orders saves (a later snapshot is never
     /// overwritten by an earlier one).
     sessions_file: parking_lot::Mutex<std::path::PathBuf>,
+    /// Wills waiting for their Will Delay Interval (5.0), by client id: the id of the
+    /// connection that left each. A new connection of the client removes its entry, which
+    /// cancels the will (5.0 section 3.1.3.2.2).
+    pub(crate) delayed_wills: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
     /// One permit per allowed connection.
     pub(crate) conn_limit: Arc<Semaphore>,
     next_conn: AtomicU64,
@@ -179,11 +186,12 @@ impl Broker {
         if !saved.is_empty() {
             tracing::info!(sessions = saved.len(), file = %sessions_file.display(), "restored persistent MQTT sessions");
         }
-        sessions.restore(saved);
+        sessions.restore(saved, status::now_ms());
         Ok(Broker {
             devices,
             sessions,
             sessions_file: parking_lot::Mutex::new(sessions_file),
+            delayed_wills: parking_lot::Mutex::new(std::collections::HashMap::new()),
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
             status: Registry::new(max_devices),
             engine: state.engine.clone(),
@@ -398,7 +406,7 @@ impl Broker {
     pub fn publish_command(&self, cmd: &Command) -> Delivery {
         let m = &self.metrics.mqtt;
         MqttMetrics::inc(&m.commands);
-        let d = self.sessions.publish(cmd);
+        let d = self.sessions.publish(cmd, status::now_ms());
         m.commands_delivered.fetch_add(d.delivered as u64, Ordering::Relaxed);
         m.commands_queued.fetch_add(d.queued as u64, Ordering::Relaxed);
         m.commands_dropped.fetch_add(d.dropped as u64, Ordering::Relaxed);
@@ -439,6 +447,21 @@ async fn save_sessions_loop(broker: Arc<Broker>) {
     }
 }
 
+/// How often offline sessions past their expiry are removed (they are invisible before:
+/// this only frees memory and room in the sessions file).
+const SESSION_EXPIRY_SWEEP: Duration = Duration::from_secs(5);
+
+async fn expire_sessions_loop(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(SESSION_EXPIRY_SWEEP);
+    loop {
+        tick.tick().await;
+        let n = broker.sessions.expire(status::now_ms());
+        if n > 0 {
+            tracing::info!(sessions = n, "MQTT sessions expired");
+        }
+    }
+}
+
 /// The running listener(s).
 pub struct MqttServer {
     broker: Arc<Broker>,
@@ -446,6 +469,7 @@ pub struct MqttServer {
     tls_addr: Option<SocketAddr>,
     accept: Vec<JoinHandle<()>>,
     saver: JoinHandle<()>,
+    expirer: JoinHandle<()>,
     bridge: Option<JoinHandle<()>>,
 }
 
@@ -480,9 +504,10 @@ impl MqttServer {
             accept.push(tokio::spawn(listener::accept_loop(broker.clone(), to_tokio(l)?, Some(cfg))));
         }
         let saver = tokio::spawn(save_sessions_loop(broker.clone()));
+        let expirer = tokio::spawn(expire_sessions_loop(broker.clone()));
         let bridge = bridge::spawn(&broker);
         tracing::info!(addr = %addr, tls_addr = ?tls_addr, db = %broker.config.database, pattern = %broker.config.topic_pattern, "MQTT listening");
-        Ok(MqttServer { broker, addr, tls_addr, accept, saver, bridge })
+        Ok(MqttServer { broker, addr, tls_addr, accept, saver, expirer, bridge })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -518,6 +543,7 @@ impl MqttServer {
         }
         // The connections gave their unacknowledged commands back: save them last.
         self.saver.abort();
+        self.expirer.abort();
         let broker = self.broker.clone();
         let _ = tokio::task::spawn_blocking(move || broker.save_sessions()).await;
     }

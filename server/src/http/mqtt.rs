@@ -10,6 +10,7 @@
 //!   `{command_prefix}/{device}/{subtopic}` for the devices subscribed to it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -141,6 +142,22 @@ async fn delete_dead_letter(
 #[derive(Debug, Default, Deserialize)]
 struct CommandParams {
     qos: Option<u8>,
+    /// Message expiry: `30s`, `5m`, ... or plain seconds. Undelivered after it, the command is
+    /// dropped; 5.0 devices get the time left in the PUBLISH's Message Expiry Interval.
+    expiry: Option<String>,
+}
+
+/// Parses `expiry`: a humantime duration (`30s`, `2h`) or whole seconds; at least 1 s and at
+/// most what a 5.0 Message Expiry Interval holds (u32 seconds).
+fn parse_expiry(s: &str) -> Result<Duration, String> {
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s).map_err(|e| format!("expiry {s:?}: {e}"))?,
+    };
+    if d < Duration::from_secs(1) || d.as_secs() > u64::from(u32::MAX) {
+        return Err(format!("expiry {s:?}: between 1s and {} seconds", u32::MAX));
+    }
+    Ok(d)
 }
 
 async fn publish_command(
@@ -167,8 +184,15 @@ async fn publish_command(
     if body.len() > b.config.max_packet_size.as_usize() {
         return Err(ApiError::BadRequest("command payload larger than mqtt.max_packet_size".into()));
     }
+    let expires_at_ms = match p.expiry.as_deref() {
+        Some(e) => {
+            let d = parse_expiry(e).map_err(ApiError::BadRequest)?;
+            Some(crate::mqtt::status::now_ms().saturating_add(d.as_millis() as u64))
+        }
+        None => None,
+    };
     let topic = format!("{}/{device}/{subtopic}", b.config.command_prefix);
-    let d = b.publish_command(&Command { topic: topic.clone(), payload: body, qos });
+    let d = b.publish_command(&Command { topic: topic.clone(), payload: body, qos, expires_at_ms });
     if d.queued > 0 {
         // "queued" means kept for the offline device across a restart too: save before
         // answering.

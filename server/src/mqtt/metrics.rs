@@ -58,6 +58,11 @@ pub struct MqttMetrics {
     pub commands_delivered: AtomicU64,
     pub commands_queued: AtomicU64,
     pub commands_dropped: AtomicU64,
+    /// Commands not delivered because their Message Expiry passed while they waited.
+    pub commands_expired: AtomicU64,
+    /// Connections accepted, by protocol version (3.1.1, 5.0).
+    pub connections_v311: AtomicU64,
+    pub connections_v5: AtomicU64,
     /// Bridge mode: messages received from the external broker, and connections made to it.
     pub bridge_messages: AtomicU64,
     pub bridge_connects: AtomicU64,
@@ -79,7 +84,7 @@ impl MqttMetrics {
 
     /// Appends the MQTT metrics in the Prometheus text format.
     pub fn encode_prometheus(&self, out: &mut String) {
-        let simple: [(&str, &str, &str, &AtomicU64); 17] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 18] = [
             (
                 "strata_mqtt_bridge_messages_total",
                 "counter",
@@ -142,6 +147,12 @@ impl MqttMetrics {
             ),
             ("strata_mqtt_commands_dropped_total", "counter", "Commands dropped.", &self.commands_dropped),
             (
+                "strata_mqtt_commands_expired_total",
+                "counter",
+                "Commands dropped undelivered at their message expiry.",
+                &self.commands_expired,
+            ),
+            (
                 "strata_mqtt_messages_qos1_total",
                 "counter",
                 "QoS 1 PUBLISH packets received.",
@@ -160,6 +171,13 @@ impl MqttMetrics {
             out,
             "# HELP {name} QoS 0 PUBLISH packets received.\n# TYPE {name} counter\n{name} {}",
             self.messages_qos0.load(Ordering::Relaxed)
+        );
+        let name = "strata_mqtt_connections_protocol_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} MQTT connections accepted, by protocol version.\n# TYPE {name} counter\n{name}{{version=\"3.1.1\"}} {}\n{name}{{version=\"5.0\"}} {}",
+            self.connections_v311.load(Ordering::Relaxed),
+            self.connections_v5.load(Ordering::Relaxed)
         );
         let name = "strata_mqtt_backpressure_total";
         let _ = writeln!(
@@ -180,6 +198,7 @@ mod tests {
     fn encodes() {
         let m = MqttMetrics::default();
         MqttMetrics::inc(&m.dead_letters);
+        MqttMetrics::inc(&m.connections_v5);
         m.backpressure(Backpressure::RateLimit);
         for (i, b) in Backpressure::ALL.iter().enumerate() {
             assert_eq!(*b as usize, i);
@@ -187,6 +206,7 @@ mod tests {
         let mut out = String::new();
         m.encode_prometheus(&mut out);
         assert!(out.contains("strata_mqtt_dead_letters_total 1"), "{out}");
+        assert!(out.contains("strata_mqtt_connections_protocol_total{version=\"5.0\"} 1"), "{out}");
         assert!(out.contains("strata_mqtt_backpressure_total{reason=\"rate_limit\"} 1"), "{out}");
     }
 }

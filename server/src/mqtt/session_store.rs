@@ -1,5 +1,10 @@
 //! The persistent sessions file, `<data_dir>/mqtt/sessions.bin`: the subscriptions and queued
-//! QoS 1 commands of every `clean session = false` client, so they survive a restart.
+//! QoS 1 commands of every persistent session (3.1.1 `clean session = false`, 5.0 Session
+//! Expiry Interval > 0), so they survive a restart.
+//!
+//! Version 2 (MQTT 5.0 support) adds each session's expiry interval and deadline and each
+//! command's expiry deadline; version 1 files are still read (their sessions and commands
+//! never expire, as 3.1.1 sessions do), and the next save writes version 2.
 //! Specified byte by byte in `docs/file-formats.md` ("MQTT sessions"); the test at the bottom
 //! pins the example there.
 //!
@@ -18,7 +23,9 @@ use rumqttc::QoS;
 use super::sessions::Command;
 
 pub const MAGIC: &[u8; 8] = b"STRATSES";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The version before MQTT 5.0 support, still read.
+pub const VERSION_1: u16 = 1;
 const HEADER_LEN: usize = 16;
 /// Largest body accepted when reading (a sanity bound against a damaged length).
 const MAX_BODY: u32 = 1 << 30;
@@ -27,6 +34,10 @@ const MAX_BODY: u32 = 1 << 30;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
     pub client_id: String,
+    /// Session Expiry Interval, seconds (`wire::EXPIRY_NEVER`: never).
+    pub expiry: u32,
+    /// When the (offline) session ends, Unix ms; `None` when it never does or was online.
+    pub expires_at_ms: Option<u64>,
     pub subscriptions: Vec<(String, QoS)>,
     pub queue: Vec<Command>,
 }
@@ -38,7 +49,7 @@ pub enum SessionFileError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("mqtt sessions file {path} is damaged at byte {offset}: {what} (move it aside to start without the saved sessions)")]
     Corrupt { path: PathBuf, offset: usize, what: &'static str },
-    #[error("mqtt sessions file {path} has version {version}; this build reads version {VERSION}")]
+    #[error("mqtt sessions file {path} has version {version}; this build reads versions {VERSION_1} and {VERSION}")]
     UnsupportedVersion { path: PathBuf, version: u16 },
 }
 
@@ -61,8 +72,12 @@ pub fn encode(sessions: &[StoredSession]) -> Vec<u8> {
         b.extend_from_slice(&(s.len() as u16).to_le_bytes());
         b.extend_from_slice(s.as_bytes());
     };
+    // 0 stands for "no deadline": no real deadline is at the epoch.
+    let deadline = |t: Option<u64>| t.unwrap_or(0).to_le_bytes();
     for s in sessions {
         str16(&mut body, &s.client_id);
+        body.extend_from_slice(&s.expiry.to_le_bytes());
+        body.extend_from_slice(&deadline(s.expires_at_ms));
         body.extend_from_slice(&(s.subscriptions.len() as u16).to_le_bytes());
         for (filter, qos) in &s.subscriptions {
             str16(&mut body, filter);
@@ -72,6 +87,7 @@ pub fn encode(sessions: &[StoredSession]) -> Vec<u8> {
         for c in &s.queue {
             str16(&mut body, &c.topic);
             body.push(qos_byte(c.qos));
+            body.extend_from_slice(&deadline(c.expires_at_ms));
             body.extend_from_slice(&(c.payload.len() as u32).to_le_bytes());
             body.extend_from_slice(&c.payload);
         }
@@ -117,6 +133,12 @@ impl<'a> Reader<'a> {
         let s = self.take(4)?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
+    /// A deadline: 0 is none.
+    fn deadline(&mut self) -> Result<Option<u64>, (usize, &'static str)> {
+        let s = self.take(8)?;
+        let t = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        Ok((t != 0).then_some(t))
+    }
     fn str16(&mut self) -> Result<String, (usize, &'static str)> {
         let at = self.base + self.pos;
         let n = usize::from(self.u16()?);
@@ -148,9 +170,10 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<StoredSession>, SessionFi
         return Err(corrupt(12, "header checksum mismatch"));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return Err(SessionFileError::UnsupportedVersion { path: path.to_owned(), version });
     }
+    let v2 = version == VERSION;
     let len = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
     let start = HEADER_LEN + 8;
@@ -167,6 +190,8 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<StoredSession>, SessionFi
         let mut out = Vec::new();
         for _ in 0..n {
             let client_id = r.str16()?;
+            let (expiry, expires_at_ms) =
+                if v2 { (r.u32()?, r.deadline()?) } else { (super::wire::EXPIRY_NEVER, None) };
             let subs = r.u16()?;
             let mut subscriptions = Vec::with_capacity(usize::from(subs).min(100));
             for _ in 0..subs {
@@ -178,11 +203,12 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<StoredSession>, SessionFi
             for _ in 0..queued {
                 let topic = r.str16()?;
                 let qos = r.qos()?;
+                let expires_at_ms = if v2 { r.deadline()? } else { None };
                 let len = r.u32()? as usize;
                 let payload = Bytes::copy_from_slice(r.take(len)?);
-                queue.push(Command { topic, payload, qos });
+                queue.push(Command { topic, payload, qos, expires_at_ms });
             }
-            out.push(StoredSession { client_id, subscriptions, queue });
+            out.push(StoredSession { client_id, expiry, expires_at_ms, subscriptions, queue });
         }
         if r.pos != r.b.len() {
             return Err((r.base + r.pos, "bytes after the last session"));
@@ -229,13 +255,45 @@ mod tests {
     fn example() -> Vec<StoredSession> {
         vec![StoredSession {
             client_id: "d5".into(),
+            expiry: 3600,
+            expires_at_ms: Some(1_700_000_000_000),
             subscriptions: vec![("commands/d5/#".into(), QoS::AtLeastOnce)],
             queue: vec![Command {
                 topic: "commands/d5/go".into(),
                 payload: Bytes::from_static(b"now"),
                 qos: QoS::AtLeastOnce,
+                expires_at_ms: Some(1_700_000_060_000),
             }],
         }]
+    }
+
+    /// The same session as a version 1 file held it (no expiry): the `mqtt-sessions-v1` block.
+    fn example_v1() -> Vec<StoredSession> {
+        let mut e = example();
+        e[0].expiry = crate::mqtt::wire::EXPIRY_NEVER;
+        e[0].expires_at_ms = None;
+        e[0].queue[0].expires_at_ms = None;
+        e
+    }
+
+    fn doc_block(name: &str) -> Vec<u8> {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/file-formats.md")).unwrap();
+        let block = doc.split(&format!("```hex {name}\n")).nth(1).expect("hex block");
+        let block = block.split("```").next().unwrap();
+        block
+            .split_whitespace()
+            .filter(|t| t.len() == 2)
+            .filter_map(|t| u8::from_str_radix(t, 16).ok())
+            .collect()
+    }
+
+    /// Version 1 files (written before MQTT 5.0 support) still load: the example of the old
+    /// docs, kept in docs/file-formats.md.
+    #[test]
+    fn version_1_still_reads() {
+        let path = Path::new("sessions.bin");
+        assert_eq!(decode(path, &doc_block("mqtt-sessions-v1")).unwrap(), example_v1());
     }
 
     /// The `hex mqtt-sessions` block of docs/file-formats.md is exactly [`example`] encoded.
@@ -277,10 +335,10 @@ mod tests {
             assert!(decode(&path, &bad).is_err(), "flip at {i}");
             assert!(decode(&path, &good[..i]).is_err(), "cut at {i}");
         }
-        let mut v2 = good.clone();
-        v2[8] = 2;
-        let crc = crc32c::crc32c(&v2[..12]);
-        v2[12..16].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(decode(&path, &v2), Err(SessionFileError::UnsupportedVersion { version: 2, .. })));
+        let mut v3 = good.clone();
+        v3[8] = 3;
+        let crc = crc32c::crc32c(&v3[..12]);
+        v3[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&path, &v3), Err(SessionFileError::UnsupportedVersion { version: 3, .. })));
     }
 }

@@ -13,6 +13,14 @@
 //! loads it at start. A persistent session that is online is saved with its subscriptions and
 //! an empty queue: the commands it holds are in its connection, which gives them back at
 //! [`Sessions::detach`] (at the latest at shutdown, before the last save).
+//!
+//! Expiry (MQTT 5.0): a session outlives its connection by its Session Expiry Interval (0: it
+//! ends with the connection; [`EXPIRY_NEVER`], what 3.1.1 `clean session = false` gets:
+//! never). An offline session past its deadline is gone for [`Sessions::attach`] and
+//! [`Sessions::publish`] at once, and removed from the map by [`Sessions::expire`]. Commands
+//! may carry a deadline too (Message Expiry Interval): expired ones are dropped, never
+//! delivered. Deadlines are wall-clock Unix milliseconds, passed in by the caller, so they
+//! mean the same after a restart and tests control the clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +32,7 @@ use rumqttc::QoS;
 use tokio::sync::{mpsc, Notify};
 
 use super::session_store::StoredSession;
+use super::wire::EXPIRY_NEVER;
 
 /// A message for devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +40,21 @@ pub struct Command {
     pub topic: String,
     pub payload: Bytes,
     pub qos: QoS,
+    /// Unix ms after which it must not be delivered (the HTTP `expiry` parameter); `None`:
+    /// never expires.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Command {
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|t| t <= now_ms)
+    }
+
+    /// Seconds left before it expires, rounded up (what a 5.0 PUBLISH carries), if it expires.
+    pub fn expiry_left_secs(&self, now_ms: u64) -> Option<u32> {
+        self.expires_at_ms
+            .map(|t| u32::try_from(t.saturating_sub(now_ms).div_ceil(1000)).unwrap_or(u32::MAX).max(1))
+    }
 }
 
 /// What an attached connection gets.
@@ -61,10 +85,30 @@ struct Online {
 
 #[derive(Debug)]
 struct Session {
-    persistent: bool,
+    /// Session Expiry Interval in seconds: 0 ends the session with its connection,
+    /// [`EXPIRY_NEVER`] never.
+    expiry: u32,
+    /// When an offline session with a finite expiry ends (Unix ms); `None` while online or
+    /// for one that never expires.
+    expires_at_ms: Option<u64>,
     subscriptions: Vec<(String, QoS)>,
     queue: VecDeque<Command>,
     online: Option<Online>,
+}
+
+impl Session {
+    /// Whether it outlives its connection (and is saved to the sessions file).
+    fn persistent(&self) -> bool {
+        self.expiry > 0
+    }
+
+    fn expired(&self, now_ms: u64) -> bool {
+        self.online.is_none() && self.expires_at_ms.is_some_and(|t| t <= now_ms)
+    }
+}
+
+fn deadline(expiry: u32, now_ms: u64) -> Option<u64> {
+    (expiry != EXPIRY_NEVER).then(|| now_ms.saturating_add(u64::from(expiry) * 1000))
 }
 
 /// Messages a connection's channel holds before further ones are queued or dropped.
@@ -83,9 +127,13 @@ pub struct Sessions {
     pub changed: Notify,
 }
 
-/// Too many sessions: the new client is refused (CONNACK 3).
+/// Too many sessions: the new client is refused (3.1.1 CONNACK 3, 5.0 0x97).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
+
+/// The session holds `MAX_FILTERS` filters already (5.0 SUBACK 0x97).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyFilters;
 
 fn push_bounded(q: &mut VecDeque<Command>, c: Command, max: usize) -> usize {
     q.push_back(c);
@@ -130,9 +178,11 @@ impl Sessions {
         self.dirty.store(false, Ordering::Release);
         let mut out: Vec<StoredSession> = map
             .iter()
-            .filter(|(_, s)| s.persistent)
+            .filter(|(_, s)| s.persistent())
             .map(|(id, s)| StoredSession {
                 client_id: id.clone(),
+                expiry: s.expiry,
+                expires_at_ms: s.expires_at_ms,
                 subscriptions: s.subscriptions.clone(),
                 queue: s.queue.iter().cloned().collect(),
             })
@@ -142,28 +192,51 @@ impl Sessions {
         out
     }
 
-    /// Loads saved sessions (at start, before any connection), offline, within the bounds.
-    pub fn restore(&self, saved: Vec<StoredSession>) {
+    /// Loads saved sessions (at start, before any connection), offline, within the bounds. A
+    /// session that was online when saved has no deadline yet: its connection is gone, so its
+    /// expiry starts now.
+    pub fn restore(&self, saved: Vec<StoredSession>, now_ms: u64) {
         let mut map = self.map.lock();
         for s in saved {
+            if s.expiry == 0 {
+                continue;
+            }
+            let expires_at_ms = s.expires_at_ms.or_else(|| deadline(s.expiry, now_ms));
+            if expires_at_ms.is_some_and(|t| t <= now_ms) {
+                continue;
+            }
             if map.len() >= self.max_sessions {
                 tracing::warn!(dropped_from = %s.client_id, "more saved MQTT sessions than the session limit; the rest are dropped");
                 break;
             }
-            let mut queue: VecDeque<Command> = s.queue.into();
+            let mut queue: VecDeque<Command> = s.queue.into_iter().filter(|c| !c.expired(now_ms)).collect();
             while queue.len() > self.max_queued {
                 queue.pop_front();
             }
             let mut subscriptions = s.subscriptions;
             subscriptions.truncate(MAX_FILTERS);
-            map.insert(s.client_id, Session { persistent: true, subscriptions, queue, online: None });
+            map.insert(
+                s.client_id,
+                Session { expiry: s.expiry, expires_at_ms, subscriptions, queue, online: None },
+            );
         }
     }
 
     /// Attaches connection `conn` to `client_id`'s session, taking it over from a connection
-    /// already attached. `clean` discards an earlier session.
-    pub fn attach(&self, client_id: &str, clean: bool, conn: u64) -> Result<Attachment, Full> {
+    /// already attached. `clean` discards an earlier session; `expiry` is the Session Expiry
+    /// Interval from now on (the session keeps what it held either way).
+    pub fn attach(
+        &self,
+        client_id: &str,
+        clean: bool,
+        expiry: u32,
+        conn: u64,
+        now_ms: u64,
+    ) -> Result<Attachment, Full> {
         let mut map = self.map.lock();
+        if map.get(client_id).is_some_and(|s| s.expired(now_ms)) {
+            map.remove(client_id);
+        }
         if !map.contains_key(client_id) && map.len() >= self.max_sessions {
             return Err(Full);
         }
@@ -171,19 +244,22 @@ impl Sessions {
         let kicked = Arc::new(Notify::new());
         let online = Online { conn, tx, kicked: kicked.clone() };
         let existing = map.remove(client_id);
-        let existing_persistent = existing.as_ref().is_some_and(|s| s.persistent);
+        let existing_persistent = existing.as_ref().is_some_and(Session::persistent);
         if let Some(old) = existing.as_ref().and_then(|s| s.online.as_ref()) {
             old.kicked.notify_one();
         }
         let (session_present, session) = match existing {
-            Some(mut s) if !clean && s.persistent => {
+            Some(mut s) if !clean && s.persistent() => {
                 s.online = Some(online);
+                s.expiry = expiry;
+                s.expires_at_ms = None;
                 (true, s)
             }
             _ => (
                 false,
                 Session {
-                    persistent: !clean,
+                    expiry,
+                    expires_at_ms: None,
                     subscriptions: Vec::new(),
                     queue: VecDeque::new(),
                     online: Some(online),
@@ -192,7 +268,7 @@ impl Sessions {
         };
         let mut session = session;
         let queued = std::mem::take(&mut session.queue);
-        let persistent_involved = session.persistent || existing_persistent;
+        let persistent_involved = session.persistent() || existing_persistent;
         map.insert(client_id.to_owned(), session);
         drop(map);
         if persistent_involved {
@@ -202,21 +278,39 @@ impl Sessions {
     }
 
     /// Connection `conn` ended. A persistent session keeps `unacked` (sent, not yet
-    /// acknowledged QoS 1 messages) and what was still in its channel, to send again.
-    pub fn detach(&self, client_id: &str, conn: u64, unacked: Vec<Command>, mut rx: mpsc::Receiver<Command>) {
+    /// acknowledged QoS 1 messages) and what was still in its channel, to send again, until
+    /// its expiry. `expiry` replaces the Session Expiry Interval (a 5.0 DISCONNECT may).
+    pub fn detach(
+        &self,
+        client_id: &str,
+        conn: u64,
+        unacked: Vec<Command>,
+        mut rx: mpsc::Receiver<Command>,
+        expiry: Option<u32>,
+        now_ms: u64,
+    ) {
         let mut map = self.map.lock();
         let Some(s) = map.get_mut(client_id) else { return };
         if s.online.as_ref().is_none_or(|o| o.conn != conn) {
             return; // taken over: the new connection owns the session now
         }
         s.online = None;
-        if !s.persistent {
+        let was_persistent = s.persistent();
+        if let Some(e) = expiry {
+            s.expiry = e;
+        }
+        if !s.persistent() {
             map.remove(client_id);
+            drop(map);
+            if was_persistent {
+                self.touch();
+            }
             return;
         }
-        let mut keep: VecDeque<Command> = unacked.into_iter().collect();
+        s.expires_at_ms = deadline(s.expiry, now_ms);
+        let mut keep: VecDeque<Command> = unacked.into_iter().filter(|c| !c.expired(now_ms)).collect();
         while let Ok(c) = rx.try_recv() {
-            if c.qos == QoS::AtLeastOnce {
+            if c.qos == QoS::AtLeastOnce && !c.expired(now_ms) {
                 keep.push_back(c);
             }
         }
@@ -229,25 +323,29 @@ impl Sessions {
         self.touch();
     }
 
-    pub fn subscribe(&self, client_id: &str, filter: &str, qos: QoS) {
+    pub fn subscribe(&self, client_id: &str, filter: &str, qos: QoS) -> Result<(), TooManyFilters> {
         let mut map = self.map.lock();
-        let Some(s) = map.get_mut(client_id) else { return };
+        let Some(s) = map.get_mut(client_id) else { return Ok(()) };
         s.subscriptions.retain(|(f, _)| f != filter);
-        if s.subscriptions.len() < MAX_FILTERS {
+        let r = if s.subscriptions.len() < MAX_FILTERS {
             s.subscriptions.push((filter.to_owned(), qos));
-        }
-        let persistent = s.persistent;
+            Ok(())
+        } else {
+            Err(TooManyFilters)
+        };
+        let persistent = s.persistent();
         drop(map);
         if persistent {
             self.touch();
         }
+        r
     }
 
     pub fn unsubscribe(&self, client_id: &str, filter: &str) {
         let mut map = self.map.lock();
         let Some(s) = map.get_mut(client_id) else { return };
         s.subscriptions.retain(|(f, _)| f != filter);
-        let persistent = s.persistent;
+        let persistent = s.persistent();
         drop(map);
         if persistent {
             self.touch();
@@ -255,10 +353,16 @@ impl Sessions {
     }
 
     /// Routes `cmd` to the matching sessions.
-    pub fn publish(&self, cmd: &Command) -> Delivery {
+    pub fn publish(&self, cmd: &Command, now_ms: u64) -> Delivery {
         let mut d = Delivery::default();
+        if cmd.expired(now_ms) {
+            return d;
+        }
         let mut map = self.map.lock();
         for s in map.values_mut() {
+            if s.expired(now_ms) {
+                continue;
+            }
             let Some(sub_qos) = s
                 .subscriptions
                 .iter()
@@ -269,7 +373,7 @@ impl Sessions {
                 continue;
             };
             let qos = if (sub_qos as u8) < (cmd.qos as u8) { sub_qos } else { cmd.qos };
-            let c = Command { topic: cmd.topic.clone(), payload: cmd.payload.clone(), qos };
+            let c = Command { qos, ..cmd.clone() };
             let c = match &s.online {
                 Some(o) => match o.tx.try_send(c) {
                     Ok(()) => {
@@ -280,7 +384,7 @@ impl Sessions {
                 },
                 None => c,
             };
-            if s.persistent && c.qos == QoS::AtLeastOnce {
+            if s.persistent() && c.qos == QoS::AtLeastOnce {
                 self.dirty.store(true, Ordering::Release);
                 d.queued += 1;
                 d.dropped += push_bounded(&mut s.queue, c, self.max_queued);
@@ -293,6 +397,21 @@ impl Sessions {
             self.changed.notify_one();
         }
         d
+    }
+
+    /// Removes offline sessions past their expiry; returns how many. Called periodically: an
+    /// expired session is already invisible before that, this frees its memory and its room
+    /// in the sessions file.
+    pub fn expire(&self, now_ms: u64) -> usize {
+        let mut map = self.map.lock();
+        let before = map.len();
+        map.retain(|_, s| !s.expired(now_ms));
+        let removed = before - map.len();
+        drop(map);
+        if removed > 0 {
+            self.touch();
+        }
+        removed
     }
 
     /// Sessions known (online or persistent).
@@ -310,80 +429,122 @@ mod tests {
     use super::*;
 
     fn cmd(topic: &str, qos: QoS) -> Command {
-        Command { topic: topic.into(), payload: Bytes::from_static(b"go"), qos }
+        Command { topic: topic.into(), payload: Bytes::from_static(b"go"), qos, expires_at_ms: None }
     }
 
     #[test]
     fn persistent_session_keeps_qos1_commands_while_offline() {
         let s = Sessions::new(10, 2);
-        let mut a = s.attach("d1", false, 1).unwrap();
+        let mut a = s.attach("d1", false, EXPIRY_NEVER, 1, 0).unwrap();
         assert!(!a.session_present);
-        s.subscribe("d1", "commands/d1/#", QoS::AtLeastOnce);
-        assert_eq!(s.publish(&cmd("commands/d1/reboot", QoS::AtLeastOnce)).delivered, 1);
+        s.subscribe("d1", "commands/d1/#", QoS::AtLeastOnce).unwrap();
+        assert_eq!(s.publish(&cmd("commands/d1/reboot", QoS::AtLeastOnce), 0).delivered, 1);
         assert_eq!(a.rx.try_recv().unwrap().topic, "commands/d1/reboot");
-        s.detach("d1", 1, vec![cmd("commands/d1/unacked", QoS::AtLeastOnce)], a.rx);
-        let d = s.publish(&cmd("commands/d1/a", QoS::AtLeastOnce));
+        s.detach("d1", 1, vec![cmd("commands/d1/unacked", QoS::AtLeastOnce)], a.rx, None, 0);
+        let d = s.publish(&cmd("commands/d1/a", QoS::AtLeastOnce), 0);
         assert_eq!((d.delivered, d.queued), (0, 1));
-        assert_eq!(s.publish(&cmd("commands/d1/q0", QoS::AtMostOnce)).dropped, 1, "QoS 0 is not kept");
-        assert_eq!(s.publish(&cmd("commands/d2/x", QoS::AtLeastOnce)), Delivery::default());
-        let a = s.attach("d1", false, 2).unwrap();
+        assert_eq!(s.publish(&cmd("commands/d1/q0", QoS::AtMostOnce), 0).dropped, 1, "QoS 0 is not kept");
+        assert_eq!(s.publish(&cmd("commands/d2/x", QoS::AtLeastOnce), 0), Delivery::default());
+        let a = s.attach("d1", false, EXPIRY_NEVER, 2, 0).unwrap();
         assert!(a.session_present);
         let topics: Vec<_> = a.queued.iter().map(|c| c.topic.as_str()).collect();
         assert_eq!(topics, vec!["commands/d1/unacked", "commands/d1/a"]);
         // A clean session discards it all.
-        s.detach("d1", 2, vec![], a.rx);
-        s.publish(&cmd("commands/d1/b", QoS::AtLeastOnce));
-        let a = s.attach("d1", true, 3).unwrap();
+        s.detach("d1", 2, vec![], a.rx, None, 0);
+        s.publish(&cmd("commands/d1/b", QoS::AtLeastOnce), 0);
+        let a = s.attach("d1", true, 0, 3, 0).unwrap();
         assert!(!a.session_present && a.queued.is_empty());
-        s.detach("d1", 3, vec![], a.rx);
+        s.detach("d1", 3, vec![], a.rx, None, 0);
         assert!(s.is_empty(), "a clean session ends with its connection");
     }
 
     #[test]
     fn takeover_and_bounds() {
         let s = Sessions::new(1, 1);
-        let a = s.attach("d1", false, 1).unwrap();
-        assert!(s.attach("d2", true, 2).is_err(), "session limit");
-        let b = s.attach("d1", false, 2).unwrap();
+        let a = s.attach("d1", false, EXPIRY_NEVER, 1, 0).unwrap();
+        assert!(s.attach("d2", true, 0, 2, 0).is_err(), "session limit");
+        let b = s.attach("d1", false, EXPIRY_NEVER, 2, 0).unwrap();
         assert!(b.session_present);
         // The old connection was told, and its detach does not end the new one's session.
         let kicked = a.kicked.clone();
         assert!(futures_lite_now(kicked));
-        s.detach("d1", 1, vec![], a.rx);
-        s.subscribe("d1", "commands/d1/#", QoS::AtLeastOnce);
-        assert_eq!(s.publish(&cmd("commands/d1/x", QoS::AtLeastOnce)).delivered, 1);
-        s.detach("d1", 2, vec![], b.rx);
-        let d = s.publish(&cmd("commands/d1/y", QoS::AtLeastOnce));
+        s.detach("d1", 1, vec![], a.rx, None, 0);
+        s.subscribe("d1", "commands/d1/#", QoS::AtLeastOnce).unwrap();
+        assert_eq!(s.publish(&cmd("commands/d1/x", QoS::AtLeastOnce), 0).delivered, 1);
+        s.detach("d1", 2, vec![], b.rx, None, 0);
+        let d = s.publish(&cmd("commands/d1/y", QoS::AtLeastOnce), 0);
         assert_eq!((d.queued, d.dropped), (1, 1), "queue of 1 keeps the newest: {d:?}");
     }
 
     #[test]
     fn snapshot_and_restore_keep_persistent_sessions_only() {
         let s = Sessions::new(10, 5);
-        let a = s.attach("p1", false, 1).unwrap();
+        let a = s.attach("p1", false, EXPIRY_NEVER, 1, 0).unwrap();
         assert!(s.is_dirty(), "a new persistent session is a change to save");
-        s.subscribe("p1", "commands/p1/#", QoS::AtLeastOnce);
-        let c = s.attach("c1", true, 2).unwrap();
-        s.subscribe("c1", "commands/c1/#", QoS::AtLeastOnce);
-        s.detach("p1", 1, vec![], a.rx);
-        s.publish(&cmd("commands/p1/go", QoS::AtLeastOnce));
+        s.subscribe("p1", "commands/p1/#", QoS::AtLeastOnce).unwrap();
+        let c = s.attach("c1", true, 0, 2, 0).unwrap();
+        s.subscribe("c1", "commands/c1/#", QoS::AtLeastOnce).unwrap();
+        s.detach("p1", 1, vec![], a.rx, None, 0);
+        s.publish(&cmd("commands/p1/go", QoS::AtLeastOnce), 0);
         let snap = s.snapshot();
         assert!(!s.is_dirty());
         assert_eq!(snap.len(), 1, "clean sessions are not saved: {snap:?}");
         assert_eq!(snap[0].client_id, "p1");
         assert_eq!(snap[0].subscriptions, vec![("commands/p1/#".to_owned(), QoS::AtLeastOnce)]);
         assert_eq!(snap[0].queue, vec![cmd("commands/p1/go", QoS::AtLeastOnce)]);
-        s.detach("c1", 2, vec![], c.rx);
+        assert_eq!((snap[0].expiry, snap[0].expires_at_ms), (EXPIRY_NEVER, None));
+        s.detach("c1", 2, vec![], c.rx, None, 0);
         assert!(!s.is_dirty(), "a clean session ending is no change to save");
 
         // As after a restart: the subscription routes new commands, the queue is delivered.
         let r = Sessions::new(10, 5);
-        r.restore(snap);
-        assert_eq!(r.publish(&cmd("commands/p1/later", QoS::AtLeastOnce)).queued, 1);
-        let a = r.attach("p1", false, 1).unwrap();
+        r.restore(snap, 0);
+        assert_eq!(r.publish(&cmd("commands/p1/later", QoS::AtLeastOnce), 0).queued, 1);
+        let a = r.attach("p1", false, EXPIRY_NEVER, 1, 0).unwrap();
         assert!(a.session_present);
         let topics: Vec<_> = a.queued.iter().map(|c| c.topic.as_str()).collect();
         assert_eq!(topics, vec!["commands/p1/go", "commands/p1/later"]);
+    }
+
+    #[test]
+    fn session_and_message_expiry() {
+        let s = Sessions::new(10, 10);
+        // A 5.0 session with a 10 s expiry, offline from t = 1 s.
+        let a = s.attach("e1", false, 10, 1, 0).unwrap();
+        s.subscribe("e1", "commands/e1/#", QoS::AtLeastOnce).unwrap();
+        s.detach("e1", 1, vec![], a.rx, None, 1_000);
+        let mut short = cmd("commands/e1/short", QoS::AtLeastOnce);
+        short.expires_at_ms = Some(3_000);
+        assert_eq!(s.publish(&short, 2_000).queued, 1);
+        assert_eq!(s.publish(&cmd("commands/e1/long", QoS::AtLeastOnce), 2_000).queued, 1);
+        assert_eq!(s.publish(&short, 3_000), Delivery::default(), "an expired command goes nowhere");
+        let snap = s.snapshot();
+        assert_eq!((snap[0].expiry, snap[0].expires_at_ms), (10, Some(11_000)));
+        // Restored after the command expired: only the other one is left.
+        let r = Sessions::new(10, 10);
+        r.restore(snap.clone(), 5_000);
+        let a = r.attach("e1", false, 10, 2, 5_000).unwrap();
+        assert!(a.session_present);
+        let topics: Vec<_> = a.queued.iter().map(|c| c.topic.as_str()).collect();
+        assert_eq!(topics, vec!["commands/e1/long"]);
+        // Restored after the session expired: gone.
+        let r = Sessions::new(10, 10);
+        r.restore(snap, 11_000);
+        assert!(r.is_empty());
+        // Before the deadline it resumes; an online session does not expire.
+        assert!(s.attach("e1", false, 10, 3, 10_999).unwrap().session_present);
+        let b = s.attach("e1", false, 10, 4, 11_000).unwrap();
+        assert!(b.session_present, "online sessions do not expire");
+        s.detach("e1", 4, vec![], b.rx, Some(0), 12_000);
+        assert!(s.is_empty(), "a 5.0 DISCONNECT may set the expiry to 0: the session ends");
+        // The sweep removes offline sessions past their deadline only.
+        let a = s.attach("e2", false, 1, 5, 0).unwrap();
+        s.detach("e2", 5, vec![], a.rx, None, 0);
+        let keep = s.attach("e3", false, EXPIRY_NEVER, 6, 0).unwrap();
+        s.detach("e3", 6, vec![], keep.rx, None, 0);
+        assert_eq!(s.expire(999), 0);
+        assert_eq!(s.expire(1_000), 1);
+        assert_eq!(s.len(), 1);
     }
 
     /// Whether `n` holds a stored permit (`notify_one` before anyone waited).

@@ -126,6 +126,16 @@ impl Registry {
         }
     }
 
+    /// A delayed Last Will (5.0 Will Delay Interval) was published after the device went
+    /// offline; a device back online since then is left as it is (its will was cancelled).
+    pub fn will_published(&self, device: &str) {
+        if let Some(e) = self.devices.lock().get_mut(device) {
+            if !e.status.online {
+                e.status.will_published = true;
+            }
+        }
+    }
+
     fn snapshot(e: &Entry) -> DeviceStatus {
         let mut s = e.status.clone();
         if let Some(p) = &e.presence {
