@@ -468,6 +468,151 @@ pub mod mqtt {
     }
 }
 
+pub mod mqtt5 {
+    //! A raw MQTT 5.0 connection: packets written and read with rumqttc's v5 codec, for tests
+    //! that check reason codes and properties exactly (the rumqttc v5 client turns most
+    //! negative codes into connection errors).
+
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use rumqttc::v5::mqttbytes::v5::{
+        ConnAck, Connect, ConnectProperties, Disconnect, DisconnectReasonCode, LastWill, Login, Packet,
+        PubAck, PubAckReason, Publish, PublishProperties,
+    };
+    use rumqttc::v5::mqttbytes::QoS;
+
+    pub struct RawClient5 {
+        pub stream: TcpStream,
+        buf: BytesMut,
+    }
+
+    /// What a CONNECT carries beyond the client id.
+    #[derive(Default)]
+    pub struct Connect5 {
+        pub keep_alive: u16,
+        pub clean_start: bool,
+        pub session_expiry: Option<u32>,
+        pub max_packet_size: Option<u32>,
+        pub receive_maximum: Option<u16>,
+        pub login: Option<(String, String)>,
+        pub will: Option<LastWill>,
+    }
+
+    impl RawClient5 {
+        pub fn connect(addr: SocketAddr) -> RawClient5 {
+            let stream = TcpStream::connect(addr).expect("connect to the MQTT listener");
+            stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            RawClient5 { stream, buf: BytesMut::new() }
+        }
+
+        pub fn send(&mut self, p: &Packet) {
+            let mut out = BytesMut::new();
+            p.write(&mut out).expect("encode");
+            self.stream.write_all(&out).expect("write");
+        }
+
+        pub fn send_bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+            self.stream.write_all(b)
+        }
+
+        /// The next packet, or `None` when the server closed the connection (or the read
+        /// timed out).
+        pub fn recv(&mut self) -> Option<Packet> {
+            loop {
+                match Packet::read(&mut self.buf, None) {
+                    Ok(p) => return Some(p),
+                    Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+                    Err(e) => panic!("server sent a malformed 5.0 packet: {e}"),
+                }
+                let mut chunk = [0u8; 4096];
+                match self.stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+
+        /// Connects as `client_id` and returns the CONNACK.
+        pub fn handshake(&mut self, client_id: &str, o: Connect5) -> ConnAck {
+            let props = ConnectProperties {
+                session_expiry_interval: o.session_expiry,
+                max_packet_size: o.max_packet_size,
+                receive_maximum: o.receive_maximum,
+                ..ConnectProperties::new()
+            };
+            let c = Connect {
+                keep_alive: o.keep_alive,
+                client_id: client_id.into(),
+                clean_start: o.clean_start,
+                properties: Some(props),
+            };
+            let login = o.login.map(|(u, p)| Login::new(u, p));
+            self.send(&Packet::Connect(c, o.will, login));
+            match self.recv() {
+                Some(Packet::ConnAck(a)) => a,
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+        }
+
+        /// Publishes at QoS 1 with packet id `pkid` and returns the PUBACK.
+        pub fn publish(
+            &mut self,
+            topic: &str,
+            pkid: u16,
+            payload: &str,
+            props: Option<PublishProperties>,
+        ) -> PubAck {
+            self.send_publish(topic, QoS::AtLeastOnce, pkid, payload, props);
+            match self.recv() {
+                Some(Packet::PubAck(a)) => {
+                    assert_eq!(a.pkid, pkid);
+                    a
+                }
+                other => panic!("expected PUBACK {pkid}, got {other:?}"),
+            }
+        }
+
+        pub fn send_publish(
+            &mut self,
+            topic: &str,
+            qos: QoS,
+            pkid: u16,
+            payload: &str,
+            props: Option<PublishProperties>,
+        ) {
+            let mut p = Publish::new(topic, qos, payload.to_owned(), props);
+            p.pkid = pkid;
+            self.send(&Packet::Publish(p));
+        }
+
+        /// Acknowledges a command.
+        pub fn puback(&mut self, pkid: u16) {
+            self.send(&Packet::PubAck(PubAck { pkid, reason: PubAckReason::Success, properties: None }));
+        }
+
+        pub fn disconnect(&mut self) {
+            self.send(&Packet::Disconnect(Disconnect::new(DisconnectReasonCode::NormalDisconnection)));
+        }
+
+        /// Reads until the server's DISCONNECT and returns its reason code; panics if the
+        /// connection closes without one.
+        pub fn expect_disconnect(&mut self) -> (DisconnectReasonCode, Option<String>) {
+            loop {
+                match self.recv() {
+                    Some(Packet::Disconnect(d)) => {
+                        return (d.reason_code, d.properties.and_then(|p| p.reason_string))
+                    }
+                    Some(_) => {}
+                    None => panic!("connection closed without a DISCONNECT"),
+                }
+            }
+        }
+    }
+}
+
 pub mod fake_http {
     //! A minimal HTTP/1.1 server for client tests: answers each request with what a handler
     //! returns and records the requests. One request per connection (`Connection: close`).

@@ -14,6 +14,7 @@ mod http_shutdown;
 mod http_tls;
 mod http_write;
 mod loadgen;
+mod mqtt5;
 mod mqtt_crash;
 mod mqtt_ingest;
 mod mqtt_interop;
