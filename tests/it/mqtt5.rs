@@ -449,14 +449,21 @@ fn mqtt5_takeover_0x8e_and_shutdown_0x8b() {
     let server = ServerBuilder::new(dir.path()).start();
     let addr = mqtt_addr(&server);
     let mut first = RawClient5::connect(addr);
-    first.handshake("same5", Connect5 { keep_alive: 30, ..Default::default() });
+    // A delayed will: the takeover is a reconnect within the delay, so it is cancelled.
+    let will = Some(will_with_delay("telemetry/same5/gone", 1));
+    first.handshake(
+        "same5",
+        Connect5 { keep_alive: 30, session_expiry: Some(60), will, ..Default::default() },
+    );
     let mut second = RawClient5::connect(addr);
     second.handshake("same5", Connect5 { keep_alive: 30, ..Default::default() });
     assert_eq!(first.expect_disconnect().0, DisconnectReasonCode::SessionTakenOver);
+    std::thread::sleep(Duration::from_millis(1500));
     server.sigterm();
     assert_eq!(second.expect_disconnect().0, DisconnectReasonCode::ServerShuttingDown);
     let (status, _) = server.wait_exit();
     assert!(status.success());
+    assert!(read_measurement(dir.path(), "telemetry", "gone").is_empty(), "the will was not cancelled");
 }
 
 #[test]

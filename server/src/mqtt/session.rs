@@ -341,7 +341,11 @@ where
             // 5.0 section 3.1.3.2.2: the will goes out when its delay or the session ends,
             // whichever comes first.
             let delay = will.delay_secs.min(expiry);
-            if delay == 0 {
+            if delay > 0 && reason == EndReason::TakenOver {
+                // The client is back on another connection before the delay ran out: as a
+                // reconnect, that cancels the will (5.0 section 3.1.2.5).
+                tracing::info!(client_id = %conn.id.client_id, "delayed Last Will cancelled by the takeover");
+            } else if delay == 0 {
                 will_published = conn.publish_will(&will).await;
             } else {
                 will_delayed = true;
@@ -631,7 +635,13 @@ impl Conn {
 
     /// Replaces a 5.0 topic alias by its topic, or records a new one (section 3.3.2.3.4).
     fn resolve_alias(&mut self, p: &mut InPublish) -> Result<(), Step> {
-        let Some(alias) = p.topic_alias else { return Ok(()) };
+        let Some(alias) = p.topic_alias else {
+            if p.topic.is_empty() && self.writer.protocol == Protocol::V5 {
+                // 5.0 section 3.3.2.3.4: an empty topic needs an alias.
+                return Err(self.violation(Close::ProtocolError, "empty topic without a topic alias"));
+            }
+            return Ok(());
+        };
         if alias == 0 || alias > TOPIC_ALIAS_MAX {
             return Err(
                 self.violation(Close::TopicAliasInvalid, "topic alias 0 or above the Topic Alias Maximum")
