@@ -42,5 +42,8 @@ pub use index::TagPredicate;
 pub use model::{
     Column, FieldType, FieldValue, SegmentId, SeriesData, SeriesId, SeriesKey, TimeRange, Values,
 };
-pub use read::{BlockSummary, ColumnPieces, Piece, ScanOptions, ScanSummary, SeriesPieces, SummaryStats};
+pub use read::{
+    BlockSummary, ColumnCursor, ColumnPieces, Piece, ScanOptions, ScanSummary, SeriesCursor, SeriesPieces,
+    SummaryStats,
+};
 pub use wal::SyncPolicy;

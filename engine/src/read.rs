@@ -27,6 +27,10 @@ use crate::model::{Column, FieldType, SeriesData, SeriesId, SeriesKey, TimeRange
 use crate::segment::{BlockMeta, BlockStats, SegmentReader};
 use crate::ScanRequest;
 
+mod cursor;
+
+pub use cursor::{ColumnCursor, SeriesCursor};
+
 /// Series handed to the visitor per batch of memtable copies.
 const SERIES_PER_BATCH: usize = 256;
 
@@ -256,31 +260,8 @@ impl Inner {
             None => self.catalog.resolve(db, req.measurement, req.predicate).iter().map(SeriesId).collect(),
         };
         for batch in ids.chunks(SERIES_PER_BATCH) {
-            // 1. Memtables, oldest first (frozen in order, then active), per series.
-            let mut mem: HashMap<SeriesId, Vec<MemChunk>> = HashMap::new();
-            for shard in &self.shards {
-                let (frozen, active) = {
-                    let st = shard.state.lock();
-                    let frozen: Vec<_> = st.frozen.iter().cloned().collect();
-                    let active: Vec<_> = batch
-                        .iter()
-                        .map(|&id| (id, st.active.read(id, req.fields, range)))
-                        .filter(|(_, cols)| !cols.is_empty())
-                        .collect();
-                    (frozen, active)
-                };
-                for f in &frozen {
-                    for &id in batch {
-                        let cols = f.mem.read(id, req.fields, range);
-                        if !cols.is_empty() {
-                            mem.entry(id).or_default().extend(cols);
-                        }
-                    }
-                }
-                for (id, cols) in active {
-                    mem.entry(id).or_default().extend(cols);
-                }
-            }
+            // 1. Memtables, oldest first.
+            let mut mem = self.copy_memtables(batch, req.fields, range);
             // 2. Segments of overlapping partitions, after the memtables (see module docs).
             let readers = self.segment_readers(db, range)?;
             let tombstones = self.catalog.tombstones(db);
@@ -305,6 +286,41 @@ impl Inner {
             }
         }
         Ok(summary)
+    }
+
+    /// Copies what the memtables hold of `batch` in `range`, per series oldest first (frozen
+    /// in order, then active), under each shard's lock in turn.
+    pub(crate) fn copy_memtables(
+        &self,
+        batch: &[SeriesId],
+        fields: Option<&[&str]>,
+        range: TimeRange,
+    ) -> HashMap<SeriesId, Vec<MemChunk>> {
+        let mut mem: HashMap<SeriesId, Vec<MemChunk>> = HashMap::new();
+        for shard in &self.shards {
+            let (frozen, active) = {
+                let st = shard.state.lock();
+                let frozen: Vec<_> = st.frozen.iter().cloned().collect();
+                let active: Vec<_> = batch
+                    .iter()
+                    .map(|&id| (id, st.active.read(id, fields, range)))
+                    .filter(|(_, cols)| !cols.is_empty())
+                    .collect();
+                (frozen, active)
+            };
+            for f in &frozen {
+                for &id in batch {
+                    let cols = f.mem.read(id, fields, range);
+                    if !cols.is_empty() {
+                        mem.entry(id).or_default().extend(cols);
+                    }
+                }
+            }
+            for (id, cols) in active {
+                mem.entry(id).or_default().extend(cols);
+            }
+        }
+        mem
     }
 
     /// Open readers of every segment that may hold data in `range`, oldest first.
