@@ -11,7 +11,8 @@
 //! accumulators (aggregates) or row list (raw). Aggregates whose blocks lie wholly inside
 //! one bucket are answered from block statistics ([`strata_engine::Piece::Summary`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::ops::ControlFlow;
 
 use rayon::prelude::*;
@@ -154,11 +155,12 @@ pub const STREAM_PART_ROWS: usize = 1024;
 /// [`select`] returns them (measurement, then tag set), so a chunked answer never holds the
 /// whole result.
 ///
-/// Measurements are already sorted; within one, a raw `SELECT ... GROUP BY <tags>` reads one
-/// tag set at a time (the index says which series make each set), so only the rows of the
-/// tag set being read are held. A raw `SELECT` without `GROUP BY` tags is one series per
-/// measurement and is held whole, and aggregates and transformations are computed per
-/// measurement (their parallel split needs all its series) and emitted per series after it.
+/// Measurements are already sorted; within one, a raw `SELECT` reads one tag set at a time
+/// (the index says which series make each set; without `GROUP BY` tags every series of the
+/// measurement is one set) and streams it through [`RawMerge`], holding only the front of
+/// each of its series, in either time order. Aggregates and transformations are computed
+/// per measurement (their parallel split needs all its series) and emitted per series after
+/// it.
 /// The memory meter is reset after each emitted batch: what was handed on is no longer held.
 /// `SELECT ... INTO` writes its result first and then emits the one `result` series.
 pub(crate) fn select_each(
@@ -200,37 +202,32 @@ pub(crate) fn select_each(
         plans.extend(plan_measurement(ctx, &db, &m, stmt, rest.as_ref())?);
     }
     for plan in plans {
-        // Raw rows grouped by tags: one scan per tag set, in tag-set order.
-        let sets: Vec<Option<(GroupKey, Vec<SeriesId>)>> =
-            if matches!(plan.mode, Mode::Raw { .. }) && !plan.group_tags.is_empty() {
-                let mut by_set: BTreeMap<GroupKey, Vec<SeriesId>> = BTreeMap::new();
-                for (id, key) in source.series(&db, &plan.measurement, &plan.tag_pred)? {
-                    if !tag_filter_ok(&plan, &key) {
-                        continue;
-                    }
-                    let k: GroupKey =
-                        plan.group_tags.iter().map(|t| key.tag(t).unwrap_or("").to_owned()).collect();
-                    // Ids arrive ascending, so each set's list stays ascending as the scan wants.
-                    by_set.entry(k).or_default().push(id);
-                }
-                by_set.into_iter().map(|(k, ids)| Some((k, ids))).collect()
-            } else {
-                vec![None]
-            };
-        for set in sets {
-            // A tag set of one series, in time order: its rows stream in parts as they are read.
-            if let (Some((key, ids)), Mode::Raw { exprs, tag_only }, false) =
-                (&set, &plan.mode, stmt.order_desc)
-            {
-                if ids.len() == 1 {
-                    if *left == 0 {
-                        return Ok(());
-                    }
-                    let r = RawStream { plan: &plan, stmt, exprs, tag_only, tz: &tz };
-                    r.run(source, &db, range, meter, key, ids, (&mut skip, &mut *left), emit)?;
-                    meter.memory = 0;
+        // Raw rows: one merge per tag set, in tag-set order (without GROUP BY tags, one set of
+        // every series).
+        let sets: Vec<Option<(GroupKey, Vec<SeriesId>)>> = if matches!(plan.mode, Mode::Raw { .. }) {
+            let mut by_set: BTreeMap<GroupKey, Vec<SeriesId>> = BTreeMap::new();
+            for (id, key) in source.series(&db, &plan.measurement, &plan.tag_pred)? {
+                if !tag_filter_ok(&plan, &key) {
                     continue;
                 }
+                let k: GroupKey =
+                    plan.group_tags.iter().map(|t| key.tag(t).unwrap_or("").to_owned()).collect();
+                // Ids arrive ascending, so each set's list stays ascending as the cursors want.
+                by_set.entry(k).or_default().push(id);
+            }
+            by_set.into_iter().map(|(k, ids)| Some((k, ids))).collect()
+        } else {
+            vec![None]
+        };
+        for set in sets {
+            if let (Some((key, ids)), Mode::Raw { exprs, tag_only }) = (&set, &plan.mode) {
+                if *left == 0 {
+                    return Ok(());
+                }
+                let r = RawMerge { plan: &plan, stmt, exprs, tag_only, tz: &tz };
+                r.run(source, &db, range, meter, key, ids, (&mut skip, &mut *left), emit)?;
+                meter.memory = 0;
+                continue;
             }
             let only = set.map(|(_, ids)| ids);
             let mut series =
@@ -272,9 +269,20 @@ fn tag_filter_ok(plan: &Plan, key: &strata_engine::SeriesKey) -> bool {
     }
 }
 
-/// A raw `SELECT` over a tag set of one series, ascending: rows are handed on in parts of
-/// [`STREAM_PART_ROWS`] as the scan produces them, so not even one series is held whole.
-struct RawStream<'p> {
+/// Rows a series' cursor produces per refill while its tag set is merged: small, since every
+/// series of the set holds this many rows at once, yet enough to make the per-refill setup
+/// (two small vectors) negligible per row.
+const ROWS_PER_FILL: usize = 64;
+
+/// A raw `SELECT` over one tag set, streamed: the rows of its series are merged by time (a
+/// k-way merge over one [`SeriesRows`] per series) and handed on in parts of
+/// [`STREAM_PART_ROWS`] as they are produced. Held at once: per series, one decoded cluster
+/// per column ([`strata_engine::SeriesCursor`]) and up to [`ROWS_PER_FILL`] rows; plus the
+/// part being filled. `ORDER BY time DESC` reads the cursors backwards, so it streams too.
+///
+/// Ties keep the materialised answer's order: rows of equal time in the series-key order
+/// (as text), reversed with the rows for `ORDER BY time DESC`.
+struct RawMerge<'p> {
     plan: &'p Plan,
     stmt: &'p SelectStatement,
     exprs: &'p [CExpr],
@@ -282,7 +290,7 @@ struct RawStream<'p> {
     tz: &'p TimeZone,
 }
 
-impl RawStream<'_> {
+impl RawMerge<'_> {
     /// `slimit`: (series still to skip, series still to send) of the statement.
     #[allow(clippy::too_many_arguments)]
     fn run(
@@ -301,6 +309,12 @@ impl RawStream<'_> {
         if min > max || plan.scan_fields.is_empty() {
             return Ok(());
         }
+        let offset = stmt.offset;
+        let end = offset.saturating_add(stmt.limit.unwrap_or(u64::MAX));
+        if end == offset {
+            // LIMIT 0 keeps no row, so there is nothing to read.
+            return Ok(());
+        }
         let field_refs: Vec<&str> = plan.scan_fields.iter().map(String::as_str).collect();
         let req = ScanRequest {
             db,
@@ -309,66 +323,68 @@ impl RawStream<'_> {
             fields: Some(&field_refs),
             range: EngineRange::inclusive(min, max),
         };
+        let desc = stmt.order_desc;
+        let mut series = Vec::new();
+        for c in source.cursors(&req, ids, desc)? {
+            meter.add_series()?;
+            series.push(SeriesRows::new(c, plan));
+        }
+        series.sort_by_cached_key(|s| s.cursor.key.to_string());
+        // Min-heap of (time, rank) in output order: for DESC both are complemented, which
+        // reverses their order without overflow.
+        let order = |t: i64, i: usize| if desc { (!t, !(i as u64)) } else { (t, i as u64) };
+        let mut heap = BinaryHeap::with_capacity(series.len());
+        for (i, s) in series.iter_mut().enumerate() {
+            s.fill(self, desc, meter)?;
+            if let Some((t, _)) = s.buf.front() {
+                heap.push(Reverse((order(*t, i), i)));
+            }
+        }
         let (skip_series, left_series) = slimit;
-        let offset = stmt.offset;
-        let limit = stmt.limit.unwrap_or(u64::MAX);
-        // Rows kept so far (all-null rows are dropped), whether a part was sent, whether
-        // SOFFSET skips this series.
-        let (mut kept, mut sent_any, mut skipped) = (0u64, false, false);
+        // Rows kept so far (all-null rows are never produced), whether a part was sent.
+        let (mut kept, mut sent_any) = (0u64, false);
         let mut part: Vec<Vec<Value>> = Vec::new();
-        let mut failure: Option<QueryError> = None;
-        source.scan(&req, &ScanOptions { summarize: None, series: Some(ids) }, &mut |s| {
-            let r = (|| -> Result<(), QueryError> {
-                meter.add_series()?;
-                for_each_row(&s, plan, meter, &mut |t, slots, meter| {
-                    meter.add_points(1)?;
-                    if skipped || kept >= offset.saturating_add(limit) {
-                        return Ok(());
-                    }
-                    let mut all_null = true;
-                    let mut row = Vec::with_capacity(self.exprs.len() + 1);
-                    row.push(if self.tz.is_utc() {
-                        Value::Time(t)
-                    } else {
-                        Value::String(self.tz.format(t))
-                    });
-                    for (e, tag) in self.exprs.iter().zip(self.tag_only) {
-                        let v = e.eval(slots);
-                        if !*tag && v != V::Null {
-                            all_null = false;
-                        }
-                        row.push(v.to_value());
-                    }
-                    if all_null {
-                        return Ok(());
-                    }
-                    kept += 1;
-                    if kept <= offset {
-                        return Ok(());
-                    }
-                    if kept == offset + 1 {
-                        // The series has a row: SOFFSET and SLIMIT count it.
-                        if *skip_series > 0 {
-                            *skip_series -= 1;
-                            skipped = true;
-                            return Ok(());
-                        }
-                        *left_series -= 1;
-                    }
-                    meter.add_rows(1)?;
-                    part.push(row);
-                    if part.len() >= STREAM_PART_ROWS {
-                        let values = std::mem::take(&mut part);
-                        emit(self.head(key, values, sent_any), true)?;
-                        sent_any = true;
-                    }
-                    Ok(())
-                })
-            })();
-            stop_on_error(r, &mut failure)
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
+        let mut rows_seen = 0u64;
+        while let Some(Reverse((_, i))) = heap.pop() {
+            let s = &mut series[i];
+            let (t, mut row) = s.buf.pop_front().expect("a series is in the heap only with a row");
+            if s.buf.is_empty() {
+                s.fill(self, desc, meter)?;
+            }
+            if let Some((nt, _)) = s.buf.front() {
+                heap.push(Reverse((order(*nt, i), i)));
+            }
+            rows_seen += 1;
+            if rows_seen.is_multiple_of(65_536) {
+                meter.check_time()?;
+            }
+            kept += 1;
+            if kept <= offset {
+                continue;
+            }
+            if kept == offset + 1 {
+                // The tag set has a row: SOFFSET and SLIMIT count it.
+                if *skip_series > 0 {
+                    *skip_series -= 1;
+                    return Ok(());
+                }
+                *left_series -= 1;
+            }
+            meter.add_rows(1)?;
+            meter.add_memory(32 * row.len() as u64 + 24)?;
+            if !self.tz.is_utc() {
+                row[0] = Value::String(self.tz.format(t));
+            }
+            part.push(row);
+            if kept >= end {
+                break;
+            }
+            if part.len() >= STREAM_PART_ROWS {
+                let values = std::mem::take(&mut part);
+                emit(self.head(key, values, sent_any), true)?;
+                sent_any = true;
+                meter.memory = 0;
+            }
         }
         if !part.is_empty() || sent_any {
             emit(self.head(key, part, sent_any), false)?;
@@ -390,6 +406,134 @@ impl RawStream<'_> {
             Some(self.plan.group_tags.iter().cloned().zip(key.iter().cloned()).collect())
         };
         Series { name: self.plan.measurement.clone(), tags, columns, values }
+    }
+}
+
+/// The raw rows of one series, produced a few at a time from its cursor: the pull form of
+/// [`for_each_row`] (same rows, same condition, all-null rows dropped), in ascending or (with
+/// a descending cursor) descending time order.
+struct SeriesRows {
+    cursor: strata_engine::SeriesCursor,
+    /// Per scan field: the cursor column holding it.
+    col_of_field: Vec<Option<usize>>,
+    /// Per cursor column: its current piece (`None` once it has no more) and the position in it.
+    pieces: Vec<Option<(Vec<i64>, strata_engine::Values)>>,
+    pos: Vec<usize>,
+    /// Rows produced and not yet taken: (time, row with `Value::Time` first).
+    buf: VecDeque<(i64, Vec<Value>)>,
+    done: bool,
+}
+
+impl SeriesRows {
+    fn new(cursor: strata_engine::SeriesCursor, plan: &Plan) -> SeriesRows {
+        let col_of_field =
+            plan.scan_fields.iter().map(|f| cursor.columns.iter().position(|c| &*c.field == f)).collect();
+        let n = cursor.columns.len();
+        SeriesRows {
+            cursor,
+            col_of_field,
+            pieces: (0..n).map(|_| None).collect(),
+            pos: vec![0; n],
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Produces up to [`ROWS_PER_FILL`] more rows into `buf` (fewer only at the end).
+    fn fill(&mut self, m: &RawMerge<'_>, desc: bool, meter: &mut Meter) -> Result<(), QueryError> {
+        let plan = m.plan;
+        while !self.done && self.buf.len() < ROWS_PER_FILL {
+            // Every column gets a piece with rows left, or none when it has no more.
+            for (c, col) in self.cursor.columns.iter_mut().enumerate() {
+                let exhausted = self.pieces[c].as_ref().is_none_or(|(ts, _)| self.pos[c] >= ts.len());
+                if exhausted {
+                    self.pieces[c] = match col.next_piece()? {
+                        Some(Piece::Data { timestamps, values }) => Some((timestamps, values)),
+                        // Cursors are never asked to summarise.
+                        Some(Piece::Summary(_)) | None => None,
+                    };
+                    self.pos[c] = 0;
+                }
+            }
+            // Rows until a column's piece runs out (it must be refilled before its next time
+            // can be compared) or enough are buffered.
+            let cols: Vec<Option<(&[i64], Col<'_>)>> = self
+                .pieces
+                .iter()
+                .map(|p| p.as_ref().map(|(ts, v)| (&ts[..], Col::from_values(v))))
+                .collect();
+            let key = &self.cursor.key;
+            let mut slots: Vec<V<'_>> = plan
+                .slots
+                .iter()
+                .map(|src| match src {
+                    SlotSrc::Tag(k) => V::S(key.tag(k).unwrap_or("")),
+                    SlotSrc::Field(_) => V::Null,
+                })
+                .collect();
+            let pos = &mut self.pos;
+            loop {
+                let mut next: Option<i64> = None;
+                for (c, col) in cols.iter().enumerate() {
+                    if let Some((ts, _)) = col {
+                        let t = ts[pos[c]];
+                        let better = match next {
+                            None => true,
+                            Some(n) => (desc && t > n) || (!desc && t < n),
+                        };
+                        if better {
+                            next = Some(t);
+                        }
+                    }
+                }
+                let Some(t) = next else {
+                    self.done = true;
+                    break;
+                };
+                for (k, src) in plan.slots.iter().enumerate() {
+                    if let SlotSrc::Field(fi) = src {
+                        slots[k] = V::Null;
+                        if let Some(c) = self.col_of_field[*fi] {
+                            if let Some((ts, vals)) = cols[c] {
+                                if ts[pos[c]] == t {
+                                    slots[k] = vals.get(pos[c]);
+                                }
+                            }
+                        }
+                    }
+                }
+                let mut ran_out = false;
+                for (c, col) in cols.iter().enumerate() {
+                    if let Some((ts, _)) = col {
+                        if ts[pos[c]] == t {
+                            pos[c] += 1;
+                            ran_out |= pos[c] == ts.len();
+                        }
+                    }
+                }
+                let pass = plan.cond.as_ref().is_none_or(|cond| cond.test(&slots));
+                if pass {
+                    meter.add_points(1)?;
+                    let mut all_null = true;
+                    let mut row = Vec::with_capacity(m.exprs.len() + 1);
+                    row.push(Value::Time(t));
+                    for (e, tag) in m.exprs.iter().zip(m.tag_only) {
+                        let v = e.eval(&slots);
+                        if !*tag && v != V::Null {
+                            all_null = false;
+                        }
+                        row.push(v.to_value());
+                    }
+                    if !all_null {
+                        self.buf.push_back((t, row));
+                    }
+                }
+                if ran_out || self.buf.len() >= ROWS_PER_FILL {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use strata_engine::{
-    Engine, ReadError, ScanOptions, ScanRequest, ScanSummary, SeriesId, SeriesKey, SeriesPieces, TagPredicate,
+    Engine, ReadError, ScanOptions, ScanRequest, ScanSummary, SeriesCursor, SeriesId, SeriesKey,
+    SeriesPieces, TagPredicate,
 };
 
 /// A streaming source of series pieces. `Sync` so that one query's series can be read from
@@ -27,6 +28,16 @@ pub trait SeriesSource: Sync {
         opts: &ScanOptions<'_>,
         visit: &mut dyn FnMut(SeriesPieces) -> ControlFlow<()>,
     ) -> Result<ScanSummary, ReadError>;
+
+    /// Opens a pull cursor per series of `ids` (ascending) that has data in the request's
+    /// range, as [`Engine::series_cursors`] does: for merging many series by time while
+    /// holding only the front of each.
+    fn cursors(
+        &self,
+        req: &ScanRequest<'_>,
+        ids: &[SeriesId],
+        descending: bool,
+    ) -> Result<Vec<SeriesCursor>, ReadError>;
 }
 
 impl SeriesSource for Engine {
@@ -46,5 +57,14 @@ impl SeriesSource for Engine {
         visit: &mut dyn FnMut(SeriesPieces) -> ControlFlow<()>,
     ) -> Result<ScanSummary, ReadError> {
         self.scan_pieces(req, opts, visit)
+    }
+
+    fn cursors(
+        &self,
+        req: &ScanRequest<'_>,
+        ids: &[SeriesId],
+        descending: bool,
+    ) -> Result<Vec<SeriesCursor>, ReadError> {
+        self.series_cursors(req, ids, descending)
     }
 }
