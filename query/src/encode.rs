@@ -382,63 +382,120 @@ fn csv_field(out: &mut String, s: &str) {
     }
 }
 
-fn csv_value(v: &Value, epoch: Epoch) -> String {
+/// One value as a CSV field, appended to `out` without a temporary string (only strings can
+/// need quoting).
+fn write_csv_value(out: &mut String, v: &Value, epoch: Epoch) {
+    // Writing to a String cannot fail.
     match v {
-        Value::Null => String::new(),
-        Value::Float(f) => format_float(*f).replace("null", ""),
-        Value::Integer(i) => i.to_string(),
-        Value::Unsigned(u) => u.to_string(),
-        Value::Boolean(b) => b.to_string(),
-        Value::String(s) => s.clone(),
+        Value::Null => {}
+        Value::Float(f) => {
+            let a = f.abs();
+            if f.is_finite() && (a == 0.0 || (1e-6..1e21).contains(&a)) {
+                let _ = write!(out, "{f}");
+            } else if f.is_finite() {
+                out.push_str(&format_float(*f));
+            }
+            // NaN and infinities are empty fields (JSON's null).
+        }
+        Value::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Unsigned(u) => {
+            let _ = write!(out, "{u}");
+        }
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::String(s) => csv_field(out, s),
         // CSV times are integers (nanoseconds unless `epoch=` says otherwise), as InfluxDB.
-        Value::Time(t) => (t / epoch.divisor().unwrap_or(1)).to_string(),
+        Value::Time(t) => {
+            let _ = write!(out, "{}", t / epoch.divisor().unwrap_or(1));
+        }
     }
 }
 
 /// CSV as InfluxDB 1.x writes it for `Accept: application/csv`: a `name,tags,<columns>`
 /// header whenever the columns change, then one line per row; tags as `k=v,k=v`.
 pub fn encode_csv(results: &[StatementResult], opts: EncodeOptions) -> String {
+    let mut enc = CsvEncoder::new(opts);
     let mut out = String::new();
-    let mut last_columns: Option<&[String]> = None;
     for r in results {
         if let Some(e) = &r.error {
-            out.push_str("error\n");
-            csv_field(&mut out, e);
-            out.push('\n');
-            last_columns = None;
+            enc.error(e, &mut out);
             continue;
         }
         for s in &r.series {
-            if last_columns != Some(&s.columns[..]) {
-                if last_columns.is_some() {
+            enc.part(s, false, &mut out);
+        }
+    }
+    out
+}
+
+/// Writes CSV ([`encode_csv`]) as series arrive, whole or in parts, so a streamed answer can
+/// be sent as it is produced. Holds only the header state and the current series' name and
+/// tags; the text goes to the caller's buffer, which it sends when it likes.
+#[derive(Debug)]
+pub struct CsvEncoder {
+    opts: EncodeOptions,
+    /// The columns of the last header written; `None` at the start and after an error.
+    columns: Option<Vec<String>>,
+    /// The current series' name and tags as CSV fields (`name,tags`), for its later parts.
+    prefix: String,
+    /// More rows of the current series are coming ([`CsvEncoder::part`] with `more`).
+    open: bool,
+}
+
+impl CsvEncoder {
+    pub fn new(opts: EncodeOptions) -> CsvEncoder {
+        CsvEncoder { opts, columns: None, prefix: String::new(), open: false }
+    }
+
+    /// Writes rows of a series: the continuation of the previous part when that one had
+    /// `more` set (only `values` is read then), else a new series (a header first when its
+    /// columns differ from the last header's).
+    pub fn part(&mut self, s: &Series, more: bool, out: &mut String) {
+        if !self.open {
+            if self.columns.as_deref() != Some(&s.columns[..]) {
+                if self.columns.is_some() {
                     out.push('\n');
                 }
                 out.push_str("name,tags");
                 for c in &s.columns {
                     out.push(',');
-                    csv_field(&mut out, c);
+                    csv_field(out, c);
                 }
                 out.push('\n');
-                last_columns = Some(&s.columns);
+                self.columns = Some(s.columns.clone());
             }
-            let tags = s
-                .tags
-                .as_ref()
-                .map(|t| t.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
-                .unwrap_or_default();
-            for row in &s.values {
-                csv_field(&mut out, &s.name);
+            self.prefix.clear();
+            csv_field(&mut self.prefix, &s.name);
+            self.prefix.push(',');
+            let mut tags = String::new();
+            for (i, (k, v)) in s.tags.iter().flatten().enumerate() {
+                if i > 0 {
+                    tags.push(',');
+                }
+                let _ = write!(tags, "{k}={v}");
+            }
+            csv_field(&mut self.prefix, &tags);
+        }
+        self.open = more;
+        for row in &s.values {
+            out.push_str(&self.prefix);
+            for v in row {
                 out.push(',');
-                csv_field(&mut out, &tags);
-                for v in row {
-                    out.push(',');
-                    csv_field(&mut out, &csv_value(v, opts.epoch));
-                }
-                out.push('\n');
+                write_csv_value(out, v, self.opts.epoch);
             }
+            out.push('\n');
         }
     }
-    out
+
+    /// Writes a statement's error (`error` and the message); the next series gets a header.
+    pub fn error(&mut self, message: &str, out: &mut String) {
+        out.push_str("error\n");
+        csv_field(out, message);
+        out.push('\n');
+        self.columns = None;
+        self.open = false;
+    }
 }
 
 #[cfg(test)]

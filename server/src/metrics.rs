@@ -211,10 +211,12 @@ pub enum QueryOutcome {
     Invalid,
     /// A storage error or a failed query task.
     Internal,
+    /// The client hung up on a streamed answer before it ended; the query stopped there.
+    Cancelled,
 }
 
 impl QueryOutcome {
-    pub const ALL: [QueryOutcome; 8] = [
+    pub const ALL: [QueryOutcome; 9] = [
         QueryOutcome::Ok,
         QueryOutcome::BadRequest,
         QueryOutcome::Parse,
@@ -223,6 +225,7 @@ impl QueryOutcome {
         QueryOutcome::Timeout,
         QueryOutcome::Invalid,
         QueryOutcome::Internal,
+        QueryOutcome::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -235,6 +238,7 @@ impl QueryOutcome {
             QueryOutcome::Timeout => "timeout",
             QueryOutcome::Invalid => "invalid",
             QueryOutcome::Internal => "internal",
+            QueryOutcome::Cancelled => "cancelled",
         }
     }
 
@@ -243,6 +247,7 @@ impl QueryOutcome {
         use strata_query::QueryError as E;
         match e {
             E::Timeout { .. } => QueryOutcome::Timeout,
+            E::Cancelled => QueryOutcome::Cancelled,
             e if e.is_limit() => QueryOutcome::Limit,
             E::Read(_) | E::Lifecycle(_) | E::Write(_) => QueryOutcome::Internal,
             _ => QueryOutcome::Invalid,
@@ -641,6 +646,7 @@ mod tests {
         assert_eq!(QueryOutcome::of_error(&E::TooManySeries { count: 3, limit: 2 }), QueryOutcome::Limit);
         assert_eq!(QueryOutcome::of_error(&E::MemoryExceeded { limit: 1 }), QueryOutcome::Limit);
         assert_eq!(QueryOutcome::of_error(&E::DatabaseRequired), QueryOutcome::Invalid);
+        assert_eq!(QueryOutcome::of_error(&E::Cancelled), QueryOutcome::Cancelled);
         assert_eq!(
             QueryOutcome::of_error(&E::Write(strata_engine::WriteError::Poisoned)),
             QueryOutcome::Internal

@@ -13,11 +13,12 @@
 //! Statements run on the blocking pool: a query is CPU-bound work over memory-mapped
 //! segments, which must not stall the async workers that serve writes.
 //!
-//! `chunked=true` (JSON) streams: the query thread encodes each series as it is produced and
-//! hands the lines to the response body through a channel of [`STREAM_CAPACITY`] lines, so a
+//! `chunked=true` (JSON) and every CSV answer stream: the query thread encodes each series as
+//! it is produced and hands the text to the response body through a channel of
+//! [`STREAM_CAPACITY`] pieces (JSON lines, or CSV text of up to `chunk_size` rows), so a
 //! client that reads slowly blocks the query thread instead of letting the answer pile up in
-//! memory; a client that hangs up cancels the query at its next line. The outcome and
-//! latency of a streamed query are recorded when it ends.
+//! memory; a client that hangs up cancels the query at its next piece (outcome `cancelled`).
+//! The outcome and latency of a streamed query are recorded when it ends.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -31,10 +32,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_query::ast::Statement;
-use strata_query::encode::{encode_csv, encode_error_json, encode_json, ChunkEncoder, EncodeOptions};
+use strata_query::encode::{encode_error_json, encode_json, ChunkEncoder, CsvEncoder, EncodeOptions};
 use strata_query::{
     execute_statement, execute_statement_each, parse_query, Epoch, QueryContext, QueryError, QueryLimits,
-    StatementResult,
+    Series, StatementResult,
 };
 use tokio::sync::mpsc;
 
@@ -43,9 +44,13 @@ use crate::auth::Access;
 use crate::config::QueryConfig;
 use crate::metrics::{Metrics, QueryOutcome};
 
-/// Lines of a chunked answer buffered between the query thread and the connection. Small:
-/// each line is up to `chunk_size` rows, and the socket buffers hold more behind it.
+/// Pieces of a streamed answer buffered between the query thread and the connection. Small:
+/// each is up to `chunk_size` rows, and the socket buffers hold more behind it.
 pub const STREAM_CAPACITY: usize = 4;
+
+/// A CSV piece is sent at `chunk_size` rows or at this many bytes, whichever comes first, so
+/// wide rows do not make one piece huge.
+const CSV_PIECE_BYTES: usize = 1 << 20;
 
 /// The parameters of one request.
 #[derive(Debug, Default)]
@@ -223,7 +228,8 @@ async fn answer(
         .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
         .unwrap_or(0);
     let opts = EncodeOptions { epoch, pretty: params.pretty };
-    if params.chunked && !wants_csv(&headers) {
+    let csv = wants_csv(&headers);
+    if params.chunked || csv {
         let size = params.chunk_size.unwrap_or(st.config.query.chunk_size.max(1));
         let ctx = StreamContext {
             engine: st.engine.clone(),
@@ -233,7 +239,8 @@ async fn answer(
             limits,
             started,
         };
-        return (stream_chunked(ctx, statements, opts, size), None);
+        let format = if csv { StreamFormat::Csv } else { StreamFormat::Json };
+        return (stream_answer(ctx, statements, format, opts, size), None);
     }
     let engine = st.engine.clone();
     let db = params.db.clone();
@@ -256,7 +263,7 @@ async fn answer(
     let rows = results.iter().flat_map(|r| &r.series).map(|s| s.values.len() as u64).sum::<u64>();
     q.series_returned.fetch_add(series, Ordering::Relaxed);
     q.rows_returned.fetch_add(rows, Ordering::Relaxed);
-    (encode_results(&headers, opts, &results), Some(outcome))
+    (encode_results(opts, &results), Some(outcome))
 }
 
 /// What a streamed query's thread needs, owned.
@@ -269,11 +276,21 @@ struct StreamContext {
     started: Instant,
 }
 
-/// `chunked=true` as JSON: runs the statements on the blocking pool, sending each line as it
-/// is encoded (see the module header), and answers with a body that yields those lines.
-fn stream_chunked(
+/// The encodings a streamed answer comes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamFormat {
+    /// `chunked=true`: InfluxDB's chunked JSON lines.
+    Json,
+    /// `Accept: application/csv`, chunked or not: the same text as a materialised CSV answer.
+    Csv,
+}
+
+/// Runs the statements on the blocking pool, sending the answer as it is encoded (see the
+/// module header), and answers with a body that yields what is sent.
+fn stream_answer(
     c: StreamContext,
     statements: Vec<Statement>,
+    format: StreamFormat,
     opts: EncodeOptions,
     chunk_size: usize,
 ) -> Response {
@@ -283,8 +300,9 @@ fn stream_chunked(
     let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
         let ctx = QueryContext::new(&c.engine, c.db.as_deref(), c.now_ns, c.limits);
-        let outcome = stream_statements(&ctx, &statements, opts, chunk_size, &c.metrics, &mut |line| {
-            send_line(&runtime, &tx, line, &ctx)
+        let mut enc = StreamEncoder::new(format, opts, chunk_size);
+        let outcome = stream_statements(&ctx, &statements, &mut enc, &c.metrics, &mut |piece| {
+            send_line(&runtime, &tx, piece, &ctx)
         });
         c.metrics.query.record(outcome, c.started.elapsed());
     });
@@ -296,30 +314,108 @@ fn stream_chunked(
         }
     });
     let mut r = Response::new(Body::from_stream(LineStream { rx }));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = match format {
+        StreamFormat::Json => "application/json",
+        StreamFormat::Csv => "application/csv",
+    };
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
-/// Runs the statements, encoding their series as chunked JSON lines into `send` as they are
-/// produced; stops at the first failing statement (whose error is the last line) or when
-/// `send` fails (the client went away). Returns how the query ended.
-fn stream_statements(
-    ctx: &QueryContext<'_>,
-    statements: &[Statement],
-    opts: EncodeOptions,
-    chunk_size: usize,
-    metrics: &Metrics,
-    send: &mut dyn FnMut(Bytes) -> Result<(), QueryError>,
-) -> QueryOutcome {
-    let mut enc = ChunkEncoder::new(opts, chunk_size);
-    let mut lines: Vec<String> = Vec::new();
-    let flush = |lines: &mut Vec<String>, send: &mut dyn FnMut(Bytes) -> Result<(), QueryError>| {
+/// Where a streamed answer's text is encoded and cut into the pieces that are sent.
+enum StreamEncoder {
+    Json {
+        enc: ChunkEncoder,
+        lines: Vec<String>,
+    },
+    /// `rows`: rows in `buf`, sent once they reach `chunk_size` (or `buf` reaches
+    /// [`CSV_PIECE_BYTES`]).
+    Csv {
+        enc: CsvEncoder,
+        buf: String,
+        rows: usize,
+        chunk_size: usize,
+    },
+}
+
+type Send<'s> = dyn FnMut(Bytes) -> Result<(), QueryError> + 's;
+
+impl StreamEncoder {
+    fn new(format: StreamFormat, opts: EncodeOptions, chunk_size: usize) -> StreamEncoder {
+        match format {
+            StreamFormat::Json => {
+                StreamEncoder::Json { enc: ChunkEncoder::new(opts, chunk_size), lines: Vec::new() }
+            }
+            StreamFormat::Csv => {
+                StreamEncoder::Csv { enc: CsvEncoder::new(opts), buf: String::new(), rows: 0, chunk_size }
+            }
+        }
+    }
+
+    fn begin(&mut self, statement: usize) {
+        if let StreamEncoder::Json { enc, .. } = self {
+            enc.begin(statement);
+        }
+    }
+
+    /// Encodes rows of a series ([`ChunkEncoder::part`]) and sends what is ready.
+    fn part(&mut self, s: Series, more: bool, send: &mut Send<'_>) -> Result<(), QueryError> {
+        match self {
+            StreamEncoder::Json { enc, lines } => {
+                enc.part(s, more, lines);
+                Self::send_lines(lines, send)
+            }
+            StreamEncoder::Csv { enc, buf, rows, chunk_size } => {
+                enc.part(&s, more, buf);
+                *rows += s.values.len();
+                if *rows >= *chunk_size || buf.len() >= CSV_PIECE_BYTES {
+                    *rows = 0;
+                    send(Bytes::from(std::mem::take(buf)))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a statement, with its error if it failed, and sends everything held.
+    fn end(&mut self, error: Option<&str>, send: &mut Send<'_>) -> Result<(), QueryError> {
+        match self {
+            StreamEncoder::Json { enc, lines } => {
+                enc.end(error, lines);
+                Self::send_lines(lines, send)
+            }
+            StreamEncoder::Csv { enc, buf, rows, .. } => {
+                if let Some(e) = error {
+                    enc.error(e, buf);
+                }
+                *rows = 0;
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                send(Bytes::from(std::mem::take(buf)))
+            }
+        }
+    }
+
+    fn send_lines(lines: &mut Vec<String>, send: &mut Send<'_>) -> Result<(), QueryError> {
         for mut line in lines.drain(..) {
             line.push('\n');
             send(Bytes::from(line))?;
         }
-        Ok::<(), QueryError>(())
-    };
+        Ok(())
+    }
+}
+
+/// Runs the statements, encoding their series into `send` as they are produced; stops at the
+/// first failing statement (whose error ends the answer) or when `send` fails (the client
+/// went away). Returns how the query ended.
+fn stream_statements(
+    ctx: &QueryContext<'_>,
+    statements: &[Statement],
+    enc: &mut StreamEncoder,
+    metrics: &Metrics,
+    send: &mut Send<'_>,
+) -> QueryOutcome {
     for (i, stmt) in statements.iter().enumerate() {
         enc.begin(i);
         let mut continued = false;
@@ -329,22 +425,19 @@ fn stream_statements(
             }
             continued = more;
             metrics.query.rows_returned.fetch_add(s.values.len() as u64, Ordering::Relaxed);
-            enc.part(s, more, &mut lines);
-            flush(&mut lines, send)
+            enc.part(s, more, send)
         });
         match r {
             Ok(()) => {
-                enc.end(None, &mut lines);
-                if flush(&mut lines, send).is_err() {
+                if enc.end(None, send).is_err() {
                     return cancelled(i);
                 }
             }
             Err(QueryError::Cancelled) => return cancelled(i),
             Err(e) => {
                 tracing::debug!(statement = i, error = %e, "statement failed");
-                enc.end(Some(&e.to_string()), &mut lines);
                 // The client may be gone too; the outcome is the error either way.
-                let _ = flush(&mut lines, send);
+                let _ = enc.end(Some(&e.to_string()), send);
                 return QueryOutcome::of_error(&e);
             }
         }
@@ -380,11 +473,11 @@ fn send_line(
     }
 }
 
-/// A client that stops reading a streamed answer is not a server failure, and there is no
-/// separate outcome for it: it counts as answered (`ok`), and the log says where it stopped.
+/// A client that hangs up on a streamed answer: not a server failure, and not an answer
+/// either; counted as `cancelled`, and the log says where it stopped.
 fn cancelled(statement: usize) -> QueryOutcome {
-    tracing::debug!(statement, "client closed a chunked query answer; query stopped");
-    QueryOutcome::Ok
+    tracing::debug!(statement, "client closed a streamed query answer; query stopped");
+    QueryOutcome::Cancelled
 }
 
 /// The body of a streamed answer: the lines the query thread sends, until it is done.
@@ -424,13 +517,8 @@ fn run_statements(ctx: &QueryContext<'_>, statements: &[Statement]) -> (Vec<Stat
     (out, QueryOutcome::Ok)
 }
 
-/// Encodes the results as CSV or one JSON document (chunked JSON streams instead, see
-/// [`stream_chunked`]; chunked CSV is plain CSV, as InfluxDB's).
-fn encode_results(headers: &HeaderMap, opts: EncodeOptions, results: &[StatementResult]) -> Response {
-    if wants_csv(headers) {
-        let mut r = (StatusCode::OK, encode_csv(results, opts)).into_response();
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/csv"));
-        return r;
-    }
+/// Encodes the results as one JSON document (chunked JSON and CSV stream instead, see
+/// [`stream_answer`]).
+fn encode_results(opts: EncodeOptions, results: &[StatementResult]) -> Response {
     json_response(StatusCode::OK, encode_json(results, opts))
 }
