@@ -334,8 +334,9 @@ impl RawMerge<'_> {
         // reverses their order without overflow.
         let order = |t: i64, i: usize| if desc { (!t, !(i as u64)) } else { (t, i as u64) };
         let mut heap = BinaryHeap::with_capacity(series.len());
+        let mut read = 0u64;
         for (i, s) in series.iter_mut().enumerate() {
-            s.fill(self, desc, meter)?;
+            s.fill(self, desc, meter, &mut read)?;
             if let Some((t, _)) = s.buf.front() {
                 heap.push(Reverse((order(*t, i), i)));
             }
@@ -344,19 +345,14 @@ impl RawMerge<'_> {
         // Rows kept so far (all-null rows are never produced), whether a part was sent.
         let (mut kept, mut sent_any) = (0u64, false);
         let mut part: Vec<Vec<Value>> = Vec::new();
-        let mut rows_seen = 0u64;
         while let Some(Reverse((_, i))) = heap.pop() {
             let s = &mut series[i];
             let (t, mut row) = s.buf.pop_front().expect("a series is in the heap only with a row");
             if s.buf.is_empty() {
-                s.fill(self, desc, meter)?;
+                s.fill(self, desc, meter, &mut read)?;
             }
             if let Some((nt, _)) = s.buf.front() {
                 heap.push(Reverse((order(*nt, i), i)));
-            }
-            rows_seen += 1;
-            if rows_seen.is_multiple_of(65_536) {
-                meter.check_time()?;
             }
             kept += 1;
             if kept <= offset {
@@ -439,8 +435,16 @@ impl SeriesRows {
         }
     }
 
-    /// Produces up to [`ROWS_PER_FILL`] more rows into `buf` (fewer only at the end).
-    fn fill(&mut self, m: &RawMerge<'_>, desc: bool, meter: &mut Meter) -> Result<(), QueryError> {
+    /// Produces up to [`ROWS_PER_FILL`] more rows into `buf` (fewer only at the end). `read`
+    /// counts the rows read by every series of the merge, for the deadline check (a condition
+    /// that drops most rows may read a whole series in one call).
+    fn fill(
+        &mut self,
+        m: &RawMerge<'_>,
+        desc: bool,
+        meter: &mut Meter,
+        read: &mut u64,
+    ) -> Result<(), QueryError> {
         let plan = m.plan;
         while !self.done && self.buf.len() < ROWS_PER_FILL {
             // Every column gets a piece with rows left, or none when it has no more.
@@ -510,6 +514,10 @@ impl SeriesRows {
                             ran_out |= pos[c] == ts.len();
                         }
                     }
+                }
+                *read += 1;
+                if read.is_multiple_of(65_536) {
+                    meter.check_time()?;
                 }
                 let pass = plan.cond.as_ref().is_none_or(|cond| cond.test(&slots));
                 if pass {
