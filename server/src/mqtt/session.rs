@@ -967,7 +967,13 @@ pub async fn feed_for_test(broker: Arc<Broker>, bytes: Bytes) -> Vec<u8> {
     let mut out = Vec::new();
     let reader = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut out));
     let _ = tokio::join!(writer, reader);
-    let _ = task.await;
+    // A panic inside the connection task must fail the caller (the proptests, the fuzz
+    // target), not vanish into the JoinError tokio catches it in.
+    if let Err(e) = task.await {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
     out
 }
 
