@@ -443,6 +443,53 @@ fn mqtt5_topic_alias_packet_too_large_and_qos2() {
     );
 }
 
+/// Commands in flight to a 5.0 device are bounded by its Receive Maximum; and a protocol
+/// level above 5 gets the 5.0 CONNACK 0x84.
+#[test]
+fn mqtt5_receive_maximum_and_unsupported_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).start();
+    let addr = mqtt_addr(&server);
+    let mut raw = RawClient5::connect(addr);
+    raw.handshake("rm5", Connect5 { keep_alive: 30, receive_maximum: Some(1), ..Default::default() });
+    raw.send(&Packet::Subscribe(Subscribe::new(Filter::new("commands/rm5/#", QoS::AtLeastOnce), None)));
+    assert!(matches!(raw.recv(), Some(Packet::SubAck(_))));
+    for i in 0..3 {
+        assert_eq!(command(&server, &format!("/api/v1/mqtt/commands/rm5/c{i}?qos=1"), "go")["delivered"], 1);
+    }
+    raw.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    for i in 0..3 {
+        let p = match raw.recv() {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected command {i}, got {other:?}"),
+        };
+        assert_eq!(p.topic, format!("commands/rm5/c{i}").as_bytes());
+        // Nothing more until this one is acknowledged.
+        assert!(raw.recv().is_none(), "a second command in flight beyond Receive Maximum 1");
+        raw.puback(p.pkid);
+    }
+    raw.disconnect();
+
+    let mut bytes = bytes::BytesMut::new();
+    rumqttc::v5::mqttbytes::v5::Connect {
+        keep_alive: 5,
+        client_id: "x".into(),
+        clean_start: true,
+        properties: None,
+    }
+    .write(&None, &None, &mut bytes)
+    .unwrap();
+    bytes[8] = 6; // protocol level 6
+    let mut raw = RawClient5::connect(addr);
+    raw.send_bytes(&bytes).unwrap();
+    match raw.recv() {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnectReturnCode::UnsupportedProtocolVersion),
+        other => panic!("expected CONNACK 0x84, got {other:?}"),
+    }
+    assert!(raw.recv().is_none(), "closed after the refusal");
+    server.stop();
+}
+
 #[test]
 fn mqtt5_takeover_0x8e_and_shutdown_0x8b() {
     let dir = tempfile::tempdir().unwrap();

@@ -835,6 +835,20 @@ mod tests {
     }
 
     #[test]
+    fn no_reason_strings_on_puback_without_problem_information() {
+        let mut out = BytesMut::new();
+        let quiet = Writer { protocol: Protocol::V5, problem_info: false, client_max: usize::MAX };
+        quiet.puback(1, &Ack::Denied("acl"), &mut out);
+        let tiny = Writer { problem_info: true, client_max: 8, ..quiet };
+        tiny.puback(2, &Ack::DeadLettered("a long reason".into()), &mut out);
+        let p = v5_packets(out);
+        assert!(
+            matches!(&p[0], v5::Packet::PubAck(a) if a.reason == v5::PubAckReason::NotAuthorized && a.properties.is_none())
+        );
+        assert!(matches!(&p[1], v5::Packet::PubAck(a) if a.pkid == 2 && a.properties.is_none()), "{p:?}");
+    }
+
+    #[test]
     fn publish_respects_the_client_packet_limit() {
         let w = Writer { protocol: Protocol::V5, problem_info: true, client_max: 40 };
         let mut out = BytesMut::new();
