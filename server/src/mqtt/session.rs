@@ -389,6 +389,9 @@ fn delay_will(mut conn: Conn, will: Will, conn_id: u64, delay: Duration) {
             }
             ours
         };
+        // A client that came back while this connection was still ending removed the entry
+        // before it was inserted: that it is online says it came back.
+        let ours = ours && !broker.sessions.is_online(&conn.id.client_id);
         if ours && conn.publish_will(&will).await {
             broker.status.will_published(&conn.id.device);
         }

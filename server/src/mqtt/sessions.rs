@@ -414,6 +414,11 @@ impl Sessions {
         removed
     }
 
+    /// Whether a connection is attached to `client_id`'s session now.
+    pub fn is_online(&self, client_id: &str) -> bool {
+        self.map.lock().get(client_id).is_some_and(|s| s.online.is_some())
+    }
+
     /// Sessions known (online or persistent).
     pub fn len(&self) -> usize {
         self.map.lock().len()
