@@ -123,6 +123,21 @@ wait_tcp() {
   return 1
 }
 
+# wait_idle PID: until the process uses under 5% of a core over a second (at most 30 s), so the
+# query benchmark measures warm queries, not queries racing work a restart began (Strata's
+# compactions, a peer's merges). Applied to every target alike.
+wait_idle() {
+  local tick a b i
+  tick=$(getconf CLK_TCK)
+  for i in $(seq 30); do
+    a=$(awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0)
+    sleep 1
+    b=$(awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0)
+    [ $(( (b - a) * 100 )) -lt $(( tick * 5 )) ] && return 0
+  done
+  echo "  process $1 still busy after 30 s; querying anyway" >&2
+}
+
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 meta() { # meta TARGET KEY VALUE: one number for the report
@@ -206,6 +221,7 @@ meta strata ingest_hwm_kib "$(hwm_kib "$STRATA_PID")"
 stop_pid "$STRATA_PID"; forget_pid "$STRATA_PID"     # graceful: flushes every memtable
 meta strata disk_bytes "$(du -s -B1 "$SDATA" | cut -f1)"
 start_strata
+wait_idle "$STRATA_PID"
 query_bench strata "$STRATA_URL" influxql
 if wait_tcp "$STRATA_MQTT" 2; then
   mqtt_scenarios strata "$STRATA_MQTT" --http-url "$STRATA_URL"
@@ -234,6 +250,7 @@ if [ "$PEERS" = 1 ] && command -v victoria-metrics >/dev/null; then
   meta vm disk_bytes "$(du -s -B1 "$WORK/vm-data/data" "$WORK/vm-data/indexdb" | awk '{s+=$1} END {print s}')"
   start_vm
   # VictoriaMetrics labels each sample with the db query argument; keep to the c4 copy.
+  wait_idle "$VM_PID"
   query_bench vm "http://127.0.0.1:$port" promql --extra-label db=c4
   stop_pid "$VM_PID"; forget_pid "$VM_PID"
 fi
@@ -268,6 +285,7 @@ if [ "$PEERS" = 1 ] && command -v influxd >/dev/null; then
   # Allocated blocks, not apparent sizes: InfluxDB preallocates sparse 32 MiB series files.
   meta influxdb disk_bytes "$(du -s -B1 "$IDIR/data" "$IDIR/wal" | awk '{s+=$1} END {print s}')"
   start_influx
+  wait_idle "$INFLUX_PID"
   query_bench influxdb "http://127.0.0.1:$port" influxql
   stop_pid "$INFLUX_PID"; forget_pid "$INFLUX_PID"
 fi

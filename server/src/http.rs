@@ -60,8 +60,8 @@ pub struct Shared {
     pub mqtt: std::sync::OnceLock<Arc<crate::mqtt::Broker>>,
     /// Per-client write rate limits (`limits.client_write_rate`).
     pub rate_limit: crate::ratelimit::RateLimiter,
-    /// Idle body and batch buffers of the write path (`bufpool.rs`).
-    pub buffers: crate::bufpool::BufferPool,
+    /// Idle body and batch buffers of the write paths, HTTP and MQTT (`bufpool.rs`).
+    pub buffers: Arc<crate::bufpool::BufferPool>,
     request_ids: AtomicU64,
     /// Random per process, so ids from two runs do not collide in aggregated logs.
     request_id_prefix: u32,
@@ -93,7 +93,7 @@ impl Shared {
             ),
             limits: PointLimits::from_config(l),
             rate_limit: crate::ratelimit::RateLimiter::from_config(l),
-            buffers: crate::bufpool::BufferPool::new(IDLE_WRITE_BUFFERS, IDLE_WRITE_BUFFER_MAX),
+            buffers: Arc::new(crate::bufpool::BufferPool::new(IDLE_WRITE_BUFFERS, IDLE_WRITE_BUFFER_MAX)),
             engine,
             auth,
             metrics,

@@ -120,6 +120,8 @@ pub struct Broker {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub write_memory: WriteMemory,
+    /// The server's pool of idle write buffers, shared with HTTP (`bufpool.rs`).
+    buffers: Arc<crate::bufpool::BufferPool>,
     pub auto_create_databases: bool,
     pub acl: Acl,
     pub decoding: Decoding,
@@ -198,6 +200,7 @@ impl Broker {
             auth: state.auth.clone(),
             metrics: state.metrics.clone(),
             write_memory: state.write_memory.clone(),
+            buffers: state.buffers.clone(),
             auto_create_databases: state.config.storage.auto_create_databases,
             acl,
             decoding,
@@ -232,7 +235,7 @@ impl Broker {
         let db = &self.config.database;
         let now = now_ns();
         let total: usize = messages.iter().map(|m| m.payload.len()).sum();
-        let mut batch = WriteBatch::with_capacity(total + total / 2);
+        let mut batch = WriteBatch::with_buffer(self.buffers.take(total + total / 2));
         let mut starts = Vec::with_capacity(messages.len());
         let mut results: Vec<MessageResult> = Vec::with_capacity(messages.len());
         for m in messages {
@@ -290,6 +293,7 @@ impl Broker {
                 Err(e) => return Err(e.into()),
             }
         };
+        self.buffers.give(batch.into_buffer());
         MqttMetrics::inc(&self.metrics.mqtt.batches);
         ingest.points.fetch_add(outcome.points_written as u64, Ordering::Relaxed);
         ingest.values.fetch_add(outcome.values_written as u64, Ordering::Relaxed);

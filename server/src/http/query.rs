@@ -11,7 +11,9 @@
 //! the statements after it do not run (InfluxDB's behaviour).
 //!
 //! Statements run on the blocking pool: a query is CPU-bound work over memory-mapped
-//! segments, which must not stall the async workers that serve writes.
+//! segments, which must not stall the async workers that serve writes. The exception is a
+//! small SELECT (at most 16 series and 16,384 points read), which runs on the request's task
+//! because the hand-off would cost more than the query (`run_small_inline`).
 //!
 //! `chunked=true` (JSON) and every CSV answer stream: the query thread encodes each series as
 //! it is produced and hands the text to the response body through a channel of
@@ -242,19 +244,25 @@ async fn answer(
         let format = if csv { StreamFormat::Csv } else { StreamFormat::Json };
         return (stream_answer(ctx, statements, format, opts, size), None);
     }
-    let engine = st.engine.clone();
-    let db = params.db.clone();
     let n = statements.len();
-    let run = tokio::task::spawn_blocking(move || {
-        let ctx = QueryContext::new(&engine, db.as_deref(), now_ns, limits);
-        run_statements(&ctx, &statements)
-    });
-    let (results, outcome) = match run.await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "query task failed");
-            let response = ApiError::Internal("query execution failed".into()).into_response();
-            return (response, Some(QueryOutcome::Internal));
+    let inline = run_small_inline(&st.engine, params.db.as_deref(), now_ns, limits, &statements);
+    let (results, outcome) = match inline {
+        Some(r) => r,
+        None => {
+            let engine = st.engine.clone();
+            let db = params.db.clone();
+            let run = tokio::task::spawn_blocking(move || {
+                let ctx = QueryContext::new(&engine, db.as_deref(), now_ns, limits);
+                run_statements(&ctx, &statements)
+            });
+            match run.await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "query task failed");
+                    let response = ApiError::Internal("query execution failed".into()).into_response();
+                    return (response, Some(QueryOutcome::Internal));
+                }
+            }
         }
     };
     tracing::debug!(statements = n, "query answered");
@@ -501,6 +509,57 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 /// Runs the statements in order, stopping at the first failure as InfluxDB does (what
 /// [`strata_query::execute`] does too, but that reports errors as strings only; the typed
 /// error is kept here to classify the outcome).
+/// Series and points a query may read on the request's own task (see [`run_small_inline`]).
+const INLINE_MAX_SERIES: u64 = 16;
+const INLINE_MAX_POINTS: u64 = 16_384;
+
+/// Runs small SELECTs on the request's async task instead of the blocking pool: one truck's
+/// readings over an hour take ~30 us to answer, and the hand-off to a pool thread and back
+/// (two thread wake-ups) cost more than that on this 2-core machine. "Small" is found by
+/// trying: the statements run with at most [`INLINE_MAX_SERIES`] series and
+/// [`INLINE_MAX_POINTS`] points read (a few tens of microseconds of work at most), and when
+/// one of those tighter limits trips, `None` says to run the whole request again on the pool
+/// with the real limits. Only read-only SELECTs qualify (running one twice changes nothing);
+/// SHOW, DDL and `SELECT ... INTO` always go to the pool.
+fn run_small_inline(
+    engine: &strata_engine::Engine,
+    db: Option<&str>,
+    now_ns: i64,
+    limits: QueryLimits,
+    statements: &[Statement],
+) -> Option<(Vec<StatementResult>, QueryOutcome)> {
+    if !statements.iter().all(|s| matches!(s, Statement::Select(sel) if sel.into.is_none())) {
+        return None;
+    }
+    let tighter =
+        |configured: u64, inline: u64| if configured == 0 { inline } else { configured.min(inline) };
+    let probe = QueryLimits {
+        max_series: tighter(limits.max_series, INLINE_MAX_SERIES),
+        max_points_scanned: tighter(limits.max_points_scanned, INLINE_MAX_POINTS),
+        ..limits
+    };
+    let ctx = QueryContext::new(engine, db, now_ns, probe);
+    let mut out = Vec::with_capacity(statements.len());
+    for (i, stmt) in statements.iter().enumerate() {
+        match execute_statement(&ctx, stmt) {
+            Ok(series) => out.push(StatementResult { statement_id: i, series, error: None }),
+            // Too big for inline, unless the configured limit is the one that tripped.
+            Err(QueryError::TooManySeries { .. }) if probe.max_series != limits.max_series => return None,
+            Err(QueryError::TooManyPointsScanned { .. })
+                if probe.max_points_scanned != limits.max_points_scanned =>
+            {
+                return None
+            }
+            Err(e) => {
+                let outcome = QueryOutcome::of_error(&e);
+                out.push(StatementResult { statement_id: i, series: Vec::new(), error: Some(e.to_string()) });
+                return Some((out, outcome));
+            }
+        }
+    }
+    Some((out, QueryOutcome::Ok))
+}
+
 fn run_statements(ctx: &QueryContext<'_>, statements: &[Statement]) -> (Vec<StatementResult>, QueryOutcome) {
     let mut out = Vec::with_capacity(statements.len());
     for (i, stmt) in statements.iter().enumerate() {
