@@ -34,14 +34,8 @@ fn write_value(out: &mut String, v: &Value, epoch: Epoch) {
     // Writing to a String cannot fail.
     match v {
         Value::Null => out.push_str("null"),
-        Value::Float(f) => {
-            let a = f.abs();
-            if f.is_finite() && (a == 0.0 || (1e-6..1e21).contains(&a)) {
-                let _ = write!(out, "{f}");
-            } else {
-                out.push_str(&format_float(*f));
-            }
-        }
+        Value::Float(f) if f.is_finite() => write_finite_float(out, *f),
+        Value::Float(f) => out.push_str(&format_float(*f)),
         Value::Integer(i) => {
             let _ = write!(out, "{i}");
         }
@@ -382,21 +376,27 @@ fn csv_field(out: &mut String, s: &str) {
     }
 }
 
+/// A finite float as JSON and CSV write it: Rust's shortest form where it has no exponent,
+/// else [`format_float`] (Go's `strconv` form, as InfluxDB prints it).
+fn write_finite_float(out: &mut String, f: f64) {
+    let a = f.abs();
+    if a == 0.0 || (1e-6..1e21).contains(&a) {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{f}");
+    } else {
+        out.push_str(&format_float(f));
+    }
+}
+
 /// One value as a CSV field, appended to `out` without a temporary string (only strings can
 /// need quoting).
 fn write_csv_value(out: &mut String, v: &Value, epoch: Epoch) {
     // Writing to a String cannot fail.
     match v {
         Value::Null => {}
-        Value::Float(f) => {
-            let a = f.abs();
-            if f.is_finite() && (a == 0.0 || (1e-6..1e21).contains(&a)) {
-                let _ = write!(out, "{f}");
-            } else if f.is_finite() {
-                out.push_str(&format_float(*f));
-            }
-            // NaN and infinities are empty fields (JSON's null).
-        }
+        Value::Float(f) if f.is_finite() => write_finite_float(out, *f),
+        // NaN and infinities are empty fields (JSON's null).
+        Value::Float(_) => {}
         Value::Integer(i) => {
             let _ = write!(out, "{i}");
         }

@@ -4,8 +4,6 @@
 //! must be seen exactly. 3.1.1 and 5.0 clients share one server; kill -9 durability of 5.0
 //! PUBACKs; paho-mqtt with `protocol=MQTTv5`.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -619,29 +617,8 @@ fn mqtt5_crash_acknowledged_messages_survive_kill_9() {
 
 #[test]
 fn mqtt5_interop_python_paho() {
-    let Some(python) = std::env::var_os("STRATA_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED mqtt5_interop_python_paho: STRATA_TEST_PYTHON is not set (scripts/test.sh sets it)"
-        );
-        return;
-    };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/mqtt_paho5.py");
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerBuilder::new(dir.path()).start();
-    let addr = mqtt_addr(&server);
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(["--host", "127.0.0.1", "--port", &addr.port().to_string(), "--device", "paho5"])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "mqtt_paho5.py failed:\n{}\n--- server log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("script prints JSON");
-    server.stop();
+    let run = crate::mqtt_interop::run_paho_script("mqtt5_interop_python_paho", "mqtt_paho5.py", "paho5");
+    let Some((result, dir)) = run else { return };
     let codes = &result["codes"];
     for i in 0..5 {
         assert_eq!(codes[format!("line{i}")], 0, "{result}");

@@ -57,31 +57,39 @@ fn mqtt_interop_mosquitto_pub() {
     );
 }
 
-#[test]
-fn mqtt_interop_python_paho() {
+/// Runs `tests/python/<script>` (a paho-mqtt client publishing as `device`) against a fresh
+/// server, stops the server and returns the script's JSON report with the data directory to
+/// read back. `None` (the test is skipped) when `STRATA_TEST_PYTHON` is not set.
+pub(crate) fn run_paho_script(test: &str, script: &str, device: &str) -> Option<(Value, tempfile::TempDir)> {
     let Some(python) = std::env::var_os("STRATA_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED mqtt_interop_python_paho: STRATA_TEST_PYTHON is not set (scripts/test.sh sets it)"
-        );
-        return;
+        eprintln!("SKIPPED {test}: STRATA_TEST_PYTHON is not set (scripts/test.sh sets it)");
+        return None;
     };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/mqtt_paho.py");
+    let script_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
     let dir = tempfile::tempdir().unwrap();
     let server = ServerBuilder::new(dir.path()).start();
     let addr = mqtt_addr(&server);
     let out = Command::new(&python)
-        .arg(&script)
-        .args(["--host", "127.0.0.1", "--port", &addr.port().to_string(), "--device", "paho-1"])
+        .arg(&script_path)
+        .args(["--host", "127.0.0.1", "--port", &addr.port().to_string(), "--device", device])
         .output()
         .expect("run python");
     assert!(
         out.status.success(),
-        "mqtt_paho.py failed:\n{}\n--- server log ---\n{}",
+        "{script} failed:\n{}\n--- server log ---\n{}",
         String::from_utf8_lossy(&out.stderr),
         server.log()
     );
     let result: Value = serde_json::from_slice(&out.stdout).expect("script prints JSON");
     server.stop();
+    Some((result, dir))
+}
+
+#[test]
+fn mqtt_interop_python_paho() {
+    let Some((result, dir)) = run_paho_script("mqtt_interop_python_paho", "mqtt_paho.py", "paho-1") else {
+        return;
+    };
     let expected = result["expected"].as_array().unwrap();
     assert_eq!(expected.len(), 15);
     for e in expected {
