@@ -40,7 +40,17 @@ pub struct QueryContext<'a> {
     /// handing work to other threads costs more than it saves. Default
     /// [`PARALLEL_MIN_SERIES`]; tests set 1 to run every query split.
     pub parallel_min_series: usize,
+    /// An aggregate grouped by time over fewer series than `parallel_min_series` is split
+    /// over the cores by time instead (one contiguous run of its windows per thread) when its
+    /// range spans at least this many nanoseconds. Default [`PARALLEL_MIN_SPAN_NS`]; tests set
+    /// 0 to split every such query.
+    pub parallel_min_span_ns: i64,
 }
+
+/// Default of [`QueryContext::parallel_min_span_ns`]: two days, two partitions at the default
+/// partition duration; a shorter range of a few series is cheaper to read on one thread than
+/// to hand over.
+pub const PARALLEL_MIN_SPAN_NS: i64 = 2 * 86_400 * 1_000_000_000;
 
 /// Default of [`QueryContext::parallel_min_series`].
 pub const PARALLEL_MIN_SERIES: usize = 64;
@@ -48,7 +58,15 @@ pub const PARALLEL_MIN_SERIES: usize = 64;
 impl<'a> QueryContext<'a> {
     pub fn new(engine: &'a Engine, database: Option<&'a str>, now_ns: i64, limits: QueryLimits) -> Self {
         let deadline = limits.timeout.map(|t| Instant::now() + t);
-        QueryContext { engine, database, now_ns, limits, deadline, parallel_min_series: PARALLEL_MIN_SERIES }
+        QueryContext {
+            engine,
+            database,
+            now_ns,
+            limits,
+            deadline,
+            parallel_min_series: PARALLEL_MIN_SERIES,
+            parallel_min_span_ns: PARALLEL_MIN_SPAN_NS,
+        }
     }
 }
 

@@ -76,6 +76,26 @@ impl Meter {
         Meter::new(limits, self.deadline)
     }
 
+    /// A meter for one of `n` workers reading the same series over disjoint time ranges:
+    /// each reads every series, so each keeps the whole series limit; points and memory are
+    /// shared as in [`Meter::split`].
+    pub fn split_time(&self, n: u64) -> Meter {
+        let mut m = self.split(n);
+        m.limits.max_series = self.limits.max_series;
+        m
+    }
+
+    /// Adds what a time-range worker's meter counted (see [`Meter::split_time`]); the series
+    /// are counted from the first worker only, since every worker read the same ones.
+    pub fn absorb_time_part(&mut self, w: &Meter, first: bool) -> Result<(), QueryError> {
+        if first {
+            self.add_series_n(w.series)?;
+        }
+        self.add_points(w.points)?;
+        self.add_memory(w.memory)?;
+        self.add_rows(w.rows)
+    }
+
     /// Adds what a worker's meter counted.
     pub fn absorb(&mut self, w: &Meter) -> Result<(), QueryError> {
         self.add_series_n(w.series)?;
@@ -144,5 +164,41 @@ impl Meter {
             return Err(QueryError::MemoryExceeded { limit: l });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_parts_count_their_series_once_and_share_points() {
+        let limits = QueryLimits { max_series: 3, max_points_scanned: 100, ..QueryLimits::default() };
+        let meter = Meter::new(limits, None);
+        // Two workers over disjoint time ranges each read the same three series.
+        let mut parts = [meter.split_time(2), meter.split_time(2)];
+        for p in &mut parts {
+            for _ in 0..3 {
+                p.add_series().expect("each worker may read every series");
+            }
+            p.add_points(40).unwrap();
+        }
+        assert!(parts[0].add_points(11).is_err(), "points are shared: 50 each");
+        let mut meter2 = Meter::new(limits, None);
+        for (i, p) in [meter.split_time(2), meter.split_time(2)].iter_mut().enumerate() {
+            for _ in 0..3 {
+                p.add_series().unwrap();
+            }
+            p.add_points(40).unwrap();
+            meter2.absorb_time_part(p, i == 0).expect("three series, 80 points");
+        }
+        assert_eq!((meter2.series, meter2.points), (3, 80));
+        // A series limit the query really passes still trips.
+        let mut tight = Meter::new(QueryLimits { max_series: 2, ..limits }, None);
+        let mut p = tight.split_time(2);
+        let _ = p.add_series();
+        let _ = p.add_series();
+        let _ = p.add_series();
+        assert!(tight.absorb_time_part(&p, true).is_err());
     }
 }

@@ -380,10 +380,12 @@ proptest! {
             let text = q.text();
             let stmts = parse_query(&text).unwrap();
             let expected = oracle(&q, &data);
-            // Once on the calling thread, once split over threads (merged accumulators).
-            for parallel_min_series in [usize::MAX, 1] {
+            // On the calling thread, split over threads by series (merged accumulators), and
+            // split by time (contiguous runs of windows; only for GROUP BY time).
+            for (parallel_min_series, parallel_min_span_ns) in [(usize::MAX, i64::MAX), (1, i64::MAX), (usize::MAX, 0)] {
             let mut ctx = QueryContext::new(&engine, Some("db"), T0 + 10_000 * S, QueryLimits::default());
             ctx.parallel_min_series = parallel_min_series;
+            ctx.parallel_min_span_ns = parallel_min_span_ns;
             let res = execute(&ctx, &stmts);
             prop_assert!(res[0].error.is_none(), "{text}: {:?}", res[0].error);
             let mut got: BTreeMap<String, Vec<(i64, Option<f64>)>> = BTreeMap::new();

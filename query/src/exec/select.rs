@@ -1124,84 +1124,90 @@ fn run_plan(
             let new_accs = || calls.iter().map(|c| Acc::new(c.kind)).collect::<Vec<_>>();
             let retains = calls.iter().any(|c| c.kind.retains_values());
             // Reads some of the series (ascending ids) into per-group, per-bucket accumulators.
-            let scan_part = |ids: &[SeriesId], meter: &mut Meter| -> Result<AggGroups, QueryError> {
-                let opts = ScanOptions {
-                    summarize: if can_summarize { Some(&summarize) } else { None },
-                    series: Some(ids),
-                };
-                let mut groups: AggGroups = HashMap::new();
-                let mut failure: Option<QueryError> = None;
-                source.scan(&req, &opts, &mut |s| {
-                    let r = (|| -> Result<(), QueryError> {
-                        meter.add_series()?;
-                        let buckets = groups.entry(group_key(&s)).or_default();
-                        if plan.cond.is_some() {
-                            for_each_row(&s, plan, meter, &mut |t, slots, meter| {
-                                meter.add_points(1)?;
-                                let accs = buckets.entry(bucket_of(t)).or_insert_with(new_accs);
-                                for (c, acc) in calls.iter().zip(accs.iter_mut()) {
-                                    acc.feed_one(t, slots[c.slot]);
-                                }
-                                if retains {
-                                    meter.add_memory(16 * calls.len() as u64)?;
-                                }
-                                Ok(())
-                            })?;
-                            return Ok(());
-                        }
-                        for col in &s.columns {
-                            let Some(fi) = plan.scan_fields.iter().position(|f| *f == *col.field) else {
-                                continue;
-                            };
-                            for piece in &col.pieces {
-                                meter.add_points(piece.count())?;
-                                match piece {
-                                    Piece::Summary(sum) => {
-                                        let accs =
-                                            buckets.entry(bucket_of(sum.min_ts)).or_insert_with(new_accs);
-                                        for (c, acc) in calls.iter().zip(accs.iter_mut()) {
-                                            if c.field == fi {
-                                                acc.feed_summary(sum);
-                                            }
-                                        }
+            let scan_range =
+                |ids: &[SeriesId], range: EngineRange, meter: &mut Meter| -> Result<AggGroups, QueryError> {
+                    let req = ScanRequest { range, ..req };
+                    let opts = ScanOptions {
+                        summarize: if can_summarize { Some(&summarize) } else { None },
+                        series: Some(ids),
+                    };
+                    let mut groups: AggGroups = HashMap::new();
+                    let mut failure: Option<QueryError> = None;
+                    source.scan(&req, &opts, &mut |s| {
+                        let r = (|| -> Result<(), QueryError> {
+                            meter.add_series()?;
+                            let buckets = groups.entry(group_key(&s)).or_default();
+                            if plan.cond.is_some() {
+                                for_each_row(&s, plan, meter, &mut |t, slots, meter| {
+                                    meter.add_points(1)?;
+                                    let accs = buckets.entry(bucket_of(t)).or_insert_with(new_accs);
+                                    for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                        acc.feed_one(t, slots[c.slot]);
                                     }
-                                    Piece::Data { timestamps, values } => {
-                                        let col_v = Col::from_values(values);
-                                        if retains {
-                                            meter.add_memory(16 * timestamps.len() as u64)?;
-                                        }
-                                        let mut i = 0;
-                                        while i < timestamps.len() {
-                                            let (b, j) = match windows {
-                                                Some(w) => {
-                                                    let (b, end) = w.bounds(timestamps[i]);
-                                                    (b, i + timestamps[i..].partition_point(|&t| t < end))
-                                                }
-                                                None => (0, timestamps.len()),
-                                            };
-                                            let accs = buckets.entry(b).or_insert_with(new_accs);
+                                    if retains {
+                                        meter.add_memory(16 * calls.len() as u64)?;
+                                    }
+                                    Ok(())
+                                })?;
+                                return Ok(());
+                            }
+                            for col in &s.columns {
+                                let Some(fi) = plan.scan_fields.iter().position(|f| *f == *col.field) else {
+                                    continue;
+                                };
+                                for piece in &col.pieces {
+                                    meter.add_points(piece.count())?;
+                                    match piece {
+                                        Piece::Summary(sum) => {
+                                            let accs =
+                                                buckets.entry(bucket_of(sum.min_ts)).or_insert_with(new_accs);
                                             for (c, acc) in calls.iter().zip(accs.iter_mut()) {
                                                 if c.field == fi {
-                                                    acc.feed(&timestamps[i..j], col_v.slice(i, j));
+                                                    acc.feed_summary(sum);
                                                 }
                                             }
-                                            i = j;
+                                        }
+                                        Piece::Data { timestamps, values } => {
+                                            let col_v = Col::from_values(values);
+                                            if retains {
+                                                meter.add_memory(16 * timestamps.len() as u64)?;
+                                            }
+                                            let mut i = 0;
+                                            while i < timestamps.len() {
+                                                let (b, j) = match windows {
+                                                    Some(w) => {
+                                                        let (b, end) = w.bounds(timestamps[i]);
+                                                        (b, i + timestamps[i..].partition_point(|&t| t < end))
+                                                    }
+                                                    None => (0, timestamps.len()),
+                                                };
+                                                let accs = buckets.entry(b).or_insert_with(new_accs);
+                                                for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                                    if c.field == fi {
+                                                        acc.feed(&timestamps[i..j], col_v.slice(i, j));
+                                                    }
+                                                }
+                                                i = j;
+                                            }
                                         }
                                     }
                                 }
                             }
-                        }
-                        Ok(())
-                    })();
-                    stop_on_error(r, &mut failure)
-                })?;
-                match failure {
-                    Some(e) => Err(e),
-                    None => Ok(groups),
-                }
-            };
+                            Ok(())
+                        })();
+                        stop_on_error(r, &mut failure)
+                    })?;
+                    match failure {
+                        Some(e) => Err(e),
+                        None => Ok(groups),
+                    }
+                };
+            let scan_part = |ids: &[SeriesId], meter: &mut Meter| scan_range(ids, req.range, meter);
             let ids = matching_series(source, db, plan)?;
-            let groups = run_split(ctx, &ids, meter, &scan_part, merge_agg_groups)?;
+            let groups = match time_split(ctx, ids.len(), min, max, windows) {
+                Some(ranges) => run_time_split(&ids, meter, &ranges, &scan_range)?,
+                None => run_split(ctx, &ids, meter, &scan_part, merge_agg_groups)?,
+            };
             finish_agg(plan, stmt, groups, calls, outs, range, max, windows, single_selector_time, meter)
         }
         Mode::Raw { exprs, tag_only } => {
@@ -1384,6 +1390,73 @@ fn run_split<T: Send>(
         Some(o) => Ok(o),
         None => part(&[], meter),
     }
+}
+
+/// Reads the given series over one time range into per-group, per-bucket accumulators.
+type RangePartFn<'a> =
+    dyn Fn(&[SeriesId], EngineRange, &mut Meter) -> Result<AggGroups, QueryError> + Sync + 'a;
+
+/// Where to cut `[min, max]` for reading `series` series on several threads by time: `None`
+/// (read on one thread, or split by series) unless the query groups by time, reads fewer
+/// series than the series split needs, its range is bounded and at least
+/// `ctx.parallel_min_span_ns` long, and there is more than one core. The cuts are window
+/// starts, so every window lies in exactly one range and the partial results merge without
+/// combining any window's accumulators.
+fn time_split(
+    ctx: &QueryContext<'_>,
+    series: usize,
+    min: i64,
+    max: i64,
+    windows: Option<&Windows>,
+) -> Option<Vec<(i64, i64)>> {
+    let w = windows?;
+    let threads = rayon::current_num_threads();
+    if threads < 2 || series == 0 || series >= ctx.parallel_min_series.max(2) || min == i64::MIN {
+        return None;
+    }
+    if (max as i128 - min as i128) < ctx.parallel_min_span_ns as i128 {
+        return None;
+    }
+    let n = threads as i128;
+    let mut ranges = Vec::with_capacity(threads);
+    let mut lo = min;
+    for k in 1..n {
+        let t = (min as i128 + (max as i128 - min as i128) * k / n) as i64;
+        let (cut, _) = w.bounds(t);
+        if cut > lo && cut <= max {
+            ranges.push((lo, cut - 1));
+            lo = cut;
+        }
+    }
+    ranges.push((lo, max));
+    (ranges.len() >= 2).then_some(ranges)
+}
+
+/// Runs `part` over every range of `ranges` on rayon's pool, each with its share of the
+/// points and memory limits ([`Meter::split_time`]), and merges the partial results in range
+/// order, so the answer does not depend on thread timing.
+fn run_time_split(
+    ids: &[SeriesId],
+    meter: &mut Meter,
+    ranges: &[(i64, i64)],
+    part: &RangePartFn<'_>,
+) -> Result<AggGroups, QueryError> {
+    let base: &Meter = meter;
+    let n = ranges.len() as u64;
+    let results: Vec<(Result<AggGroups, QueryError>, Meter)> = ranges
+        .par_iter()
+        .map(|&(a, b)| {
+            let mut m = base.split_time(n);
+            let r = part(ids, EngineRange::inclusive(a, b), &mut m);
+            (r, m)
+        })
+        .collect();
+    let mut out = AggGroups::new();
+    for (i, (r, m)) in results.into_iter().enumerate() {
+        meter.absorb_time_part(&m, i == 0)?;
+        merge_agg_groups(&mut out, r?);
+    }
+    Ok(out)
 }
 
 /// Merges per-column `(time, value)` sequences (each ascending) into rows by time.
