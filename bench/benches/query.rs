@@ -5,7 +5,8 @@
 //! and (4) mostly run from block statistics.
 //!
 //! `cargo bench -p strata-bench --bench query` (500 trucks x 4 h = 720k points x 9 fields;
-//! `STRATA_BENCH_TRUCKS` and `STRATA_BENCH_HOURS` change the size).
+//! `STRATA_BENCH_TRUCKS` and `STRATA_BENCH_HOURS` change the size). A second group reads one
+//! truck over 30 days, on one thread and split by time over the cores.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use strata_bench::datagen::{load_tsbs_trucks, START_NS};
@@ -66,5 +67,34 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// One truck's hourly mean velocity over 30 days (259,200 points per field, blocks spanning
+/// many windows, so every point is decoded): on one thread, and split by time over the cores
+/// (`QueryContext::parallel_min_span_ns`). `STRATA_BENCH_LONG_DAYS` changes the range.
+fn bench_long_range(c: &mut Criterion) {
+    let days = env("STRATA_BENCH_LONG_DAYS", 30);
+    let (_dir, engine) = load(2, days * 24);
+    let start = START_NS / 1_000_000;
+    let end = (START_NS + days as i64 * 24 * HOUR) / 1_000_000;
+    let q = format!(
+        "SELECT mean(velocity) FROM readings WHERE \"name\" = 'truck_1' AND time >= {start}ms AND time < {end}ms GROUP BY time(1h)"
+    );
+    let stmts = parse_query(&q).expect("query parses");
+    let now = START_NS + days as i64 * 24 * HOUR;
+    let mut g = c.benchmark_group("query_long_range");
+    for (name, min_span) in
+        [("hourly_mean_one_truck_30d_one_thread", i64::MAX), ("hourly_mean_one_truck_30d_split_by_time", 0)]
+    {
+        let ctx = || {
+            let mut ctx = QueryContext::new(&engine, Some("iot"), now, QueryLimits::unlimited());
+            ctx.parallel_min_span_ns = min_span;
+            ctx
+        };
+        let r = execute(&ctx(), &stmts);
+        assert!(r[0].error.is_none() && !r[0].series.is_empty(), "{name}: {:?}", r[0].error);
+        g.bench_function(name, |b| b.iter(|| execute(&ctx(), &stmts)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_long_range);
 criterion_main!(benches);
