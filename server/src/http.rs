@@ -75,7 +75,9 @@ impl std::fmt::Debug for Shared {
 
 /// Idle write buffers kept between requests: enough for the body and batch of eight requests
 /// in flight at once, each buffer at most 4 MiB (a 5,000-line request needs about 1 MiB), so
-/// at most 32 MiB is kept idle.
+/// at most 64 MiB is kept idle (about 2 MiB per buffer pair with 5,000-line requests). A
+/// reused buffer's capacity is not charged to `limits.write_memory` beyond what its request
+/// holds, so those 64 MiB are also the most the pool can add on top of the budget.
 const IDLE_WRITE_BUFFERS: usize = 16;
 const IDLE_WRITE_BUFFER_MAX: usize = 4 << 20;
 
