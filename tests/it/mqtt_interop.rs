@@ -250,13 +250,22 @@ fn mqtt_bridge_stores_what_devices_publish_to_mosquitto() {
     messages.push(("telemetry/dev-1/bad".into(), "this is not line protocol".into()));
     publish_via_broker(mosq.port, &messages);
     wait_total(&[&node], received + messages.len() as u64);
-    let dead = strata_e2e::server::client()
-        .get(node.url("/api/v1/mqtt/dead-letters"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(dead.contains("telemetry/dev-1/bad") && dead.contains("\"total\":1"), "{dead}");
+    // The bridge counts a message when it arrives; its dead letter is stored with the batch
+    // write that follows, so wait for it (bounded) rather than race it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let dead = strata_e2e::server::client()
+            .get(node.url("/api/v1/mqtt/dead-letters"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        if dead.contains("telemetry/dev-1/bad") && dead.contains("\"total\":1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter for the bad payload: {dead}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     node.stop();
     let got = read_measurement(&dir.path().join("a"), "telemetry", "m");
     assert_eq!(got.len(), 300, "every message stored once: {} points", got.len());
