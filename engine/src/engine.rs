@@ -499,7 +499,8 @@ impl Inner {
         }
         let n = inner.shards.len();
         let mut commits: Vec<(usize, u64)> = Vec::with_capacity(n);
-        let parts = split_by_shard(batch.as_bytes(), BatchIter::trusted(batch.as_bytes()), db_id, n)
+        let bytes = batch.as_bytes();
+        let parts = split_by_shard(bytes, BatchIter::trusted(bytes), db_id, n)
             .expect("a WriteBatch built by its builder always decodes");
         // One shard holding the whole batch can log the batch bytes as they are.
         let whole = parts.iter().filter(|p| !p.is_empty()).count() == 1;
@@ -507,8 +508,7 @@ impl Inner {
             if points.is_empty() {
                 continue;
             }
-            let body = whole.then(|| batch.as_bytes());
-            let bytes = batch.as_bytes();
+            let body = whole.then_some(bytes);
             if let Some(pos) = inner.write_shard(s, db_id, db, bytes, points, body, &mut outcome, true)? {
                 commits.push((s, pos));
             }
@@ -986,18 +986,18 @@ impl Inner {
         let lookup = st.lookup.entry(db).or_default();
         let cutoff = self.retention_cutoff(db, crate::lifecycle::now_ns()).unwrap_or(i64::MIN);
         for at in points {
-            let (p, index) = (at.get(bytes), &at.index);
+            let p = at.get(bytes);
             if p.timestamp < cutoff {
                 ids.push(None);
                 let reason = RejectReason::BeyondRetention { timestamp: p.timestamp, cutoff };
-                outcome.rejected.push(RejectedPoint { index: *index, reason });
+                outcome.rejected.push(RejectedPoint { index: at.index, reason });
                 continue;
             }
             match resolve_point(&self.catalog, lookup, db, &p) {
                 Ok(id) => ids.push(Some(id)),
                 Err(reason) => {
                     ids.push(None);
-                    outcome.rejected.push(RejectedPoint { index: *index, reason });
+                    outcome.rejected.push(RejectedPoint { index: at.index, reason });
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The MQTT listener: devices connect straight to Strata (MQTT 3.1.1 and 5.0 over TCP,
-//! optionally TLS) and publish telemetry, which is written to the engine and acknowledged (QoS 1) only
-//! once durable. `docs/mqtt.md` describes the behaviour; this is the layout:
+//! optionally TLS) and publish telemetry, which is written to the engine and acknowledged
+//! (QoS 1) only once durable. `docs/mqtt.md` describes the behaviour; this is the layout:
 //!
 //! - [`bridge`]: bridge mode, subscribing to an external broker (`[mqtt.bridge]`).
 //! - [`listener`]: accept loops (plain and TLS), the connection limit, mTLS identities.

@@ -565,3 +565,49 @@ fn query_streams_multi_series_raw_selects_and_csv() {
         assert!(plain_csv == csv, "{q}: CSV differs");
     }
 }
+
+/// Small SELECTs run on the request's task with tighter series and points limits and are run
+/// again on the blocking pool when those trip (server/src/http/query.rs `run_small_inline`):
+/// queries on either side of the 16-series / 16,384-point line answer completely, and a
+/// configured limit tighter than the inline one still fails the query with its own numbers.
+#[test]
+fn query_small_inline_and_large_on_the_pool_answer_alike() {
+    let mut body = String::new();
+    for i in 0..20_000 {
+        body.push_str(&format!("one v={i}i {}\n", 1_700_000_000 + i));
+    }
+    for h in 0..20 {
+        body.push_str(&format!("many,host=h{h:02} v={h}i 1700000000\n"));
+    }
+    let (count_one, last_many) = ("SELECT count(v) FROM one", "SELECT last(v) FROM many GROUP BY host");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).start();
+    write(&server, "inl", &body);
+    let (status, r) = get(&server, &[("db", "inl"), ("q", count_one)]);
+    assert_eq!(status, 200);
+    assert_eq!(r["results"][0]["series"][0]["values"][0][1], json!(20_000), "{r}");
+    let (_, r) = get(&server, &[("db", "inl"), ("q", "SELECT v FROM one LIMIT 3"), ("epoch", "s")]);
+    assert_eq!(
+        r["results"][0]["series"][0]["values"],
+        json!([[1_700_000_000, 0], [1_700_000_001, 1], [1_700_000_002, 2]])
+    );
+    let (_, r) = get(&server, &[("db", "inl"), ("q", last_many)]);
+    let series = r["results"][0]["series"].as_array().unwrap();
+    assert_eq!(series.len(), 20, "{r}");
+    assert_eq!(series[19]["tags"], json!({"host": "h19"}));
+    assert_eq!(series[19]["values"][0][1], json!(19));
+    server.stop();
+
+    let server = ServerBuilder::new(dir.path())
+        .set("query.max_points_scanned", "100")
+        .set("query.max_series", "5")
+        .start();
+    let (_, r) = get(&server, &[("db", "inl"), ("q", count_one)]);
+    let e = r["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(e.starts_with("max-select-point limit exceeded") && e.ends_with("/100) points scanned"), "{r}");
+    let (_, r) = get(&server, &[("db", "inl"), ("q", last_many)]);
+    let e = r["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(e.starts_with("max-select-series limit exceeded") && e.contains("/5)"), "{r}");
+    server.stop();
+}

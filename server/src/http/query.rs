@@ -539,18 +539,32 @@ fn run_small_inline(
         ..limits
     };
     let ctx = QueryContext::new(engine, db, now_ns, probe);
+    // Too big for inline, unless the configured limit is the one that tripped.
+    run_statements_unless(&ctx, statements, |e| match e {
+        QueryError::TooManySeries { .. } => probe.max_series != limits.max_series,
+        QueryError::TooManyPointsScanned { .. } => probe.max_points_scanned != limits.max_points_scanned,
+        _ => false,
+    })
+}
+
+fn run_statements(ctx: &QueryContext<'_>, statements: &[Statement]) -> (Vec<StatementResult>, QueryOutcome) {
+    run_statements_unless(ctx, statements, |_| false).expect("never gives up")
+}
+
+/// Runs `statements` in order and stops after the first failing one (its result carries the
+/// error); `None` when that error is one `give_up` says to abandon the whole request for.
+fn run_statements_unless(
+    ctx: &QueryContext<'_>,
+    statements: &[Statement],
+    give_up: impl Fn(&QueryError) -> bool,
+) -> Option<(Vec<StatementResult>, QueryOutcome)> {
     let mut out = Vec::with_capacity(statements.len());
     for (i, stmt) in statements.iter().enumerate() {
-        match execute_statement(&ctx, stmt) {
+        match execute_statement(ctx, stmt) {
             Ok(series) => out.push(StatementResult { statement_id: i, series, error: None }),
-            // Too big for inline, unless the configured limit is the one that tripped.
-            Err(QueryError::TooManySeries { .. }) if probe.max_series != limits.max_series => return None,
-            Err(QueryError::TooManyPointsScanned { .. })
-                if probe.max_points_scanned != limits.max_points_scanned =>
-            {
-                return None
-            }
+            Err(e) if give_up(&e) => return None,
             Err(e) => {
+                tracing::debug!(statement = i, error = %e, "statement failed");
                 let outcome = QueryOutcome::of_error(&e);
                 out.push(StatementResult { statement_id: i, series: Vec::new(), error: Some(e.to_string()) });
                 return Some((out, outcome));
@@ -558,22 +572,6 @@ fn run_small_inline(
         }
     }
     Some((out, QueryOutcome::Ok))
-}
-
-fn run_statements(ctx: &QueryContext<'_>, statements: &[Statement]) -> (Vec<StatementResult>, QueryOutcome) {
-    let mut out = Vec::with_capacity(statements.len());
-    for (i, stmt) in statements.iter().enumerate() {
-        match execute_statement(ctx, stmt) {
-            Ok(series) => out.push(StatementResult { statement_id: i, series, error: None }),
-            Err(e) => {
-                tracing::debug!(statement = i, error = %e, "statement failed");
-                let outcome = QueryOutcome::of_error(&e);
-                out.push(StatementResult { statement_id: i, series: Vec::new(), error: Some(e.to_string()) });
-                return (out, outcome);
-            }
-        }
-    }
-    (out, QueryOutcome::Ok)
 }
 
 /// Encodes the results as one JSON document (chunked JSON and CSV stream instead, see
