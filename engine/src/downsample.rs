@@ -229,7 +229,7 @@ impl Inner {
                 }
             }
             if out.len_points() >= OUTPUT_BATCH {
-                match self.write(&rule.target_db, &out) {
+                match self.write(&rule.target_db, &out, true) {
                     Ok(o) => written += o.points_written as u64,
                     Err(e) => {
                         error = Some(e);
@@ -245,7 +245,7 @@ impl Inner {
         }
         if !out.is_empty() {
             written += self
-                .write(&rule.target_db, &out)
+                .write(&rule.target_db, &out, true)
                 .map_err(|e| LifecycleError::Rollup(e.to_string()))?
                 .points_written as u64;
         }

@@ -419,7 +419,13 @@ impl Engine {
                     .expect("spawning a thread"),
             );
         }
-        if let SyncPolicy::Interval(every) = self.inner.opts.sync {
+        let periodic = match self.inner.opts.sync {
+            SyncPolicy::Interval(every) => Some(every),
+            // Only unsynced writes need it; `sync` costs nothing when everything is synced.
+            SyncPolicy::Always => Some(UNSYNCED_SYNC_EVERY),
+            SyncPolicy::Never => None,
+        };
+        if let Some(every) = periodic {
             let inner = self.inner.clone();
             let stop = self.stop.clone();
             threads.push(
@@ -478,12 +484,26 @@ impl Engine {
     /// Points that cannot be stored (field type conflicts, series limit) are reported in the
     /// outcome; the others are written.
     pub fn write(&self, db: &str, batch: &WriteBatch) -> Result<WriteOutcome, WriteError> {
-        self.inner.write(db, batch)
+        self.inner.write(db, batch, true)
+    }
+
+    /// Like [`Engine::write`], but returns once the batch is written to the OS, without
+    /// waiting for an fsync even under `SyncPolicy::Always`: for writes nobody is told are
+    /// durable (MQTT QoS 0). They survive a crash of the process; on power loss they are
+    /// lost unless a later synced commit (any writer's: an fsync covers the whole file) or
+    /// the periodic sync ([`UNSYNCED_SYNC_EVERY`] under `Always`) came first.
+    pub fn write_unsynced(&self, db: &str, batch: &WriteBatch) -> Result<WriteOutcome, WriteError> {
+        self.inner.write(db, batch, false)
     }
 }
 
+/// Under `SyncPolicy::Always`, how often writes made with [`Engine::write_unsynced`] are
+/// fsynced when no synced commit came along.
+pub const UNSYNCED_SYNC_EVERY: Duration = Duration::from_secs(1);
+
 impl Inner {
-    pub(crate) fn write(&self, db: &str, batch: &WriteBatch) -> Result<WriteOutcome, WriteError> {
+    /// `sync`: wait for an fsync as the policy says (else only for the write to the OS).
+    pub(crate) fn write(&self, db: &str, batch: &WriteBatch, sync: bool) -> Result<WriteOutcome, WriteError> {
         let inner = self;
         if inner.poisoned.load(Ordering::Acquire) {
             return Err(WriteError::Poisoned);
@@ -514,7 +534,7 @@ impl Inner {
             }
         }
         for (s, pos) in commits {
-            inner.shards[s].wal().commit(pos)?;
+            inner.shards[s].wal().commit_with(pos, sync)?;
         }
         outcome.rejected.sort_by_key(|r| r.index);
         let st = &inner.stats;

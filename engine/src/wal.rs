@@ -172,7 +172,13 @@ impl Wal {
     /// Blocks until everything up to `pos` is written to the OS, and synced if the policy says
     /// so. Concurrent callers share one write and one fsync.
     pub fn commit(&self, pos: u64) -> Result<(), WalError> {
-        let need_sync = self.policy.fsync_on_commit();
+        self.commit_with(pos, true)
+    }
+
+    /// [`Wal::commit`]; with `sync` false it waits only for the write to the OS, whatever the
+    /// policy (the next synced commit or [`Wal::sync`] makes it durable).
+    pub fn commit_with(&self, pos: u64, sync: bool) -> Result<(), WalError> {
+        let need_sync = sync && self.policy.fsync_on_commit();
         loop {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(WalError::Poisoned);

@@ -248,6 +248,9 @@ pub struct Decoded {
     pub seen: usize,
     format: Format,
     origins: Vec<Origin>,
+    /// Whether `origins` are recorded (for [`Decoded::finish`]); the MQTT listener reports
+    /// the engine's refusals per message instead and skips them.
+    keep_origins: bool,
 }
 
 impl Decoded {
@@ -258,6 +261,27 @@ impl Decoded {
             seen: 0,
             format,
             origins: Vec::new(),
+            keep_origins: true,
+        }
+    }
+
+    /// A decoder state that appends many payloads (MQTT messages) to `batch`, one after the
+    /// other, without recording origins: [`Decoded::finish`] does not apply to it. Take each
+    /// payload's errors with [`Decoded::take_errors`].
+    pub fn appending(batch: WriteBatch, cap: usize) -> Decoded {
+        Decoded { batch, keep_origins: false, ..Decoded::new(Format::LineProtocol, cap) }
+    }
+
+    /// The bad points listed since the last call (or the start), leaving an empty list.
+    pub fn take_errors(&mut self) -> ErrorList {
+        let cap = self.errors.cap;
+        std::mem::replace(&mut self.errors, ErrorList::new(cap))
+    }
+
+    /// Records where the point just added to the batch came from.
+    fn origin(&mut self, pos: usize, start: usize, len: usize) {
+        if self.keep_origins {
+            self.origins.push(Origin { pos, start, len });
         }
     }
 

@@ -60,6 +60,7 @@ use self::topic::TopicPattern;
 use crate::auth::Auth;
 use crate::budget::WriteMemory;
 use crate::http::AppState;
+use crate::ingest::Decoded;
 use crate::metrics::Metrics;
 
 /// Why the MQTT listener could not start.
@@ -82,16 +83,28 @@ pub enum MqttStartError {
 /// One message to store: what a PUBLISH (or a replayed dead letter) carries.
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub client_id: String,
-    /// Device the message is attributed to (the topic's device).
-    pub device: String,
-    pub measurement: Option<String>,
+    /// Shared by the messages of a connection: one allocation per connection, not per message.
+    pub client_id: Arc<str>,
+    /// The device a message is attributed to when its topic names none (it is refused, and
+    /// dead-lettered under this device); otherwise the device and the measurement are the
+    /// topic's ([`Message::mapped`]), found again where needed rather than copied per message.
+    pub unmapped_device: String,
     pub topic: String,
     pub qos: u8,
     pub payload: Bytes,
     /// Set when the message cannot be stored at all (not a telemetry topic): it goes
     /// straight to the dead-letter store.
     pub refused: Option<&'static str>,
+}
+
+impl Message {
+    /// The device and measurement the message is stored under.
+    pub fn mapped<'a>(&'a self, pattern: &TopicPattern) -> (&'a str, Option<&'a str>) {
+        match pattern.matches(&self.topic) {
+            Some(m) => (m.device, m.measurement),
+            None => (&self.unmapped_device, None),
+        }
+    }
 }
 
 /// What a replay of dead letters did.
@@ -227,33 +240,45 @@ impl Broker {
         *self.shutdown.borrow()
     }
 
-    /// Decodes `messages` into one batch, writes it (blocking until durable) and returns how
-    /// each message went, in order: `None` when it was stored whole, else the reason. Points
-    /// refused by the engine (series limit, field type conflict) count against their message.
-    /// Blocking: call from `spawn_blocking`.
+    /// Decodes `messages` into one batch, writes it (blocking until durable per
+    /// `storage.sync`, unless every message is QoS 0: see [`Broker::write_messages_with`])
+    /// and returns how each message went, in order: `None` when it was stored whole, else the
+    /// reason. Points refused by the engine (series limit, field type conflict) count against
+    /// their message.
     pub fn write_messages(&self, messages: &[Message]) -> Result<Vec<Option<String>>, StoreError> {
+        let sync = messages.iter().any(|m| m.qos > 0);
+        self.write_messages_with(messages, sync)
+    }
+
+    /// [`Broker::write_messages`] with the choice of waiting for the fsync. A batch of QoS 0
+    /// messages only needs to reach the OS: nothing is acknowledged to the device, so nothing
+    /// was promised durable, and waiting for an fsync per batch halved the rate of QoS 0
+    /// connections. It is fsynced by the next durable commit or within a second (the
+    /// engine's periodic sync), and survives a crash of the process either way.
+    pub fn write_messages_with(
+        &self,
+        messages: &[Message],
+        sync: bool,
+    ) -> Result<Vec<Option<String>>, StoreError> {
         let db = &self.config.database;
         let now = now_ns();
         let total: usize = messages.iter().map(|m| m.payload.len()).sum();
-        let mut batch = WriteBatch::with_buffer(self.buffers.take(total + total / 2));
+        let mut decoded = Decoded::appending(
+            WriteBatch::with_buffer(self.buffers.take(total + total / 2)),
+            self.decoding.limits.max_errors,
+        );
         let mut starts = Vec::with_capacity(messages.len());
         let mut results: Vec<MessageResult> = Vec::with_capacity(messages.len());
         for m in messages {
-            starts.push(batch.len_points());
+            starts.push(decoded.batch.len_points());
             if let Some(why) = m.refused {
                 results.push(MessageResult { fatal: Some(why.to_owned()), ..Default::default() });
                 continue;
             }
-            let r = decode_message(
-                &mut batch,
-                &m.payload,
-                &m.device,
-                m.measurement.as_deref(),
-                &self.decoding,
-                now,
-            );
-            results.push(r);
+            let (device, measurement) = m.mapped(&self.acl.pattern);
+            results.push(decode_message(&mut decoded, &m.payload, device, measurement, &self.decoding, now));
         }
+        let batch = decoded.batch;
         let mut reasons: Vec<Option<String>> = results.iter().map(MessageResult::reason).collect();
         let ingest = &self.metrics.ingest;
         for r in &results {
@@ -280,7 +305,9 @@ impl Broker {
         }
         let mut attempt = 0;
         let outcome = loop {
-            match self.engine.write(db, &batch) {
+            let written =
+                if sync { self.engine.write(db, &batch) } else { self.engine.write_unsynced(db, &batch) };
+            match written {
                 Ok(o) => break o,
                 Err(WriteError::Overloaded) if attempt < OVERLOAD_RETRIES && !self.shutting_down() => {
                     // Part of the batch may be stored already; writing it again is harmless
@@ -331,11 +358,12 @@ impl Broker {
     pub fn dead_letter(&self, messages: &[Message], reasons: &[Option<String>]) {
         for (m, reason) in messages.iter().zip(reasons) {
             let Some(reason) = reason else { continue };
+            let (device, _) = m.mapped(&self.acl.pattern);
             MqttMetrics::inc(&self.metrics.mqtt.dead_letters);
-            tracing::warn!(device = %m.device, client_id = %m.client_id, topic = %m.topic, reason = %reason, "MQTT message dead-lettered");
+            tracing::warn!(device = %device, client_id = %m.client_id, topic = %m.topic, reason = %reason, "MQTT message dead-lettered");
             let entry = NewDeadLetter {
                 client_id: &m.client_id,
-                device: &m.device,
+                device,
                 topic: &m.topic,
                 qos: m.qos,
                 reason,
@@ -345,7 +373,7 @@ impl Broker {
                 Ok((_, dropped)) => {
                     self.metrics.mqtt.dead_letters_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
                 }
-                Err(e) => tracing::error!(error = %e, device = %m.device, "cannot write a dead letter"),
+                Err(e) => tracing::error!(error = %e, device = %device, "cannot write a dead letter"),
             }
         }
     }
@@ -365,9 +393,8 @@ impl Broker {
                 // replays what a device sent.
                 let m = self.acl.pattern.matches(&d.topic);
                 Message {
-                    client_id: d.client_id.clone(),
-                    device: m.map_or_else(|| d.device.clone(), |m| m.device.to_owned()),
-                    measurement: m.and_then(|m| m.measurement.map(str::to_owned)),
+                    client_id: d.client_id.as_str().into(),
+                    unmapped_device: if m.is_none() { d.device.clone() } else { String::new() },
                     topic: d.topic.clone(),
                     qos: d.qos,
                     payload: Bytes::from(d.payload()),
@@ -375,7 +402,8 @@ impl Broker {
                 }
             })
             .collect();
-        let reasons = self.write_messages(&messages)?;
+        // A replayed dead letter is deleted once stored: durable first, whatever its QoS.
+        let reasons = self.write_messages_with(&messages, true)?;
         let mut ok = Vec::new();
         let mut failed = Vec::new();
         for (d, r) in letters.iter().zip(reasons) {

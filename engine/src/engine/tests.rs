@@ -229,3 +229,36 @@ fn invalid_options_and_names() {
         assert!(matches!(e.create_database(bad), Err(WriteError::InvalidDatabase { .. })), "{bad}");
     }
 }
+
+#[test]
+fn unsynced_writes_skip_the_fsync_then_the_periodic_sync_covers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.sync = SyncPolicy::Always;
+    let e = Engine::open(o).unwrap();
+    e.create_database("db").unwrap();
+    let wal = &e.stats().wal;
+    let before = wal.fsyncs();
+    e.write_unsynced("db", &batch(&[("m", "a", 1, 1.0), ("m", "b", 2, 2.0)])).unwrap();
+    e.write_unsynced("db", &batch(&[("m", "a", 3, 3.0)])).unwrap();
+    // Readable at once, written to the OS, but not fsynced by the writer.
+    assert_eq!(read_all(&e, "db", "m").len(), 2);
+    assert!(wal.writes.load(Ordering::Relaxed) >= 2);
+    let after_writes = wal.fsyncs();
+    assert!(after_writes - before <= 1, "at most the periodic sync ran: {before} -> {after_writes}");
+    // The periodic sync (every UNSYNCED_SYNC_EVERY under Always) makes them durable.
+    let deadline = Instant::now() + UNSYNCED_SYNC_EVERY * 5;
+    while wal.fsyncs() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(wal.fsyncs() > before, "unsynced writes were never fsynced");
+    // A synced write waits for its own fsync.
+    let n = wal.fsyncs();
+    e.write("db", &batch(&[("m", "a", 4, 4.0)])).unwrap();
+    assert!(wal.fsyncs() > n);
+    // And both kinds survive a crash of the process (they reached the OS).
+    e.write_unsynced("db", &batch(&[("m", "c", 5, 5.0)])).unwrap();
+    e.simulate_crash();
+    let e = Engine::open(opts(dir.path())).unwrap();
+    assert_eq!(read_all(&e, "db", "m").len(), 3);
+}

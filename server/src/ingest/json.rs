@@ -26,7 +26,7 @@ use strata_lineproto::Precision;
 
 use super::lineproto::context_tag_conflict;
 use super::time::parse_rfc3339;
-use super::{Decoded, Format, Origin, PointContext, PointLimits, Refusal};
+use super::{Decoded, Format, PointContext, PointLimits, Refusal};
 use crate::metrics::LineReject;
 
 /// A body that is not a JSON point or array of points at all (nothing is written).
@@ -222,6 +222,22 @@ pub fn decode_with(
     ctx: &PointContext<'_>,
     batch: WriteBatch,
 ) -> Result<Decoded, JsonError> {
+    let mut out = Decoded::new(Format::Json, limits.max_errors);
+    out.batch = batch;
+    decode_appending(body, precision, now_ns, limits, ctx, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes `body` onto what `out` holds already (see `lineproto::decode_appending`). On an
+/// error `out` is left as it was: the body is parsed whole before any point is added.
+pub fn decode_appending(
+    body: &[u8],
+    precision: Precision,
+    now_ns: i64,
+    limits: &PointLimits,
+    ctx: &PointContext<'_>,
+    out: &mut Decoded,
+) -> Result<(), JsonError> {
     let err = |message: String| JsonError { message };
     let text = std::str::from_utf8(body).map_err(|e| err(format!("not UTF-8: {e}")))?;
     let items: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
@@ -230,8 +246,7 @@ pub fn decode_with(
         Some(_) => return Err(err("expected a point object or an array of point objects".into())),
         None => Vec::new(),
     };
-    let mut out = Decoded::new(Format::Json, limits.max_errors);
-    out.batch = batch;
+    out.format = Format::Json;
     for (i, raw) in items.iter().enumerate() {
         out.seen += 1;
         let item = raw.get();
@@ -245,11 +260,11 @@ pub fn decode_with(
             }
         };
         match add_point(&mut out.batch, &point, precision, now_ns, limits, ctx) {
-            Ok(()) => out.origins.push(Origin { pos: i, start, len: item.len() }),
+            Ok(()) => out.origin(i, start, item.len()),
             Err(r) => out.refuse(i, item, r),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn add_point(

@@ -15,7 +15,7 @@ use rustc_hash::FxBuildHasher;
 use strata_engine::{FieldValue as Value, KeyRef, WriteBatch};
 use strata_lineproto::{Escaped, FieldValue, Line, LineErrorKind, Parser, Precision};
 
-use super::{bad_point, Decoded, Format, Origin, PointContext, PointLimits, Refusal};
+use super::{bad_point, Decoded, Format, PointContext, PointLimits, Refusal};
 use crate::metrics::LineReject;
 
 /// Unescape buffers, one per name that may be alive at once while a point is built.
@@ -52,6 +52,22 @@ pub fn decode_with(
 ) -> Decoded {
     let mut out = Decoded::new(Format::LineProtocol, limits.max_errors);
     out.batch = batch;
+    decode_appending(body, precision, now_ns, limits, ctx, &mut out);
+    out
+}
+
+/// Decodes `body` onto what `out` holds already (its batch, counts and errors): the MQTT
+/// listener decodes every message of a batch into one [`Decoded`], so a message costs no
+/// allocation of its own.
+pub fn decode_appending(
+    body: &[u8],
+    precision: Precision,
+    now_ns: i64,
+    limits: &PointLimits,
+    ctx: &PointContext<'_>,
+    out: &mut Decoded,
+) {
+    out.format = Format::LineProtocol;
     let mut scratch = Scratch::default();
     let mut keys = KeyCache::default();
     let parser = Parser::new(body).with_precision(precision).with_max_line_len(limits.max_line_length);
@@ -84,14 +100,24 @@ pub fn decode_with(
             Ok(line) => {
                 // `raw` is a slice of `body`, so the subtraction cannot underflow.
                 let start = line.raw().as_ptr() as usize - body.as_ptr() as usize;
-                match add_line(&mut out.batch, &line, now_ns, limits, ctx, &mut scratch, &mut keys) {
-                    Ok(()) => out.origins.push(Origin { pos: line.line_no, start, len: line.raw().len() }),
+                // The key cache only pays when another line follows (it allocates on its
+                // first insert): a one-line MQTT message skips it.
+                let more = start + line.raw().len() + 1 < body.len();
+                match add_line(
+                    &mut out.batch,
+                    &line,
+                    now_ns,
+                    limits,
+                    ctx,
+                    &mut scratch,
+                    more.then_some(&mut keys),
+                ) {
+                    Ok(()) => out.origin(line.line_no, start, line.raw().len()),
                     Err(r) => out.refuse(line.line_no, line.raw(), r),
                 }
             }
         }
     }
-    out
 }
 
 /// The unescaped text of `e`: borrowed from the body unless it contains escapes, else
@@ -114,12 +140,15 @@ fn add_line<'a>(
     limits: &PointLimits,
     ctx: &PointContext<'_>,
     s: &mut Scratch,
-    keys: &mut KeyCache<'a>,
+    keys: Option<&mut KeyCache<'a>>,
 ) -> Result<(), Refusal> {
     limits.check_counts(line.tag_count(), line.field_count())?;
     let ts = line.timestamp.unwrap_or(now_ns);
     limits.check_time(ts, now_ns)?;
     let series = line.series().as_bytes();
+    let Some(keys) = keys else {
+        return add_new_series_line(batch, line, ts, limits, ctx, s);
+    };
     if let Some(&key) = keys.get(series) {
         let mut p = batch.point_with_key(key);
         add_fields(&mut p, line, limits, s)?;

@@ -135,12 +135,11 @@ async fn run(broker: Arc<Broker>) {
 }
 
 /// The message a bridged PUBLISH carries, mapped by the topic pattern (no ACL).
-fn message(broker: &Broker, client_id: &str, p: &Publish) -> Message {
+fn message(broker: &Broker, client_id: &Arc<str>, p: &Publish) -> Message {
     let m = broker.acl.pattern.matches(&p.topic);
     Message {
-        client_id: client_id.to_owned(),
-        device: m.map_or_else(String::new, |m| m.device.to_owned()),
-        measurement: m.and_then(|m| m.measurement.map(str::to_owned)),
+        client_id: client_id.clone(),
+        unmapped_device: String::new(),
         topic: p.topic.clone(),
         qos: p.qos as u8,
         payload: Bytes::clone(&p.payload),
@@ -155,7 +154,7 @@ async fn write_loop(
     generation: Arc<AtomicU64>,
 ) {
     let cfg = &broker.config.bridge;
-    let client_id = format!("bridge:{}", cfg.client_id);
+    let client_id: Arc<str> = format!("bridge:{}", cfg.client_id).into();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < cfg.max_batch {

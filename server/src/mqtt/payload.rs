@@ -4,10 +4,9 @@
 //! for JSON, the topic's measurement; several messages are decoded into one `WriteBatch` so
 //! one engine write (and one fsync) covers them all.
 
-use strata_engine::WriteBatch;
 use strata_lineproto::Precision;
 
-use crate::ingest::{self, BadPoint, PointContext, PointLimits};
+use crate::ingest::{self, BadPoint, Decoded, PointContext, PointLimits};
 
 /// The payload format of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +67,10 @@ pub struct Decoding {
 }
 
 /// Decodes one message published by (or, ACL off, for) `device` with the topic's
-/// `measurement`, appending its good points to `batch`.
+/// `measurement`, appending its good points to `out` (which holds the batch of every message
+/// decoded so far; see [`Decoded::appending`]).
 pub fn decode_message(
-    batch: &mut WriteBatch,
+    out: &mut Decoded,
     payload: &[u8],
     device: &str,
     measurement: Option<&str>,
@@ -78,71 +78,38 @@ pub fn decode_message(
     now_ns: i64,
 ) -> MessageResult {
     let ctx = PointContext { measurement, tag: Some((&d.device_tag, device)) };
-    let before = batch.len_points();
-    let taken = std::mem::take(batch);
-    let decoded = match PayloadFormat::detect(payload) {
+    let (points, seen) = (out.batch.len_points(), out.seen);
+    let fatal = match PayloadFormat::detect(payload) {
         PayloadFormat::LineProtocol => {
-            Ok(ingest::lineproto::decode_with(payload, d.line_precision, now_ns, &d.limits, &ctx, taken))
+            ingest::lineproto::decode_appending(payload, d.line_precision, now_ns, &d.limits, &ctx, out);
+            None
         }
+        // Fails before adding anything: the points of earlier messages stay.
         PayloadFormat::Json => {
-            // `decode_with` consumes the batch; keep a copy of its bytes only on the error
-            // path, which cannot happen once the body parsed (it fails before touching it).
-            let text_ok = std::str::from_utf8(payload).is_ok();
-            if !text_ok {
-                *batch = taken;
-                return MessageResult {
-                    fatal: Some("JSON payload is not UTF-8".into()),
-                    ..Default::default()
-                };
-            }
-            match quick_json_check(payload) {
-                Err(e) => {
-                    *batch = taken;
-                    return MessageResult { fatal: Some(e), ..Default::default() };
-                }
-                Ok(()) => {
-                    ingest::json::decode_with(payload, d.json_precision, now_ns, &d.limits, &ctx, taken)
-                        .map_err(|e| e.to_string())
-                }
-            }
+            ingest::json::decode_appending(payload, d.json_precision, now_ns, &d.limits, &ctx, out)
+                .err()
+                .map(|e| format!("invalid JSON payload: {}", e.message))
         }
     };
-    match decoded {
-        Ok(mut dec) => {
-            *batch = std::mem::take(&mut dec.batch);
-            let mut r = MessageResult {
-                points: batch.len_points() - before,
-                seen: dec.seen,
-                rejected: dec.errors.total,
-                errors: std::mem::take(&mut dec.errors.items),
-                fatal: None,
-            };
-            if r.seen == 0 {
-                r.fatal = Some("empty payload: no line or point".into());
-            }
-            r
-        }
-        // Unreachable in practice (see above), but never lose the batch: an empty one would
-        // silently drop the messages decoded before this one.
-        Err(e) => MessageResult { fatal: Some(e), ..Default::default() },
+    let errors = out.take_errors();
+    let mut r = MessageResult {
+        points: out.batch.len_points() - points,
+        seen: out.seen - seen,
+        rejected: errors.total,
+        errors: errors.items,
+        fatal,
+    };
+    if r.seen == 0 && r.fatal.is_none() {
+        r.fatal = Some("empty payload: no line or point".into());
     }
-}
-
-/// Whether `payload` is a JSON object or array at all, checked without building anything, so
-/// that `json::decode_with` (which takes the batch by value) never fails on it.
-fn quick_json_check(payload: &[u8]) -> Result<(), String> {
-    let v: Result<&serde_json::value::RawValue, _> = serde_json::from_slice(payload);
-    match v {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("invalid JSON payload: {e}")),
-    }
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use strata_engine::FieldValue;
+    use strata_engine::{FieldValue, WriteBatch};
 
     use super::*;
     use crate::config::LimitsConfig;
@@ -156,8 +123,12 @@ mod tests {
         }
     }
 
-    fn describe(batch: &WriteBatch) -> Vec<String> {
-        batch
+    fn new_out() -> Decoded {
+        Decoded::appending(WriteBatch::new(), 10)
+    }
+
+    fn describe(out: &Decoded) -> Vec<String> {
+        out.batch
             .iter()
             .map(|p| {
                 let p = p.unwrap();
@@ -169,7 +140,7 @@ mod tests {
 
     #[test]
     fn several_lines_get_the_device_tag() {
-        let mut b = WriteBatch::new();
+        let mut b = new_out();
         let r =
             decode_message(&mut b, b"temp,room=lab v=1 10\ntemp v=2 20\n", "d1", Some("ignored"), &dec(), 0);
         assert_eq!((r.points, r.seen, r.rejected), (2, 2, 0));
@@ -181,7 +152,7 @@ mod tests {
 
     #[test]
     fn json_shapes() {
-        let mut b = WriteBatch::new();
+        let mut b = new_out();
         let flat = br#"{"ts": 1700000000000, "temperature": 21.5, "ok": true, "n": {"int": 3}, "tags": {"room": "lab"}}"#;
         let r = decode_message(&mut b, flat, "d1", Some("climate"), &dec(), 0);
         assert_eq!((r.points, r.rejected), (1, 0), "{:?}", r.errors);
@@ -202,7 +173,7 @@ mod tests {
 
     #[test]
     fn bad_payloads_keep_earlier_points_and_report() {
-        let mut b = WriteBatch::new();
+        let mut b = new_out();
         decode_message(&mut b, b"m v=1 1", "d1", None, &dec(), 0);
         for (payload, needle) in [
             (&b"{not json"[..], "invalid JSON"),
@@ -218,7 +189,7 @@ mod tests {
             assert!(reason.contains(needle) || r.rejected > 0, "{payload:?}: {reason}");
             assert_eq!(r.points, 0);
         }
-        assert_eq!(b.len_points(), 1, "an earlier message's point survives bad ones");
+        assert_eq!(b.batch.len_points(), 1, "an earlier message's point survives bad ones");
         let r = decode_message(
             &mut b,
             b"m v=2 2\nbad line\nm,device=d2 v=3 3\nm,device=d1 v=4 4",

@@ -303,6 +303,7 @@ where
 
     let mut conn = Conn {
         broker: broker.clone(),
+        client_arc: identity.client_id.as_str().into(),
         id: identity,
         max,
         buf,
@@ -491,6 +492,8 @@ async fn authenticate(
 
 struct Conn {
     broker: Arc<Broker>,
+    /// `id.client_id`, shared by every message stored.
+    client_arc: Arc<str>,
     id: Identity,
     max: usize,
     buf: BytesMut,
@@ -801,8 +804,9 @@ impl Conn {
         for p in publishes {
             let qos1 = p.qos == QoS::AtLeastOnce;
             let verdict = broker.acl.publish(&self.id.device, &p.topic);
-            let (device, measurement, refused) = match verdict {
-                PublishVerdict::Telemetry(m) => (m.device.to_owned(), m.measurement.map(str::to_owned), None),
+            let (unmapped_device, refused) = match verdict {
+                // Device and measurement are the topic's: found again when decoding.
+                PublishVerdict::Telemetry(_) => (String::new(), None),
                 PublishVerdict::Denied(why) => {
                     // Never stored, not even as a dead letter. 5.0: PUBACK 0x87; 3.1.1 has no
                     // negative PUBACK, so a plain one (what 3.1.1 brokers do).
@@ -813,7 +817,7 @@ impl Conn {
                     }
                     continue;
                 }
-                PublishVerdict::NotTelemetry => (self.id.device.clone(), None, Some("not a telemetry topic")),
+                PublishVerdict::NotTelemetry => (self.id.device.clone(), Some("not a telemetry topic")),
             };
             if qos1 {
                 acks.push((p.pkid, Ack::Stored));
@@ -822,9 +826,8 @@ impl Conn {
                 ack_of.push(None);
             }
             messages.push(Message {
-                client_id: self.id.client_id.clone(),
-                device,
-                measurement,
+                client_id: self.client_arc.clone(),
+                unmapped_device,
                 topic: p.topic,
                 qos: p.qos as u8,
                 payload: p.payload,
