@@ -242,6 +242,48 @@ fn mqtt5_keep_alive_timeout_sends_0x8d_and_publishes_the_will() {
     );
 }
 
+/// `mqtt.max_keep_alive`: a 5.0 client asking for no keep-alive (0) is told the ceiling as
+/// Server Keep Alive and, silent, is dropped (0x8D) after 1.5 x the ceiling; a 3.1.1 client
+/// with keep-alive 0, which cannot be told, is held to the same ceiling.
+#[test]
+fn mqtt5_keep_alive_0_gets_server_keep_alive_and_the_ceiling_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).set("mqtt.max_keep_alive", "1s").start();
+    let addr = mqtt_addr(&server);
+    let mut raw = RawClient5::connect(addr);
+    let ack = raw.handshake("ka0", Connect5 { keep_alive: 0, ..Default::default() });
+    let t = Instant::now();
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), Some(1));
+    let (code, why) = raw.expect_disconnect();
+    assert_eq!(code, DisconnectReasonCode::KeepAliveTimeout, "{why:?}");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "{took:?}");
+    // Within the ceiling the client's own keep-alive stands: nothing to tell.
+    let mut raw = RawClient5::connect(addr);
+    let ack = raw.handshake("ka1", Connect5 { keep_alive: 1, ..Default::default() });
+    assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), None);
+    drop(raw);
+
+    let mut raw4 = strata_e2e::mqtt::RawClient::connect(addr);
+    assert_eq!(raw4.handshake("ka4", 0, None), rumqttc::mqttbytes::v4::ConnectReturnCode::Success);
+    let t = Instant::now();
+    // `recv` gives `None` when the server closes, or after its 10 s read timeout.
+    assert!(raw4.recv().is_none());
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "{took:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+        if metrics.contains("strata_mqtt_keepalive_timeouts_total 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+}
+
 fn will_with_delay(topic: &str, delay: u32) -> LastWill {
     let props = LastWillProperties {
         delay_interval: Some(delay),

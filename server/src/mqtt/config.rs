@@ -54,6 +54,16 @@ pub struct MqttConfig {
     pub max_inflight: usize,
     /// How long a new connection may take to send CONNECT. Default 10 s.
     pub connect_timeout: HumanDuration,
+    /// Ceiling on the keep-alive a client may choose, whole seconds from 1 s to 65535 s. A
+    /// client asking for 0 (no keep-alive) or more is held to this ceiling: a 5.0 client is
+    /// told so (CONNACK Server Keep Alive), a 3.1.1 client cannot be and is timed out after
+    /// 1.5 x this all the same. Why a ceiling at all: a device whose TCP connection dies
+    /// silently (NAT timeout, power loss) is only noticed by the keep-alive; without one it
+    /// would stay "online", hold its connection slot and never get its Last Will published.
+    /// Default 3600 s (a dead connection is noticed within 90 minutes); lower it (e.g. AWS IoT
+    /// Core's 1200 s) to notice sooner, at the cost of dropping 3.1.1 devices that asked for a
+    /// longer keep-alive when they stay silent past 1.5 x the ceiling.
+    pub max_keep_alive: HumanDuration,
     /// Messages per second one device may publish on average (token bucket); past it the
     /// listener stops reading that device's socket until tokens refill. 0 = off. Default 1000.
     pub rate_limit: u32,
@@ -219,6 +229,7 @@ impl Default for MqttConfig {
             max_connections: 10_000,
             max_inflight: 256,
             connect_timeout: HumanDuration::secs(10),
+            max_keep_alive: HumanDuration::secs(3600),
             rate_limit: 1000,
             rate_burst: 2000,
             dead_letter_max_entries: 10_000,
@@ -298,12 +309,25 @@ impl MqttConfig {
         if self.connect_timeout.get().is_zero() {
             return bad("mqtt.connect_timeout", "must be positive".into());
         }
+        let k = self.max_keep_alive.get();
+        if k.subsec_nanos() != 0 || k.as_secs() == 0 || k.as_secs() > u64::from(u16::MAX) {
+            // MQTT carries keep-alives as whole seconds in two bytes.
+            return bad(
+                "mqtt.max_keep_alive",
+                format!("{} is not whole seconds from 1s to 65535s", self.max_keep_alive),
+            );
+        }
         if !self.tls_addr.is_empty()
             && (self.tls_cert.as_os_str().is_empty() || self.tls_key.as_os_str().is_empty())
         {
             return bad("mqtt.tls_cert", "mqtt.tls_addr needs mqtt.tls_cert and mqtt.tls_key".into());
         }
         self.bridge.validate()
+    }
+
+    /// `max_keep_alive` in seconds (validated: 1 to 65535).
+    pub fn max_keep_alive_secs(&self) -> u16 {
+        u16::try_from(self.max_keep_alive.get().as_secs()).unwrap_or(u16::MAX).max(1)
     }
 
     /// Line-protocol timestamp unit (validated).
@@ -345,6 +369,11 @@ mod tests {
     #[test]
     fn defaults_validate_and_bad_keys_are_named() {
         MqttConfig::default().validate().unwrap();
+        for secs in [1, 65_535] {
+            let c = MqttConfig { max_keep_alive: HumanDuration::secs(secs), ..Default::default() };
+            c.validate().unwrap();
+            assert_eq!(u64::from(c.max_keep_alive_secs()), secs);
+        }
         let cases: Vec<(MqttConfig, &str)> = vec![
             (MqttConfig { topic_pattern: "telemetry/x".into(), ..Default::default() }, "mqtt.topic_pattern"),
             (MqttConfig { database: "a b".into(), ..Default::default() }, "mqtt.database"),
@@ -353,6 +382,18 @@ mod tests {
             (MqttConfig { max_inflight: 0, ..Default::default() }, "mqtt.max_inflight"),
             (MqttConfig { tls_addr: "127.0.0.1:0".into(), ..Default::default() }, "mqtt.tls_cert"),
             (MqttConfig { addr: "nowhere".into(), ..Default::default() }, "mqtt.addr"),
+            (
+                MqttConfig { max_keep_alive: HumanDuration::secs(0), ..Default::default() },
+                "mqtt.max_keep_alive",
+            ),
+            (
+                MqttConfig { max_keep_alive: HumanDuration::secs(65_536), ..Default::default() },
+                "mqtt.max_keep_alive",
+            ),
+            (
+                MqttConfig { max_keep_alive: HumanDuration::millis(1500), ..Default::default() },
+                "mqtt.max_keep_alive",
+            ),
             (bridge(BridgeConfig { broker: "nohost".into(), ..on() }), "mqtt.bridge.broker"),
             (bridge(BridgeConfig { topics: " , ".into(), ..on() }), "mqtt.bridge.topics"),
             (bridge(BridgeConfig { topics: "ok/+,a/#/b".into(), ..on() }), "mqtt.bridge.topics"),

@@ -176,6 +176,20 @@ async fn read_first<S: AsyncRead + Unpin>(
     }
 }
 
+/// The keep-alive enforced, in seconds, for a client that asked for `asked` (0: none) under
+/// the `mqtt.max_keep_alive` ceiling; and the Server Keep Alive that tells a 5.0 client so
+/// (section 3.2.2.3.14), `None` when its own value stands. 0 and values above the ceiling
+/// become the ceiling: a connection that dies silently must be noticed some time. 3.1.1 has
+/// no way to tell the client; it is held to the same ceiling (as Mosquitto's `max_keepalive`
+/// does, which refuses such a 3.1.1 client instead; see docs/mqtt.md).
+fn keep_alive(asked: u16, ceiling: u16) -> (u16, Option<u16>) {
+    if asked == 0 || asked > ceiling {
+        (ceiling, Some(ceiling))
+    } else {
+        (asked, None)
+    }
+}
+
 /// Who a connection is.
 #[derive(Debug, Clone)]
 struct Identity {
@@ -277,6 +291,8 @@ where
     };
     let presence = broker.status.connected(&identity.device, &identity.client_id, conn_id);
     let writer = Writer::new(&connect);
+    let (keep_alive_secs, server_keep_alive) =
+        keep_alive(connect.keep_alive, broker.config.max_keep_alive_secs());
     let max_inflight = broker.config.max_inflight;
     writer.accept(
         &Accepted {
@@ -286,6 +302,7 @@ where
             receive_maximum: u16::try_from(max_inflight).unwrap_or(u16::MAX),
             max_packet_size: u32::try_from(max).unwrap_or(u32::MAX),
             topic_alias_maximum: TOPIC_ALIAS_MAX,
+            server_keep_alive,
         },
         &mut out,
     );
@@ -297,7 +314,7 @@ where
     metrics.connections_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         %peer, client_id = %identity.client_id, device = %identity.device, protocol = protocol.as_str(),
-        keep_alive = connect.keep_alive, clean_start = connect.clean_start, session_expiry = connect.session_expiry,
+        keep_alive = connect.keep_alive, keep_alive_enforced = keep_alive_secs, clean_start = connect.clean_start, session_expiry = connect.session_expiry,
         session_present = attachment.session_present, "MQTT client connected"
     );
 
@@ -319,8 +336,8 @@ where
         bucket: (broker.config.rate_limit > 0)
             .then(|| TokenBucket::new(broker.config.rate_limit, broker.config.rate_burst, Instant::now())),
     };
-    let keep_alive =
-        (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    // 1.5 x the keep-alive (3.1.1 section 3.1.2.10, 5.0 section 3.1.2.10).
+    let keep_alive = Some(Duration::from_millis(u64::from(keep_alive_secs) * 1500));
     let Attachment { queued, mut rx, kicked, .. } = attachment;
     let mut pending: VecDeque<Command> = queued;
     let reason = conn.run(&mut stream, keep_alive, &mut pending, &mut rx, &kicked, &presence).await;
@@ -1158,6 +1175,37 @@ mod tests {
             "an alias never set: {packets:?}"
         );
         assert_eq!(broker.dead_letters.list(0, 10).len(), 1);
+    }
+
+    #[test]
+    fn keep_alive_ceiling() {
+        assert_eq!(keep_alive(0, 3600), (3600, Some(3600)), "no keep-alive is held to the ceiling");
+        assert_eq!(keep_alive(3601, 3600), (3600, Some(3600)));
+        assert_eq!(keep_alive(u16::MAX, 60), (60, Some(60)));
+        assert_eq!(keep_alive(3600, 3600), (3600, None), "the client's own value stands");
+        assert_eq!(keep_alive(30, 3600), (30, None));
+    }
+
+    /// A 5.0 client asking for keep-alive 0 (or more than `mqtt.max_keep_alive`) is told the
+    /// ceiling in CONNACK's Server Keep Alive; one within it is not told anything.
+    #[test]
+    fn server_keep_alive_in_connack() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = super::super::broker_for_tests(dir.path()).unwrap();
+        let connack = |keep_alive: u16| {
+            let mut b = BytesMut::new();
+            v5::Connect { keep_alive, client_id: "ka".into(), clean_start: true, properties: None }
+                .write(&None, &None, &mut b)
+                .unwrap();
+            match v5_packets(&run(&broker, b.to_vec())).first() {
+                Some(v5::Packet::ConnAck(a)) => a.properties.as_ref().and_then(|p| p.server_keep_alive),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(connack(0), Some(3600));
+        assert_eq!(connack(7200), Some(3600));
+        assert_eq!(connack(30), None);
+        assert_eq!(connack(3600), None);
     }
 
     #[test]

@@ -463,6 +463,9 @@ pub struct Accepted {
     /// Our Maximum Packet Size: `mqtt.max_packet_size`.
     pub max_packet_size: u32,
     pub topic_alias_maximum: u16,
+    /// Server Keep Alive: set when the client's keep-alive (0 or above `mqtt.max_keep_alive`)
+    /// is replaced by ours, which the client must then use (section 3.2.2.3.14).
+    pub server_keep_alive: Option<u16>,
 }
 
 /// Longest reason string sent: they are diagnostics, and must fit the client's packet limit.
@@ -530,6 +533,7 @@ impl Writer {
                 props.topic_alias_max = Some(a.topic_alias_maximum);
                 props.subscription_identifiers_available = Some(0);
                 props.shared_subscription_available = Some(0);
+                props.server_keep_alive = a.server_keep_alive;
                 let _ = v5::ConnAck {
                     session_present: a.session_present,
                     code: v5::ConnectReturnCode::Success,
@@ -793,6 +797,7 @@ mod tests {
                 receive_maximum: 256,
                 max_packet_size: 1 << 20,
                 topic_alias_maximum: 16,
+                server_keep_alive: Some(3600),
             },
             &mut out,
         );
@@ -803,6 +808,9 @@ mod tests {
         Writer::refuse(Protocol::V5, Refusal::BadCredentials, "wrong password", &mut out);
         let p = v5_packets(out);
         assert!(matches!(&p[0], v5::Packet::ConnAck(a) if a.properties.as_ref().unwrap().max_qos == Some(1)));
+        assert!(
+            matches!(&p[0], v5::Packet::ConnAck(a) if a.properties.as_ref().unwrap().server_keep_alive == Some(3600))
+        );
         assert!(matches!(&p[1], v5::Packet::PubAck(a) if a.reason == v5::PubAckReason::NotAuthorized));
         assert!(matches!(&p[2], v5::Packet::PubAck(a) if a.reason == v5::PubAckReason::Success));
         assert!(
