@@ -152,6 +152,9 @@ pub struct Broker {
     pub(crate) delayed_wills: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
     /// One permit per allowed connection.
     pub(crate) conn_limit: Arc<Semaphore>,
+    /// One permit per connection past `conn_limit` being answered CONNACK "quota exceeded"
+    /// ([`listener::MAX_REFUSING`]); past these, connections are closed unanswered.
+    pub(crate) refusing: Arc<Semaphore>,
     next_conn: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
@@ -208,6 +211,7 @@ impl Broker {
             sessions_file: parking_lot::Mutex::new(sessions_file),
             delayed_wills: parking_lot::Mutex::new(std::collections::HashMap::new()),
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
+            refusing: Arc::new(Semaphore::new(listener::MAX_REFUSING)),
             status: Registry::new(max_devices),
             engine: state.engine.clone(),
             auth: state.auth.clone(),
@@ -451,8 +455,18 @@ impl Broker {
 /// ([`session::feed_for_test`]). Blocking (opens the engine).
 #[doc(hidden)]
 pub fn broker_for_tests(data_dir: &std::path::Path) -> Result<Arc<Broker>, String> {
+    broker_for_tests_with(data_dir, |_| {})
+}
+
+/// [`broker_for_tests`] with settings changed by `change`.
+#[doc(hidden)]
+pub fn broker_for_tests_with(
+    data_dir: &std::path::Path,
+    change: impl FnOnce(&mut crate::config::Config),
+) -> Result<Arc<Broker>, String> {
     let mut config = crate::config::Config { data_dir: data_dir.to_owned(), ..Default::default() };
     config.mqtt.rate_limit = 0;
+    change(&mut config);
     config.storage.memtable_size = crate::config::ByteSize::mib(4);
     let engine = Engine::open(config.engine_options()).map_err(|e| e.to_string())?;
     let auth = Arc::new(Auth::new(&config).map_err(|e| e.to_string())?);

@@ -183,3 +183,49 @@ fn mqtt_qos2_is_refused_by_closing_the_connection() {
     let temp = read_measurement(dir.path(), "telemetry", "temp");
     assert_eq!(temp.keys().map(|k| k.2).collect::<Vec<_>>(), vec![1]);
 }
+
+/// Past `mqtt.max_connections` a client is told why: CONNACK 3 (server unavailable) for
+/// 3.1.1, 0x97 (quota exceeded) for 5.0, as rumqttc reports them; once a connection ends,
+/// there is room again.
+#[test]
+fn mqtt_connections_past_the_limit_get_a_connack_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).set("mqtt.max_connections", 2).start();
+    let addr = mqtt_addr(&server);
+    let mut held = Vec::new();
+    for id in ["held1", "held2"] {
+        let mut raw = RawClient::connect(addr);
+        assert_eq!(raw.handshake(id, 30, None), rumqttc::ConnectReturnCode::Success);
+        held.push(raw);
+    }
+    let (_c, mut conn) = connect(&server, "third4");
+    match conn.recv_timeout(Duration::from_secs(10)) {
+        Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => {
+            assert_eq!(code, rumqttc::ConnectReturnCode::ServiceUnavailable)
+        }
+        other => panic!("expected CONNACK 3, got {other:?}"),
+    }
+    let mut o5 = rumqttc::v5::MqttOptions::new("third5", addr.ip().to_string(), addr.port());
+    o5.set_keep_alive(Duration::from_secs(30));
+    let (_c5, mut conn5) = rumqttc::v5::Client::new(o5, 10);
+    match conn5.recv_timeout(Duration::from_secs(10)) {
+        Ok(Err(rumqttc::v5::ConnectionError::ConnectionRefused(code))) => {
+            assert_eq!(code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::QuotaExceeded)
+        }
+        other => panic!("expected CONNACK 0x97, got {other:?}"),
+    }
+    let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("strata_mqtt_connections_refused_total 2"), "{metrics}");
+    // A connection ends: the next one is accepted.
+    held.pop().unwrap().send(&rumqttc::mqttbytes::v4::Packet::Disconnect);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let code = RawClient::connect(addr).handshake("fourth", 30, None);
+        if code == rumqttc::ConnectReturnCode::Success {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no room after a disconnect: {code:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+}

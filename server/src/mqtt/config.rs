@@ -46,8 +46,8 @@ pub struct MqttConfig {
     pub json_precision: String,
     /// Largest MQTT packet accepted; a larger one closes the connection. Default 1 MiB.
     pub max_packet_size: ByteSize,
-    /// Most simultaneous connections; more are refused (CONNACK 3, server unavailable).
-    /// Default 10000.
+    /// Most simultaneous connections; more are refused (CONNACK 3 server unavailable, 5.0
+    /// 0x97 quota exceeded; `listener.rs` bounds the refusals too). Default 10000.
     pub max_connections: usize,
     /// Most QoS 1 messages of one connection written (and acknowledged) together; also the
     /// most messages one connection has in flight. Default 256.

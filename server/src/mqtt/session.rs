@@ -145,12 +145,14 @@ enum First {
     NotConnect,
 }
 
-/// Reads the first packet. The buffer never grows past one packet of `max` bytes: the fixed
-/// header is checked (rumqttc's `check`) before the body is awaited.
+/// Reads the first packet, `chunk` bytes of buffer at a time. The buffer never grows past one
+/// packet of `max` bytes: the fixed header is checked (rumqttc's `check`) before the body is
+/// awaited.
 async fn read_first<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     max: usize,
+    chunk: usize,
 ) -> Result<First, ReadError> {
     loop {
         match rumqttc::mqttbytes::check(buf.iter(), max) {
@@ -167,13 +169,75 @@ async fn read_first<S: AsyncRead + Unpin>(
                     Err(e) => First::Malformed(protocol, e),
                 });
             }
-            Err(CodecError::InsufficientBytes(_)) => fill(stream, buf).await?,
+            Err(CodecError::InsufficientBytes(_)) => {
+                buf.reserve(chunk);
+                match stream.read_buf(buf).await {
+                    Ok(0) => return Err(ReadError::Closed),
+                    Ok(_) => {}
+                    Err(_) => return Err(ReadError::Io),
+                }
+            }
             Err(CodecError::PayloadSizeLimitExceeded(_)) => {
                 return Ok(First::TooLarge(wire::connect_protocol_level(buf)))
             }
             Err(_) => return Ok(First::NotConnect),
         }
     }
+}
+
+/// Largest CONNECT read from a connection refused for `mqtt.max_connections`: a device's
+/// CONNECT (client id, token, a small will) is a few hundred bytes; a larger one is answered
+/// from its fixed header and protocol level alone.
+const REFUSED_MAX_CONNECT: usize = 4096;
+/// Buffer step of a refused connection's reads (the buffer stays at most
+/// [`REFUSED_MAX_CONNECT`] and a step).
+const REFUSED_CHUNK: usize = 512;
+/// Bytes a refused connection may still send after its CONNACK, and for how long, before it
+/// is closed anyway.
+const REFUSED_DRAIN: usize = 16 * 1024;
+const REFUSED_LINGER: Duration = Duration::from_secs(1);
+
+/// Answers a connection past `mqtt.max_connections`: reads its CONNECT (at most
+/// [`REFUSED_MAX_CONNECT`] bytes; the caller bounds the time) and refuses it, in the client's
+/// protocol, with 3.1.1 return code 3 (server unavailable) or 5.0 reason 0x97 (quota
+/// exceeded: "an implementation or administrative imposed limit", which the connection limit
+/// is; see docs/mqtt.md for why not 0x89 or 0x9F). Nothing else is done: no authentication,
+/// no session. Returns whether a CONNACK was sent.
+///
+/// After the CONNACK the write side is shut and what the client still sends is read and
+/// dropped until it closes: closing a socket with unread bytes makes the kernel send a RST,
+/// which can destroy the CONNACK before the client reads it.
+pub async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> bool {
+    let mut buf = BytesMut::with_capacity(REFUSED_CHUNK);
+    let protocol = match read_first(stream, &mut buf, REFUSED_MAX_CONNECT, REFUSED_CHUNK).await {
+        Ok(First::Connect(c)) => c.protocol,
+        Ok(First::TooLarge(Some(4))) => Protocol::V311,
+        Ok(First::TooLarge(Some(5))) => Protocol::V5,
+        _ => return false,
+    };
+    let mut out = BytesMut::with_capacity(64);
+    Writer::refuse(
+        protocol,
+        Refusal::QuotaExceeded,
+        "mqtt.max_connections reached; try again later",
+        &mut out,
+    );
+    if !write_out(stream, &mut out).await {
+        return false;
+    }
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut scratch = [0u8; 512];
+        let mut drained = 0;
+        while drained < REFUSED_DRAIN {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_LINGER, drain).await;
+    true
 }
 
 /// The keep-alive enforced, in seconds, for a client that asked for `asked` (0: none) under
@@ -209,9 +273,11 @@ where
     let mut out = BytesMut::with_capacity(1024);
 
     // CONNECT first, within the connect timeout.
-    let first =
-        tokio::time::timeout(broker.config.connect_timeout.get(), read_first(&mut stream, &mut buf, max))
-            .await;
+    let first = tokio::time::timeout(
+        broker.config.connect_timeout.get(),
+        read_first(&mut stream, &mut buf, max, 8 * 1024),
+    )
+    .await;
     let connect = match first {
         Ok(Ok(First::Connect(c))) => c,
         Ok(Ok(First::Level(level))) => {
@@ -1175,6 +1241,45 @@ mod tests {
             "an alias never set: {packets:?}"
         );
         assert_eq!(broker.dead_letters.list(0, 10).len(), 1);
+    }
+
+    /// A connection past `mqtt.max_connections` gets the busy CONNACK of its own protocol after
+    /// its CONNECT (a large one from its fixed header); anything else gets nothing.
+    #[test]
+    fn refused_connections_get_the_busy_connack() {
+        let refuse = |input: Vec<u8>| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (client, mut server) = tokio::io::duplex(64 * 1024);
+                let task = tokio::spawn(async move { refuse_busy(&mut server).await });
+                let (mut rd, mut wr) = tokio::io::split(client);
+                wr.write_all(&input).await.unwrap();
+                let mut out = Vec::new();
+                rd.read_to_end(&mut out).await.unwrap();
+                // The client closes once refused (else the server would linger 1 s for it).
+                drop((rd, wr));
+                (task.await.unwrap(), out)
+            })
+        };
+        assert_eq!(refuse(connect_bytes("x")), (true, vec![0x20, 0x02, 0x00, 0x03]));
+        let (answered, out) = refuse(connect5_bytes("x", None));
+        assert!(answered);
+        assert!(
+            matches!(&v5_packets(&out)[..], [v5::Packet::ConnAck(a)] if a.code == v5::ConnectReturnCode::QuotaExceeded),
+            "{out:?}"
+        );
+        // A CONNECT over the 4 KiB read for refusals: answered from its first bytes.
+        let mut big = v4::Connect::new("big");
+        big.set_login("u", "p".repeat(REFUSED_MAX_CONNECT));
+        let mut b = BytesMut::new();
+        big.write(&mut b).unwrap();
+        assert_eq!(refuse(b.to_vec()), (true, vec![0x20, 0x02, 0x00, 0x03]));
+        let mut publish = BytesMut::new();
+        Publish::new("telemetry/x/m", QoS::AtMostOnce, "m v=1 1").write(&mut publish).unwrap();
+        assert_eq!(refuse(publish.to_vec()), (false, vec![]), "not a CONNECT: closed unanswered");
+        let mut level3 = connect_bytes("x");
+        level3[8] = 3;
+        assert_eq!(refuse(level3), (false, vec![]));
     }
 
     #[test]

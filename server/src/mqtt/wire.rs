@@ -328,7 +328,7 @@ pub enum Refusal {
     NotAuthorized,
     /// Something on our side failed (an authentication task): 0x03 / 0x88.
     ServerUnavailable,
-    /// The session limit is reached: 0x03 / 0x97 quota exceeded.
+    /// The session limit or `mqtt.max_connections` is reached: 0x03 / 0x97 quota exceeded.
     QuotaExceeded,
     /// The CONNECT is larger than `mqtt.max_packet_size`: - / 0x95.
     PacketTooLarge,
