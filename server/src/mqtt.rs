@@ -146,10 +146,11 @@ pub struct Broker {
     /// Where persistent sessions are saved; the lock orders saves (a later snapshot is never
     /// overwritten by an earlier one).
     sessions_file: parking_lot::Mutex<std::path::PathBuf>,
-    /// Wills waiting for their Will Delay Interval (5.0), by client id: the id of the
-    /// connection that left each. A new connection of the client removes its entry, which
-    /// cancels the will (5.0 section 3.1.3.2.2).
-    pub(crate) delayed_wills: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
+    /// Wills waiting for their Will Delay Interval (5.0), by client id. A new connection of
+    /// the client removes its entry, which cancels the will (5.0 section 3.1.3.2.2). They are
+    /// saved in the sessions file with every save (every change here touches the sessions),
+    /// so they survive a restart; restored ones are scheduled by [`MqttServer::start`].
+    pub(crate) delayed_wills: parking_lot::Mutex<std::collections::HashMap<String, session::PendingWill>>,
     /// One permit per allowed connection.
     pub(crate) conn_limit: Arc<Semaphore>,
     /// One permit per connection past `conn_limit` being answered CONNACK "quota exceeded"
@@ -201,15 +202,26 @@ impl Broker {
         let sessions_file = session_store::path_in(&state.config.data_dir);
         let sessions = Sessions::new(max_devices, config.session_max_queued);
         let saved = session_store::load(&sessions_file)?;
-        if !saved.is_empty() {
-            tracing::info!(sessions = saved.len(), file = %sessions_file.display(), "restored persistent MQTT sessions");
+        if !saved.sessions.is_empty() || !saved.wills.is_empty() {
+            tracing::info!(sessions = saved.sessions.len(), delayed_wills = saved.wills.len(), file = %sessions_file.display(), "restored persistent MQTT sessions");
         }
-        sessions.restore(saved, status::now_ms());
+        sessions.restore(saved.sessions, status::now_ms());
+        let next_conn = AtomicU64::new(1);
+        let delayed_wills = saved
+            .wills
+            .into_iter()
+            .map(|w| {
+                (
+                    w.client_id.clone(),
+                    session::PendingWill::restored(w, next_conn.fetch_add(1, Ordering::Relaxed)),
+                )
+            })
+            .collect();
         Ok(Broker {
             devices,
             sessions,
             sessions_file: parking_lot::Mutex::new(sessions_file),
-            delayed_wills: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            delayed_wills: parking_lot::Mutex::new(delayed_wills),
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
             refusing: Arc::new(Semaphore::new(listener::MAX_REFUSING)),
             status: Registry::new(max_devices),
@@ -222,7 +234,7 @@ impl Broker {
             acl,
             decoding,
             dead_letters,
-            next_conn: AtomicU64::new(1),
+            next_conn,
             shutdown: watch::channel(false).0,
             config,
         })
@@ -429,8 +441,13 @@ impl Broker {
         if !self.sessions.is_dirty() {
             return Ok(());
         }
-        let snapshot = self.sessions.snapshot();
-        let r = session_store::save(&path, &snapshot);
+        // Sessions first: a will that changes after its snapshot marks the file dirty again,
+        // so the next save catches it.
+        let sessions = self.sessions.snapshot();
+        let mut wills: Vec<session_store::StoredWill> =
+            self.delayed_wills.lock().iter().map(|(id, w)| w.stored(id)).collect();
+        wills.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        let r = session_store::save(&path, &session_store::Saved { sessions, wills });
         if let Err(e) = &r {
             tracing::error!(error = %e, "cannot save the persistent MQTT sessions");
             self.sessions.mark_dirty();
@@ -549,6 +566,9 @@ impl MqttServer {
             tls_addr = Some(l.local_addr().map_err(MqttStartError::Listener)?);
             accept.push(tokio::spawn(listener::accept_loop(broker.clone(), to_tokio(l)?, Some(cfg))));
         }
+        // Wills restored from the sessions file wait (or go at once, if due) as they did
+        // before the restart; before the first connection, which may cancel them.
+        session::schedule_restored_wills(&broker);
         let saver = tokio::spawn(save_sessions_loop(broker.clone()));
         let expirer = tokio::spawn(expire_sessions_loop(broker.clone()));
         let bridge = bridge::spawn(&broker);

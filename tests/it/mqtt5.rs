@@ -339,6 +339,77 @@ fn mqtt5_will_delay_publishes_late_and_a_reconnect_cancels_it() {
     assert_eq!(sorted_lines(dir.path(), "gone"), vec!["gone,device=w1 v=1i 1"], "w2's will was cancelled");
 }
 
+/// The devices whose `gone` will is stored, asked over HTTP (`/query`) while the server runs.
+fn wills_stored(server: &StrataServer) -> Vec<String> {
+    let r = client()
+        .get(server.url("/query"))
+        .query(&[("db", "telemetry"), ("q", "SHOW TAG VALUES FROM \"gone\" WITH KEY = \"device\"")])
+        .send()
+        .unwrap();
+    let body: Value = r.json().unwrap();
+    let values = body["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default();
+    values.iter().filter_map(|v| v[1].as_str().map(str::to_owned)).collect()
+}
+
+/// Delayed wills pending at a graceful shutdown are saved in the sessions file: after the
+/// restart one is published when its delay (counted from the disconnect, wall clock) runs
+/// out; the other's client reconnects after the restart, within the delay, which cancels it
+/// (even though it leaves again before the delay is over).
+#[test]
+fn mqtt5_delayed_will_survives_a_restart_unless_the_client_reconnects() {
+    const DELAY: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).start();
+    let addr = mqtt_addr(&server);
+    let c = |id: &str| Connect5 {
+        keep_alive: 30,
+        session_expiry: Some(60),
+        will: Some(will_with_delay(&format!("telemetry/{id}/gone"), DELAY as u32)),
+        ..Default::default()
+    };
+    let mut clients = Vec::new();
+    for id in ["rw1", "rw2"] {
+        let mut raw = RawClient5::connect(addr);
+        assert_eq!(raw.handshake(id, c(id)).code, ConnectReturnCode::Success);
+        clients.push(raw);
+    }
+    // Both connections drop (no DISCONNECT): their wills are delayed.
+    drop(clients);
+    let dropped = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for id in ["rw1", "rw2"] {
+        while get(&server, &format!("/api/v1/mqtt/devices/{id}"))["online"] != false {
+            assert!(Instant::now() < deadline, "{id} still online");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    server.stop();
+    let server = ServerBuilder::new(dir.path()).start();
+    let addr = mqtt_addr(&server);
+    let mut back = RawClient5::connect(addr);
+    let ack =
+        back.handshake("rw2", Connect5 { keep_alive: 30, session_expiry: Some(60), ..Default::default() });
+    assert!(ack.session_present);
+    // Gone again before the delay ran out, cleanly: the reconnect alone cancelled the will.
+    back.disconnect();
+    drop(back);
+    if dropped.elapsed() < Duration::from_secs(DELAY - 1) {
+        assert!(wills_stored(&server).is_empty(), "published before its delay ran out");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while wills_stored(&server).is_empty() {
+        assert!(Instant::now() < deadline, "the saved will was not published after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = dropped.elapsed();
+    assert!(took >= Duration::from_millis(DELAY * 1000 - 100), "published after {took:?}");
+    // Well past rw2's delay: its will stays cancelled.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(wills_stored(&server), vec!["rw1"]);
+    server.stop();
+    assert_eq!(sorted_lines(dir.path(), "gone"), vec!["gone,device=rw1 v=1i 1"]);
+}
+
 #[test]
 fn mqtt5_persistent_session_gets_a_command_after_reconnect_and_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ use super::acl::PublishVerdict;
 use super::devices::Check;
 use super::metrics::{Backpressure, MqttMetrics};
 use super::rate::TokenBucket;
+use super::session_store::StoredWill;
 use super::sessions::{Attachment, Command};
 use super::status::now_ms;
 use super::topic::valid_device_id;
@@ -337,8 +338,12 @@ where
         }
     };
     let conn_id = broker.next_conn_id();
-    // A client back before its Will Delay Interval ran out cancels its will.
-    broker.delayed_wills.lock().remove(&identity.client_id);
+    // A client back before its Will Delay Interval ran out cancels its will (also one saved
+    // before a restart; the file drops it at the next save).
+    if broker.delayed_wills.lock().remove(&identity.client_id).is_some() {
+        tracing::info!(client_id = %identity.client_id, "delayed Last Will cancelled by the reconnect");
+        broker.sessions.touch();
+    }
     let attachment = match broker.sessions.attach(
         &identity.client_id,
         connect.clean_start,
@@ -446,40 +451,130 @@ where
     let _ = stream.shutdown().await;
 }
 
+/// A delayed Last Will waiting in `Broker::delayed_wills` (by client id).
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    /// The connection that left it (a will restored at start gets a fresh id): a will's timer
+    /// publishes only its own entry, not one a later connection of the client left.
+    pub conn: u64,
+    pub device: String,
+    pub will: Will,
+    /// When it is due, Unix ms (wall clock, so that it means the same after a restart).
+    pub due_ms: u64,
+}
+
+impl PendingWill {
+    /// A will read from the sessions file.
+    pub fn restored(w: StoredWill, conn: u64) -> PendingWill {
+        PendingWill {
+            conn,
+            device: w.device,
+            // Retained wills are refused at CONNECT and 3.1.1 wills are never delayed.
+            will: Will { topic: w.topic, payload: w.payload, qos: w.qos, retain: false, delay_secs: 0 },
+            due_ms: w.due_ms,
+        }
+    }
+
+    /// The will as the sessions file stores it.
+    pub fn stored(&self, client_id: &str) -> StoredWill {
+        StoredWill {
+            client_id: client_id.to_owned(),
+            device: self.device.clone(),
+            topic: self.will.topic.clone(),
+            qos: self.will.qos,
+            due_ms: self.due_ms,
+            payload: self.will.payload.clone(),
+        }
+    }
+}
+
 /// Publishes `will` after `delay` unless the client reconnects first (which removes its
-/// entry in `Broker::delayed_wills`) or the server stops (wills are not published at
-/// shutdown; a delayed will is not kept across a restart either).
+/// entry in `Broker::delayed_wills`) or the server stops first: wills are not published at
+/// shutdown, but a pending one stays in `delayed_wills`, is saved in the sessions file and is
+/// published after the restart when due (`schedule_restored_wills`).
 fn delay_will(mut conn: Conn, will: Will, conn_id: u64, delay: Duration) {
     let broker = conn.broker.clone();
-    broker.delayed_wills.lock().insert(conn.id.client_id.clone(), conn_id);
+    let due_ms = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+    let pending = PendingWill { conn: conn_id, device: conn.id.device.clone(), will: will.clone(), due_ms };
+    broker.delayed_wills.lock().insert(conn.id.client_id.clone(), pending);
+    // Saved with the sessions within `SESSION_SAVE_DELAY` (the session's own detach asks for
+    // a save too), so it survives a crash from then on.
+    broker.sessions.touch();
     // The task holds the connection's state but not its buffers.
     conn.buf = BytesMut::new();
     conn.out = BytesMut::new();
     tracing::info!(client_id = %conn.id.client_id, device = %conn.id.device, delay_secs = delay.as_secs(), "Last Will delayed");
-    tokio::spawn(async move {
-        let mut shutdown = broker.shutdown_signal();
-        if broker.shutting_down() {
-            return;
+    tokio::spawn(will_timer(conn, will, conn_id, due_ms));
+}
+
+/// Schedules the delayed wills restored from the sessions file (at start): each is published
+/// when due, at once if it fell due while the server was down, unless its client connects
+/// first.
+pub fn schedule_restored_wills(broker: &Arc<Broker>) {
+    let restored: Vec<(String, PendingWill)> =
+        broker.delayed_wills.lock().iter().map(|(id, w)| (id.clone(), w.clone())).collect();
+    for (client_id, w) in restored {
+        tracing::info!(client_id = %client_id, device = %w.device, due_in_ms = w.due_ms.saturating_sub(now_ms()), "delayed Last Will restored");
+        let conn = will_conn(broker.clone(), Identity { client_id, device: w.device });
+        tokio::spawn(will_timer(conn, w.will, w.conn, w.due_ms));
+    }
+}
+
+/// The connection state a will restored at start is published through, as a connection of
+/// its device would publish it (`Conn::publish_will`).
+fn will_conn(broker: Arc<Broker>, id: Identity) -> Conn {
+    Conn {
+        max: broker.config.max_packet_size.as_usize(),
+        broker,
+        id,
+        buf: BytesMut::new(),
+        out: BytesMut::new(),
+        unacked: BTreeMap::new(),
+        next_pkid: 1,
+        window: 1,
+        writer: Writer { protocol: Protocol::V5, problem_info: false, client_max: usize::MAX },
+        aliases: Vec::new(),
+        session_expiry: 0,
+        disconnect_expiry: None,
+        bucket: None,
+    }
+}
+
+/// Waits until `due_ms`, then publishes the will if its entry in `Broker::delayed_wills` is
+/// still `conn_id`'s (a reconnect removed it otherwise) and the client is not online.
+async fn will_timer(mut conn: Conn, will: Will, conn_id: u64, due_ms: u64) {
+    let broker = conn.broker.clone();
+    let client_id = conn.id.client_id.clone();
+    let mut shutdown = broker.shutdown_signal();
+    if broker.shutting_down() {
+        return; // stays in `delayed_wills`: saved at shutdown
+    }
+    let wait = Duration::from_millis(due_ms.saturating_sub(now_ms()));
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.changed() => return,
+    }
+    let ours = |wills: &std::collections::HashMap<String, PendingWill>| {
+        wills.get(&client_id).is_some_and(|w| w.conn == conn_id)
+    };
+    if !ours(&broker.delayed_wills.lock()) {
+        return;
+    }
+    // A client that came back while this connection was still ending removed the entry
+    // before it was inserted: that it is online says it came back, which cancels the will.
+    let back = broker.sessions.is_online(&client_id);
+    // Removed from `delayed_wills` (and the file) only once published: a crash or a shutdown
+    // while it is being stored publishes it again after the restart rather than never.
+    if !back && conn.publish_will(&will).await {
+        broker.status.will_published(&conn.id.device);
+    }
+    {
+        let mut wills = broker.delayed_wills.lock();
+        if ours(&wills) {
+            wills.remove(&client_id);
         }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        let ours = {
-            let mut wills = broker.delayed_wills.lock();
-            let ours = wills.get(&conn.id.client_id) == Some(&conn_id);
-            if ours {
-                wills.remove(&conn.id.client_id);
-            }
-            ours
-        };
-        // A client that came back while this connection was still ending removed the entry
-        // before it was inserted: that it is online says it came back.
-        let ours = ours && !broker.sessions.is_online(&conn.id.client_id);
-        if ours && conn.publish_will(&will).await {
-            broker.status.will_published(&conn.id.device);
-        }
-    });
+    }
+    broker.sessions.touch();
 }
 
 /// Checks the credentials: a verified client certificate; else a registered device's own

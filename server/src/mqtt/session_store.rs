@@ -1,10 +1,13 @@
 //! The persistent sessions file, `<data_dir>/mqtt/sessions.bin`: the subscriptions and queued
 //! QoS 1 commands of every persistent session (3.1.1 `clean session = false`, 5.0 Session
-//! Expiry Interval > 0), so they survive a restart.
+//! Expiry Interval > 0), and the delayed wills not yet published, so they survive a restart.
 //!
 //! Version 2 (MQTT 5.0 support) adds each session's expiry interval and deadline and each
 //! command's expiry deadline; version 1 files are still read (their sessions and commands
-//! never expire, as 3.1.1 sessions do), and the next save writes version 2.
+//! never expire, as 3.1.1 sessions do). Version 3 adds the delayed Last Wills (5.0 Will Delay
+//! Interval) waiting to be published, with their wall-clock due time, so a restart neither
+//! loses nor cancels them; versions 1 and 2 are read as holding none. The next save writes
+//! version 3.
 //! Specified byte by byte in `docs/file-formats.md` ("MQTT sessions"); the test at the bottom
 //! pins the example there.
 //!
@@ -23,9 +26,11 @@ use rumqttc::QoS;
 use super::sessions::Command;
 
 pub const MAGIC: &[u8; 8] = b"STRATSES";
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The version before MQTT 5.0 support, still read.
 pub const VERSION_1: u16 = 1;
+/// The version before delayed wills were saved, still read.
+pub const VERSION_2: u16 = 2;
 const HEADER_LEN: usize = 16;
 /// Largest body accepted when reading (a sanity bound against a damaged length).
 const MAX_BODY: u32 = 1 << 30;
@@ -42,6 +47,27 @@ pub struct StoredSession {
     pub queue: Vec<Command>,
 }
 
+/// A delayed Last Will waiting to be published (5.0 Will Delay Interval), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWill {
+    /// The client whose will it is: a reconnect with this id cancels it.
+    pub client_id: String,
+    /// The device it is published for (the ACL and the topic mapping apply as for the device).
+    pub device: String,
+    pub topic: String,
+    pub qos: QoS,
+    /// When to publish it, Unix ms: its delay or its session's end, whichever came first.
+    pub due_ms: u64,
+    pub payload: Bytes,
+}
+
+/// What the file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub sessions: Vec<StoredSession>,
+    pub wills: Vec<StoredWill>,
+}
+
 /// Why the sessions file cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionFileError {
@@ -49,7 +75,9 @@ pub enum SessionFileError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("mqtt sessions file {path} is damaged at byte {offset}: {what} (move it aside to start without the saved sessions)")]
     Corrupt { path: PathBuf, offset: usize, what: &'static str },
-    #[error("mqtt sessions file {path} has version {version}; this build reads versions {VERSION_1} and {VERSION}")]
+    #[error(
+        "mqtt sessions file {path} has version {version}; this build reads versions {VERSION_1} to {VERSION}"
+    )]
     UnsupportedVersion { path: PathBuf, version: u16 },
 }
 
@@ -62,8 +90,9 @@ fn qos_byte(q: QoS) -> u8 {
     q as u8
 }
 
-/// Encodes `sessions` as a whole file (header, then one checksummed record).
-pub fn encode(sessions: &[StoredSession]) -> Vec<u8> {
+/// Encodes `saved` as a whole file (header, then one checksummed record).
+pub fn encode(saved: &Saved) -> Vec<u8> {
+    let sessions = &saved.sessions;
     let mut body = Vec::new();
     body.extend_from_slice(&(sessions.len() as u32).to_le_bytes());
     // Lengths were bounded on the way in (client ids 256 B, topics by the packet size, at most
@@ -91,6 +120,17 @@ pub fn encode(sessions: &[StoredSession]) -> Vec<u8> {
             body.extend_from_slice(&(c.payload.len() as u32).to_le_bytes());
             body.extend_from_slice(&c.payload);
         }
+    }
+    body.extend_from_slice(&(saved.wills.len() as u32).to_le_bytes());
+    for w in &saved.wills {
+        // The payload came in a CONNECT bounded by `mqtt.max_packet_size` (256 MiB at most).
+        str16(&mut body, &w.client_id);
+        str16(&mut body, &w.device);
+        str16(&mut body, &w.topic);
+        body.push(qos_byte(w.qos));
+        body.extend_from_slice(&w.due_ms.to_le_bytes());
+        body.extend_from_slice(&(w.payload.len() as u32).to_le_bytes());
+        body.extend_from_slice(&w.payload);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + 8 + body.len());
     out.extend_from_slice(MAGIC);
@@ -135,9 +175,12 @@ impl<'a> Reader<'a> {
     }
     /// A deadline: 0 is none.
     fn deadline(&mut self) -> Result<Option<u64>, (usize, &'static str)> {
-        let s = self.take(8)?;
-        let t = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        let t = self.u64()?;
         Ok((t != 0).then_some(t))
+    }
+    fn u64(&mut self) -> Result<u64, (usize, &'static str)> {
+        let s = self.take(8)?;
+        Ok(u64::from_le_bytes(s.try_into().expect("8 bytes")))
     }
     fn str16(&mut self) -> Result<String, (usize, &'static str)> {
         let at = self.base + self.pos;
@@ -156,7 +199,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Decodes a whole file.
-pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<StoredSession>, SessionFileError> {
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Saved, SessionFileError> {
     let corrupt =
         |offset: usize, what: &'static str| SessionFileError::Corrupt { path: path.to_owned(), offset, what };
     if bytes.len() < HEADER_LEN + 8 {
@@ -170,10 +213,11 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<StoredSession>, SessionFi
         return Err(corrupt(12, "header checksum mismatch"));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION && version != VERSION_1 {
+    if !(VERSION_1..=VERSION).contains(&version) {
         return Err(SessionFileError::UnsupportedVersion { path: path.to_owned(), version });
     }
-    let v2 = version == VERSION;
+    let v2 = version >= VERSION_2;
+    let v3 = version >= 3;
     let len = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
     let start = HEADER_LEN + 8;
@@ -185,7 +229,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<StoredSession>, SessionFi
         return Err(corrupt(20, "record checksum mismatch"));
     }
     let mut r = Reader { b: body, pos: 0, base: start };
-    let parse = |r: &mut Reader<'_>| -> Result<Vec<StoredSession>, (usize, &'static str)> {
+    let parse = |r: &mut Reader<'_>| -> Result<Saved, (usize, &'static str)> {
         let n = r.u32()?;
         let mut out = Vec::new();
         for _ in 0..n {
@@ -210,25 +254,38 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<StoredSession>, SessionFi
             }
             out.push(StoredSession { client_id, expiry, expires_at_ms, subscriptions, queue });
         }
-        if r.pos != r.b.len() {
-            return Err((r.base + r.pos, "bytes after the last session"));
+        let mut wills = Vec::new();
+        if v3 {
+            for _ in 0..r.u32()? {
+                let client_id = r.str16()?;
+                let device = r.str16()?;
+                let topic = r.str16()?;
+                let qos = r.qos()?;
+                let due_ms = r.u64()?;
+                let len = r.u32()? as usize;
+                let payload = Bytes::copy_from_slice(r.take(len)?);
+                wills.push(StoredWill { client_id, device, topic, qos, due_ms, payload });
+            }
         }
-        Ok(out)
+        if r.pos != r.b.len() {
+            return Err((r.base + r.pos, "bytes after the last session or will"));
+        }
+        Ok(Saved { sessions: out, wills })
     };
     parse(&mut r).map_err(|(offset, what)| corrupt(offset, what))
 }
 
 /// Reads the file; a missing one holds no sessions.
-pub fn load(path: &Path) -> Result<Vec<StoredSession>, SessionFileError> {
+pub fn load(path: &Path) -> Result<Saved, SessionFileError> {
     match std::fs::read(path) {
         Ok(bytes) => decode(path, &bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Saved::default()),
         Err(source) => Err(SessionFileError::Io { path: path.to_owned(), source }),
     }
 }
 
 /// Replaces the file atomically (temporary file, fsync, rename, directory fsync).
-pub fn save(path: &Path, sessions: &[StoredSession]) -> Result<(), SessionFileError> {
+pub fn save(path: &Path, saved: &Saved) -> Result<(), SessionFileError> {
     let io = |source| SessionFileError::Io { path: path.to_owned(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir {
@@ -237,7 +294,7 @@ pub fn save(path: &Path, sessions: &[StoredSession]) -> Result<(), SessionFileEr
     let tmp = path.with_extension("bin.tmp");
     {
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&encode(sessions)).map_err(io)?;
+        f.write_all(&encode(saved)).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, path).map_err(io)?;
@@ -252,7 +309,23 @@ pub fn save(path: &Path, sessions: &[StoredSession]) -> Result<(), SessionFileEr
 mod tests {
     use super::*;
 
-    fn example() -> Vec<StoredSession> {
+    /// The sessions of the version 2 example, with one delayed will: the `mqtt-sessions` block.
+    fn example() -> Saved {
+        Saved {
+            sessions: example_v2(),
+            wills: vec![StoredWill {
+                client_id: "d5".into(),
+                device: "d5".into(),
+                topic: "telemetry/d5/gone".into(),
+                qos: QoS::AtMostOnce,
+                due_ms: 1_700_000_002_000,
+                payload: Bytes::from_static(b"gone v=1i"),
+            }],
+        }
+    }
+
+    /// One session as a version 2 file held it (no wills): the `mqtt-sessions-v2` block.
+    fn example_v2() -> Vec<StoredSession> {
         vec![StoredSession {
             client_id: "d5".into(),
             expiry: 3600,
@@ -269,7 +342,7 @@ mod tests {
 
     /// The same session as a version 1 file held it (no expiry): the `mqtt-sessions-v1` block.
     fn example_v1() -> Vec<StoredSession> {
-        let mut e = example();
+        let mut e = example_v2();
         e[0].expiry = crate::mqtt::wire::EXPIRY_NEVER;
         e[0].expires_at_ms = None;
         e[0].queue[0].expires_at_ms = None;
@@ -293,7 +366,16 @@ mod tests {
     #[test]
     fn version_1_still_reads() {
         let path = Path::new("sessions.bin");
-        assert_eq!(decode(path, &doc_block("mqtt-sessions-v1")).unwrap(), example_v1());
+        let saved = decode(path, &doc_block("mqtt-sessions-v1")).unwrap();
+        assert_eq!(saved, Saved { sessions: example_v1(), wills: Vec::new() });
+    }
+
+    /// Version 2 files (written before delayed wills were saved) still load, with no wills.
+    #[test]
+    fn version_2_still_reads() {
+        let path = Path::new("sessions.bin");
+        let saved = decode(path, &doc_block("mqtt-sessions-v2")).unwrap();
+        assert_eq!(saved, Saved { sessions: example_v2(), wills: Vec::new() });
     }
 
     /// The `hex mqtt-sessions` block of docs/file-formats.md is exactly [`example`] encoded.
@@ -322,11 +404,11 @@ mod tests {
     fn round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_in(dir.path());
-        assert!(load(&path).unwrap().is_empty());
+        assert_eq!(load(&path).unwrap(), Saved::default());
         save(&path, &example()).unwrap();
         assert_eq!(load(&path).unwrap(), example());
-        save(&path, &[]).unwrap();
-        assert!(load(&path).unwrap().is_empty());
+        save(&path, &Saved::default()).unwrap();
+        assert_eq!(load(&path).unwrap(), Saved::default());
         let good = encode(&example());
         // Every single flipped byte and every truncation is detected, never a panic.
         for i in 0..good.len() {
@@ -335,10 +417,10 @@ mod tests {
             assert!(decode(&path, &bad).is_err(), "flip at {i}");
             assert!(decode(&path, &good[..i]).is_err(), "cut at {i}");
         }
-        let mut v3 = good.clone();
-        v3[8] = 3;
-        let crc = crc32c::crc32c(&v3[..12]);
-        v3[12..16].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(decode(&path, &v3), Err(SessionFileError::UnsupportedVersion { version: 3, .. })));
+        let mut v4 = good.clone();
+        v4[8] = 4;
+        let crc = crc32c::crc32c(&v4[..12]);
+        v4[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&path, &v4), Err(SessionFileError::UnsupportedVersion { version: 4, .. })));
     }
 }

@@ -156,7 +156,9 @@ impl Sessions {
         }
     }
 
-    fn touch(&self) {
+    /// Marks the sessions file out of date and wakes the saver. Also called for what the file
+    /// holds beside the sessions (delayed wills, `Broker::delayed_wills`).
+    pub fn touch(&self) {
         self.dirty.store(true, Ordering::Release);
         self.changed.notify_one();
     }
