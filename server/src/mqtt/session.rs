@@ -526,6 +526,7 @@ fn will_conn(broker: Arc<Broker>, id: Identity) -> Conn {
     Conn {
         max: broker.config.max_packet_size.as_usize(),
         broker,
+        client_arc: id.client_id.as_str().into(),
         id,
         buf: BytesMut::new(),
         out: BytesMut::new(),
