@@ -105,7 +105,11 @@ fn mqtt_interop_python_paho() {
 struct Mosquitto {
     child: std::process::Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Mosquitto {
@@ -116,29 +120,46 @@ impl Mosquitto {
             .find(|p| std::path::Path::new(p).exists())?;
         let dir = tempfile::tempdir().unwrap();
         // Free a port for the broker (it cannot report one it picked itself).
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            // Keep every QoS 1 message queued for a slow or offline subscriber (the default
-            // keeps 1000 and drops the rest).
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n"),
-        )
-        .unwrap();
+        let port = free_port();
+        let log = dir.path().join("mosquitto.log");
+        // Run as root, mosquitto drops to the `mosquitto` user before it opens its log.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::write(&log, "").unwrap();
+            std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        // Keep every QoS 1 message queued for a slow or offline subscriber (the default keeps
+        // 1000 and drops the rest). The log says which protocol each client spoke.
+        let conf = format!(
+            "log_dest file {}\nlog_type all\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 1000000\nlistener {port} 127.0.0.1\n",
+            log.display()
+        );
+        let conf_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&conf)
+            .arg(&conf_path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let m = Mosquitto { child, port, _dir: dir };
+        let m = Mosquitto { child, port, dir };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "mosquitto did not start on port {port}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not start on port {port}:\n{}",
+                m.log()
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Some(m)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 }
 
@@ -149,19 +170,21 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A Strata node bridged to `port`, in `data_dir`, with an optional shared-subscription group.
+/// A Strata node bridged to `port`, in `data_dir`, with an optional shared-subscription group
+/// and `extra` lines of `[mqtt.bridge]`.
 fn bridged_node(
     data_dir: &std::path::Path,
     port: u16,
     client_id: &str,
     group: &str,
+    extra: &str,
 ) -> strata_e2e::server::StrataServer {
     let conf = data_dir.with_extension("toml");
     std::fs::write(
         &conf,
         format!(
             "[mqtt.bridge]\nenabled = true\nbroker = \"127.0.0.1:{port}\"\nclient_id = \"{client_id}\"\n\
-             topics = \"telemetry/+/+\"\nshare_group = \"{group}\"\n"
+             topics = \"telemetry/+/+\"\nshare_group = \"{group}\"\n{extra}"
         ),
     )
     .unwrap();
@@ -243,7 +266,19 @@ fn mqtt_bridge_stores_what_devices_publish_to_mosquitto() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let node = bridged_node(&dir.path().join("a"), mosq.port, "strata-a", "");
+    let node = bridged_node(&dir.path().join("a"), mosq.port, "strata-a", "", "");
+    stores_what_devices_publish(&mosq, node, &dir.path().join("a"));
+    // The client id, protocol level (p2 = 3.1.1), clean session flag (c0) and keep-alive.
+    assert!(mosq.log().contains("as strata-a (p2, c0, k30"), "{}", mosq.log());
+}
+
+/// Publishes 300 messages and a bad payload through `mosq` to the bridged `node`, stops it
+/// and checks that each message was stored once and the bad one dead-lettered.
+fn stores_what_devices_publish(
+    mosq: &Mosquitto,
+    node: strata_e2e::server::StrataServer,
+    data: &std::path::Path,
+) {
     let received = wait_subscribed(mosq.port, &[&node]);
     let mut messages = numbered(300);
     // A payload that is not line protocol: dead-lettered as by the listener, and acknowledged.
@@ -267,9 +302,44 @@ fn mqtt_bridge_stores_what_devices_publish_to_mosquitto() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     node.stop();
-    let got = read_measurement(&dir.path().join("a"), "telemetry", "m");
+    let got = read_measurement(data, "telemetry", "m");
     assert_eq!(got.len(), 300, "every message stored once: {} points", got.len());
     assert_eq!(got.get(&("m,device=dev-3".into(), "v".into(), 11)).map(String::as_str), Some("10"));
+}
+
+/// `mqtt.bridge.protocol = "5"`: the same as over 3.1.1, and the persistent session survives a
+/// restart of the node (clean start off and a Session Expiry Interval: without one the broker
+/// would end the session at the DISCONNECT and drop what was published meanwhile).
+#[test]
+fn mqtt_bridge_speaks_mqtt_5_to_mosquitto() {
+    let Some(mosq) = Mosquitto::start() else {
+        eprintln!("SKIPPED mqtt_bridge_speaks_mqtt_5_to_mosquitto: mosquitto is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let v5 = "protocol = \"5\"\n";
+    stores_what_devices_publish(&mosq, bridged_node(&data, mosq.port, "strata-a", "", v5), &data);
+    // p5: MQTT 5.0; c0: clean start off.
+    assert!(mosq.log().contains("as strata-a (p5, c0, k30"), "{}", mosq.log());
+    // stores_what_devices_publish stopped the node (a clean DISCONNECT): publish while it is
+    // away, then restart it.
+    let away: Vec<_> =
+        (300..400).map(|i| (format!("telemetry/dev-{}/m", i % 7), format!("m v={i} {}", i + 1))).collect();
+    publish_via_broker(mosq.port, &away);
+    let node = bridged_node(&data, mosq.port, "strata-a", "", v5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stored_count(&node) < 400 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 400 points stored after the restart\n--- log ---\n{}",
+            stored_count(&node),
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    node.stop();
+    assert_eq!(read_measurement(&data, "telemetry", "m").len(), 400);
 }
 
 #[test]
@@ -279,8 +349,8 @@ fn mqtt_bridge_shared_subscription_splits_the_messages() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = bridged_node(&dir.path().join("a"), mosq.port, "strata-a", "strata");
-    let b = bridged_node(&dir.path().join("b"), mosq.port, "strata-b", "strata");
+    let a = bridged_node(&dir.path().join("a"), mosq.port, "strata-a", "strata", "");
+    let b = bridged_node(&dir.path().join("b"), mosq.port, "strata-b", "strata", "");
     let received = wait_subscribed(mosq.port, &[&a, &b]);
     let messages = numbered(400);
     publish_via_broker(mosq.port, &messages);
@@ -321,7 +391,7 @@ fn mqtt_bridge_kill_9_loses_nothing_the_broker_accepted() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
-    let node = bridged_node(&data, mosq.port, "strata-a", "");
+    let node = bridged_node(&data, mosq.port, "strata-a", "", "");
     wait_subscribed(mosq.port, &[&node]);
     const N: usize = 3000;
     let port = mosq.port;
@@ -333,7 +403,7 @@ fn mqtt_bridge_kill_9_loses_nothing_the_broker_accepted() {
     }
     node.kill9();
     publisher.join().unwrap();
-    let node = bridged_node(&data, mosq.port, "strata-a", "");
+    let node = bridged_node(&data, mosq.port, "strata-a", "", "");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let n = stored_count(&node);

@@ -1,5 +1,5 @@
-//! Bridge mode: Strata subscribes (rumqttc, MQTT 3.1.1, QoS 1) to an external broker and
-//! stores what devices publish there, for fleets larger than one node: with a shared
+//! Bridge mode: Strata subscribes (rumqttc, MQTT 3.1.1 or 5.0, QoS 1) to an external broker
+//! and stores what devices publish there, for fleets larger than one node: with a shared
 //! subscription (`$share/{group}/...`) several Strata nodes split one fleet's messages.
 //!
 //! Two tasks. The event-loop task drives the rumqttc connection: it (re)subscribes after every
@@ -19,95 +19,114 @@
 //! may reuse the id of a message still being written for a new message, so acknowledgements
 //! of messages received on an earlier connection are not sent: with a persistent session the
 //! broker redelivers them (a duplicate write is harmless, last write wins); with a clean one
-//! they were the broker's to drop.
+//! they were the broker's to drop. Each message carries the generation of the connection it
+//! came on; a connection error starts a new generation and, under the same lock, drops the
+//! acknowledgements already queued to rumqttc (which would otherwise replay them on the next
+//! connection).
+//!
+//! The loop and the writer are written once, generic over [`protocol::Protocol`]: the 3.1.1
+//! and 5.0 clients of rumqttc differ only in their types and options (`protocol.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod protocol;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use self::protocol::{Connect, Polled, Protocol, V311, V5};
+use super::config::BridgeProtocol;
 use super::metrics::{Backpressure, MqttMetrics};
 use super::{Broker, Message};
 
 /// PUBLISHes received and not yet written. The broker bounds how many QoS 1 messages are in
-/// flight to us (Mosquitto: `max_inflight_messages`, 20 by default); QoS 0 ones are bounded
-/// here: when the channel is full the event loop stops polling and TCP pushes back.
+/// flight to us (Mosquitto: `max_inflight_messages`, 20 by default; 5.0: also our Receive
+/// Maximum); QoS 0 ones are bounded here: when the channel is full the event loop stops
+/// polling and TCP pushes back.
 const CHANNEL: usize = 4096;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The generation of the current connection to the broker. The lock makes "is this message's
+/// connection still the current one?" and "queue its acknowledgement" one step for the
+/// writer, against the event loop's "new generation, drop the queued acknowledgements".
+type Generation = Arc<Mutex<u64>>;
+
 /// Starts the bridge if `mqtt.bridge.enabled`.
 pub fn spawn(broker: &Arc<Broker>) -> Option<JoinHandle<()>> {
-    broker.config.bridge.enabled.then(|| tokio::spawn(run(broker.clone())))
+    let cfg = &broker.config.bridge;
+    if !cfg.enabled {
+        return None;
+    }
+    let transport = rumqttc::Transport::Tcp;
+    let broker = broker.clone();
+    Some(match cfg.protocol {
+        BridgeProtocol::V311 => tokio::spawn(run::<V311>(broker, transport)),
+        BridgeProtocol::V5 => tokio::spawn(run::<V5>(broker, transport)),
+    })
 }
 
-async fn run(broker: Arc<Broker>) {
+async fn run<P: Protocol>(broker: Arc<Broker>, transport: rumqttc::Transport) {
     let cfg = broker.config.bridge.clone();
     let Some((host, port)) = cfg.host_port() else {
         tracing::error!(broker = %cfg.broker, "mqtt.bridge.broker is not host:port; bridge not started");
         return;
     };
-    let max_packet = broker.config.max_packet_size.as_usize();
-    let mut opts = MqttOptions::new(cfg.client_id.clone(), host, port);
-    opts.set_keep_alive(cfg.keep_alive.get())
-        .set_clean_session(cfg.clean_session)
-        .set_manual_acks(true)
-        .set_max_packet_size(max_packet, max_packet);
-    if !cfg.username.is_empty() {
-        opts.set_credentials(cfg.username.clone(), cfg.password.expose().to_owned());
-    }
     // Room for every acknowledgement the writer may queue while the event loop waits on it.
-    let (client, mut eventloop) = AsyncClient::new(opts, CHANNEL);
-    let (tx, rx) = mpsc::channel::<(u64, Publish)>(CHANNEL);
-    let generation = Arc::new(AtomicU64::new(0));
-    let writer = tokio::spawn(write_loop(broker.clone(), client.clone(), rx, generation.clone()));
+    let (client, mut eventloop) = P::connect(Connect {
+        cfg: &cfg,
+        host,
+        port,
+        max_packet: broker.config.max_packet_size.as_usize(),
+        transport,
+        requests: CHANNEL,
+    });
+    let (tx, rx) = mpsc::channel::<(u64, P::Publish)>(CHANNEL);
+    let generation: Generation = Arc::new(Mutex::new(0));
+    let writer = tokio::spawn(write_loop::<P>(broker.clone(), client.clone(), rx, generation.clone()));
     let metrics = &broker.metrics.mqtt;
     let mut shutdown = broker.shutdown_signal();
     let subscriptions = cfg.subscriptions();
     let mut backoff = MIN_BACKOFF;
-    tracing::info!(broker = %cfg.broker, client_id = %cfg.client_id, topics = ?subscriptions, "MQTT bridge starting");
+    tracing::info!(broker = %cfg.broker, protocol = P::VERSION, client_id = %cfg.client_id, topics = ?subscriptions, "MQTT bridge starting");
     loop {
         if broker.shutting_down() {
             break;
         }
         let event = tokio::select! {
-            e = eventloop.poll() => e,
+            e = P::poll(&mut eventloop) => e,
             _ = shutdown.changed() => break,
         };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(a))) => {
+            Ok(Polled::Connected { session_present }) => {
                 backoff = MIN_BACKOFF;
-                generation.fetch_add(1, Ordering::AcqRel);
                 MqttMetrics::inc(&metrics.bridge_connects);
-                tracing::info!(broker = %cfg.broker, session_present = a.session_present, "MQTT bridge connected");
+                tracing::info!(broker = %cfg.broker, protocol = P::VERSION, session_present, "MQTT bridge connected");
                 // Every time: harmless when the broker kept the session, needed when it did not.
-                let filters = subscriptions.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(filters) {
-                    tracing::error!(error = %e, "MQTT bridge: cannot queue the SUBSCRIBE");
+                if !P::subscribe(&client, &subscriptions) {
+                    tracing::error!("MQTT bridge: cannot queue the SUBSCRIBE");
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(a))) => {
-                let refused = a
-                    .return_codes
-                    .iter()
-                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    .count();
-                if refused > 0 {
-                    tracing::error!(broker = %cfg.broker, refused, topics = ?subscriptions, "MQTT bridge: the broker refused subscriptions");
-                }
+            Ok(Polled::SubAck { refused }) if refused > 0 => {
+                tracing::error!(broker = %cfg.broker, refused, topics = ?subscriptions, "MQTT bridge: the broker refused subscriptions");
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(Polled::Publish(p)) => {
                 MqttMetrics::inc(&metrics.bridge_messages);
-                let g = generation.load(Ordering::Acquire);
+                let g = *generation.lock();
                 if tx.send((g, p)).await.is_err() {
                     break; // the writer ended (it only does at shutdown)
                 }
             }
             Ok(_) => {}
             Err(e) => {
+                MqttMetrics::inc(&metrics.bridge_connect_errors);
+                {
+                    let mut g = generation.lock();
+                    *g += 1;
+                    P::forget_unsent_acks(&mut eventloop);
+                }
                 tracing::warn!(broker = %cfg.broker, error = %e, retry_in = ?backoff, "MQTT bridge: connection to the broker failed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -121,11 +140,11 @@ async fn run(broker: Arc<Broker>) {
     // then say goodbye: what was not acknowledged is redelivered by the broker later.
     drop(tx);
     let _ = writer.await;
-    let _ = client.try_disconnect();
+    P::try_disconnect(&client);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+            match P::poll(&mut eventloop).await {
+                Ok(Polled::Disconnected) | Err(_) => break,
                 Ok(_) => {}
             }
         }
@@ -135,23 +154,23 @@ async fn run(broker: Arc<Broker>) {
 }
 
 /// The message a bridged PUBLISH carries, mapped by the topic pattern (no ACL).
-fn message(broker: &Broker, client_id: &Arc<str>, p: &Publish) -> Message {
-    let m = broker.acl.pattern.matches(&p.topic);
+fn message(broker: &Broker, client_id: &Arc<str>, topic: &str, qos: u8, payload: &Bytes) -> Message {
+    let m = broker.acl.pattern.matches(topic);
     Message {
         client_id: client_id.clone(),
         unmapped_device: String::new(),
-        topic: p.topic.clone(),
-        qos: p.qos as u8,
-        payload: Bytes::clone(&p.payload),
+        topic: topic.to_owned(),
+        qos,
+        payload: Bytes::clone(payload),
         refused: if m.is_none() { Some("not a telemetry topic") } else { None },
     }
 }
 
-async fn write_loop(
+async fn write_loop<P: Protocol>(
     broker: Arc<Broker>,
-    client: AsyncClient,
-    mut rx: mpsc::Receiver<(u64, Publish)>,
-    generation: Arc<AtomicU64>,
+    client: P::Client,
+    mut rx: mpsc::Receiver<(u64, P::Publish)>,
+    generation: Generation,
 ) {
     let cfg = &broker.config.bridge;
     let client_id: Arc<str> = format!("bridge:{}", cfg.client_id).into();
@@ -163,7 +182,10 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let mut messages: Vec<Message> = batch.iter().map(|(_, p)| message(&broker, &client_id, p)).collect();
+        let mut messages: Vec<Message> = batch
+            .iter()
+            .map(|(_, p)| message(&broker, &client_id, &P::topic(p), P::qos(p), P::payload(p)))
+            .collect();
         let bytes: usize = messages.iter().map(|m| m.payload.len()).sum();
         let mut backoff = MIN_BACKOFF;
         // Until stored (then acknowledged) or shutdown (then left to the broker to redeliver).
@@ -211,11 +233,22 @@ async fn write_loop(
         if !stored {
             continue;
         }
-        let current = generation.load(Ordering::Acquire);
-        for (g, p) in &batch {
-            // The request queue is full when `try_ack` fails: wait for the event loop then.
-            if p.qos == QoS::AtLeastOnce && *g == current && client.try_ack(p).is_err() {
-                let _ = client.ack(p).await;
+        for (g, p) in batch.iter().filter(|(_, p)| P::qos(p) == 1) {
+            // The request queue is full when `try_ack` fails: let the event loop drain it.
+            // Not `ack().await`: that would wait holding the generation lock, or queue an
+            // acknowledgement after the event loop swept the queue on a connection error.
+            loop {
+                {
+                    let current = generation.lock();
+                    if *g != *current || P::try_ack(&client, p) {
+                        break;
+                    }
+                }
+                if broker.shutting_down() {
+                    // The event loop no longer drains the queue; the broker redelivers.
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use strata_lineproto::Precision;
 
 use super::topic::TopicPattern;
-use crate::config::{ByteSize, ConfigError, HumanDuration, Secret};
+use crate::config::{ByteSize, ConfigError, HumanDuration, OptDuration, Secret};
 
 /// The MQTT listener.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,6 +127,55 @@ pub struct BridgeConfig {
     /// Longest wait between reconnection attempts (the wait doubles from 100 ms up to it).
     /// Default 30 s.
     pub max_backoff: HumanDuration,
+    /// MQTT version spoken to the broker: `3.1.1` (default) or `5`.
+    pub protocol: BridgeProtocol,
+    /// MQTT 5.0 only, with `clean_session = false`: the Session Expiry Interval asked for, how
+    /// long the broker keeps the session (subscriptions, queued QoS 1 messages) after Strata
+    /// disconnects. Default `off`: never expires (0xFFFFFFFF), as a 3.1.1 persistent session;
+    /// the broker may cap it (Mosquitto: `persistent_client_expiration`). Whole seconds,
+    /// at least 1 s. A shorter value frees the broker's memory sooner after a node is retired
+    /// and loses what was published while Strata was away longer than that.
+    pub session_expiry: OptDuration,
+}
+
+/// `mqtt.bridge.protocol`: written `"3.1.1"` or `"5"` (a string, so that the environment and
+/// `--set` can set it; `5` and `"5.0"` are accepted too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BridgeProtocol {
+    #[default]
+    V311,
+    V5,
+}
+
+impl Serialize for BridgeProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            BridgeProtocol::V311 => "3.1.1",
+            BridgeProtocol::V5 => "5",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for BridgeProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(i64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::Number(n) => n.to_string(),
+        };
+        match text.trim() {
+            "3.1.1" | "4" => Ok(BridgeProtocol::V311),
+            "5" | "5.0" => Ok(BridgeProtocol::V5),
+            other => {
+                Err(serde::de::Error::custom(format!("{other:?} is not an MQTT version: \"3.1.1\" or \"5\"")))
+            }
+        }
+    }
 }
 
 impl Default for BridgeConfig {
@@ -143,6 +192,8 @@ impl Default for BridgeConfig {
             keep_alive: HumanDuration::secs(30),
             max_batch: 1000,
             max_backoff: HumanDuration::secs(30),
+            protocol: BridgeProtocol::V311,
+            session_expiry: OptDuration::OFF,
         }
     }
 }
@@ -174,10 +225,30 @@ impl BridgeConfig {
         Some((host.to_owned(), port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
     }
 
+    /// The Session Expiry Interval of an MQTT 5.0 CONNECT, in seconds: `None` (0, the session
+    /// ends with the connection) with a clean session.
+    pub fn session_expiry_secs(&self) -> Option<u32> {
+        if self.clean_session {
+            return None;
+        }
+        Some(match self.session_expiry.get() {
+            None => u32::MAX,
+            // u32::MAX itself means "never"; anything longer is as good as never.
+            Some(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+        })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
         if !self.enabled {
             return Ok(());
+        }
+        if self.session_expiry.get().is_some_and(|d| d.as_secs() == 0) {
+            return bad(
+                "mqtt.bridge.session_expiry",
+                "must be at least 1s (or off, never); for no session set mqtt.bridge.clean_session = true"
+                    .into(),
+            );
         }
         if self.host_port().is_none() {
             return bad("mqtt.bridge.broker", format!("{:?} is not host:port", self.broker));
@@ -343,6 +414,8 @@ impl MqttConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn on() -> BridgeConfig {
@@ -364,6 +437,31 @@ mod tests {
         let b = BridgeConfig { broker: "[::1]:1884".into(), ..on() };
         assert_eq!(b.host_port(), Some(("::1".into(), 1884)));
         bridge(on()).validate().unwrap();
+    }
+
+    #[test]
+    fn bridge_protocol_and_session_expiry() {
+        #[derive(Deserialize)]
+        struct T {
+            p: BridgeProtocol,
+        }
+        let parse = |s: &str| toml::from_str::<T>(s).map(|t| t.p).map_err(|e| e.to_string());
+        assert_eq!(parse(r#"p = "3.1.1""#), Ok(BridgeProtocol::V311));
+        assert_eq!(parse(r#"p = "5""#), Ok(BridgeProtocol::V5));
+        assert_eq!(parse(r#"p = "5.0""#), Ok(BridgeProtocol::V5));
+        assert_eq!(parse("p = 5"), Ok(BridgeProtocol::V5));
+        assert!(parse(r#"p = "3.1""#).unwrap_err().contains("not an MQTT version"));
+        // What the environment and --set produce: the default's type, a string.
+        let tree = toml::Value::try_from(BridgeConfig::default()).unwrap();
+        assert_eq!(tree.get("protocol").and_then(|v| v.as_str()), Some("3.1.1"));
+
+        assert_eq!(on().session_expiry_secs(), Some(u32::MAX), "persistent and no expiry: never");
+        let b = BridgeConfig { session_expiry: OptDuration(Some(Duration::from_secs(3600))), ..on() };
+        assert_eq!(b.session_expiry_secs(), Some(3600));
+        let b = BridgeConfig { session_expiry: OptDuration(Some(Duration::from_secs(1 << 40))), ..on() };
+        assert_eq!(b.session_expiry_secs(), Some(u32::MAX));
+        assert_eq!(BridgeConfig { clean_session: true, ..on() }.session_expiry_secs(), None);
+        bridge(BridgeConfig { protocol: BridgeProtocol::V5, ..on() }).validate().unwrap();
     }
 
     #[test]
@@ -398,6 +496,10 @@ mod tests {
             (bridge(BridgeConfig { topics: " , ".into(), ..on() }), "mqtt.bridge.topics"),
             (bridge(BridgeConfig { topics: "ok/+,a/#/b".into(), ..on() }), "mqtt.bridge.topics"),
             (bridge(BridgeConfig { share_group: "a/b".into(), ..on() }), "mqtt.bridge.share_group"),
+            (
+                bridge(BridgeConfig { session_expiry: OptDuration(Some(Duration::ZERO)), ..on() }),
+                "mqtt.bridge.session_expiry",
+            ),
         ];
         for (c, key) in cases {
             let err = c.validate().unwrap_err();

@@ -63,9 +63,11 @@ pub struct MqttMetrics {
     /// Connections accepted, by protocol version (3.1.1, 5.0).
     pub connections_v311: AtomicU64,
     pub connections_v5: AtomicU64,
-    /// Bridge mode: messages received from the external broker, and connections made to it.
+    /// Bridge mode: messages received from the external broker, connections made to it, and
+    /// connection attempts or connections that failed (refused, TLS handshake, lost).
     pub bridge_messages: AtomicU64,
     pub bridge_connects: AtomicU64,
+    pub bridge_connect_errors: AtomicU64,
     backpressure: [AtomicU64; 3],
 }
 
@@ -84,7 +86,7 @@ impl MqttMetrics {
 
     /// Appends the MQTT metrics in the Prometheus text format.
     pub fn encode_prometheus(&self, out: &mut String) {
-        let simple: [(&str, &str, &str, &AtomicU64); 18] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 19] = [
             (
                 "strata_mqtt_bridge_messages_total",
                 "counter",
@@ -96,6 +98,12 @@ impl MqttMetrics {
                 "counter",
                 "Connections made to the bridged broker.",
                 &self.bridge_connects,
+            ),
+            (
+                "strata_mqtt_bridge_connect_errors_total",
+                "counter",
+                "Connection attempts to the bridged broker that failed, and connections to it lost.",
+                &self.bridge_connect_errors,
             ),
             ("strata_mqtt_connections_total", "counter", "MQTT connections accepted.", &self.connections),
             ("strata_mqtt_connections_active", "gauge", "MQTT connections open.", &self.connections_active),
