@@ -74,6 +74,8 @@ pub enum MqttStartError {
     Pattern(#[from] topic::PatternError),
     #[error("mqtt TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    BridgeTls(#[from] bridge::BridgeTlsError),
     #[error("mqtt: {0}")]
     Devices(#[from] devices::DeviceError),
     #[error("{0}")]
@@ -554,6 +556,8 @@ impl MqttServer {
             Some(_) => Some(listener::tls_config(&broker.config).map_err(MqttStartError::Tls)?),
             None => None,
         };
+        // Before any task starts, so that unusable bridge TLS files stop the start cleanly.
+        let bridge = bridge::spawn(&broker)?;
         let to_tokio = |l: std::net::TcpListener| {
             l.set_nonblocking(true)
                 .and_then(|()| tokio::net::TcpListener::from_std(l))
@@ -571,7 +575,6 @@ impl MqttServer {
         session::schedule_restored_wills(&broker);
         let saver = tokio::spawn(save_sessions_loop(broker.clone()));
         let expirer = tokio::spawn(expire_sessions_loop(broker.clone()));
-        let bridge = bridge::spawn(&broker);
         tracing::info!(addr = %addr, tls_addr = ?tls_addr, db = %broker.config.database, pattern = %broker.config.topic_pattern, "MQTT listening");
         Ok(MqttServer { broker, addr, tls_addr, accept, saver, expirer, bridge })
     }

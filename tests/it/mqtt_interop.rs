@@ -101,11 +101,20 @@ fn mqtt_interop_python_paho() {
     }
 }
 
-/// A Mosquitto broker on an ephemeral loopback port, killed (by PID) when dropped.
+/// A Mosquitto broker on an ephemeral loopback port, killed (by PID) when dropped; with
+/// [`Mosquitto::start_tls`] also a TLS listener on `tls_port`.
 struct Mosquitto {
     child: std::process::Child,
     port: u16,
+    tls_port: u16,
     dir: tempfile::TempDir,
+}
+
+/// The TLS listener of a test broker: its certificates, and whether it requires a client
+/// certificate signed by the same CA (mutual TLS).
+struct BrokerTls<'a> {
+    pki: &'a crate::mqtt_tls::Pki,
+    require_certificate: bool,
 }
 
 fn free_port() -> u16 {
@@ -115,6 +124,14 @@ fn free_port() -> u16 {
 impl Mosquitto {
     /// `None` when `/usr/sbin/mosquitto` is not installed.
     fn start() -> Option<Mosquitto> {
+        Self::launch(None)
+    }
+
+    fn start_tls(tls: BrokerTls<'_>) -> Option<Mosquitto> {
+        Self::launch(Some(tls))
+    }
+
+    fn launch(tls: Option<BrokerTls<'_>>) -> Option<Mosquitto> {
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())?;
@@ -131,11 +148,28 @@ impl Mosquitto {
         }
         // Keep every QoS 1 message queued for a slow or offline subscriber (the default keeps
         // 1000 and drops the rest). The log says which protocol each client spoke.
-        let conf = format!(
+        let mut conf = format!(
             "log_dest file {}\nlog_type all\nallow_anonymous true\npersistence false\n\
              max_queued_messages 1000000\nlistener {port} 127.0.0.1\n",
             log.display()
         );
+        let mut tls_port = 0;
+        if let Some(t) = tls {
+            tls_port = free_port();
+            let write = |name: &str, text: &str| {
+                let p = dir.path().join(name);
+                std::fs::write(&p, text).unwrap();
+                p.display().to_string()
+            };
+            // The TLS options that follow a `listener` line are that listener's.
+            conf += &format!(
+                "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                write("ca.pem", &t.pki.ca_pem),
+                write("server.pem", &t.pki.server.0),
+                write("server.key", &t.pki.server.1),
+                t.require_certificate,
+            );
+        }
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(bin)
@@ -145,15 +179,17 @@ impl Mosquitto {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let m = Mosquitto { child, port, dir };
+        let m = Mosquitto { child, port, tls_port, dir };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mosquitto did not start on port {port}:\n{}",
-                m.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        for p in [port, tls_port].into_iter().filter(|p| *p != 0) {
+            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "mosquitto did not start on port {p}:\n{}",
+                    m.log()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         Some(m)
     }
@@ -179,6 +215,16 @@ fn bridged_node(
     group: &str,
     extra: &str,
 ) -> strata_e2e::server::StrataServer {
+    bridged_node_builder(data_dir, port, client_id, group, extra).start()
+}
+
+fn bridged_node_builder(
+    data_dir: &std::path::Path,
+    port: u16,
+    client_id: &str,
+    group: &str,
+    extra: &str,
+) -> ServerBuilder {
     let conf = data_dir.with_extension("toml");
     std::fs::write(
         &conf,
@@ -188,7 +234,7 @@ fn bridged_node(
         ),
     )
     .unwrap();
-    ServerBuilder::new(data_dir).arg("--config").arg(conf.to_str().unwrap()).start()
+    ServerBuilder::new(data_dir).arg("--config").arg(conf.to_str().unwrap())
 }
 
 fn metric(server: &strata_e2e::server::StrataServer, name: &str) -> u64 {
@@ -340,6 +386,114 @@ fn mqtt_bridge_speaks_mqtt_5_to_mosquitto() {
     }
     node.stop();
     assert_eq!(read_measurement(&data, "telemetry", "m").len(), 400);
+}
+
+/// The `[mqtt.bridge]` lines of a TLS bridge trusting `ca` (and, given one, presenting a
+/// client certificate), with the files written into `dir`.
+fn tls_bridge_conf(dir: &std::path::Path, ca: &str, client: Option<&(String, String)>) -> String {
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let mut conf = format!("tls = true\nca = \"{}\"\n", write("bridge-ca.pem", ca));
+    if let Some((cert, key)) = client {
+        conf += &format!(
+            "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+            write("bridge-client.pem", cert),
+            write("bridge-client.key", key)
+        );
+    }
+    conf
+}
+
+/// TLS to the broker, with a client certificate the broker requires (mutual TLS); the server
+/// name checked is the broker's host, here an IP address the certificate lists.
+#[test]
+fn mqtt_bridge_over_mutual_tls() {
+    let pki = crate::mqtt_tls::make_pki("strata-bridge");
+    let Some(mosq) = Mosquitto::start_tls(BrokerTls { pki: &pki, require_certificate: true }) else {
+        eprintln!("SKIPPED mqtt_bridge_over_mutual_tls: mosquitto is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let conf = tls_bridge_conf(dir.path(), &pki.ca_pem, Some(&pki.client)) + "protocol = \"5\"\n";
+    // Devices publish on the plain listener; the bridge subscribes on the TLS one.
+    let node = bridged_node(&data, mosq.tls_port, "strata-a", "", &conf);
+    let received = wait_subscribed(mosq.port, &[&node]);
+    let messages = numbered(100);
+    publish_via_broker(mosq.port, &messages);
+    wait_total(&[&node], received + 100);
+    assert_eq!(metric(&node, "strata_mqtt_bridge_connect_errors_total"), 0, "{}", node.log());
+    node.stop();
+    assert_eq!(read_measurement(&data, "telemetry", "m").len(), 100);
+
+    // Without the client certificate the broker refuses the handshake.
+    let data = dir.path().join("b");
+    let conf = tls_bridge_conf(dir.path(), &pki.ca_pem, None);
+    let node = bridged_node(&data, mosq.tls_port, "strata-b", "", &conf);
+    wait_connect_errors(&node, 2);
+    assert_eq!(metric(&node, "strata_mqtt_bridge_connects_total"), 0);
+    node.stop();
+}
+
+fn wait_connect_errors(node: &strata_e2e::server::StrataServer, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric(node, "strata_mqtt_bridge_connect_errors_total") < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection errors counted\n--- log ---\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A broker whose certificate does not chain to `mqtt.bridge.ca`: no connection, no data,
+/// the errors counted and logged, and the node otherwise healthy.
+#[test]
+fn mqtt_bridge_refuses_a_broker_its_ca_did_not_sign() {
+    let pki = crate::mqtt_tls::make_pki("unused");
+    let other = crate::mqtt_tls::make_pki("unused");
+    let Some(mosq) = Mosquitto::start_tls(BrokerTls { pki: &pki, require_certificate: false }) else {
+        eprintln!("SKIPPED mqtt_bridge_refuses_a_broker_its_ca_did_not_sign: mosquitto is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conf = tls_bridge_conf(dir.path(), &other.ca_pem, None);
+    let node = bridged_node(&dir.path().join("a"), mosq.tls_port, "strata-a", "", &conf);
+    wait_connect_errors(&node, 2);
+    publish_via_broker(mosq.port, &numbered(10));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(metric(&node, "strata_mqtt_bridge_connects_total"), 0);
+    assert_eq!(metric(&node, "strata_mqtt_bridge_messages_total"), 0);
+    let health = strata_e2e::server::client().get(node.url("/health")).send().unwrap();
+    assert_eq!(health.status(), 200);
+    let log = node.stop();
+    assert!(
+        log.contains("MQTT bridge: connection to the broker failed")
+            && log.contains("invalid peer certificate"),
+        "{log}"
+    );
+}
+
+/// Unusable TLS files stop the server at start, naming the key and the file.
+#[test]
+fn mqtt_bridge_tls_files_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.pem");
+    let conf = format!("tls = true\nca = \"{}\"\n", missing.display());
+    let (status, log) =
+        bridged_node_builder(&dir.path().join("a"), 1, "strata-a", "", &conf).start_expecting_failure();
+    assert!(!status.success());
+    assert!(log.contains("mqtt.bridge.ca: cannot read") && log.contains("nowhere.pem"), "{log}");
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let conf = format!("tls = true\nca = \"{}\"\n", not_pem.display());
+    let (_, log) =
+        bridged_node_builder(&dir.path().join("b"), 1, "strata-a", "", &conf).start_expecting_failure();
+    assert!(log.contains("mqtt.bridge.ca: ") && log.contains("ca.txt is not a PEM file"), "{log}");
 }
 
 #[test]

@@ -10,13 +10,16 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transpo
 use strata_e2e::mqtt::mqtt_tls_addr;
 use strata_e2e::server::{read_measurement, ServerBuilder};
 
-struct Pki {
-    ca_pem: String,
-    server: (String, String),
-    client: (String, String),
+/// A CA and two leaves it signed, as PEM: (certificate, private key). Also the bridge tests'
+/// certificates (`mqtt_interop.rs`).
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
+    /// For `localhost` and `127.0.0.1`.
+    pub(crate) server: (String, String),
+    pub(crate) client: (String, String),
 }
 
-fn make_pki(client_cn: &str) -> Pki {
+pub(crate) fn make_pki(client_cn: &str) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -31,7 +34,7 @@ fn make_pki(client_cn: &str) -> Pki {
     };
     Pki {
         ca_pem: ca_cert.pem(),
-        server: leaf(vec!["localhost".into()], "strata"),
+        server: leaf(vec!["localhost".into(), "127.0.0.1".into()], "strata"),
         client: leaf(Vec::new(), client_cn),
     }
 }

@@ -1,6 +1,7 @@
-//! Bridge mode: Strata subscribes (rumqttc, MQTT 3.1.1 or 5.0, QoS 1) to an external broker
-//! and stores what devices publish there, for fleets larger than one node: with a shared
-//! subscription (`$share/{group}/...`) several Strata nodes split one fleet's messages.
+//! Bridge mode: Strata subscribes (rumqttc, MQTT 3.1.1 or 5.0, QoS 1, optionally over TLS) to
+//! an external broker and stores what devices publish there, for fleets larger than one node:
+//! with a shared subscription (`$share/{group}/...`) several Strata nodes split one fleet's
+//! messages.
 //!
 //! Two tasks. The event-loop task drives the rumqttc connection: it (re)subscribes after every
 //! CONNACK, hands each incoming PUBLISH to the writer through a bounded channel, and on a
@@ -25,9 +26,11 @@
 //! connection).
 //!
 //! The loop and the writer are written once, generic over [`protocol::Protocol`]: the 3.1.1
-//! and 5.0 clients of rumqttc differ only in their types and options (`protocol.rs`).
+//! and 5.0 clients of rumqttc differ only in their types and options (`protocol.rs`). TLS
+//! settings are read and checked before the bridge starts (`tls.rs`).
 
 mod protocol;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +41,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use self::protocol::{Connect, Polled, Protocol, V311, V5};
+pub use self::tls::BridgeTlsError;
 use super::config::BridgeProtocol;
 use super::metrics::{Backpressure, MqttMetrics};
 use super::{Broker, Message};
@@ -54,18 +58,18 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// writer, against the event loop's "new generation, drop the queued acknowledgements".
 type Generation = Arc<Mutex<u64>>;
 
-/// Starts the bridge if `mqtt.bridge.enabled`.
-pub fn spawn(broker: &Arc<Broker>) -> Option<JoinHandle<()>> {
+/// Starts the bridge if `mqtt.bridge.enabled`; fails on unusable TLS settings.
+pub fn spawn(broker: &Arc<Broker>) -> Result<Option<JoinHandle<()>>, BridgeTlsError> {
     let cfg = &broker.config.bridge;
     if !cfg.enabled {
-        return None;
+        return Ok(None);
     }
-    let transport = rumqttc::Transport::Tcp;
+    let transport = tls::transport(cfg)?;
     let broker = broker.clone();
-    Some(match cfg.protocol {
+    Ok(Some(match cfg.protocol {
         BridgeProtocol::V311 => tokio::spawn(run::<V311>(broker, transport)),
         BridgeProtocol::V5 => tokio::spawn(run::<V5>(broker, transport)),
-    })
+    }))
 }
 
 async fn run<P: Protocol>(broker: Arc<Broker>, transport: rumqttc::Transport) {
@@ -74,6 +78,7 @@ async fn run<P: Protocol>(broker: Arc<Broker>, transport: rumqttc::Transport) {
         tracing::error!(broker = %cfg.broker, "mqtt.bridge.broker is not host:port; bridge not started");
         return;
     };
+    let tls = cfg.tls;
     // Room for every acknowledgement the writer may queue while the event loop waits on it.
     let (client, mut eventloop) = P::connect(Connect {
         cfg: &cfg,
@@ -90,7 +95,7 @@ async fn run<P: Protocol>(broker: Arc<Broker>, transport: rumqttc::Transport) {
     let mut shutdown = broker.shutdown_signal();
     let subscriptions = cfg.subscriptions();
     let mut backoff = MIN_BACKOFF;
-    tracing::info!(broker = %cfg.broker, protocol = P::VERSION, client_id = %cfg.client_id, topics = ?subscriptions, "MQTT bridge starting");
+    tracing::info!(broker = %cfg.broker, protocol = P::VERSION, tls, client_id = %cfg.client_id, topics = ?subscriptions, "MQTT bridge starting");
     loop {
         if broker.shutting_down() {
             break;

@@ -136,6 +136,17 @@ pub struct BridgeConfig {
     /// at least 1 s. A shorter value frees the broker's memory sooner after a node is retired
     /// and loses what was published while Strata was away longer than that.
     pub session_expiry: OptDuration,
+    /// Connect to the broker over TLS (rustls). Default false.
+    pub tls: bool,
+    /// PEM CA certificates the broker's certificate must chain to (with `tls`). Empty = the
+    /// system's roots (`SSL_CERT_FILE`, or the OS store). The server name checked is the host
+    /// of `broker` (a DNS name or an IP address, which the certificate must list).
+    pub ca: PathBuf,
+    /// PEM client certificate chain presented to the broker (mutual TLS); needs `client_key`.
+    /// Empty = none.
+    pub client_cert: PathBuf,
+    /// PEM private key of `client_cert`.
+    pub client_key: PathBuf,
 }
 
 /// `mqtt.bridge.protocol`: written `"3.1.1"` or `"5"` (a string, so that the environment and
@@ -194,6 +205,10 @@ impl Default for BridgeConfig {
             max_backoff: HumanDuration::secs(30),
             protocol: BridgeProtocol::V311,
             session_expiry: OptDuration::OFF,
+            tls: false,
+            ca: PathBuf::new(),
+            client_cert: PathBuf::new(),
+            client_key: PathBuf::new(),
         }
     }
 }
@@ -242,6 +257,33 @@ impl BridgeConfig {
         let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
         if !self.enabled {
             return Ok(());
+        }
+        // TLS files are read (and their contents checked) when the bridge starts
+        // (`bridge::tls`); here only the combinations.
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        if !self.tls {
+            for (key, p) in [
+                ("mqtt.bridge.ca", &self.ca),
+                ("mqtt.bridge.client_cert", &self.client_cert),
+                ("mqtt.bridge.client_key", &self.client_key),
+            ] {
+                // Likely a forgotten `tls = true`: refuse rather than connect in the clear.
+                if set(p) {
+                    return bad("mqtt.bridge.tls", format!("{key} is set but mqtt.bridge.tls is false"));
+                }
+            }
+        }
+        if set(&self.client_key) && !set(&self.client_cert) {
+            return bad(
+                "mqtt.bridge.client_cert",
+                "mqtt.bridge.client_key is set without a certificate".into(),
+            );
+        }
+        if set(&self.client_cert) && !set(&self.client_key) {
+            return bad(
+                "mqtt.bridge.client_key",
+                "mqtt.bridge.client_cert is set without its private key".into(),
+            );
         }
         if self.session_expiry.get().is_some_and(|d| d.as_secs() == 0) {
             return bad(
@@ -461,7 +503,16 @@ mod tests {
         let b = BridgeConfig { session_expiry: OptDuration(Some(Duration::from_secs(1 << 40))), ..on() };
         assert_eq!(b.session_expiry_secs(), Some(u32::MAX));
         assert_eq!(BridgeConfig { clean_session: true, ..on() }.session_expiry_secs(), None);
-        bridge(BridgeConfig { protocol: BridgeProtocol::V5, ..on() }).validate().unwrap();
+        bridge(BridgeConfig {
+            protocol: BridgeProtocol::V5,
+            tls: true,
+            ca: "ca.pem".into(),
+            client_cert: "c.pem".into(),
+            client_key: "k.pem".into(),
+            ..on()
+        })
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -496,6 +547,16 @@ mod tests {
             (bridge(BridgeConfig { topics: " , ".into(), ..on() }), "mqtt.bridge.topics"),
             (bridge(BridgeConfig { topics: "ok/+,a/#/b".into(), ..on() }), "mqtt.bridge.topics"),
             (bridge(BridgeConfig { share_group: "a/b".into(), ..on() }), "mqtt.bridge.share_group"),
+            (bridge(BridgeConfig { ca: "ca.pem".into(), ..on() }), "mqtt.bridge.tls"),
+            (bridge(BridgeConfig { client_cert: "c.pem".into(), ..on() }), "mqtt.bridge.tls"),
+            (
+                bridge(BridgeConfig { tls: true, client_key: "k.pem".into(), ..on() }),
+                "mqtt.bridge.client_cert",
+            ),
+            (
+                bridge(BridgeConfig { tls: true, client_cert: "c.pem".into(), ..on() }),
+                "mqtt.bridge.client_key",
+            ),
             (
                 bridge(BridgeConfig { session_expiry: OptDuration(Some(Duration::ZERO)), ..on() }),
                 "mqtt.bridge.session_expiry",
