@@ -144,6 +144,9 @@ pub struct Broker {
     /// Per-device passwords (`strata device add`).
     pub devices: DeviceCredentials,
     pub status: Registry,
+    /// The rate limit's token buckets, one per device with a connection open (shared by its
+    /// connections).
+    pub device_buckets: rate::DeviceBuckets,
     pub sessions: Sessions,
     /// Where persistent sessions are saved; the lock orders saves (a later snapshot is never
     /// overwritten by an earlier one).
@@ -227,6 +230,7 @@ impl Broker {
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
             refusing: Arc::new(Semaphore::new(listener::MAX_REFUSING)),
             status: Registry::new(max_devices),
+            device_buckets: rate::DeviceBuckets::new(config.rate_limit, config.rate_burst),
             engine: state.engine.clone(),
             auth: state.auth.clone(),
             metrics: state.metrics.clone(),

@@ -172,7 +172,7 @@ fn mqtt_persistent_session_gets_a_command_sent_while_offline() {
 }
 
 /// Runs `strata device ...` on the data directory and returns stdout.
-fn device_cli(data_dir: &std::path::Path, args: &[&str]) -> String {
+pub fn device_cli(data_dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new(strata_e2e::workspace_bin("strata"))
         .arg("device")
         .args(args)

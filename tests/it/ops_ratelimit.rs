@@ -1,7 +1,15 @@
 //! Per-client write rate limits (`limits.client_write_rate`): 429 with `Retry-After` past the
-//! burst, counted in `/metrics`; other routes are not limited.
+//! burst, counted in `/metrics`; other routes are not limited. The MQTT rate limit
+//! (`mqtt.rate_limit`): one token bucket per device, shared by all its connections.
 
-use strata_e2e::server::{client, ServerBuilder};
+use std::time::{Duration, Instant};
+
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet, Publish};
+use rumqttc::QoS;
+use strata_e2e::mqtt::{mqtt_addr, RawClient};
+use strata_e2e::server::{client, read_measurement, ServerBuilder};
+
+use crate::mqtt_sessions::device_cli;
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
@@ -71,4 +79,57 @@ fn off_by_default() {
         assert_eq!(r.status(), 204);
     }
     srv.stop();
+}
+
+#[test]
+fn mqtt_connections_of_one_device_share_its_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = device_cli(dir.path(), &["add", "pump-7"]).trim().to_owned();
+    // 5 messages/s in bursts of 10, and each connection sends one burst. With a bucket per
+    // connection neither would ever wait. With the device's bucket, the 20 messages cannot
+    // all be acknowledged before the bucket refilled 10 tokens: 2 s after the first CONNECT.
+    let srv = ServerBuilder::new(dir.path()).set("mqtt.rate_limit", 5).set("mqtt.rate_burst", 10).start();
+    let addr = mqtt_addr(&srv);
+    let start = Instant::now();
+    // The same device credentials under two client ids.
+    let mut conns: Vec<RawClient> = ["pump-7-a", "pump-7-b"]
+        .into_iter()
+        .map(|client_id| {
+            let mut raw = RawClient::connect(addr);
+            let code = raw.handshake(client_id, 30, Some(("pump-7", &password)));
+            assert_eq!(code, ConnectReturnCode::Success, "{client_id}");
+            raw
+        })
+        .collect();
+    for (c, raw) in conns.iter_mut().enumerate() {
+        for pkid in 1..=10u16 {
+            let mut p =
+                Publish::new("telemetry/pump-7/m", QoS::AtLeastOnce, format!("m,conn={c} v={pkid} {pkid}"));
+            p.pkid = pkid;
+            raw.send(&Packet::Publish(p));
+        }
+    }
+    // Slowed, not refused: every message is acknowledged (and stored, below).
+    for (c, raw) in conns.iter_mut().enumerate() {
+        for pkid in 1..=10u16 {
+            let got = raw.recv();
+            assert!(
+                matches!(&got, Some(Packet::PubAck(a)) if a.pkid == pkid),
+                "connection {c}, PUBACK {pkid}: {got:?}"
+            );
+        }
+    }
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "20 messages through one bucket of 10 at 5/s take 2 s; acknowledged after {elapsed:?}"
+    );
+    let m = client().get(srv.url("/metrics")).send().unwrap().text().unwrap();
+    let paused = metric(&m, "strata_mqtt_backpressure_total{reason=\"rate_limit\"}");
+    assert!(paused >= 1.0, "the second burst must wait for the device's bucket: {paused}");
+    for raw in &mut conns {
+        raw.send(&Packet::Disconnect);
+    }
+    srv.stop();
+    assert_eq!(read_measurement(dir.path(), "telemetry", "m").len(), 20, "every message stored");
 }

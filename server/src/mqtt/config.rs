@@ -65,7 +65,9 @@ pub struct MqttConfig {
     /// longer keep-alive when they stay silent past 1.5 x the ceiling.
     pub max_keep_alive: HumanDuration,
     /// Messages per second one device may publish on average (token bucket); past it the
-    /// listener stops reading that device's socket until tokens refill. 0 = off. Default 1000.
+    /// listener stops reading that device's socket until tokens refill. One bucket per
+    /// authenticated device, shared by all its connections (`rate.rs`); a gateway with
+    /// `acl = false` is one device. 0 = off. Default 1000.
     pub rate_limit: u32,
     /// Burst of the rate limit (bucket size). Default 2000.
     pub rate_burst: u32,

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::acl::PublishVerdict;
 use super::devices::Check;
 use super::metrics::{Backpressure, MqttMetrics};
-use super::rate::TokenBucket;
+use super::rate::DeviceBucket;
 use super::session_store::StoredWill;
 use super::sessions::{Attachment, Command};
 use super::status::now_ms;
@@ -361,6 +361,7 @@ where
         }
     };
     let presence = broker.status.connected(&identity.device, &identity.client_id, conn_id);
+    let bucket = broker.device_buckets.acquire(&identity.device, Instant::now());
     let writer = Writer::new(&connect);
     let (keep_alive_secs, server_keep_alive) =
         keep_alive(connect.keep_alive, broker.config.max_keep_alive_secs());
@@ -404,8 +405,7 @@ where
         aliases: Vec::new(),
         session_expiry: connect.session_expiry,
         disconnect_expiry: None,
-        bucket: (broker.config.rate_limit > 0)
-            .then(|| TokenBucket::new(broker.config.rate_limit, broker.config.rate_burst, Instant::now())),
+        bucket,
     };
     // 1.5 x the keep-alive (3.1.1 section 3.1.2.10, 5.0 section 3.1.2.10).
     let keep_alive = Some(Duration::from_millis(u64::from(keep_alive_secs) * 1500));
@@ -500,9 +500,13 @@ fn delay_will(mut conn: Conn, will: Will, conn_id: u64, delay: Duration) {
     // Saved with the sessions within `SESSION_SAVE_DELAY` (the session's own detach asks for
     // a save too), so it survives a crash from then on.
     broker.sessions.touch();
-    // The task holds the connection's state but not its buffers.
+    // The task holds the connection's state but not its buffers, nor its hold on the device's
+    // bucket (which keeps the bucket in `device_buckets` while held): a will waiting for its
+    // delay is no open connection, and its one message is not rate-limited, like a will
+    // restored at start (`will_conn`).
     conn.buf = BytesMut::new();
     conn.out = BytesMut::new();
+    conn.bucket = None;
     tracing::info!(client_id = %conn.id.client_id, device = %conn.id.device, delay_secs = delay.as_secs(), "Last Will delayed");
     tokio::spawn(will_timer(conn, will, conn_id, due_ms));
 }
@@ -689,7 +693,9 @@ struct Conn {
     /// The CONNECT's Session Expiry Interval, and the one a 5.0 DISCONNECT set.
     session_expiry: u32,
     disconnect_expiry: Option<u32>,
-    bucket: Option<TokenBucket>,
+    /// The device's token bucket, shared with its other connections; `None` when the rate
+    /// limit is off (and for wills published after their connection ended).
+    bucket: Option<DeviceBucket>,
 }
 
 /// What the parse step found.
@@ -1016,7 +1022,7 @@ impl Conn {
         if messages.is_empty() {
             return Ok(acks);
         }
-        if let Some(bucket) = &mut self.bucket {
+        if let Some(bucket) = &self.bucket {
             // Over the rate limit the connection is slowed (not read), for 5.0 too, rather
             // than answered 0x97 quota exceeded: the device's data is kept, and it slows
             // down through TCP without having to handle a refusal.
