@@ -1197,16 +1197,15 @@ impl Conn {
         inflight: &mut VecDeque<PendingStore>,
         reason: EndReason,
     ) -> EndReason {
-        let mut reason = reason;
+        // The connection ends for `reason` whatever these writes do (at shutdown they may fail
+        // because the engine closes): a failed one is not acknowledged, nor anything after it.
         while !inflight.is_empty() {
-            if let Err(r) = self.complete_oldest(inflight).await {
-                // Later batches are not acknowledged either: drop them once written.
+            if self.complete_oldest(inflight).await.is_err() {
                 while let Some(p) = inflight.pop_front() {
                     if let Some(w) = p.write {
                         let _ = w.await;
                     }
                 }
-                reason = r;
                 break;
             }
         }
