@@ -35,6 +35,7 @@ const REC_RULE: u8 = 8;
 const REC_DROP_RULE: u8 = 9;
 const REC_DIRTY: u8 = 10;
 const REC_CLEAN: u8 = 11;
+const REC_DROP_TOMBSTONE: u8 = 12;
 
 /// A downsampling rule: every `interval` of `source` (a measurement of this database) is
 /// summarised into `target` in database `target_db` (same tags; per numeric field `f`, fields
@@ -125,6 +126,10 @@ struct State {
     /// Indexed by `SeriesId`; `None` for dropped or never-persisted ids.
     series: Vec<Option<SeriesMeta>>,
     next_dirty: u64,
+    /// The highest `before_segment` of any tombstone ever recorded, removed ones included
+    /// (every tombstone record stays in the log, so replay rebuilds it). See
+    /// [`Catalog::max_tombstone_segment`].
+    tombstone_floor: u64,
 }
 
 struct Log {
@@ -379,21 +384,48 @@ impl Catalog {
     pub fn add_tombstone(&self, db: DbId, t: Tombstone) {
         let mut log = self.log.lock();
         let mut st = self.state.write();
-        self.append(&mut log, |p| encode_tombstone(p, db, &t));
-        if let Some(d) = st.dbs.get_mut(&db) {
-            d.tombstones.push(Arc::new(t));
+        self.append(&mut log, |p| encode_tombstone(p, REC_TOMBSTONE, db, &t));
+        apply_tombstone(&mut st, db, t);
+    }
+
+    /// Forgets tombstones that can no longer hide anything (tombstone garbage collection, see
+    /// `Inner::collect_tombstones`). `obsolete` are entries of [`Catalog::tombstones`]; each
+    /// is logged as a "drop tombstone" record naming it by content. Durable only after
+    /// [`Catalog::sync`]; a crash before that brings them back, which is harmless (they hide
+    /// nothing) and the next collection removes them again.
+    pub fn remove_tombstones(&self, db: DbId, obsolete: &[Arc<Tombstone>]) {
+        let mut log = self.log.lock();
+        let mut st = self.state.write();
+        let Some(d) = st.dbs.get_mut(&db) else { return };
+        for t in obsolete {
+            let Some(i) = d.tombstones.iter().position(|x| Arc::ptr_eq(x, t)) else { continue };
+            self.append(&mut log, |p| encode_tombstone(p, REC_DROP_TOMBSTONE, db, t));
+            d.tombstones.remove(i);
         }
     }
 
-    /// The highest `before_segment` of any tombstone: segment numbers below it must never be
-    /// handed out again, or a tombstone would hide data written after it.
+    /// The highest `before_segment` of any tombstone ever recorded, including tombstones
+    /// removed since: segment numbers below it must never be handed out again, or a tombstone
+    /// would hide data written after it.
+    ///
+    /// Why removed tombstones still count: strictly, only the *remaining* tombstones need
+    /// the floor (a removed tombstone hides nothing, so a new segment numbered below its
+    /// `before_segment` could not be hidden by it, and every remaining tombstone is in the
+    /// max). But keeping the floor where it was means segment numbers never go backwards at
+    /// all, so nothing else that assumes "numbers only grow" (compaction's `lo..=hi` names,
+    /// which open uses to delete replaced inputs) has to be revisited. It costs nothing: the
+    /// tombstone records stay in the log anyway, so replay rebuilds the floor.
     pub fn max_tombstone_segment(&self) -> u64 {
-        let st = self.state.read();
-        st.dbs.values().flat_map(|d| d.tombstones.iter()).map(|t| t.before_segment).max().unwrap_or(0)
+        self.state.read().tombstone_floor
     }
 
     pub fn tombstones(&self, db: DbId) -> Vec<Arc<Tombstone>> {
         self.state.read().dbs.get(&db).map(|d| d.tombstones.clone()).unwrap_or_default()
+    }
+
+    /// How many tombstones a database has (each is checked by every read of an older block).
+    pub fn tombstone_count(&self, db: DbId) -> usize {
+        self.state.read().dbs.get(&db).map_or(0, |d| d.tombstones.len())
     }
 
     /// Sets a database's retention policy. Durable only after [`Catalog::sync`].
@@ -561,7 +593,7 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
         }
         REC_DROP_DATABASE => remove_db(st, DbId(r.u32().ok_or("short drop record")?)),
         REC_DROP_SERIES => remove_series(st, SeriesId(r.u32().ok_or("short drop record")?)),
-        REC_TOMBSTONE => {
+        kind @ (REC_TOMBSTONE | REC_DROP_TOMBSTONE) => {
             let short = "short tombstone record";
             let db = DbId(r.u32().ok_or(short)?);
             let start = r.u64().ok_or(short)? as i64;
@@ -569,12 +601,14 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
             let before_segment = r.u64().ok_or(short)?;
             let series = RoaringBitmap::deserialize_from(&rec[r.pos..])
                 .map_err(|_| "tombstone series do not decode")?;
-            if let Some(d) = st.dbs.get_mut(&db) {
-                d.tombstones.push(Arc::new(Tombstone {
-                    series,
-                    range: TimeRange { start, end },
-                    before_segment,
-                }));
+            let t = Tombstone { series, range: TimeRange { start, end }, before_segment };
+            if kind == REC_TOMBSTONE {
+                apply_tombstone(st, db, t);
+            } else if let Some(d) = st.dbs.get_mut(&db) {
+                // Equal tombstones are interchangeable: removing any one of them is the same.
+                if let Some(i) = d.tombstones.iter().position(|x| **x == t) {
+                    d.tombstones.remove(i);
+                }
             }
         }
         REC_RULE => {
@@ -664,8 +698,17 @@ fn apply_clean(st: &mut State, db: DbId, rule: &str, through: u64) {
     }
 }
 
-fn encode_tombstone(p: &mut Vec<u8>, db: DbId, t: &Tombstone) {
-    p.push(REC_TOMBSTONE);
+fn apply_tombstone(st: &mut State, db: DbId, t: Tombstone) {
+    st.tombstone_floor = st.tombstone_floor.max(t.before_segment);
+    if let Some(d) = st.dbs.get_mut(&db) {
+        d.tombstones.push(Arc::new(t));
+    }
+}
+
+/// A tombstone record (`kind` = [`REC_TOMBSTONE`]) or the record that removes it
+/// ([`REC_DROP_TOMBSTONE`]): same layout, so a removal names its tombstone by content.
+fn encode_tombstone(p: &mut Vec<u8>, kind: u8, db: DbId, t: &Tombstone) {
+    p.push(kind);
     p.extend_from_slice(&db.0.to_le_bytes());
     p.extend_from_slice(&t.range.start.to_le_bytes());
     p.extend_from_slice(&t.range.end.to_le_bytes());
@@ -783,5 +826,35 @@ mod tests {
         assert!(!t.hides(42, SeriesId(5), 0, 10), "segments written after the delete are not hidden");
         assert!(!t.hides(1, SeriesId(2), 0, 10));
         assert!(!t.hides(1, SeriesId(5), -10, -6));
+    }
+
+    #[test]
+    fn removed_tombstones_stay_removed_and_keep_the_segment_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = |series: &[u32], before_segment| Tombstone {
+            series: series.iter().copied().collect(),
+            range: TimeRange { start: 0, end: 100 },
+            before_segment,
+        };
+        {
+            let c = Catalog::open(dir.path(), 100).unwrap();
+            let db = c.create_db("d");
+            // Two equal tombstones (the same delete run twice) and two others.
+            c.add_tombstone(db, t(&[1], 5));
+            c.add_tombstone(db, t(&[1], 5));
+            c.add_tombstone(db, t(&[2], 5));
+            c.add_tombstone(db, t(&[3], 9));
+            let all = c.tombstones(db);
+            // One of the equal pair, and the one with the highest `before_segment`.
+            c.remove_tombstones(db, &[all[1].clone(), all[3].clone()]);
+            assert_eq!(c.tombstone_count(db), 2);
+            assert_eq!(c.max_tombstone_segment(), 9, "removal does not lower the floor");
+            c.sync().unwrap();
+        }
+        let c = Catalog::open(dir.path(), 100).unwrap();
+        let db = c.db_id("d").unwrap();
+        let left: Vec<Tombstone> = c.tombstones(db).iter().map(|t| (**t).clone()).collect();
+        assert_eq!(left, vec![t(&[1], 5), t(&[2], 5)]);
+        assert_eq!(c.max_tombstone_segment(), 9, "replay rebuilds the floor from the tombstone records");
     }
 }

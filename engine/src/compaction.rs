@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::catalog::Tombstone;
@@ -59,7 +59,10 @@ impl Inner {
         let mut report = CompactionReport::default();
         let dbs: Vec<_> = self.dbs.read().iter().map(|(id, s)| (*id, s.clone())).collect();
         for (db, storage) in dbs {
+            // Deletes hold `maintenance` while they record a tombstone, so this list stays
+            // complete for the whole pass: every output has all of them applied.
             let tombstones = self.catalog.tombstones(db);
+            let applied = crate::partition::applied_set(&tombstones);
             for part in storage.partitions.all() {
                 if self.shutdown.load(Ordering::Acquire) {
                     return Err(LifecycleError::ShuttingDown);
@@ -77,18 +80,20 @@ impl Inner {
                         })
                 };
                 if n >= min_segments || tombstoned {
-                    self.compact_partition(db, &part, &tombstones, &mut report)?;
+                    self.compact_partition(db, &part, &tombstones, &applied, &mut report)?;
                 }
             }
         }
+        self.collect_tombstones()?;
         Ok(report)
     }
 
-    fn compact_partition(
+    pub(crate) fn compact_partition(
         &self,
         db: DbId,
         part: &Arc<Partition>,
         tombstones: &[Arc<Tombstone>],
+        applied: &Arc<[Weak<Tombstone>]>,
         report: &mut CompactionReport,
     ) -> Result<(), LifecycleError> {
         let started = Instant::now();
@@ -147,16 +152,26 @@ impl Inner {
             crate::fsutil::sync_dir(&part.dir)
                 .map_err(|source| LifecycleError::Io { path: part.dir.clone(), source })?;
             report.bytes_out += size;
-            Some(Arc::new(SegmentHandle::with_reader(name, SegmentReader::open(&path)?)))
+            let handle = SegmentHandle::with_reader(name, SegmentReader::open(&path)?);
+            Some(Arc::new(handle.with_applied(applied.clone())))
         };
+        let empty = output.is_none();
         part.replace_segments(&inputs, output);
+        let mut durable = true;
         for seg in inputs.iter() {
             if let Err(e) = fs::remove_file(&seg.path) {
-                // Harmless: open deletes replaced segments it finds.
+                // Harmless with an output: open deletes the segments it replaces.
                 tracing::warn!(file = %seg.path.display(), error = %e, "deleting a compacted segment failed");
+                durable = false;
             }
         }
-        let _ = crate::fsutil::sync_dir(&part.dir);
+        durable &= crate::fsutil::sync_dir(&part.dir).is_ok();
+        if empty && !durable {
+            // Without an output no file name says these inputs are obsolete: if they survive
+            // on disk, the next open brings them back, and only their tombstones still hide
+            // the deleted points in them. Tombstones must outlive them until a restart.
+            self.tombstone_gc_blocked.store(true, Ordering::Release);
+        }
         report.partitions += 1;
         report.segments_in += inputs.len() as u64;
         report.bytes_in += bytes_in;

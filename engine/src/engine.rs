@@ -225,13 +225,18 @@ pub(crate) struct Inner {
     pub(crate) shard_limit: usize,
     /// Serialises deletes, drops and policy changes.
     pub(crate) admin: Mutex<()>,
-    /// Serialises compaction, retention drops and database drops.
+    /// Serialises compaction, retention drops, database drops, tombstone collection and the
+    /// recording of a tombstone (a delete).
     pub(crate) maintenance: Mutex<()>,
     /// Held (shared) by a flush from allocating a segment sequence until the segment is in its
     /// partition; compaction takes it exclusively to snapshot its inputs, so no sequence inside
     /// a compaction's range can still be on its way.
     pub(crate) publish: RwLock<()>,
     pub(crate) trash_seq: AtomicU64,
+    /// Set when a removal of segments may not be durable (an unlink or directory fsync
+    /// failed where no compaction output replaces the files): the files may come back at
+    /// the next open, so no tombstone is collected until then (see `collect_tombstones`).
+    pub(crate) tombstone_gc_blocked: AtomicBool,
     _lock: File,
 }
 
@@ -352,6 +357,7 @@ impl Engine {
             maintenance: Mutex::new(()),
             publish: RwLock::new(()),
             trash_seq: AtomicU64::new(0),
+            tombstone_gc_blocked: AtomicBool::new(false),
             opts,
             _lock: lock,
         };
@@ -627,6 +633,12 @@ impl Engine {
     pub fn series_count(&self, db: &str) -> Result<u64, ReadError> {
         let db_id = self.inner.db_id(db)?;
         Ok(self.inner.catalog.with_db(db_id, |d| d.series_count).unwrap_or(0))
+    }
+
+    /// Tombstones a database keeps (deletes whose points may still be in older segments;
+    /// compaction and retention remove the rest, see docs/lifecycle.md).
+    pub fn tombstone_count(&self, db: &str) -> Result<usize, ReadError> {
+        Ok(self.inner.catalog.tombstone_count(self.inner.db_id(db)?))
     }
 
     /// Freezes every non-empty memtable and waits until all are flushed to segments.

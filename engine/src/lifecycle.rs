@@ -7,7 +7,8 @@
 //! was never acknowledged.
 //!
 //! - `DELETE` adds a [`Tombstone`]: matching points in segments older than the tombstone are
-//!   hidden from reads at once and removed for good by compaction.
+//!   hidden from reads at once and removed for good by compaction; once no segment can hold
+//!   them any more, the tombstone itself is collected ([`Inner::collect_tombstones`]).
 //! - `DROP SERIES` / `DROP MEASUREMENT` remove series from the catalog and index: they vanish
 //!   from reads at once (series ids are never reused); compaction drops their blocks.
 //! - `DROP DATABASE` removes the database from the catalog, then moves its directory to
@@ -221,13 +222,81 @@ impl Inner {
                     continue;
                 }
                 storage.partitions.remove(part.start);
-                self.trash(&part.dir)?;
+                if let Err(e) = self.trash(&part.dir) {
+                    // The partition may still be on disk at the next open.
+                    self.tombstone_gc_blocked.store(true, Ordering::Release);
+                    return Err(e);
+                }
                 dropped += 1;
                 self.stats.partitions_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(dir = %part.dir.display(), "partition past retention dropped");
             }
         }
+        if dropped > 0 {
+            self.collect_tombstones()?;
+        }
         Ok(dropped)
+    }
+
+    /// Tombstone garbage collection: removes (from memory and, with a catalog record, from
+    /// the log) every tombstone that can no longer hide anything, so reads stop checking it.
+    /// Runs after every compaction pass and retention drop; `DROP DATABASE` needs none (the
+    /// tombstones leave with the database's catalog entry). Returns how many it removed.
+    ///
+    /// A tombstone `t` hides points of its series in its range in segments numbered below
+    /// `t.before_segment`. It is obsolete once every live segment of its database in a
+    /// partition overlapping `t.range` is either numbered `>= before_segment`, or was written
+    /// by a compaction that had `t` (the output has its points filtered out, though it keeps
+    /// the highest input number, so numbers alone cannot say), or has no block that `t` hides
+    /// by its statistics (series and time: exact at block granularity and cheap, as the
+    /// segment index is in memory; the time-only check would keep every per-device tombstone
+    /// as long as any other device had old data in the range, which is the common case).
+    ///
+    /// Races: the caller holds `maintenance`, so no compaction swaps segments and no delete
+    /// adds a tombstone meanwhile (a delete holds it too). Readers take their tombstone list
+    /// *before* their segment lists, so a reader that no longer sees `t` got its segments
+    /// after the swap or drop that made `t` obsolete. Segment numbering is unaffected: see
+    /// [`crate::catalog::Catalog::max_tombstone_segment`].
+    pub(crate) fn collect_tombstones(&self) -> Result<usize, LifecycleError> {
+        if self.tombstone_gc_blocked.load(Ordering::Acquire) || self.poisoned.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let dbs: Vec<_> = self.dbs.read().iter().map(|(id, s)| (*id, s.clone())).collect();
+        let mut removed = 0;
+        for (db, storage) in dbs {
+            let tombstones = self.catalog.tombstones(db);
+            if tombstones.is_empty() {
+                continue;
+            }
+            let mut obsolete = Vec::new();
+            'tombstone: for t in &tombstones {
+                for part in storage.partitions.overlapping(t.range) {
+                    for seg in part.segments().iter() {
+                        if seg.id.0 >= t.before_segment || seg.has_applied(t) {
+                            continue;
+                        }
+                        // A segment that does not open is kept safe by its tombstones.
+                        let Ok(r) = seg.reader() else { continue 'tombstone };
+                        if r.blocks().iter().any(|b| t.hides(seg.id.0, b.series, b.min_ts, b.max_ts)) {
+                            continue 'tombstone;
+                        }
+                    }
+                }
+                obsolete.push(t.clone());
+            }
+            if obsolete.is_empty() {
+                continue;
+            }
+            self.catalog.remove_tombstones(db, &obsolete);
+            removed += obsolete.len();
+            tracing::info!(db = db.0, tombstones = obsolete.len(), "obsolete tombstones removed");
+        }
+        if removed > 0 {
+            // Not strictly needed for safety (a lost removal brings back tombstones that hide
+            // nothing), but it keeps the log and memory in step.
+            self.catalog.sync()?;
+        }
+        Ok(removed)
     }
 
     /// Deletes a directory tree crash-safely: one atomic rename into `<data>/trash/` (so a

@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::RwLock;
 
+use crate::catalog::Tombstone;
 use crate::error::{ReadError, SegmentError};
 use crate::model::{SegmentId, TimeRange};
 use crate::segment::SegmentReader;
@@ -88,11 +89,30 @@ pub struct SegmentHandle {
     pub name: SegmentName,
     pub path: PathBuf,
     reader: OnceLock<Arc<SegmentReader>>,
+    /// Tombstones already applied to this segment's data: compaction wrote it with them
+    /// filtered out, so they hide nothing here even where block statistics still overlap
+    /// them. In memory only (a restart forgets it; tombstone collection then falls back to the
+    /// block statistics). Weak, so a collected tombstone is not kept alive by its outputs;
+    /// a `Weak` still keeps the allocation, so its address cannot be reused by a later
+    /// tombstone while this list exists. Sorted by address (see [`applied_set`]).
+    applied: Arc<[Weak<Tombstone>]>,
 }
 
 impl SegmentHandle {
     pub fn new(name: SegmentName, path: PathBuf) -> SegmentHandle {
-        SegmentHandle { id: SegmentId(name.hi), name, path, reader: OnceLock::new() }
+        SegmentHandle { id: SegmentId(name.hi), name, path, reader: OnceLock::new(), applied: Arc::new([]) }
+    }
+
+    /// Marks `tombstones` (built by [`applied_set`]) as applied to this segment's data.
+    pub fn with_applied(mut self, tombstones: Arc<[Weak<Tombstone>]>) -> SegmentHandle {
+        self.applied = tombstones;
+        self
+    }
+
+    /// Whether compaction already removed what `t` hides from this segment.
+    pub fn has_applied(&self, t: &Arc<Tombstone>) -> bool {
+        let addr = Arc::as_ptr(t) as usize;
+        self.applied.binary_search_by_key(&addr, |w| w.as_ptr() as usize).is_ok()
     }
 
     pub fn with_reader(name: SegmentName, reader: SegmentReader) -> SegmentHandle {
@@ -119,6 +139,16 @@ impl SegmentHandle {
     pub fn is_open(&self) -> bool {
         self.reader.get().is_some()
     }
+}
+
+/// The tombstones a compaction applies, in the form [`SegmentHandle::with_applied`] takes:
+/// sorted by address, so the check per (segment, tombstone) is a binary search, not a scan
+/// (a database with thousands of per-device deletes would otherwise make tombstone
+/// collection quadratic per segment).
+pub fn applied_set(tombstones: &[Arc<Tombstone>]) -> Arc<[Weak<Tombstone>]> {
+    let mut v: Vec<Weak<Tombstone>> = tombstones.iter().map(Arc::downgrade).collect();
+    v.sort_by_key(|w| w.as_ptr() as usize);
+    v.into()
 }
 
 /// One time partition of one database.
@@ -243,5 +273,24 @@ mod tests {
         assert_eq!(parse_dir_name(&dir_name(-day, day)), Some((-day, day)));
         assert_eq!(parse_dir_name("junk"), None);
         assert_eq!(parse_dir_name("1_0"), None);
+    }
+
+    #[test]
+    fn applied_tombstones_are_found_by_identity() {
+        let t = |n: u32| {
+            Arc::new(Tombstone {
+                series: [n].into_iter().collect(),
+                range: TimeRange::new(0, 10),
+                before_segment: 5,
+            })
+        };
+        let ts: Vec<_> = (0..50).map(t).collect();
+        let h = SegmentHandle::new(SegmentName::flushed(1), PathBuf::from("x.seg"))
+            .with_applied(applied_set(&ts[..40]));
+        assert!(ts[..40].iter().all(|t| h.has_applied(t)));
+        assert!(!ts[40..].iter().any(|t| h.has_applied(t)));
+        // Equal content is not enough: only the tombstones the compaction had count.
+        assert!(!h.has_applied(&t(0)));
+        assert!(!SegmentHandle::new(SegmentName::flushed(2), PathBuf::from("y.seg")).has_applied(&ts[0]));
     }
 }

@@ -263,8 +263,11 @@ impl Inner {
             // 1. Memtables, oldest first.
             let mut mem = self.copy_memtables(batch, req.fields, range);
             // 2. Segments of overlapping partitions, after the memtables (see module docs).
-            let readers = self.segment_readers(db, range)?;
+            // Tombstones before segments: tombstone collection removes one only after the
+            // segments it hid are swapped out, so this order never pairs an old segment with
+            // a list that lost its tombstone.
             let tombstones = self.catalog.tombstones(db);
+            let readers = self.segment_readers(db, range)?;
             for &id in batch {
                 let Some(meta) = self.catalog.series(id) else { continue };
                 let ctx = ReadCtx { range, summarize: opts.summarize, tombstones: &tombstones };

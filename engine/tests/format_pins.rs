@@ -82,3 +82,33 @@ fn segment_layouts() {
     pin("segment-header", &bytes[..16]);
     pin("segment-one-block", &bytes);
 }
+
+/// The last record of a catalog log: database 0's tombstone of series {1, 5}, time 0..100,
+/// before segment 7, removed again (record type 12).
+#[test]
+fn catalog_drop_tombstone_record() {
+    use strata_engine::catalog::Catalog;
+    use strata_engine::{TimeRange, Tombstone};
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::open(dir.path(), 100).unwrap();
+    let db = c.create_db("d");
+    c.add_tombstone(
+        db,
+        Tombstone {
+            series: [1u32, 5].into_iter().collect(),
+            range: TimeRange::new(0, 100),
+            before_segment: 7,
+        },
+    );
+    c.remove_tombstones(db, &c.tombstones(db));
+    c.sync().unwrap();
+    drop(c);
+    let bytes = std::fs::read(dir.path().join("catalog.log")).unwrap();
+    // Walk the frames (16-byte header, then len u32, crc u32, payload) to the last one.
+    let (mut at, mut last) = (16, 16);
+    while at < bytes.len() {
+        last = at;
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    pin("catalog-drop-tombstone", &bytes[last..]);
+}

@@ -193,6 +193,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Compact => {
                 e.compact().unwrap();
+                // Every partition is now compacted past every tombstone (or holds nothing a
+                // tombstone hides), so tombstone collection must have removed them all.
+                prop_assert_eq!(e.tombstone_count("db").unwrap_or(0), 0, "tombstones accumulate");
             }
         }
     }

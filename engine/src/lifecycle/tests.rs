@@ -246,3 +246,181 @@ fn a_default_retention_under_an_hour_is_refused() {
     let err = err.to_string();
     assert!(err.contains("default_retention"), "{err}");
 }
+
+fn tombstones(e: &Engine, db: &str) -> usize {
+    e.tombstone_count(db).unwrap()
+}
+
+/// Compacts only the partition starting at `start` (a pass that stopped halfway, say).
+fn compact_one(e: &Engine, db: &str, start: i64) {
+    let inner = &e.inner;
+    let _maintenance = inner.maintenance.lock();
+    let id = inner.catalog.db_id(db).unwrap();
+    let storage = inner.dbs.read().get(&id).cloned().unwrap();
+    let part = storage.partitions.all().into_iter().find(|p| p.start == start).unwrap();
+    let ts = inner.catalog.tombstones(id);
+    let applied = crate::partition::applied_set(&ts);
+    let mut report = crate::compaction::CompactionReport::default();
+    inner.compact_partition(id, &part, &ts, &applied, &mut report).unwrap();
+    assert_eq!(report.partitions, 1);
+}
+
+#[test]
+fn tombstones_are_collected_once_compaction_rewrote_what_they_hide() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    let pts: Vec<(i64, f64)> = (0..20).map(|t| (t, 1.0)).collect();
+    write(&e, "db", "a", &pts[..10]);
+    write(&e, "db", "b", &pts[..10]);
+    e.flush().unwrap();
+    write(&e, "db", "a", &pts[10..]);
+    write(&e, "db", "b", &pts[10..]);
+    e.flush().unwrap();
+    e.delete("db", Some("m"), &TagPredicate::Eq("host".into(), "a".into()), TimeRange::new(5, 15)).unwrap();
+    // Written after the delete, inside its range: must stay visible. It stays in the memtable
+    // until after the compaction, so the output's number is below the tombstone's.
+    write(&e, "db", "a", &[(7, 2.0)]);
+    assert_eq!(tombstones(&e, "db"), 1);
+    // Nothing was rewritten yet: collection alone keeps it.
+    assert_eq!(e.inner.collect_tombstones().unwrap(), 0);
+    assert_eq!(tombstones(&e, "db"), 1);
+
+    e.compact().unwrap();
+    // The output keeps the inputs' highest number (below the tombstone's) and host a's block
+    // still spans 0..20, so only "compaction applied it" can tell the tombstone is done.
+    let files = e.segment_files();
+    assert_eq!(files.len(), 1);
+    let r = crate::segment::SegmentReader::open(&files[0]).unwrap();
+    assert!(r.blocks().iter().any(|b| b.min_ts < 5 && b.max_ts >= 15), "a block straddles the range");
+    assert_eq!(tombstones(&e, "db"), 0, "compaction made the tombstone obsolete");
+    e.flush().unwrap();
+    assert_eq!(e.inner.catalog.tombstones(e.inner.catalog.db_id("db").unwrap()).len(), 0);
+    let want_a: Vec<i64> = (0..5).chain([7]).chain(15..20).collect();
+    let want = vec![("m,host=a".to_string(), want_a), ("m,host=b".to_string(), (0..20).collect())];
+    assert_eq!(timestamps(&e, "db"), want);
+    e.close().unwrap();
+    drop(e);
+    let e = open(dir.path());
+    assert_eq!(tombstones(&e, "db"), 0, "the removal record replays");
+    assert_eq!(timestamps(&e, "db"), want);
+    // New deletes still work after a collection.
+    e.delete("db", Some("m"), &TagPredicate::Eq("host".into(), "b".into()), TimeRange::new(0, 3)).unwrap();
+    assert_eq!(tombstones(&e, "db"), 1);
+    assert_eq!(timestamps(&e, "db")[1].1, (3..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_tombstone_stays_while_an_uncompacted_segment_still_holds_its_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    // Two partitions, two segments each; the delete spans both.
+    for round in 0..2 {
+        let base = round as f64;
+        write(&e, "db", "a", &[(10 + round, base), (HOUR + 10 + round, base)]);
+        write(&e, "db", "b", &[(10 + round, base), (HOUR + 10 + round, base)]);
+        e.flush().unwrap();
+    }
+    e.delete("db", Some("m"), &TagPredicate::Eq("host".into(), "a".into()), TimeRange::new(0, 2 * HOUR))
+        .unwrap();
+    compact_one(&e, "db", 0);
+    assert_eq!(e.inner.collect_tombstones().unwrap(), 0);
+    assert_eq!(tombstones(&e, "db"), 1, "the second partition still holds host a's deleted points");
+    let want = vec![("m,host=b".to_string(), vec![10, 11, HOUR + 10, HOUR + 11])];
+    assert_eq!(timestamps(&e, "db"), want);
+    // A crash here: the tombstone is still in the catalog and still hides the old segments.
+    e.simulate_crash();
+    let e = open(dir.path());
+    assert_eq!(tombstones(&e, "db"), 1);
+    assert_eq!(timestamps(&e, "db"), want);
+    e.compact().unwrap();
+    assert_eq!(tombstones(&e, "db"), 0);
+    assert_eq!(timestamps(&e, "db"), want);
+    // A crash right after the collection: the removal record is durable.
+    e.simulate_crash();
+    let e = open(dir.path());
+    assert_eq!(tombstones(&e, "db"), 0);
+    assert_eq!(timestamps(&e, "db"), want);
+}
+
+#[test]
+fn per_series_tombstones_only_wait_for_their_own_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    write(&e, "db", "a", &[(10, 1.0), (20, 1.0)]);
+    write(&e, "db", "b", &[(10, 1.0), (20, 1.0)]);
+    e.flush().unwrap();
+    // Host c has no data: its tombstone hides nothing anywhere, though its time range
+    // overlaps the segment (the time-only check would keep it).
+    write(&e, "db", "c", &[(HOUR + 1, 1.0)]);
+    e.flush().unwrap();
+    e.delete("db", Some("m"), &TagPredicate::Eq("host".into(), "c".into()), TimeRange::new(0, 100)).unwrap();
+    // Host a's points at 10 and 20: blocks that do not overlap 30..40.
+    e.delete("db", Some("m"), &TagPredicate::Eq("host".into(), "a".into()), TimeRange::new(30, 40)).unwrap();
+    e.delete("db", Some("m"), &TagPredicate::Eq("host".into(), "b".into()), TimeRange::new(15, 40)).unwrap();
+    assert_eq!(tombstones(&e, "db"), 3);
+    assert_eq!(e.inner.collect_tombstones().unwrap(), 2, "only b's tombstone hides a block");
+    assert_eq!(tombstones(&e, "db"), 1);
+    e.simulate_crash();
+    let e = open(dir.path());
+    assert_eq!(tombstones(&e, "db"), 1);
+    assert_eq!(
+        timestamps(&e, "db"),
+        vec![
+            ("m,host=a".to_string(), vec![10, 20]),
+            ("m,host=b".to_string(), vec![10]),
+            ("m,host=c".to_string(), vec![HOUR + 1]),
+        ]
+    );
+}
+
+#[test]
+fn retention_drops_take_their_tombstones_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    let now = now_ns();
+    let old = now - 5 * HOUR;
+    let recent = now - HOUR / 2;
+    write(&e, "db", "a", &[(old, 1.0), (old + 1, 1.0), (recent, 2.0), (recent + 1, 2.0)]);
+    e.flush().unwrap();
+    let a = TagPredicate::Eq("host".into(), "a".into());
+    e.delete("db", Some("m"), &a, TimeRange::new(old, old + 1)).unwrap();
+    e.delete("db", Some("m"), &a, TimeRange::new(recent, recent + 1)).unwrap();
+    assert_eq!(tombstones(&e, "db"), 2);
+    let rp = RetentionPolicy { name: "short".into(), duration: Some(2 * HOUR), partition_duration: None };
+    e.set_retention_policy("db", rp).unwrap();
+    assert_eq!(e.enforce_retention().unwrap(), 1);
+    assert_eq!(tombstones(&e, "db"), 1, "the recent partition still holds the second one's point");
+    e.close().unwrap();
+    drop(e);
+    let e = open(dir.path());
+    assert_eq!(tombstones(&e, "db"), 1);
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![recent + 1])]);
+}
+
+#[test]
+fn segment_numbers_stay_above_collected_tombstones() {
+    // The model test's regression (`delete_everything_then_crash`-style): a delete of
+    // everything, compaction leaves no file, the tombstone is collected. The next segment
+    // number must not go back below the collected tombstone's `before_segment`.
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    write(&e, "db", "a", &[(10, 1.0)]);
+    e.flush().unwrap();
+    e.delete("db", None, &TagPredicate::All, TimeRange::ALL).unwrap();
+    let before = e.inner.next_segment.load(std::sync::atomic::Ordering::SeqCst);
+    e.compact().unwrap();
+    assert!(e.segment_files().is_empty());
+    assert_eq!(tombstones(&e, "db"), 0);
+    e.simulate_crash();
+    let e = open(dir.path());
+    assert_eq!(tombstones(&e, "db"), 0);
+    assert!(e.inner.next_segment.load(std::sync::atomic::Ordering::SeqCst) >= before);
+    write(&e, "db", "a", &[(10, 3.0)]);
+    e.flush().unwrap();
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![10])]);
+}

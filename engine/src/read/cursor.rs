@@ -173,11 +173,9 @@ impl Inner {
         for batch in ids.chunks(SERIES_PER_BATCH) {
             mem.extend(self.copy_memtables(batch, req.fields, range));
         }
-        let shared = Arc::new(Shared {
-            readers: self.segment_readers(db, range)?,
-            tombstones: self.catalog.tombstones(db),
-            range,
-        });
+        // Tombstones before segments (see `scan_pieces`).
+        let tombstones = self.catalog.tombstones(db);
+        let shared = Arc::new(Shared { readers: self.segment_readers(db, range)?, tombstones, range });
         let mut out = Vec::new();
         for &id in ids {
             let Some(meta) = self.catalog.series(id) else { continue };
