@@ -294,6 +294,9 @@ fn metrics_count_known_traffic_exactly() {
     // Series: cpu a, cpu b, mem a, mem c, dev x.
     assert_eq!(after.get("strata_engine_series{db=\"opsdb\"}"), 5.0);
     assert_eq!(after.get("strata_engine_databases"), 1.0);
+    // No deletes yet: the per-database tombstone gauge is there and zero.
+    assert_eq!(after.samples.get("strata_engine_tombstones{db=\"opsdb\"}"), Some(&0.0));
+    assert_eq!(after.types["strata_engine_tombstones"], "gauge");
     assert!(after.get("strata_engine_memtable_bytes") > 0.0);
     assert_eq!(after.get(&format!("strata_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
     assert!(after.get("strata_process_uptime_seconds") > 0.0);

@@ -214,6 +214,13 @@ fn encode_engine_gauges(engine: &Engine, out: &mut String) {
             let _ = writeln!(out, "{name}{{db=\"{}\"}} {n}", escape_label(db));
         }
     }
+    let name = "strata_engine_tombstones";
+    family(out, name, "gauge", "Tombstones (deletes not yet compacted away) per database.");
+    for db in &dbs {
+        if let Ok(n) = engine.tombstone_count(db) {
+            let _ = writeln!(out, "{name}{{db=\"{}\"}} {n}", escape_label(db));
+        }
+    }
     sample(out, "strata_engine_databases", "gauge", "Databases.", dbs.len());
     let parts = segments_by_partition(&engine.segment_files());
     for (i, (name, help)) in [
