@@ -136,6 +136,10 @@ struct Log {
     file: File,
     pending: Vec<u8>,
     payload: Vec<u8>,
+    /// A write or fsync of the log failed: the file may end in a torn record, and anything
+    /// appended after it would be lost on replay (which stops at the first bad record), so
+    /// no later sync succeeds until the engine is reopened (the WAL's fsyncgate rule).
+    failed: bool,
 }
 
 /// The catalog. Reads take a read lock; only new databases, series and fields write.
@@ -191,7 +195,7 @@ impl Catalog {
         Ok(Catalog {
             path,
             state: RwLock::new(state),
-            log: Mutex::new(Log { file, pending: Vec::new(), payload: Vec::new() }),
+            log: Mutex::new(Log { file, pending: Vec::new(), payload: Vec::new(), failed: false }),
             max_series_per_db,
         })
     }
@@ -209,9 +213,17 @@ impl Catalog {
         if log.pending.is_empty() {
             return Ok(());
         }
-        let Log { file, pending, .. } = &mut *log;
+        if log.failed {
+            log.pending.clear(); // never written: do not let it grow
+            return Err(CatalogError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("an earlier write of the catalog failed; reopen the engine"),
+            });
+        }
+        let Log { file, pending, failed, .. } = &mut *log;
         let res = file.write_all(pending).and_then(|_| file.sync_data());
         pending.clear();
+        *failed = res.is_err();
         res.map_err(|source| CatalogError::Io { path: self.path.clone(), source })
     }
 

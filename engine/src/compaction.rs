@@ -70,12 +70,21 @@ impl Inner {
                 let n = part.segments().len();
                 let tombstoned = n == 1 && {
                     let seg = &part.segments()[0];
-                    tombstones
+                    // Tombstones this segment was compacted with are applied already: their
+                    // block statistics may still overlap (other points of the series), but a
+                    // rewrite would change nothing and would repeat every pass.
+                    let pending: Vec<_> = tombstones
                         .iter()
-                        .any(|t| seg.id.0 < t.before_segment && t.range.overlaps(part.start, part.max_ts()))
+                        .filter(|t| {
+                            seg.id.0 < t.before_segment
+                                && t.range.overlaps(part.start, part.max_ts())
+                                && !seg.has_applied(t)
+                        })
+                        .collect();
+                    !pending.is_empty()
                         && seg.reader().is_ok_and(|r| {
                             r.blocks().iter().any(|b| {
-                                tombstones.iter().any(|t| t.hides(seg.id.0, b.series, b.min_ts, b.max_ts))
+                                pending.iter().any(|t| t.hides(seg.id.0, b.series, b.min_ts, b.max_ts))
                             })
                         })
                 };
@@ -155,7 +164,6 @@ impl Inner {
             let handle = SegmentHandle::with_reader(name, SegmentReader::open(&path)?);
             Some(Arc::new(handle.with_applied(applied.clone())))
         };
-        let empty = output.is_none();
         part.replace_segments(&inputs, output);
         let mut durable = true;
         for seg in inputs.iter() {
@@ -166,10 +174,12 @@ impl Inner {
             }
         }
         durable &= crate::fsutil::sync_dir(&part.dir).is_ok();
-        if empty && !durable {
-            // Without an output no file name says these inputs are obsolete: if they survive
-            // on disk, the next open brings them back, and only their tombstones still hide
-            // the deleted points in them. Tombstones must outlive them until a restart.
+        if !durable {
+            // An input left on disk comes back at the next open unless a file name says it is
+            // obsolete: without an output none does, and with one the output itself may be
+            // compacted away (to nothing) later, which drops that name. Either way only the
+            // tombstones still hide the deleted points in it, so they must outlive it until a
+            // restart (which deletes or reloads it).
             self.tombstone_gc_blocked.store(true, Ordering::Release);
         }
         report.partitions += 1;

@@ -1210,6 +1210,9 @@ impl Inner {
                     } else {
                         start + ts[start..].partition_point(|&t| t < part.end())
                     };
+                    // `get_or_create` returns a partition holding `ts[start]`; if that ever broke,
+                    // this loop would spin forever holding a growing map.
+                    assert!(end > start, "partition [{}, {}) misses {}", part.start, part.end(), ts[start]);
                     let perm: Vec<u32> = (start as u32..end as u32).collect();
                     groups
                         .entry((series.db, part.start))

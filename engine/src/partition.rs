@@ -231,10 +231,29 @@ impl PartitionSet {
             return Ok(p);
         }
         let mut parts = self.parts.write();
-        let start = partition_start(ts, duration);
-        if let Some(p) = parts.get(&start) {
-            return Ok(p.clone());
+        if let Some((_, p)) = parts.range(..=ts).next_back() {
+            if ts <= p.max_ts() {
+                return Ok(p.clone()); // created meanwhile
+            }
         }
+        // The aligned range, cut to the gap between the neighbours: partitions made under
+        // another duration (the setting changed) may overlap it, and partitions never overlap.
+        // Without the cut, the partition at the aligned start (made with a shorter duration)
+        // was returned although it does not hold `ts`, and the flush splitting a memtable by
+        // partition never advanced past that point.
+        let aligned = i128::from(partition_start(ts, duration));
+        let mut start = aligned;
+        let mut end = aligned + i128::from(duration);
+        if let Some((_, prev)) = parts.range(..=ts).next_back() {
+            start = start.max(i128::from(prev.max_ts()) + 1);
+        }
+        if let Some((&next, _)) =
+            parts.range((std::ops::Bound::Excluded(ts), std::ops::Bound::Unbounded)).next()
+        {
+            end = end.min(i128::from(next));
+        }
+        let start = i64::try_from(start).expect("between two partitions' bounds");
+        let duration = i64::try_from(end - i128::from(start)).unwrap_or(i64::MAX);
         let dir = db_dir.join(dir_name(start, duration));
         fs::create_dir_all(&dir)?;
         crate::fsutil::sync_dir(db_dir)?;
@@ -261,6 +280,26 @@ impl PartitionSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_duration_never_returns_a_partition_that_misses_the_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = PartitionSet::default();
+        let hour = 3_600_000_000_000i64;
+        let day = 24 * hour;
+        let first = parts.get_or_create(dir.path(), hour / 2, hour).unwrap();
+        assert_eq!((first.start, first.max_ts()), (0, hour - 1));
+        // The setting became a day: the aligned day [0, 24h) overlaps the hour partition.
+        let p = parts.get_or_create(dir.path(), 2 * hour, day).unwrap();
+        assert!(p.start <= 2 * hour && 2 * hour <= p.max_ts(), "[{}, {}]", p.start, p.max_ts());
+        assert_eq!((p.start, p.max_ts()), (hour, day - 1), "the rest of the day, after the hour");
+        // A point before an existing partition: cut at that partition's start.
+        let later = parts.get_or_create(dir.path(), 5 * day + hour, hour).unwrap();
+        let p = parts.get_or_create(dir.path(), 5 * day + hour / 2, day).unwrap();
+        assert_eq!((p.start, p.max_ts()), (5 * day, later.start - 1));
+        // And the same partition again for a point it holds.
+        assert!(Arc::ptr_eq(&p, &parts.get_or_create(dir.path(), 5 * day, day).unwrap()));
+    }
 
     #[test]
     fn partition_math_handles_negative_time() {

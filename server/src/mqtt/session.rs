@@ -774,19 +774,29 @@ impl Conn {
                     }
                 }
             };
-            if !publishes.is_empty() {
-                match self.start_store(publishes).await {
+            let stored = !publishes.is_empty();
+            if stored {
+                match self.start_store(publishes, false).await {
                     Ok(p) => inflight.push_back(p),
-                    Err(reason) => return self.settle(stream, &mut inflight, reason).await,
+                    // Nothing of this batch was written; the ones before it still are.
+                    Err(reason) => return self.settle(stream, &mut inflight, reason, true).await,
                 }
             }
             // The batches in flight that must be answered before going on: all of them before
             // an answer to another packet or the end, else the oldest while the pipeline is full.
             let settle_all = lost || !matches!(step, Step::More);
+            let mut waited = false;
             while !inflight.is_empty() && (settle_all || inflight.len() >= PIPELINE) {
+                waited = true;
                 if let Err(reason) = self.complete_oldest(&mut inflight).await {
-                    return self.settle(stream, &mut inflight, reason).await;
+                    // PUBACKs stay in order: nothing after a failed batch is acknowledged.
+                    return self.settle(stream, &mut inflight, reason, false).await;
                 }
+            }
+            if stored || waited {
+                // The socket was not read meanwhile (the rate limit, the write-memory budget,
+                // a full pipeline): the device's keep-alive restarts now.
+                last_rx = Instant::now();
             }
             // Commands waiting (queued while offline, or arrived) while the window allows.
             while self.unacked.len() < self.window {
@@ -794,37 +804,33 @@ impl Conn {
                 self.send_command(c);
             }
             if !write_out(stream, &mut self.out).await || lost {
-                return self.settle(stream, &mut inflight, EndReason::ConnectionLost).await;
+                return self.settle(stream, &mut inflight, EndReason::ConnectionLost, true).await;
             }
             match step {
                 Step::End(r) => return r,
                 Step::Wait => continue, // answered after the batches before it, now done
                 Step::More => {}
             }
-            if inflight.len() < PIPELINE && wire::packet_buffered(&self.buf, self.max) {
+            if wire::packet_buffered(&self.buf, self.max) {
                 continue; // a complete (or malformed) packet is buffered: the batch was full
             }
             // 2. Wait for bytes, the oldest batch's write, a command, the keep-alive deadline,
-            //    a takeover or shutdown.
+            //    a takeover or shutdown. (At most one batch is in flight here: the loop above
+            //    answers the oldest while the pipeline is full, so the socket is read.)
             let can_send = self.unacked.len() < self.window;
-            let can_read = inflight.len() < PIPELINE;
-            // A device is not timed out while its socket is not read (backpressure).
-            let deadline =
-                keep_alive.filter(|_| can_read).map(|k| tokio::time::Instant::from_std(last_rx + k));
+            let deadline = keep_alive.map(|k| tokio::time::Instant::from_std(last_rx + k));
+            // The reason to end, and whether the batches still in flight may be acknowledged.
             let end = tokio::select! {
-                r = fill(stream, &mut self.buf), if can_read => match r {
+                r = fill(stream, &mut self.buf) => match r {
                     Ok(()) => {
                         last_rx = Instant::now();
                         presence.touch();
                         None
                     }
-                    Err(_) => Some(EndReason::ConnectionLost),
+                    Err(_) => Some((EndReason::ConnectionLost, true)),
                 },
                 written = wait_oldest(&mut inflight), if !inflight.is_empty() => {
                     let oldest = inflight.pop_front().expect("a batch in flight");
-                    if !can_read {
-                        last_rx = Instant::now(); // the keep-alive restarts with reading
-                    }
                     match self.answer(oldest.acks, oldest.ack_of, written) {
                         Ok(acks) => {
                             for (pkid, ack) in &acks {
@@ -832,19 +838,19 @@ impl Conn {
                             }
                             None
                         }
-                        Err(reason) => Some(reason),
+                        Err(reason) => Some((reason, false)),
                     }
                 }
                 Some(c) = rx.recv(), if can_send => {
                     self.send_command(c);
                     None
                 }
-                _ = sleep_until(deadline) => Some(EndReason::KeepAlive),
-                _ = kicked.notified() => Some(EndReason::TakenOver),
-                _ = shutdown.changed() => Some(EndReason::Shutdown),
+                _ = sleep_until(deadline) => Some((EndReason::KeepAlive, true)),
+                _ = kicked.notified() => Some((EndReason::TakenOver, true)),
+                _ = shutdown.changed() => Some((EndReason::Shutdown, true)),
             };
-            if let Some(reason) = end {
-                return self.settle(stream, &mut inflight, reason).await;
+            if let Some((reason, ack)) = end {
+                return self.settle(stream, &mut inflight, reason, ack).await;
             }
         }
     }
@@ -1049,8 +1055,8 @@ impl Conn {
 
     /// Stores a batch of PUBLISHes; returns the PUBACKs to send, in order. An error closes
     /// the connection without acknowledging anything of the batch.
-    async fn store(&mut self, publishes: Vec<InPublish>) -> Result<Vec<(u16, Ack)>, EndReason> {
-        let pending = self.start_store(publishes).await?;
+    async fn store(&mut self, publishes: Vec<InPublish>, sync: bool) -> Result<Vec<(u16, Ack)>, EndReason> {
+        let pending = self.start_store(publishes, sync).await?;
         self.finish_store(pending).await
     }
 
@@ -1058,7 +1064,12 @@ impl Conn {
     /// with what is needed to answer them: [`Conn::finish_store`] waits for the write. The
     /// rate limit and the write-memory budget are waited for here, so a slowed connection
     /// reads nothing meanwhile.
-    async fn start_store(&mut self, publishes: Vec<InPublish>) -> Result<PendingStore, EndReason> {
+    /// `sync`: wait for the fsync even if every message is QoS 0 (a Last Will).
+    async fn start_store(
+        &mut self,
+        publishes: Vec<InPublish>,
+        sync: bool,
+    ) -> Result<PendingStore, EndReason> {
         let broker = self.broker.clone();
         let metrics = &broker.metrics.mqtt;
         let mut acks: Vec<(u16, Ack)> = Vec::new();
@@ -1128,7 +1139,7 @@ impl Conn {
         };
         let job = broker.clone();
         let write = tokio::task::spawn_blocking(move || {
-            let r = job.write_messages(&messages);
+            let r = job.write_messages_with(&messages, sync || messages.iter().any(|m| m.qos > 0));
             if let Ok(reasons) = &r {
                 job.dead_letter(&messages, reasons);
             }
@@ -1189,24 +1200,24 @@ impl Conn {
         Ok(())
     }
 
-    /// Before the connection ends: waits for every batch in flight and sends what can still
-    /// be acknowledged (nothing after a failed batch), so no write outlives its connection.
+    /// Before the connection ends: waits for every batch in flight, so no write outlives its
+    /// connection, and sends the PUBACKs that may still go: with `ack` false (a batch before
+    /// these failed) none, else those up to the first batch that fails.
     async fn settle<S: AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
         inflight: &mut VecDeque<PendingStore>,
         reason: EndReason,
+        ack: bool,
     ) -> EndReason {
         // The connection ends for `reason` whatever these writes do (at shutdown they may fail
-        // because the engine closes): a failed one is not acknowledged, nor anything after it.
+        // because the engine closes).
+        let mut ack = ack;
         while !inflight.is_empty() {
-            if self.complete_oldest(inflight).await.is_err() {
-                while let Some(p) = inflight.pop_front() {
-                    if let Some(w) = p.write {
-                        let _ = w.await;
-                    }
-                }
-                break;
+            if ack {
+                ack = self.complete_oldest(inflight).await.is_ok();
+            } else if let Some(w) = inflight.pop_front().and_then(|p| p.write) {
+                let _ = w.await;
             }
         }
         let _ = write_out(stream, &mut self.out).await;
@@ -1268,7 +1279,8 @@ impl Conn {
             retain: false,
             topic_alias: None,
         };
-        self.store(vec![publish]).await.is_ok()
+        // Synced although QoS 0: the will may already be gone from the sessions file.
+        self.store(vec![publish], true).await.is_ok()
     }
 }
 
