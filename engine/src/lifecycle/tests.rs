@@ -424,3 +424,26 @@ fn segment_numbers_stay_above_collected_tombstones() {
     e.flush().unwrap();
     assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![10])]);
 }
+
+#[test]
+fn a_shorter_then_longer_partition_duration_still_flushes() {
+    // Partitions of an hour, then of a day: the day's aligned start is the hour partition's,
+    // which does not hold a point two hours in. The flush used to be handed that partition
+    // and never advanced.
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    e.create_database("db").unwrap();
+    let hour = 3_600_000_000_000i64;
+    let rp = |d: i64| RetentionPolicy { partition_duration: Some(d), ..RetentionPolicy::default() };
+    e.set_retention_policy("db", rp(hour)).unwrap();
+    write(&e, "db", "a", &[(hour / 2, 1.0)]);
+    e.flush().unwrap();
+    e.set_retention_policy("db", rp(24 * hour)).unwrap();
+    write(&e, "db", "a", &[(2 * hour, 2.0), (30 * hour, 3.0)]);
+    e.flush().unwrap();
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![hour / 2, 2 * hour, 30 * hour])]);
+    e.close().unwrap();
+    drop(e);
+    let e = open(dir.path());
+    assert_eq!(timestamps(&e, "db"), vec![("m,host=a".to_string(), vec![hour / 2, 2 * hour, 30 * hour])]);
+}
