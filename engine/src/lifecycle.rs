@@ -277,7 +277,16 @@ impl Inner {
                         }
                         // A segment that does not open is kept safe by its tombstones.
                         let Ok(r) = seg.reader() else { continue 'tombstone };
-                        if r.blocks().iter().any(|b| t.hides(seg.id.0, b.series, b.min_ts, b.max_ts)) {
+                        let hides =
+                            |b: &crate::segment::BlockMeta| t.hides(seg.id.0, b.series, b.min_ts, b.max_ts);
+                        // A per-device delete names a few series: look up their blocks (sorted
+                        // by series) instead of walking every block of the segment.
+                        let hidden = if t.series.len() < r.blocks().len() as u64 {
+                            t.series.iter().any(|s| r.series_blocks(SeriesId(s)).iter().any(hides))
+                        } else {
+                            r.blocks().iter().any(hides)
+                        };
+                        if hidden {
                             continue 'tombstone;
                         }
                     }
