@@ -266,7 +266,7 @@ impl Broker {
     /// `storage.sync`, unless every message is QoS 0: see [`Broker::write_messages_with`])
     /// and returns how each message went, in order: `None` when it was stored whole, else the
     /// reason. Points refused by the engine (series limit, field type conflict) count against
-    /// their message.
+    /// their message. Blocking: call from `spawn_blocking`.
     pub fn write_messages(&self, messages: &[Message]) -> Result<Vec<Option<String>>, StoreError> {
         let sync = messages.iter().any(|m| m.qos > 0);
         self.write_messages_with(messages, sync)
@@ -274,9 +274,9 @@ impl Broker {
 
     /// [`Broker::write_messages`] with the choice of waiting for the fsync. A batch of QoS 0
     /// messages only needs to reach the OS: nothing is acknowledged to the device, so nothing
-    /// was promised durable, and waiting for an fsync per batch halved the rate of QoS 0
-    /// connections. It is fsynced by the next durable commit or within a second (the
-    /// engine's periodic sync), and survives a crash of the process either way.
+    /// was promised durable and no fsync is owed to it (nor its latency, with two batches per
+    /// connection in flight). It is fsynced by the next durable commit or within a second
+    /// (the engine's periodic sync), and survives a crash of the process either way.
     pub fn write_messages_with(
         &self,
         messages: &[Message],

@@ -833,9 +833,7 @@ impl Conn {
                     let oldest = inflight.pop_front().expect("a batch in flight");
                     match self.answer(oldest.acks, oldest.ack_of, written) {
                         Ok(acks) => {
-                            for (pkid, ack) in &acks {
-                                self.writer.puback(*pkid, ack, &mut self.out);
-                            }
+                            self.queue_pubacks(&acks);
                             None
                         }
                         Err(reason) => Some((reason, false)),
@@ -866,9 +864,10 @@ impl Conn {
     /// Two batches per connection are written at once ([`PIPELINE`]): on the 4-connection
     /// loadgen runs (1 line per message) QoS 0 went from 280-290 K to 360-430 K msg/s, as the
     /// socket is read and decoded while the previous batch is written; QoS 1 stayed at
-    /// ~140 K (the two cores are saturated, and the in-flight window of the client, not
-    /// reading, bounds its batches). An earlier try of the same idea, measured on a busy
-    /// machine when QoS 0 waited for fsyncs, had shown nothing.
+    /// ~140 K: it is bound by the fsyncs (~400 us each here, back to back), and the client's
+    /// in-flight window, not reading, bounds its batches (docs/benchmarks.md, session 6). An
+    /// earlier try of the same idea, measured on a busy machine when QoS 0 waited for fsyncs,
+    /// had shown nothing.
     async fn fill_now<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Option<Result<(), ReadError>> {
         if self.buf.len() >= self.max {
             return None;
@@ -1194,10 +1193,14 @@ impl Conn {
     async fn complete_oldest(&mut self, inflight: &mut VecDeque<PendingStore>) -> Result<(), EndReason> {
         let Some(pending) = inflight.pop_front() else { return Ok(()) };
         let acks = self.finish_store(pending).await?;
-        for (pkid, ack) in &acks {
+        self.queue_pubacks(&acks);
+        Ok(())
+    }
+
+    fn queue_pubacks(&mut self, acks: &[(u16, Ack)]) {
+        for (pkid, ack) in acks {
             self.writer.puback(*pkid, ack, &mut self.out);
         }
-        Ok(())
     }
 
     /// Before the connection ends: waits for every batch in flight, so no write outlives its
@@ -1420,6 +1423,35 @@ mod tests {
             1,
             "one engine write for the three"
         );
+    }
+
+    /// A batch of QoS 0 messages is written without waiting for an fsync (nothing was
+    /// acknowledged); one holding a QoS 1 message waits for its own.
+    #[test]
+    fn qos0_batches_skip_the_fsync_and_qos1_batches_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = super::super::broker_for_tests(dir.path()).unwrap();
+        let batch = |qos: QoS, pkid: u16| {
+            let mut input = connect_bytes("dev1");
+            let mut p = Publish::new("telemetry/dev1/m", qos, format!("m v={pkid} {pkid}"));
+            p.pkid = pkid;
+            let mut b = BytesMut::new();
+            p.write(&mut b).unwrap();
+            input.extend_from_slice(&b);
+            input
+        };
+        let wal = &broker.engine.stats().wal;
+        let before = wal.fsyncs();
+        for _ in 0..4 {
+            run(&broker, batch(QoS::AtMostOnce, 0));
+        }
+        let stored = broker.metrics.mqtt.batches.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(stored, 4, "four connections, one batch each");
+        // At most the engine's periodic sync (once a second) ran meanwhile.
+        assert!(wal.fsyncs() - before <= 1, "QoS 0 batches fsynced: {} -> {}", before, wal.fsyncs());
+        let before = wal.fsyncs();
+        run(&broker, batch(QoS::AtLeastOnce, 1));
+        assert!(wal.fsyncs() > before, "a QoS 1 batch is acknowledged before its fsync");
     }
 
     /// Answers go out in the order of the packets even with batches in flight: a PINGRESP or
