@@ -5,6 +5,7 @@ mod cli_export;
 mod cli_query;
 mod cli_write;
 mod engine_crash;
+mod hostile;
 mod http_auth;
 mod http_backpressure;
 mod http_crash;
