@@ -21,8 +21,12 @@ use crate::index::{TagIndex, TagPredicate};
 use crate::model::{DbId, FieldType, SeriesId, SeriesKey, TimeRange};
 use crate::wal::{frame_record, log_header, replay_log};
 
-const CATALOG_MAGIC: &[u8; 8] = b"STRATCAT";
-const CATALOG_VERSION: u16 = 1;
+pub const CATALOG_MAGIC: &[u8; 8] = b"STRATCAT";
+pub const CATALOG_VERSION: u16 = 1;
+
+/// How far one series record's id may skip past the highest id before it (ids skip only
+/// past records lost to damage, see [`Catalog::reserve_series_ids`]); 16 MiB of table.
+const MAX_SERIES_ID_SKIP: usize = 1 << 20;
 
 const REC_DATABASE: u8 = 1;
 const REC_SERIES: u8 = 2;
@@ -687,6 +691,11 @@ fn apply_rule(st: &mut State, db: DbId, rule: DownsampleRule) {
     if let Some(d) = st.dbs.get_mut(&db) {
         d.rules.retain(|r| r.name != rule.name);
         d.rules.push(rule);
+            // Ids are dense (the table is a Vec indexed by id); they skip ahead only past
+            // records lost to damage. A damaged id must not allocate the table up to 4 billion.
+            if id.0 as usize > st.series.len().saturating_add(MAX_SERIES_ID_SKIP) {
+                return Err("series id skips too far past the previous ones");
+            }
     }
 }
 
@@ -835,6 +844,23 @@ mod tests {
         assert_eq!(c.tombstones(db).iter().map(|t| (**t).clone()).collect::<Vec<_>>(), vec![t.clone()]);
         assert_eq!(c.retention(db), Some(rp));
         assert!(t.hides(41, SeriesId(5), 0, 10));
+    /// Found by the catalog fuzz target (`fuzzing::catalog_log`): a series record whose id
+    /// was damaged to ~2 billion resized the series table to match, a 31 GB allocation that
+    /// aborted the process instead of an error naming the record.
+    #[test]
+    fn series_id_far_past_the_end_is_refused_not_allocated() {
+        let mut st = State::default();
+        let mut rec = vec![REC_SERIES];
+        rec.extend_from_slice(&0x7530_0000u32.to_le_bytes());
+        rec.extend_from_slice(&0u32.to_le_bytes());
+        rec.extend_from_slice(&key_bytes(&SeriesKey { measurement: "m".into(), tags: vec![] }));
+        assert!(matches!(apply_record(&mut st, &rec), Err(r) if r.contains("skips")));
+        assert!(st.series.is_empty());
+        rec[1..5].copy_from_slice(&(MAX_SERIES_ID_SKIP as u32).to_le_bytes());
+        assert!(matches!(apply_record(&mut st, &rec), Ok(())), "a skip past lost records still reads");
+    }
+    use std::fs;
+
         assert!(!t.hides(42, SeriesId(5), 0, 10), "segments written after the delete are not hidden");
         assert!(!t.hides(1, SeriesId(2), 0, 10));
         assert!(!t.hides(1, SeriesId(5), -10, -6));

@@ -953,14 +953,7 @@ impl Inner {
     }
 
     fn replay_record(&self, rec: &[u8], n: usize) -> Result<(), crate::batch::BatchDecodeError> {
-        let bad = |reason| crate::batch::BatchDecodeError { offset: 0, reason };
-        let (&len, rest) = rec.split_first().ok_or(bad("empty record"))?;
-        let len = len as usize;
-        if rest.len() < len {
-            return Err(bad("database name past the record end"));
-        }
-        let name = std::str::from_utf8(&rest[..len]).map_err(|_| bad("database name is not utf-8"))?;
-        let body = &rest[len..];
+        let (name, body) = wal::split_payload(rec)?;
         let db = self.catalog.create_db(name);
         let by_shard = split_by_shard(body, BatchIter::over(body), db, n)?;
         let mut outcome = WriteOutcome::default();

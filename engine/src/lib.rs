@@ -22,6 +22,8 @@ pub mod downsample;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod lifecycle;
 pub(crate) mod memtable;

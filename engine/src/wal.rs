@@ -67,6 +67,16 @@ pub fn log_header(magic: &[u8; 8], version: u16) -> [u8; WAL_HEADER_LEN] {
     h
 }
 
+/// Splits a WAL record payload into its database name and its write-batch body
+/// (`docs/file-formats.md`, "WAL record payload").
+pub fn split_payload(rec: &[u8]) -> Result<(&str, &[u8]), crate::batch::BatchDecodeError> {
+    let bad = |reason| crate::batch::BatchDecodeError { offset: 0, reason };
+    let (&len, rest) = rec.split_first().ok_or(bad("empty record"))?;
+    let name = rest.get(..usize::from(len)).ok_or(bad("database name past the record end"))?;
+    let name = std::str::from_utf8(name).map_err(|_| bad("database name is not utf-8"))?;
+    Ok((name, &rest[usize::from(len)..]))
+}
+
 /// Appends a framed record to `out`.
 pub fn frame_record(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());

@@ -68,32 +68,7 @@ impl SegmentReader {
         ts: &mut Vec<i64>,
         values: &mut Values,
     ) -> Result<(), SegmentError> {
-        let corrupt = |reason: String| SegmentError::Corrupt { path: self.path.clone(), reason };
-        let start = b.offset as usize;
-        let end = start + b.len as usize;
-        let data = &self.mmap[start..end];
-        let (body, crc) = data.split_at(data.len() - 4);
-        let expected = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-        let got = crc32c::crc32c(body);
-        if expected != got {
-            return Err(SegmentError::ChecksumMismatch {
-                path: self.path.clone(),
-                section: "block",
-                offset: b.offset,
-                expected,
-                got,
-            });
-        }
-        let ts_len = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
-        if ts_len > body.len() - 4 {
-            return Err(corrupt(format!("block at {} has timestamp length {ts_len} past its end", b.offset)));
-        }
-        let (ts_bytes, val_bytes) = body[4..].split_at(ts_len);
-        let n = b.count as usize;
-        let codec_err = |source| SegmentError::Codec { path: self.path.clone(), offset: b.offset, source };
-        codec::decode_timestamps(ts_bytes, n, ts).map_err(codec_err)?;
-        codec::decode_values(val_bytes, n, values).map_err(codec_err)?;
-        Ok(())
+        read_block_in(&self.path, &self.mmap, b, ts, values)
     }
 
     /// Reads and checks every block (for `strata inspect` and tests).
@@ -106,6 +81,60 @@ impl SegmentReader {
         }
         Ok(())
     }
+}
+
+/// Decodes one block of a segment held in `data` (checked by [`parse`]: in bounds, `len >= 8`).
+fn read_block_in(
+    path: &Path,
+    data: &[u8],
+    b: &BlockMeta,
+    ts: &mut Vec<i64>,
+    values: &mut Values,
+) -> Result<(), SegmentError> {
+    let corrupt = |reason: String| SegmentError::Corrupt { path: path.to_owned(), reason };
+    let start = b.offset as usize;
+    let end = start + b.len as usize;
+    let data = &data[start..end];
+    let (body, crc) = data.split_at(data.len() - 4);
+    let expected = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+    let got = crc32c::crc32c(body);
+    if expected != got {
+        return Err(SegmentError::ChecksumMismatch {
+            path: path.to_owned(),
+            section: "block",
+            offset: b.offset,
+            expected,
+            got,
+        });
+    }
+    let ts_len = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+    if ts_len > body.len() - 4 {
+        return Err(corrupt(format!("block at {} has timestamp length {ts_len} past its end", b.offset)));
+    }
+    let (ts_bytes, val_bytes) = body[4..].split_at(ts_len);
+    let n = b.count as usize;
+    let codec_err = |source| SegmentError::Codec { path: path.to_owned(), offset: b.offset, source };
+    codec::decode_timestamps(ts_bytes, n, ts).map_err(codec_err)?;
+    codec::decode_values(val_bytes, n, values).map_err(codec_err)?;
+    Ok(())
+}
+
+/// Parses a whole segment held in memory and decodes every block into `each`: the decoders
+/// of [`SegmentReader`] without a file, for the fuzz targets (`strata_engine::fuzzing`).
+#[doc(hidden)]
+pub fn decode_bytes(
+    data: &[u8],
+    mut each: impl FnMut(&BlockMeta, Result<(Vec<i64>, Values), SegmentError>),
+) -> Result<Vec<BlockMeta>, SegmentError> {
+    let path = Path::new("<memory>");
+    let blocks = parse(path, data)?;
+    for b in &blocks {
+        let mut ts = Vec::new();
+        let mut v = Values::new(b.field_type);
+        let res = read_block_in(path, data, b, &mut ts, &mut v).map(|()| (ts, v));
+        each(b, res);
+    }
+    Ok(blocks)
 }
 
 fn parse(path: &Path, data: &[u8]) -> Result<Vec<BlockMeta>, SegmentError> {
