@@ -60,10 +60,10 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(
-        "refusing to listen on non-loopback address {addr} with authentication off: set auth.enabled = true \
+        "refusing to listen on non-loopback address {addr} ({key}) with authentication off: set auth.enabled = true \
          (and create tokens with `strata token create`), or pass --insecure-allow-no-auth"
     )]
-    InsecureNoAuth { addr: SocketAddr },
+    InsecureNoAuth { key: &'static str, addr: SocketAddr },
     #[error("listener: {0}")]
     Listener(std::io::Error),
     #[error(transparent)]
@@ -104,7 +104,7 @@ impl Server {
         config.validate()?;
         let http_addr = listeners.http.local_addr().map_err(ServeError::Listener)?;
         if !config.auth.enabled && !http_addr.ip().is_loopback() && !config.auth.insecure_allow_no_auth {
-            return Err(ServeError::InsecureNoAuth { addr: http_addr });
+            return Err(ServeError::InsecureNoAuth { key: "http.addr", addr: http_addr });
         }
         if !config.auth.enabled && !http_addr.ip().is_loopback() {
             tracing::warn!(addr = %http_addr, "authentication is off on a non-loopback address (--insecure-allow-no-auth)");
@@ -158,7 +158,14 @@ impl Server {
                 let addr = l.local_addr().map_err(ServeError::Listener)?;
                 let st = &state.config.auth;
                 if !st.enabled && !addr.ip().is_loopback() && !st.insecure_allow_no_auth {
-                    return Err(ServeError::InsecureNoAuth { addr });
+                    return Err(ServeError::InsecureNoAuth { key: "mqtt.addr", addr });
+                }
+                // The TLS listener too, unless client certificates authenticate every device.
+                if let Some(tls) = &listeners.mqtt_tls {
+                    let addr = tls.local_addr().map_err(ServeError::Listener)?;
+                    if crate::mqtt::listener::refuses_without_auth(&state.config, addr) {
+                        return Err(ServeError::InsecureNoAuth { key: "mqtt.tls_addr", addr });
+                    }
                 }
                 let m = crate::mqtt::MqttServer::start(&state, l, listeners.mqtt_tls)?;
                 let _ = state.mqtt.set(m.broker().clone());

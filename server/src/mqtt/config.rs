@@ -54,6 +54,21 @@ pub struct MqttConfig {
     pub max_inflight: usize,
     /// How long a new connection may take to send CONNECT. Default 10 s.
     pub connect_timeout: HumanDuration,
+    /// Largest CONNECT accepted (`mqtt.max_packet_size` if that is smaller): what a connection
+    /// that has not authenticated yet may make the server buffer. A larger one is closed
+    /// from its fixed header, before its body is read (5.0: CONNACK 0x95 first). A device's
+    /// CONNECT (client id, credentials, a Last Will) is a few hundred bytes; 16 KiB leaves
+    /// room for a will payload of ~15 KiB while 10,000 half-open connections hold at most
+    /// ~180 MiB. Default 16 KiB; raise it for larger will payloads.
+    pub max_connect_size: ByteSize,
+    /// Most persistent sessions (3.1.1 `clean session = false`, 5.0 Session Expiry Interval
+    /// > 0) one identity (device id: certificate CN, username, else client id) may hold; a
+    /// further one is refused (CONNACK 3 / 5.0 0x97) while its existing ones still resume. A
+    /// device needs one, a gateway one per connection. Default 16.
+    pub max_sessions_per_identity: usize,
+    /// Most topic filters one session holds; past it a SUBSCRIBE's further filters get
+    /// SUBACK 0x80 (5.0: 0x97 quota exceeded). A device needs one or two. Default 64.
+    pub max_subscriptions_per_session: usize,
     /// Ceiling on the keep-alive a client may choose, whole seconds from 1 s to 65535 s. A
     /// client asking for 0 (no keep-alive) or more is held to this ceiling: a 5.0 client is
     /// told so (CONNACK Server Keep Alive), a 3.1.1 client cannot be and is timed out after
@@ -344,6 +359,9 @@ impl Default for MqttConfig {
             max_connections: 10_000,
             max_inflight: 256,
             connect_timeout: HumanDuration::secs(10),
+            max_connect_size: ByteSize::kib(16),
+            max_sessions_per_identity: 16,
+            max_subscriptions_per_session: 64,
             max_keep_alive: HumanDuration::secs(3600),
             rate_limit: 1000,
             rate_burst: 2000,
@@ -407,8 +425,14 @@ impl MqttConfig {
         if self.max_packet_size < ByteSize(64) || self.max_packet_size > ByteSize::mib(256) {
             return bad("mqtt.max_packet_size", "must be between 64B and 256MiB".into());
         }
-        let ranges: [(&'static str, usize, usize); 4] = [
+        if self.max_connect_size < ByteSize(128) || self.max_connect_size > ByteSize::mib(256) {
+            return bad("mqtt.max_connect_size", "must be between 128B and 256MiB".into());
+        }
+        let ranges: [(&'static str, usize, usize); 6] = [
             ("mqtt.max_connections", self.max_connections, 1_000_000),
+            ("mqtt.max_sessions_per_identity", self.max_sessions_per_identity, 1_000_000),
+            // The sessions file counts a session's filters in two bytes.
+            ("mqtt.max_subscriptions_per_session", self.max_subscriptions_per_session, 65_535),
             ("mqtt.max_inflight", self.max_inflight, 65_535),
             ("mqtt.dead_letter_max_entries", self.dead_letter_max_entries, 10_000_000),
             ("mqtt.session_max_queued", self.session_max_queued, 1_000_000),
@@ -443,6 +467,11 @@ impl MqttConfig {
     /// `max_keep_alive` in seconds (validated: 1 to 65535).
     pub fn max_keep_alive_secs(&self) -> u16 {
         u16::try_from(self.max_keep_alive.get().as_secs()).unwrap_or(u16::MAX).max(1)
+    }
+
+    /// The largest CONNECT read: `max_connect_size`, or `max_packet_size` if smaller.
+    pub fn connect_limit(&self) -> usize {
+        self.max_connect_size.as_usize().min(self.max_packet_size.as_usize())
     }
 
     /// Line-protocol timestamp unit (validated).
@@ -531,6 +560,15 @@ mod tests {
             (MqttConfig { command_prefix: "telemetry".into(), ..Default::default() }, "mqtt.command_prefix"),
             (MqttConfig { json_precision: "days".into(), ..Default::default() }, "mqtt.json_precision"),
             (MqttConfig { max_inflight: 0, ..Default::default() }, "mqtt.max_inflight"),
+            (
+                MqttConfig { max_sessions_per_identity: 0, ..Default::default() },
+                "mqtt.max_sessions_per_identity",
+            ),
+            (
+                MqttConfig { max_subscriptions_per_session: 65_536, ..Default::default() },
+                "mqtt.max_subscriptions_per_session",
+            ),
+            (MqttConfig { max_connect_size: ByteSize(64), ..Default::default() }, "mqtt.max_connect_size"),
             (MqttConfig { tls_addr: "127.0.0.1:0".into(), ..Default::default() }, "mqtt.tls_cert"),
             (MqttConfig { addr: "nowhere".into(), ..Default::default() }, "mqtt.addr"),
             (

@@ -32,6 +32,18 @@ pub const MAX_REFUSING: usize = 64;
 /// sends CONNECT right after connecting; a slow one is closed without an answer, as before.
 pub const REFUSE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Whether the TLS listener on `addr` must not start: authentication is off
+/// (`auth.enabled = false`), the address is not loopback, `--insecure-allow-no-auth` was not
+/// given, and there is no `mqtt.tls_client_ca` (with one, every device is authenticated by
+/// its client certificate, whatever `auth.enabled` says). The plain listeners refuse the same.
+pub fn refuses_without_auth(config: &crate::config::Config, addr: SocketAddr) -> bool {
+    let auth = &config.auth;
+    !auth.enabled
+        && !addr.ip().is_loopback()
+        && !auth.insecure_allow_no_auth
+        && config.mqtt.tls_client_ca.as_os_str().is_empty()
+}
+
 /// Builds the acceptor of the TLS listener from `mqtt.tls_*`.
 pub fn tls_config(config: &MqttConfig) -> Result<TlsAcceptor, String> {
     super::tls::acceptor(config)
@@ -142,6 +154,23 @@ mod tests {
         let mut b = BytesMut::new();
         v4::Connect::new(id).write(&mut b).unwrap();
         b.to_vec()
+    }
+
+    #[test]
+    fn tls_listener_needs_auth_off_loopback() {
+        let public: SocketAddr = "0.0.0.0:8883".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:8883".parse().unwrap();
+        let mut c = crate::config::Config::default();
+        assert!(refuses_without_auth(&c, public));
+        assert!(!refuses_without_auth(&c, local));
+        c.mqtt.tls_client_ca = "ca.pem".into();
+        assert!(!refuses_without_auth(&c, public), "client certificates authenticate");
+        c.mqtt.tls_client_ca = std::path::PathBuf::new();
+        c.auth.insecure_allow_no_auth = true;
+        assert!(!refuses_without_auth(&c, public));
+        c.auth.insecure_allow_no_auth = false;
+        c.auth.enabled = true;
+        assert!(!refuses_without_auth(&c, public));
     }
 
     /// Past `mqtt.max_connections` a connection is answered CONNACK 3 while fewer than

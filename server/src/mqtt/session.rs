@@ -31,7 +31,7 @@ use super::devices::Check;
 use super::metrics::{Backpressure, MqttMetrics};
 use super::rate::DeviceBucket;
 use super::session_store::StoredWill;
-use super::sessions::{Attachment, Command};
+use super::sessions::{AttachError, Attachment, Command};
 use super::status::now_ms;
 use super::topic::valid_device_id;
 use super::wire::{
@@ -186,6 +186,10 @@ async fn read_first<S: AsyncRead + Unpin>(
     }
 }
 
+/// Buffer step while reading a CONNECT: the buffer stays within `mqtt.max_connect_size` and
+/// one step.
+const CONNECT_CHUNK: usize = 2048;
+
 /// Largest CONNECT read from a connection refused for `mqtt.max_connections`: a device's
 /// CONNECT (client id, token, a small will) is a few hundred bytes; a larger one is answered
 /// from its fixed header and protocol level alone.
@@ -270,13 +274,15 @@ where
 {
     let max = broker.config.max_packet_size.as_usize();
     let metrics = &broker.metrics.mqtt;
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(CONNECT_CHUNK);
     let mut out = BytesMut::with_capacity(1024);
 
-    // CONNECT first, within the connect timeout.
+    // CONNECT first, within the connect timeout, and at most `mqtt.max_connect_size` of it:
+    // before it is accepted, nobody is authenticated, so the buffer stays that small (a larger
+    // CONNECT is refused from its fixed header, its body never read).
     let first = tokio::time::timeout(
         broker.config.connect_timeout.get(),
-        read_first(&mut stream, &mut buf, max, 8 * 1024),
+        read_first(&mut stream, &mut buf, broker.config.connect_limit(), CONNECT_CHUNK),
     )
     .await;
     let connect = match first {
@@ -296,13 +302,13 @@ where
                 Writer::refuse(
                     Protocol::V5,
                     Refusal::PacketTooLarge,
-                    "CONNECT exceeds mqtt.max_packet_size",
+                    "CONNECT exceeds mqtt.max_connect_size",
                     &mut out,
                 );
                 write_out(&mut stream, &mut out).await;
             }
             MqttMetrics::inc(&metrics.protocol_errors);
-            tracing::debug!(%peer, "MQTT connection closed: CONNECT larger than mqtt.max_packet_size");
+            tracing::debug!(%peer, "MQTT connection closed: CONNECT larger than mqtt.max_connect_size");
             return;
         }
         Ok(Ok(First::Malformed(protocol, e))) => {
@@ -338,28 +344,37 @@ where
         }
     };
     let conn_id = broker.next_conn_id();
-    // A client back before its Will Delay Interval ran out cancels its will (also one saved
-    // before a restart; the file drops it at the next save).
-    if broker.delayed_wills.lock().remove(&identity.client_id).is_some() {
-        tracing::info!(client_id = %identity.client_id, "delayed Last Will cancelled by the reconnect");
-        broker.sessions.touch();
-    }
     let attachment = match broker.sessions.attach(
         &identity.client_id,
+        &identity.device,
         connect.clean_start,
         connect.session_expiry,
         conn_id,
         now_ms(),
     ) {
         Ok(a) => a,
-        Err(_) => {
-            Writer::refuse(protocol, Refusal::QuotaExceeded, "too many sessions", &mut out);
+        Err(e) => {
+            // Another identity's session: "not authorized" (the client id is valid, this
+            // credential may not use it; 0x85 would invite the client to make up another id).
+            let (refusal, why) = match e {
+                AttachError::Full => (Refusal::QuotaExceeded, "too many sessions"),
+                AttachError::IdentityQuota => (Refusal::QuotaExceeded, "mqtt.max_sessions_per_identity reached"),
+                AttachError::NotOwner => (Refusal::NotAuthorized, "the session belongs to another identity"),
+            };
+            Writer::refuse(protocol, refusal, why, &mut out);
             write_out(&mut stream, &mut out).await;
             MqttMetrics::inc(&metrics.connections_refused);
-            tracing::warn!(%peer, client_id = %identity.client_id, "MQTT connection refused: too many sessions");
+            tracing::warn!(%peer, client_id = %identity.client_id, device = %identity.device, reason = %e, "MQTT connection refused");
             return;
         }
     };
+    // A client back before its Will Delay Interval ran out cancels its will (also one saved
+    // before a restart; the file drops it at the next save). Only once it has the session:
+    // another identity using its client id is refused above and cancels nothing.
+    if broker.delayed_wills.lock().remove(&identity.client_id).is_some() {
+        tracing::info!(client_id = %identity.client_id, "delayed Last Will cancelled by the reconnect");
+        broker.sessions.touch();
+    }
     let presence = broker.status.connected(&identity.device, &identity.client_id, conn_id);
     let bucket = broker.device_buckets.acquire(&identity.device, Instant::now());
     let writer = Writer::new(&connect);
@@ -582,11 +597,31 @@ async fn will_timer(mut conn: Conn, will: Will, conn_id: u64, due_ms: u64) {
     broker.sessions.touch();
 }
 
+/// Authenticates the CONNECT ([`credentials`]), then authorizes its Last Will as the PUBLISH
+/// it will become: a will on a topic its device may not publish to is refused with 3.1.1
+/// 0x05 / 5.0 0x87 (not authorized), as Mosquitto does, rather than accepted and dropped
+/// later (the device would never learn its will goes nowhere).
+async fn authenticate(
+    broker: &Arc<Broker>,
+    c: &ConnectInfo,
+    cert_device: Option<&str>,
+) -> Result<Identity, (Refusal, &'static str)> {
+    let id = credentials(broker, c, cert_device).await?;
+    if let Some(w) = &c.will {
+        if let PublishVerdict::Denied(why) = broker.acl.publish(&id.device, &w.topic) {
+            MqttMetrics::inc(&broker.metrics.mqtt.acl_denied);
+            tracing::warn!(client_id = %id.client_id, device = %id.device, topic = %w.topic, reason = why, "Last Will refused by the ACL");
+            return Err((Refusal::NotAuthorized, "Last Will refused by the ACL"));
+        }
+    }
+    Ok(id)
+}
+
 /// Checks the credentials: a verified client certificate; else a registered device's own
 /// password (`strata device add`); else (auth on) a token with write access to
 /// `mqtt.database` as the password. The device id is the certificate's CN, else
 /// the username, else the client id.
-async fn authenticate(
+async fn credentials(
     broker: &Arc<Broker>,
     c: &ConnectInfo,
     cert_device: Option<&str>,
@@ -1258,22 +1293,20 @@ impl Conn {
         }
     }
 
-    /// Publishes the Last Will: a will on one of the device's telemetry topics is stored like a
-    /// message (bad payloads dead-lettered); a will on a command topic is routed to
-    /// subscribers. Returns whether it went anywhere.
+    /// Publishes the Last Will as a PUBLISH of its device: through the same ACL (checked at
+    /// CONNECT already; again here for wills restored from the sessions file, which an older
+    /// version accepted unchecked), stored like a message (bad payloads dead-lettered). A will
+    /// never reaches command subscribers: commands come from the HTTP command endpoint only.
+    /// Returns whether it was stored.
     async fn publish_will(&mut self, will: &Will) -> bool {
         let broker = self.broker.clone();
+        if let PublishVerdict::Denied(why) = broker.acl.publish(&self.id.device, &will.topic) {
+            MqttMetrics::inc(&broker.metrics.mqtt.acl_denied);
+            tracing::warn!(client_id = %self.id.client_id, device = %self.id.device, topic = %will.topic, reason = why, "Last Will refused by the ACL; not published");
+            return false;
+        }
         MqttMetrics::inc(&broker.metrics.mqtt.wills);
         tracing::info!(client_id = %self.id.client_id, device = %self.id.device, topic = %will.topic, "publishing Last Will");
-        if super::topic::command_device(&broker.config.command_prefix, &will.topic).is_some() {
-            broker.publish_command(&Command {
-                topic: will.topic.clone(),
-                payload: will.payload.clone(),
-                qos: will.qos,
-                expires_at_ms: None,
-            });
-            return true;
-        }
         let publish = InPublish {
             topic: will.topic.clone(),
             qos: QoS::AtMostOnce,
@@ -1618,6 +1651,68 @@ mod tests {
         let mut level3 = connect_bytes("x");
         level3[8] = 3;
         assert_eq!(refuse(level3), (false, vec![]));
+    }
+
+    /// Fuzz finding (`mqtt_packets`, the first input it stopped at): a 5.0 UNSUBSCRIBE with
+    /// reserved flags 0101 and no topic filter was answered with an UNSUBACK without reason
+    /// codes, itself malformed. It is a malformed packet: DISCONNECT 0x81, nothing else.
+    #[test]
+    fn unsubscribe_with_reserved_flags_and_no_filter_is_malformed_regression() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = super::super::broker_for_tests(dir.path()).unwrap();
+        let mut input = connect5_bytes("u5", None);
+        input.extend_from_slice(&[0xa5, 0x03, 0x04, 0xc3, 0x00]);
+        input.extend_from_slice(&[0xc0, 0x00]); // a PINGREQ that must not be answered
+        let out = run(&broker, input);
+        let packets = v5_packets(&out);
+        assert!(
+            matches!(&packets[..], [v5::Packet::ConnAck(_), v5::Packet::Disconnect(d)] if d.reason_code == v5::DisconnectReasonCode::MalformedPacket),
+            "{packets:?}"
+        );
+        // 3.1.1: closed, nothing answered after the CONNACK.
+        for bad in [&[0xa2u8, 0x02, 0x00, 0x01][..], &[0xa0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'], &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01]] {
+            let mut input = connect_bytes("u4");
+            input.extend_from_slice(bad);
+            input.extend_from_slice(&[0xc0, 0x00]);
+            assert_eq!(run(&broker, input), vec![0x20, 0x02, 0x00, 0x00], "{bad:02x?}");
+        }
+    }
+
+    /// A Last Will on a topic the ACL refuses the device is refused at CONNECT (3.1.1 0x05,
+    /// 5.0 0x87); one on its own telemetry topic is accepted.
+    #[test]
+    fn wills_pass_the_publish_acl_at_connect() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = super::super::broker_for_tests(dir.path()).unwrap();
+        let with_will = |topic: &str| {
+            let mut c = v4::Connect::new("w1");
+            c.last_will = Some(v4::LastWill::new(topic, "x", QoS::AtMostOnce, false));
+            let mut b = BytesMut::new();
+            c.write(&mut b).unwrap();
+            run(&broker, b.to_vec())
+        };
+        assert_eq!(with_will("commands/w2/reboot"), vec![0x20, 0x02, 0x00, 0x05]);
+        assert_eq!(with_will("telemetry/w2/status"), vec![0x20, 0x02, 0x00, 0x05]);
+        assert_eq!(with_will("telemetry/w1/status"), vec![0x20, 0x02, 0x00, 0x00]);
+    }
+
+    /// A CONNECT announcing more than `mqtt.max_connect_size` is refused from its fixed header.
+    #[test]
+    fn connect_larger_than_max_connect_size_is_refused_from_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = super::super::broker_for_tests(dir.path()).unwrap();
+        let limit = broker.config.connect_limit();
+        let mut c = v5::Connect { keep_alive: 5, client_id: "big".into(), clean_start: true, properties: None };
+        c.client_id = "b".repeat(10);
+        let login = Some(v5::Login::new("u", "p".repeat(limit)));
+        let mut b = BytesMut::new();
+        c.write(&None, &login, &mut b).unwrap();
+        // Only the first bytes: the server must answer without waiting for the rest.
+        let out = run(&broker, b[..32].to_vec());
+        assert!(
+            matches!(&v5_packets(&out)[..], [v5::Packet::ConnAck(a)] if a.code == v5::ConnectReturnCode::PacketTooLarge),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! command's expiry deadline; version 1 files are still read (their sessions and commands
 //! never expire, as 3.1.1 sessions do). Version 3 adds the delayed Last Wills (5.0 Will Delay
 //! Interval) waiting to be published, with their wall-clock due time, so a restart neither
-//! loses nor cancels them; versions 1 and 2 are read as holding none. The next save writes
-//! version 3.
+//! loses nor cancels them; versions 1 and 2 are read as holding none. Version 4 adds each
+//! session's owner, the identity (device id) it belongs to, so that another identity cannot
+//! take it after a restart; sessions of versions 1 to 3 are read without one
+//! (`Sessions::restore` says whose they become). The next save writes version 4.
 //! Specified byte by byte in `docs/file-formats.md` ("MQTT sessions"); the test at the bottom
 //! pins the example there.
 //!
@@ -26,11 +28,13 @@ use rumqttc::QoS;
 use super::sessions::Command;
 
 pub const MAGIC: &[u8; 8] = b"STRATSES";
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The version before MQTT 5.0 support, still read.
 pub const VERSION_1: u16 = 1;
 /// The version before delayed wills were saved, still read.
 pub const VERSION_2: u16 = 2;
+/// The version before session owners were saved, still read.
+pub const VERSION_3: u16 = 3;
 const HEADER_LEN: usize = 16;
 /// Largest body accepted when reading (a sanity bound against a damaged length).
 const MAX_BODY: u32 = 1 << 30;
@@ -39,6 +43,9 @@ const MAX_BODY: u32 = 1 << 30;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
     pub client_id: String,
+    /// The identity (device id) the session belongs to; empty when read from a file of
+    /// version 1 to 3, which did not say.
+    pub owner: String,
     /// Session Expiry Interval, seconds (`wire::EXPIRY_NEVER`: never).
     pub expiry: u32,
     /// When the (offline) session ends, Unix ms; `None` when it never does or was online.
@@ -105,6 +112,8 @@ pub fn encode(saved: &Saved) -> Vec<u8> {
     let deadline = |t: Option<u64>| t.unwrap_or(0).to_le_bytes();
     for s in sessions {
         str16(&mut body, &s.client_id);
+        // Device ids are at most 128 bytes (`topic::valid_device_id`).
+        str16(&mut body, &s.owner);
         body.extend_from_slice(&s.expiry.to_le_bytes());
         body.extend_from_slice(&deadline(s.expires_at_ms));
         body.extend_from_slice(&(s.subscriptions.len() as u16).to_le_bytes());
@@ -217,7 +226,8 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Saved, SessionFileError> {
         return Err(SessionFileError::UnsupportedVersion { path: path.to_owned(), version });
     }
     let v2 = version >= VERSION_2;
-    let v3 = version >= 3;
+    let v3 = version >= VERSION_3;
+    let v4 = version >= 4;
     let len = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
     let start = HEADER_LEN + 8;
@@ -234,6 +244,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Saved, SessionFileError> {
         let mut out = Vec::new();
         for _ in 0..n {
             let client_id = r.str16()?;
+            let owner = if v4 { r.str16()? } else { String::new() };
             let (expiry, expires_at_ms) =
                 if v2 { (r.u32()?, r.deadline()?) } else { (super::wire::EXPIRY_NEVER, None) };
             let subs = r.u16()?;
@@ -252,7 +263,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Saved, SessionFileError> {
                 let payload = Bytes::copy_from_slice(r.take(len)?);
                 queue.push(Command { topic, payload, qos, expires_at_ms });
             }
-            out.push(StoredSession { client_id, expiry, expires_at_ms, subscriptions, queue });
+            out.push(StoredSession { client_id, owner, expiry, expires_at_ms, subscriptions, queue });
         }
         let mut wills = Vec::new();
         if v3 {
@@ -309,8 +320,16 @@ pub fn save(path: &Path, saved: &Saved) -> Result<(), SessionFileError> {
 mod tests {
     use super::*;
 
-    /// The sessions of the version 2 example, with one delayed will: the `mqtt-sessions` block.
+    /// The sessions of the version 3 example, with their owner: the `mqtt-sessions` block.
     fn example() -> Saved {
+        let mut e = example_v3();
+        e.sessions[0].owner = "pump-5".into();
+        e
+    }
+
+    /// The sessions of the version 2 example, with one delayed will: the `mqtt-sessions-v3`
+    /// block.
+    fn example_v3() -> Saved {
         Saved {
             sessions: example_v2(),
             wills: vec![StoredWill {
@@ -328,6 +347,7 @@ mod tests {
     fn example_v2() -> Vec<StoredSession> {
         vec![StoredSession {
             client_id: "d5".into(),
+            owner: String::new(),
             expiry: 3600,
             expires_at_ms: Some(1_700_000_000_000),
             subscriptions: vec![("commands/d5/#".into(), QoS::AtLeastOnce)],
@@ -368,6 +388,14 @@ mod tests {
         let path = Path::new("sessions.bin");
         let saved = decode(path, &doc_block("mqtt-sessions-v1")).unwrap();
         assert_eq!(saved, Saved { sessions: example_v1(), wills: Vec::new() });
+    }
+
+    /// Version 3 files (written before session owners were saved) still load, without owners.
+    #[test]
+    fn version_3_still_reads() {
+        let path = Path::new("sessions.bin");
+        let saved = decode(path, &doc_block("mqtt-sessions-v3")).unwrap();
+        assert_eq!(saved, example_v3());
     }
 
     /// Version 2 files (written before delayed wills were saved) still load, with no wills.
@@ -417,10 +445,10 @@ mod tests {
             assert!(decode(&path, &bad).is_err(), "flip at {i}");
             assert!(decode(&path, &good[..i]).is_err(), "cut at {i}");
         }
-        let mut v4 = good.clone();
-        v4[8] = 4;
-        let crc = crc32c::crc32c(&v4[..12]);
-        v4[12..16].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(decode(&path, &v4), Err(SessionFileError::UnsupportedVersion { version: 4, .. })));
+        let mut v5 = good.clone();
+        v5[8] = 5;
+        let crc = crc32c::crc32c(&v5[..12]);
+        v5[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&path, &v5), Err(SessionFileError::UnsupportedVersion { version: 5, .. })));
     }
 }

@@ -14,6 +14,13 @@
 //! an empty queue: the commands it holds are in its connection, which gives them back at
 //! [`Sessions::detach`] (at the latest at shutdown, before the last save).
 //!
+//! A session belongs to the identity that created it (the device id: certificate CN, username,
+//! else client id), not to the client id, which any client may choose: another identity asking
+//! for it, to resume it, start it clean or take its live connection over, is refused
+//! ([`AttachError::NotOwner`]) and the session stays as it was. One identity holds at most
+//! `mqtt.max_sessions_per_identity` persistent sessions and one session at most
+//! `mqtt.max_subscriptions_per_session` filters, so one credential cannot fill the table.
+//!
 //! Expiry (MQTT 5.0): a session outlives its connection by its Session Expiry Interval (0: it
 //! ends with the connection; [`EXPIRY_NEVER`], what 3.1.1 `clean session = false` gets:
 //! never). An offline session past its deadline is gone for [`Sessions::attach`] and
@@ -85,6 +92,10 @@ struct Online {
 
 #[derive(Debug)]
 struct Session {
+    /// The identity (device id) it belongs to. Empty only for a session restored from a file
+    /// written before owners were saved whose subscriptions name no single device: the first
+    /// identity that attaches adopts it.
+    owner: String,
     /// Session Expiry Interval in seconds: 0 ends the session with its connection,
     /// [`EXPIRY_NEVER`] never.
     expiry: u32,
@@ -113,25 +124,97 @@ fn deadline(expiry: u32, now_ms: u64) -> Option<u64> {
 
 /// Messages a connection's channel holds before further ones are queued or dropped.
 const CHANNEL: usize = 256;
-/// Filters one session may hold: a device needs one or two.
-const MAX_FILTERS: usize = 100;
+/// Defaults of `mqtt.max_sessions_per_identity` and `mqtt.max_subscriptions_per_session`.
+const DEFAULT_PER_IDENTITY: usize = 16;
+const DEFAULT_FILTERS: usize = 64;
+
+/// The sessions by client id, and how many persistent sessions each owner holds (kept in step
+/// by [`Table::take`] and [`Table::put`], the only ways in and out of `map`).
+#[derive(Debug, Default)]
+struct Table {
+    map: HashMap<String, Session>,
+    persistent_by_owner: HashMap<String, usize>,
+}
+
+impl Table {
+    fn take(&mut self, client_id: &str) -> Option<Session> {
+        let s = self.map.remove(client_id)?;
+        self.uncount(&s);
+        Some(s)
+    }
+
+    fn put(&mut self, client_id: String, s: Session) {
+        if s.persistent() {
+            *self.persistent_by_owner.entry(s.owner.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.map.insert(client_id, s) {
+            self.uncount(&old);
+        }
+    }
+
+    fn uncount(&mut self, s: &Session) {
+        if !s.persistent() {
+            return;
+        }
+        if let Some(n) = self.persistent_by_owner.get_mut(&s.owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.persistent_by_owner.remove(&s.owner);
+            }
+        }
+    }
+
+    fn persistent_of(&self, owner: &str) -> usize {
+        self.persistent_by_owner.get(owner).copied().unwrap_or(0)
+    }
+}
+
+/// The identity a session saved before owners were saved belonged to, as far as its
+/// subscriptions tell: with the ACL on, a device may only subscribe to `{prefix}/{its id}/...`,
+/// so filters that all name one device at their second level name their owner.
+fn implied_owner(subscriptions: &[(String, QoS)]) -> Option<String> {
+    let mut owner: Option<&str> = None;
+    for (filter, _) in subscriptions {
+        let device = filter.split('/').nth(1)?;
+        if device.is_empty() || device.contains(['+', '#']) || owner.is_some_and(|o| o != device) {
+            return None;
+        }
+        owner = Some(device);
+    }
+    owner.map(str::to_owned)
+}
 
 #[derive(Debug)]
 pub struct Sessions {
     max_sessions: usize,
     max_queued: usize,
-    map: Mutex<HashMap<String, Session>>,
+    max_per_identity: usize,
+    max_filters: usize,
+    map: Mutex<Table>,
     /// A persistent session changed since the last [`Sessions::snapshot`].
     dirty: AtomicBool,
     /// Wakes the saver when `dirty` is set.
     pub changed: Notify,
 }
 
-/// Too many sessions: the new client is refused (3.1.1 CONNACK 3, 5.0 0x97).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+/// Why a connection cannot have the session it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// The table is full: the new client is refused (3.1.1 CONNACK 3, 5.0 0x97).
+    #[error("too many sessions")]
+    Full,
+    /// The session (persistent, or with a connection attached) belongs to another identity:
+    /// refused (CONNACK 0x05 / 0x87), the session untouched.
+    #[error("the session belongs to another identity")]
+    NotOwner,
+    /// The identity holds `mqtt.max_sessions_per_identity` persistent sessions already
+    /// (CONNACK 3 / 0x97).
+    #[error("the identity holds mqtt.max_sessions_per_identity persistent sessions")]
+    IdentityQuota,
+}
 
-/// The session holds `MAX_FILTERS` filters already (5.0 SUBACK 0x97).
+/// The session holds `mqtt.max_subscriptions_per_session` filters already (SUBACK 0x80 /
+/// 5.0 0x97).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyFilters;
 
@@ -150,10 +233,19 @@ impl Sessions {
         Sessions {
             max_sessions,
             max_queued,
-            map: Mutex::new(HashMap::new()),
+            max_per_identity: DEFAULT_PER_IDENTITY,
+            max_filters: DEFAULT_FILTERS,
+            map: Mutex::new(Table::default()),
             dirty: AtomicBool::new(false),
             changed: Notify::new(),
         }
+    }
+
+    /// Sets `mqtt.max_sessions_per_identity` and `mqtt.max_subscriptions_per_session`.
+    pub fn with_limits(mut self, per_identity: usize, filters: usize) -> Sessions {
+        self.max_per_identity = per_identity.max(1);
+        self.max_filters = filters.max(1);
+        self
     }
 
     /// Marks the sessions file out of date and wakes the saver. Also called for what the file
@@ -179,10 +271,12 @@ impl Sessions {
         let map = self.map.lock();
         self.dirty.store(false, Ordering::Release);
         let mut out: Vec<StoredSession> = map
+            .map
             .iter()
             .filter(|(_, s)| s.persistent())
             .map(|(id, s)| StoredSession {
                 client_id: id.clone(),
+                owner: s.owner.clone(),
                 expiry: s.expiry,
                 expires_at_ms: s.expires_at_ms,
                 subscriptions: s.subscriptions.clone(),
@@ -196,7 +290,9 @@ impl Sessions {
 
     /// Loads saved sessions (at start, before any connection), offline, within the bounds. A
     /// session that was online when saved has no deadline yet: its connection is gone, so its
-    /// expiry starts now.
+    /// expiry starts now. One saved without an owner (files before version 4) belongs to the
+    /// device its subscriptions name ([`implied_owner`]), else to the first identity that
+    /// attaches to it.
     pub fn restore(&self, saved: Vec<StoredSession>, now_ms: u64) {
         let mut map = self.map.lock();
         for s in saved {
@@ -207,7 +303,7 @@ impl Sessions {
             if expires_at_ms.is_some_and(|t| t <= now_ms) {
                 continue;
             }
-            if map.len() >= self.max_sessions {
+            if map.map.len() >= self.max_sessions {
                 tracing::warn!(dropped_from = %s.client_id, "more saved MQTT sessions than the session limit; the rest are dropped");
                 break;
             }
@@ -216,42 +312,69 @@ impl Sessions {
                 queue.pop_front();
             }
             let mut subscriptions = s.subscriptions;
-            subscriptions.truncate(MAX_FILTERS);
-            map.insert(
+            subscriptions.truncate(self.max_filters);
+            let owner = if s.owner.is_empty() {
+                let implied = implied_owner(&subscriptions);
+                tracing::info!(client_id = %s.client_id, owner = ?implied, "MQTT session saved without an owner: owned by the device its subscriptions name, else by the first identity that resumes it");
+                implied.unwrap_or_default()
+            } else {
+                s.owner
+            };
+            // Over `max_sessions_per_identity` (the limit was lowered): kept all the same, the
+            // identity just cannot create more.
+            map.put(
                 s.client_id,
-                Session { expiry: s.expiry, expires_at_ms, subscriptions, queue, online: None },
+                Session { owner, expiry: s.expiry, expires_at_ms, subscriptions, queue, online: None },
             );
         }
     }
 
-    /// Attaches connection `conn` to `client_id`'s session, taking it over from a connection
-    /// already attached. `clean` discards an earlier session; `expiry` is the Session Expiry
-    /// Interval from now on (the session keeps what it held either way).
+    /// Attaches connection `conn` of identity `owner` to `client_id`'s session, taking it
+    /// over from a connection already attached. `clean` discards an earlier session;
+    /// `expiry` is the Session Expiry Interval from now on (the session keeps what it held
+    /// either way). A session of another owner is refused and left as it was.
     pub fn attach(
         &self,
         client_id: &str,
+        owner: &str,
         clean: bool,
         expiry: u32,
         conn: u64,
         now_ms: u64,
-    ) -> Result<Attachment, Full> {
+    ) -> Result<Attachment, AttachError> {
         let mut map = self.map.lock();
-        if map.get(client_id).is_some_and(|s| s.expired(now_ms)) {
-            map.remove(client_id);
+        if map.map.get(client_id).is_some_and(|s| s.expired(now_ms)) {
+            map.take(client_id);
+            self.dirty.store(true, Ordering::Release);
         }
-        if !map.contains_key(client_id) && map.len() >= self.max_sessions {
-            return Err(Full);
+        let current = map.map.get(client_id);
+        if current.is_some_and(|s| !s.owner.is_empty() && s.owner != owner) {
+            return Err(AttachError::NotOwner);
+        }
+        if current.is_none() && map.map.len() >= self.max_sessions {
+            return Err(AttachError::Full);
+        }
+        if expiry > 0 {
+            // This client id's own persistent session is replaced, not added to.
+            let own = usize::from(current.is_some_and(|s| s.persistent() && s.owner == owner));
+            if map.persistent_of(owner) - own >= self.max_per_identity {
+                return Err(AttachError::IdentityQuota);
+            }
         }
         let (tx, rx) = mpsc::channel(CHANNEL);
         let kicked = Arc::new(Notify::new());
         let online = Online { conn, tx, kicked: kicked.clone() };
-        let existing = map.remove(client_id);
+        let existing = map.take(client_id);
+        if existing.as_ref().is_some_and(|s| s.owner.is_empty()) {
+            tracing::info!(client_id = %client_id, owner = %owner, "MQTT session saved without an owner adopted by the first identity that resumed it");
+        }
         let existing_persistent = existing.as_ref().is_some_and(Session::persistent);
         if let Some(old) = existing.as_ref().and_then(|s| s.online.as_ref()) {
             old.kicked.notify_one();
         }
         let (session_present, session) = match existing {
             Some(mut s) if !clean && s.persistent() => {
+                s.owner = owner.to_owned();
                 s.online = Some(online);
                 s.expiry = expiry;
                 s.expires_at_ms = None;
@@ -260,6 +383,7 @@ impl Sessions {
             _ => (
                 false,
                 Session {
+                    owner: owner.to_owned(),
                     expiry,
                     expires_at_ms: None,
                     subscriptions: Vec::new(),
@@ -271,7 +395,7 @@ impl Sessions {
         let mut session = session;
         let queued = std::mem::take(&mut session.queue);
         let persistent_involved = session.persistent() || existing_persistent;
-        map.insert(client_id.to_owned(), session);
+        map.put(client_id.to_owned(), session);
         drop(map);
         if persistent_involved {
             self.touch();
@@ -292,17 +416,16 @@ impl Sessions {
         now_ms: u64,
     ) {
         let mut map = self.map.lock();
-        let Some(s) = map.get_mut(client_id) else { return };
-        if s.online.as_ref().is_none_or(|o| o.conn != conn) {
+        if map.map.get(client_id).is_none_or(|s| s.online.as_ref().is_none_or(|o| o.conn != conn)) {
             return; // taken over: the new connection owns the session now
         }
+        let mut s = map.take(client_id).expect("checked above");
         s.online = None;
         let was_persistent = s.persistent();
         if let Some(e) = expiry {
             s.expiry = e;
         }
         if !s.persistent() {
-            map.remove(client_id);
             drop(map);
             if was_persistent {
                 self.touch();
@@ -321,15 +444,16 @@ impl Sessions {
             keep.pop_front();
         }
         s.queue = keep;
+        map.put(client_id.to_owned(), s);
         drop(map);
         self.touch();
     }
 
     pub fn subscribe(&self, client_id: &str, filter: &str, qos: QoS) -> Result<(), TooManyFilters> {
         let mut map = self.map.lock();
-        let Some(s) = map.get_mut(client_id) else { return Ok(()) };
+        let Some(s) = map.map.get_mut(client_id) else { return Ok(()) };
         s.subscriptions.retain(|(f, _)| f != filter);
-        let r = if s.subscriptions.len() < MAX_FILTERS {
+        let r = if s.subscriptions.len() < self.max_filters {
             s.subscriptions.push((filter.to_owned(), qos));
             Ok(())
         } else {
@@ -345,7 +469,7 @@ impl Sessions {
 
     pub fn unsubscribe(&self, client_id: &str, filter: &str) {
         let mut map = self.map.lock();
-        let Some(s) = map.get_mut(client_id) else { return };
+        let Some(s) = map.map.get_mut(client_id) else { return };
         s.subscriptions.retain(|(f, _)| f != filter);
         let persistent = s.persistent();
         drop(map);
@@ -361,7 +485,7 @@ impl Sessions {
             return d;
         }
         let mut map = self.map.lock();
-        for s in map.values_mut() {
+        for s in map.map.values_mut() {
             if s.expired(now_ms) {
                 continue;
             }
@@ -406,9 +530,11 @@ impl Sessions {
     /// in the sessions file.
     pub fn expire(&self, now_ms: u64) -> usize {
         let mut map = self.map.lock();
-        let before = map.len();
-        map.retain(|_, s| !s.expired(now_ms));
-        let removed = before - map.len();
+        let gone: Vec<String> = map.map.iter().filter(|(_, s)| s.expired(now_ms)).map(|(id, _)| id.clone()).collect();
+        for id in &gone {
+            map.take(id);
+        }
+        let removed = gone.len();
         drop(map);
         if removed > 0 {
             self.touch();
@@ -418,12 +544,12 @@ impl Sessions {
 
     /// Whether a connection is attached to `client_id`'s session now.
     pub fn is_online(&self, client_id: &str) -> bool {
-        self.map.lock().get(client_id).is_some_and(|s| s.online.is_some())
+        self.map.lock().map.get(client_id).is_some_and(|s| s.online.is_some())
     }
 
     /// Sessions known (online or persistent).
     pub fn len(&self) -> usize {
-        self.map.lock().len()
+        self.map.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -442,7 +568,7 @@ mod tests {
     #[test]
     fn persistent_session_keeps_qos1_commands_while_offline() {
         let s = Sessions::new(10, 2);
-        let mut a = s.attach("d1", false, EXPIRY_NEVER, 1, 0).unwrap();
+        let mut a = s.attach("d1", "d1", false, EXPIRY_NEVER, 1, 0).unwrap();
         assert!(!a.session_present);
         s.subscribe("d1", "commands/d1/#", QoS::AtLeastOnce).unwrap();
         assert_eq!(s.publish(&cmd("commands/d1/reboot", QoS::AtLeastOnce), 0).delivered, 1);
@@ -452,14 +578,14 @@ mod tests {
         assert_eq!((d.delivered, d.queued), (0, 1));
         assert_eq!(s.publish(&cmd("commands/d1/q0", QoS::AtMostOnce), 0).dropped, 1, "QoS 0 is not kept");
         assert_eq!(s.publish(&cmd("commands/d2/x", QoS::AtLeastOnce), 0), Delivery::default());
-        let a = s.attach("d1", false, EXPIRY_NEVER, 2, 0).unwrap();
+        let a = s.attach("d1", "d1", false, EXPIRY_NEVER, 2, 0).unwrap();
         assert!(a.session_present);
         let topics: Vec<_> = a.queued.iter().map(|c| c.topic.as_str()).collect();
         assert_eq!(topics, vec!["commands/d1/unacked", "commands/d1/a"]);
         // A clean session discards it all.
         s.detach("d1", 2, vec![], a.rx, None, 0);
         s.publish(&cmd("commands/d1/b", QoS::AtLeastOnce), 0);
-        let a = s.attach("d1", true, 0, 3, 0).unwrap();
+        let a = s.attach("d1", "d1", true, 0, 3, 0).unwrap();
         assert!(!a.session_present && a.queued.is_empty());
         s.detach("d1", 3, vec![], a.rx, None, 0);
         assert!(s.is_empty(), "a clean session ends with its connection");
@@ -468,9 +594,9 @@ mod tests {
     #[test]
     fn takeover_and_bounds() {
         let s = Sessions::new(1, 1);
-        let a = s.attach("d1", false, EXPIRY_NEVER, 1, 0).unwrap();
-        assert!(s.attach("d2", true, 0, 2, 0).is_err(), "session limit");
-        let b = s.attach("d1", false, EXPIRY_NEVER, 2, 0).unwrap();
+        let a = s.attach("d1", "d1", false, EXPIRY_NEVER, 1, 0).unwrap();
+        assert!(s.attach("d2", "d2", true, 0, 2, 0).is_err(), "session limit");
+        let b = s.attach("d1", "d1", false, EXPIRY_NEVER, 2, 0).unwrap();
         assert!(b.session_present);
         // The old connection was told, and its detach does not end the new one's session.
         let kicked = a.kicked.clone();
@@ -486,10 +612,10 @@ mod tests {
     #[test]
     fn snapshot_and_restore_keep_persistent_sessions_only() {
         let s = Sessions::new(10, 5);
-        let a = s.attach("p1", false, EXPIRY_NEVER, 1, 0).unwrap();
+        let a = s.attach("p1", "p1", false, EXPIRY_NEVER, 1, 0).unwrap();
         assert!(s.is_dirty(), "a new persistent session is a change to save");
         s.subscribe("p1", "commands/p1/#", QoS::AtLeastOnce).unwrap();
-        let c = s.attach("c1", true, 0, 2, 0).unwrap();
+        let c = s.attach("c1", "c1", true, 0, 2, 0).unwrap();
         s.subscribe("c1", "commands/c1/#", QoS::AtLeastOnce).unwrap();
         s.detach("p1", 1, vec![], a.rx, None, 0);
         s.publish(&cmd("commands/p1/go", QoS::AtLeastOnce), 0);
@@ -507,7 +633,7 @@ mod tests {
         let r = Sessions::new(10, 5);
         r.restore(snap, 0);
         assert_eq!(r.publish(&cmd("commands/p1/later", QoS::AtLeastOnce), 0).queued, 1);
-        let a = r.attach("p1", false, EXPIRY_NEVER, 1, 0).unwrap();
+        let a = r.attach("p1", "p1", false, EXPIRY_NEVER, 1, 0).unwrap();
         assert!(a.session_present);
         let topics: Vec<_> = a.queued.iter().map(|c| c.topic.as_str()).collect();
         assert_eq!(topics, vec!["commands/p1/go", "commands/p1/later"]);
@@ -517,7 +643,7 @@ mod tests {
     fn session_and_message_expiry() {
         let s = Sessions::new(10, 10);
         // A 5.0 session with a 10 s expiry, offline from t = 1 s.
-        let a = s.attach("e1", false, 10, 1, 0).unwrap();
+        let a = s.attach("e1", "e1", false, 10, 1, 0).unwrap();
         s.subscribe("e1", "commands/e1/#", QoS::AtLeastOnce).unwrap();
         s.detach("e1", 1, vec![], a.rx, None, 1_000);
         let mut short = cmd("commands/e1/short", QoS::AtLeastOnce);
@@ -530,7 +656,7 @@ mod tests {
         // Restored after the command expired: only the other one is left.
         let r = Sessions::new(10, 10);
         r.restore(snap.clone(), 5_000);
-        let a = r.attach("e1", false, 10, 2, 5_000).unwrap();
+        let a = r.attach("e1", "e1", false, 10, 2, 5_000).unwrap();
         assert!(a.session_present);
         let topics: Vec<_> = a.queued.iter().map(|c| c.topic.as_str()).collect();
         assert_eq!(topics, vec!["commands/e1/long"]);
@@ -539,19 +665,108 @@ mod tests {
         r.restore(snap, 11_000);
         assert!(r.is_empty());
         // Before the deadline it resumes; an online session does not expire.
-        assert!(s.attach("e1", false, 10, 3, 10_999).unwrap().session_present);
-        let b = s.attach("e1", false, 10, 4, 11_000).unwrap();
+        assert!(s.attach("e1", "e1", false, 10, 3, 10_999).unwrap().session_present);
+        let b = s.attach("e1", "e1", false, 10, 4, 11_000).unwrap();
         assert!(b.session_present, "online sessions do not expire");
         s.detach("e1", 4, vec![], b.rx, Some(0), 12_000);
         assert!(s.is_empty(), "a 5.0 DISCONNECT may set the expiry to 0: the session ends");
         // The sweep removes offline sessions past their deadline only.
-        let a = s.attach("e2", false, 1, 5, 0).unwrap();
+        let a = s.attach("e2", "e2", false, 1, 5, 0).unwrap();
         s.detach("e2", 5, vec![], a.rx, None, 0);
-        let keep = s.attach("e3", false, EXPIRY_NEVER, 6, 0).unwrap();
+        let keep = s.attach("e3", "e3", false, EXPIRY_NEVER, 6, 0).unwrap();
         s.detach("e3", 6, vec![], keep.rx, None, 0);
         assert_eq!(s.expire(999), 0);
         assert_eq!(s.expire(1_000), 1);
         assert_eq!(s.len(), 1);
+    }
+
+    /// A session belongs to the identity that made it: another one is refused for it, resumed,
+    /// clean or live, and the session stays whole; the owner still gets it afterwards.
+    #[test]
+    fn sessions_belong_to_their_identity() {
+        let s = Sessions::new(10, 10);
+        let a = s.attach("b", "dev-b", false, EXPIRY_NEVER, 1, 0).unwrap();
+        s.subscribe("b", "commands/dev-b/#", QoS::AtLeastOnce).unwrap();
+        for clean in [false, true] {
+            let r = s.attach("b", "dev-a", clean, EXPIRY_NEVER, 2, 0);
+            assert_eq!(r.err(), Some(AttachError::NotOwner), "live, clean = {clean}");
+        }
+        assert!(!futures_lite_now(a.kicked.clone()), "the owner's connection was not kicked");
+        s.detach("b", 1, vec![], a.rx, None, 0);
+        assert_eq!(s.publish(&cmd("commands/dev-b/go", QoS::AtLeastOnce), 0).queued, 1);
+        assert_eq!(s.attach("b", "dev-a", false, EXPIRY_NEVER, 3, 0).err(), Some(AttachError::NotOwner));
+        assert_eq!(s.attach("b", "dev-a", true, 0, 4, 0).err(), Some(AttachError::NotOwner));
+        let back = s.attach("b", "dev-b", false, EXPIRY_NEVER, 5, 0).unwrap();
+        assert!(back.session_present);
+        assert_eq!(back.queued.iter().map(|c| c.topic.as_str()).collect::<Vec<_>>(), vec!["commands/dev-b/go"]);
+        // Saved with its owner, restored with it.
+        let snap = s.snapshot();
+        assert_eq!(snap[0].owner, "dev-b");
+        let r = Sessions::new(10, 10);
+        r.restore(snap, 0);
+        assert_eq!(r.attach("b", "dev-a", false, EXPIRY_NEVER, 1, 0).err(), Some(AttachError::NotOwner));
+    }
+
+    /// Sessions of files before owners were saved: the device their filters name owns them;
+    /// naming none, the first identity that attaches adopts them.
+    #[test]
+    fn sessions_without_owner_get_the_implied_one() {
+        let old = |id: &str, filters: &[&str]| StoredSession {
+            client_id: id.into(),
+            owner: String::new(),
+            expiry: EXPIRY_NEVER,
+            expires_at_ms: None,
+            subscriptions: filters.iter().map(|f| ((*f).to_owned(), QoS::AtLeastOnce)).collect(),
+            queue: Vec::new(),
+        };
+        let s = Sessions::new(10, 10);
+        s.restore(
+            vec![
+                old("c1", &["commands/dev-1/#", "commands/dev-1/x"]),
+                old("gw", &["commands/+/#"]),
+                old("mixed", &["commands/a/#", "commands/b/#"]),
+            ],
+            0,
+        );
+        assert_eq!(s.attach("c1", "dev-2", false, EXPIRY_NEVER, 1, 0).err(), Some(AttachError::NotOwner));
+        assert!(s.attach("c1", "dev-1", false, EXPIRY_NEVER, 2, 0).unwrap().session_present);
+        assert!(s.attach("gw", "gateway", false, EXPIRY_NEVER, 3, 0).unwrap().session_present);
+        assert_eq!(s.attach("gw", "other", false, EXPIRY_NEVER, 4, 0).err(), Some(AttachError::NotOwner), "adopted");
+        assert_eq!(implied_owner(&[]), None);
+        assert_eq!(implied_owner(&[("commands/a/#".into(), QoS::AtLeastOnce), ("commands/b".into(), QoS::AtLeastOnce)]), None);
+        assert_eq!(implied_owner(&[("commands/a".into(), QoS::AtLeastOnce)]), Some("a".into()));
+    }
+
+    /// One identity holds at most `max_sessions_per_identity` persistent sessions; its own
+    /// resume, clean sessions and other identities are not affected; ending one frees room.
+    #[test]
+    fn persistent_sessions_per_identity_are_capped() {
+        let s = Sessions::new(100, 10).with_limits(2, 3);
+        let a = s.attach("g1", "gw", false, EXPIRY_NEVER, 1, 0).unwrap();
+        let b = s.attach("g2", "gw", false, 60, 2, 0).unwrap();
+        assert_eq!(s.attach("g3", "gw", false, EXPIRY_NEVER, 3, 0).err(), Some(AttachError::IdentityQuota));
+        assert!(s.attach("g3", "gw", true, 0, 4, 0).is_ok(), "a clean session is not counted");
+        assert!(s.attach("o1", "other", false, EXPIRY_NEVER, 5, 0).is_ok());
+        assert!(s.attach("g1", "gw", false, EXPIRY_NEVER, 6, 0).unwrap().session_present, "its own resumes");
+        drop(a);
+        // g2 ends (5.0 DISCONNECT with expiry 0): room for another.
+        s.detach("g2", 2, vec![], b.rx, Some(0), 0);
+        assert!(s.attach("g4", "gw", false, EXPIRY_NEVER, 7, 0).is_ok());
+        assert_eq!(s.attach("g5", "gw", false, EXPIRY_NEVER, 8, 0).err(), Some(AttachError::IdentityQuota));
+        // Expired sessions free room too.
+        let e = s.attach("e1", "exp", false, 1, 9, 0).unwrap();
+        s.detach("e1", 9, vec![], e.rx, None, 0);
+        let e = s.attach("e2", "exp", false, EXPIRY_NEVER, 10, 0).unwrap();
+        drop(e);
+        assert_eq!(s.attach("e3", "exp", false, EXPIRY_NEVER, 11, 500).err(), Some(AttachError::IdentityQuota));
+        assert_eq!(s.expire(1_000), 1);
+        assert!(s.attach("e3", "exp", false, EXPIRY_NEVER, 12, 1_000).is_ok());
+        // Filters per session.
+        for f in ["commands/o/a", "commands/o/b", "commands/o/c"] {
+            s.subscribe("o1", f, QoS::AtLeastOnce).unwrap();
+        }
+        assert_eq!(s.subscribe("o1", "commands/o/d", QoS::AtLeastOnce), Err(TooManyFilters));
+        assert_eq!(s.subscribe("o1", "commands/o/a", QoS::AtMostOnce), Ok(()), "a filter it holds");
     }
 
     /// Whether `n` holds a stored permit (`notify_one` before anyone waited).

@@ -123,6 +123,25 @@ pub enum WireError {
     V5(V5Error),
     #[error("topic or filter is not UTF-8")]
     NotUtf8,
+    /// The fixed header's flags are not the ones the packet type requires.
+    #[error("packet type {packet_type} with reserved flags {flags:#06b}")]
+    ReservedFlags { packet_type: u8, flags: u8 },
+    /// A SUBSCRIBE or UNSUBSCRIBE without any topic filter.
+    #[error("SUBSCRIBE or UNSUBSCRIBE without a topic filter")]
+    NoTopicFilter,
+}
+
+/// Whether the flags of a fixed header's first byte are the ones its packet type requires
+/// (3.1.1 section 2.2.2, 5.0 section 2.1.3): PUBLISH carries its own; PUBREL, SUBSCRIBE and
+/// UNSUBSCRIBE must have 0010; every other packet 0000. Anything else is a malformed packet
+/// that closes the connection (MQTT-2.2.2-2, MQTT-3.8.1-1, MQTT-3.10.1-1). rumqttc's codecs
+/// do not check them, so this runs before they parse.
+pub fn flags_ok(byte1: u8) -> bool {
+    match byte1 >> 4 {
+        3 => true,
+        6 | 8 | 10 => byte1 & 0x0f == 0b0010,
+        _ => byte1 & 0x0f == 0,
+    }
 }
 
 fn qos_from_v5(q: V5QoS) -> QoS {
@@ -168,6 +187,11 @@ pub fn packet_buffered(buf: &BytesMut, max: usize) -> bool {
 /// Reads one packet of `protocol` from `buf`; `Ok(None)` until a whole one is buffered. A
 /// packet larger than `max` bytes is refused from its fixed header, before its body arrives.
 pub fn read(protocol: Protocol, buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, WireError> {
+    if let Some(&byte1) = buf.first() {
+        if !flags_ok(byte1) {
+            return Err(WireError::ReservedFlags { packet_type: byte1 >> 4, flags: byte1 & 0x0f });
+        }
+    }
     match protocol {
         Protocol::V311 => read_v4(buf, max),
         Protocol::V5 => read_v5(buf, max),
@@ -218,11 +242,14 @@ fn read_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, WireError>
         }),
         v4::Packet::PubAck(a) => Inbound::PubAck(a.pkid),
         v4::Packet::PingReq => Inbound::PingReq,
+        v4::Packet::Subscribe(s) if s.filters.is_empty() => return Err(WireError::NoTopicFilter),
         v4::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
             filters: s.filters.into_iter().map(|f| (f.path, f.qos)).collect(),
             with_id: false,
         },
+        // MQTT-3.10.3-2: at least one filter (rumqttc checks it for SUBSCRIBE only).
+        v4::Packet::Unsubscribe(u) if u.topics.is_empty() => return Err(WireError::NoTopicFilter),
         v4::Packet::Unsubscribe(u) => Inbound::Unsubscribe { pkid: u.pkid, filters: u.topics },
         v4::Packet::Disconnect => Inbound::Disconnect { with_will: false, session_expiry: None },
         v4::Packet::ConnAck(_) => Inbound::Unexpected("CONNACK"),
@@ -294,11 +321,13 @@ fn read_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, WireError>
         }),
         v5::Packet::PubAck(a) => Inbound::PubAck(a.pkid),
         v5::Packet::PingReq(_) => Inbound::PingReq,
+        v5::Packet::Subscribe(s) if s.filters.is_empty() => return Err(WireError::NoTopicFilter),
         v5::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
             filters: s.filters.into_iter().map(|f| (f.path, qos_from_v5(f.qos))).collect(),
             with_id: s.properties.is_some_and(|p| p.id.is_some()),
         },
+        v5::Packet::Unsubscribe(u) if u.filters.is_empty() => return Err(WireError::NoTopicFilter),
         v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe { pkid: u.pkid, filters: u.filters },
         v5::Packet::Disconnect(d) => Inbound::Disconnect {
             with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
@@ -760,6 +789,33 @@ mod tests {
         assert_eq!(connect_protocol_level(&b), Some(5));
         assert_eq!(connect_protocol_level(&[0x30, 0]), None);
         assert_eq!(connect_protocol_level(&[0x10, 0xff, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+
+    /// Wrong reserved flags and SUBSCRIBE/UNSUBSCRIBE without filters are malformed in both
+    /// versions, whatever the codec says (the fuzz finding `a5 03 04 c3 00`).
+    #[test]
+    fn reserved_flags_and_empty_filter_lists_are_malformed() {
+        let read_one = |p: Protocol, bytes: &[u8]| read(p, &mut BytesMut::from(bytes), 1024);
+        for p in [Protocol::V311, Protocol::V5] {
+            let flags = read_one(p, &[0xa5, 0x03, 0x04, 0xc3, 0x00]);
+            assert_eq!(flags, Err(WireError::ReservedFlags { packet_type: 10, flags: 5 }), "{p:?}");
+            assert!(matches!(read_one(p, &[0x80, 0x06, 0, 1, 0, 1, b'a', 1]), Err(WireError::ReservedFlags { .. })));
+            assert!(matches!(read_one(p, &[0xc1, 0x00]), Err(WireError::ReservedFlags { .. })));
+            assert!(matches!(read_one(p, &[0x62, 0x02, 0, 1]), Err(_) | Ok(Some(Inbound::Unexpected(_)))));
+            // Refused from the first byte, before the rest arrives.
+            assert!(matches!(read_one(p, &[0xa0]), Err(WireError::ReservedFlags { .. })));
+        }
+        assert_eq!(read_one(Protocol::V311, &[0xa2, 0x02, 0x00, 0x01]), Err(WireError::NoTopicFilter));
+        assert_eq!(read_one(Protocol::V5, &[0xa2, 0x03, 0x00, 0x01, 0x00]), Err(WireError::NoTopicFilter));
+        assert!(read_one(Protocol::V311, &[0x82, 0x02, 0x00, 0x01]).is_err());
+        assert!(read_one(Protocol::V5, &[0x82, 0x03, 0x00, 0x01, 0x00]).is_err());
+        // Well-formed ones still read.
+        assert_eq!(
+            read_one(Protocol::V311, &[0xa2, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']),
+            Ok(Some(Inbound::Unsubscribe { pkid: 1, filters: vec!["a".into()] }))
+        );
+        assert_eq!(read_one(Protocol::V311, &[0xc0, 0x00]), Ok(Some(Inbound::PingReq)));
+        assert!(flags_ok(0x3b), "PUBLISH flags are its own");
     }
 
     #[test]
