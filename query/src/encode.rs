@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use crate::ast::write_time;
+use crate::limits::row_bytes;
 use crate::result::{Epoch, Series, StatementResult, Value};
 
 /// How to print results.
@@ -221,6 +222,65 @@ pub fn encode_json(results: &[StatementResult], opts: EncodeOptions) -> String {
     out
 }
 
+/// A bound on the bytes [`encode_json`] writes for `series` (one statement's; never fewer than
+/// it writes), computed without writing them: the server checks it against the query memory limit before it encodes a
+/// materialised answer, whose text is held whole next to the results. Numbers and times count
+/// their longest form; strings count their escapes exactly once a cheap bound (six bytes per
+/// byte, `\u003c` for `<`) passes `exact_above`.
+pub fn json_len_bound(series: &[Series], opts: EncodeOptions, exact_above: u64) -> u64 {
+    // Indentation and line breaks of `pretty=true`: at most this deep per value.
+    let pad = if opts.pretty { 34 } else { 0 };
+    let time = if opts.epoch == Epoch::Rfc3339 { 32 } else { 20 };
+    let mut total = 0u64;
+    let mut strings = 0u64;
+    for s in series {
+        let names = s.name.len()
+            + s.columns.iter().map(|c| c.len() + 3).sum::<usize>()
+            + s.tags.iter().flatten().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>();
+        total += 6 * names as u64 + 64 + 4 * pad;
+        for row in &s.values {
+            total += 2 + pad;
+            for v in row {
+                total += 1 + pad;
+                total += match v {
+                    Value::Null => 4,
+                    Value::Boolean(_) => 5,
+                    Value::Float(_) => 24,
+                    Value::Integer(_) | Value::Unsigned(_) => 20,
+                    Value::Time(_) => time,
+                    Value::String(text) => {
+                        strings += text.len() as u64;
+                        2
+                    }
+                };
+            }
+        }
+    }
+    if total + 6 * strings <= exact_above {
+        return total + 6 * strings;
+    }
+    let escaped = |text: &str| -> u64 {
+        text.chars()
+            .map(|c| match c {
+                '"' | '\\' | '\n' | '\r' | '\t' => 2,
+                '<' | '>' | '&' => 6,
+                c if (c as u32) < 0x20 => 6,
+                c => c.len_utf8() as u64,
+            })
+            .sum()
+    };
+    let exact: u64 = series
+        .iter()
+        .flat_map(|s| &s.values)
+        .flatten()
+        .map(|v| match v {
+            Value::String(text) => escaped(text),
+            _ => 0,
+        })
+        .sum();
+    total + exact
+}
+
 /// `chunked=true`: one JSON document per line, each with at most `chunk_size` rows of one
 /// series. `partial: true` marks a series continued in the next chunk and a statement whose
 /// results continue. The materialised form of [`ChunkEncoder`], for callers that already hold
@@ -256,6 +316,10 @@ pub fn encode_json_chunks(
 /// series or the end arrives, so the last chunk of the latest series waits here until then:
 /// the encoder holds at most `chunk_size` rows of a series fed in parts, or the series it
 /// was given whole (which its producer held anyway).
+///
+/// A line also ends, whatever `chunk_size` says, once its rows pass [`CHUNK_BYTES`] (as held
+/// in memory, close to their JSON length), so a line of wide rows never grows past about a
+/// mebibyte plus one row.
 #[derive(Debug)]
 pub struct ChunkEncoder {
     opts: EncodeOptions,
@@ -264,9 +328,16 @@ pub struct ChunkEncoder {
     /// The latest series: its rows from `sent` on are not written yet.
     current: Option<Series>,
     sent: usize,
+    /// Rows `sent..scanned` of `current` are measured; `bytes` is their size.
+    scanned: usize,
+    bytes: u64,
     /// More rows of `current` are coming ([`ChunkEncoder::part`] with `more`).
     open: bool,
 }
+
+/// Bytes of rows (estimated as [`row_bytes`]) after which a chunked JSON line ends even when
+/// it has fewer than `chunk_size` rows.
+pub const CHUNK_BYTES: u64 = 1 << 20;
 
 impl ChunkEncoder {
     pub fn new(opts: EncodeOptions, chunk_size: usize) -> ChunkEncoder {
@@ -276,6 +347,8 @@ impl ChunkEncoder {
             statement_id: 0,
             current: None,
             sent: 0,
+            scanned: 0,
+            bytes: 0,
             open: false,
         }
     }
@@ -285,6 +358,8 @@ impl ChunkEncoder {
         self.statement_id = statement_id;
         self.current = None;
         self.sent = 0;
+        self.scanned = 0;
+        self.bytes = 0;
         self.open = false;
     }
 
@@ -302,6 +377,7 @@ impl ChunkEncoder {
             Some(cur) if self.open => {
                 // Drop what was written, so the buffer never grows past chunk_size + a part.
                 cur.values.drain(..self.sent);
+                self.scanned -= self.sent;
                 self.sent = 0;
                 cur.values.extend(s.values);
             }
@@ -309,14 +385,28 @@ impl ChunkEncoder {
                 self.flush_held(true, out);
                 self.current = Some(s);
                 self.sent = 0;
+                self.scanned = 0;
+                self.bytes = 0;
             }
         }
         self.open = more;
         // A chunk goes out once a row after it is known, so its `partial` flag is right.
         if let Some(cur) = &self.current {
-            while cur.values.len() - self.sent > self.chunk_size {
-                out.push(self.line(cur, self.sent, self.sent + self.chunk_size, true, true));
-                self.sent += self.chunk_size;
+            loop {
+                while self.scanned < cur.values.len()
+                    && self.scanned - self.sent < self.chunk_size
+                    && self.bytes < CHUNK_BYTES
+                {
+                    self.bytes += row_bytes(&cur.values[self.scanned]);
+                    self.scanned += 1;
+                }
+                let full = self.scanned - self.sent == self.chunk_size || self.bytes >= CHUNK_BYTES;
+                if !full || self.scanned == cur.values.len() {
+                    break;
+                }
+                out.push(self.line(cur, self.sent, self.scanned, true, true));
+                self.sent = self.scanned;
+                self.bytes = 0;
             }
         }
     }
@@ -341,6 +431,8 @@ impl ChunkEncoder {
             out.push(self.line(&cur, self.sent, cur.values.len(), self.open, more));
         }
         self.sent = 0;
+        self.scanned = 0;
+        self.bytes = 0;
         self.open = false;
     }
 

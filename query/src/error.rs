@@ -22,7 +22,7 @@ pub enum QueryError {
     Unsupported { what: String },
     #[error("invalid tz: unknown time zone {zone:?}")]
     UnknownTimeZone { zone: String },
-    #[error("query timeout of {limit_ms} ms exceeded")]
+    #[error("query timeout of {limit_ms} ms exceeded (raise query.timeout or narrow the query)")]
     Timeout { limit_ms: u64 },
     #[error("max-select-series limit exceeded: ({count}/{limit})")]
     TooManySeries { count: u64, limit: u64 },
@@ -32,7 +32,9 @@ pub enum QueryError {
     TooManyPointsReturned { limit: u64 },
     #[error("max-select-buckets limit exceeded: ({count}/{limit})")]
     TooManyBuckets { count: u64, limit: u64 },
-    #[error("query memory limit exceeded: more than {limit} bytes")]
+    #[error(
+        "query memory limit exceeded: more than {limit} bytes (raise query.max_memory or narrow the query)"
+    )]
     MemoryExceeded { limit: u64 },
     #[error("retention policy not found: {name}")]
     RetentionPolicyNotFound { name: String },

@@ -93,7 +93,7 @@ pub fn execute_statement(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<Vec
     meter.check_time()?;
     match stmt {
         Statement::Select(s) => select::select(ctx, ctx.engine, s, &mut meter),
-        other => meta::execute_meta(ctx, other),
+        other => meta::execute_meta(ctx, other, &mut meter),
     }
 }
 
@@ -111,7 +111,7 @@ pub fn execute_statement_each(
     match stmt {
         Statement::Select(s) => select::select_each(ctx, ctx.engine, s, &mut meter, emit),
         other => {
-            for s in meta::execute_meta(ctx, other)? {
+            for s in meta::execute_meta(ctx, other, &mut meter)? {
                 emit(s, false)?;
             }
             Ok(())

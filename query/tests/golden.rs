@@ -208,12 +208,15 @@ fn limits_give_clear_errors() {
     let ctx = QueryContext::new(&e, Some("db"), NOW, limits);
     assert_eq!(
         execute(&ctx, &stmts)[0].error.as_deref(),
-        Some("query memory limit exceeded: more than 64 bytes")
+        Some("query memory limit exceeded: more than 64 bytes (raise query.max_memory or narrow the query)")
     );
     let limits = QueryLimits { timeout: Some(std::time::Duration::ZERO), ..QueryLimits::default() };
     let ctx = QueryContext::new(&e, Some("db"), NOW, limits);
     std::thread::sleep(std::time::Duration::from_millis(2));
-    assert_eq!(execute(&ctx, &stmts)[0].error.as_deref(), Some("query timeout of 0 ms exceeded"));
+    assert_eq!(
+        execute(&ctx, &stmts)[0].error.as_deref(),
+        Some("query timeout of 0 ms exceeded (raise query.timeout or narrow the query)")
+    );
 }
 
 #[test]

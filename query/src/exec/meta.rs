@@ -12,6 +12,7 @@ use crate::ast::{
     TagDimension,
 };
 use crate::error::QueryError;
+use crate::limits::Meter;
 use crate::result::{Series, Value};
 
 fn one_column(name: &str, column: &str, values: impl IntoIterator<Item = String>) -> Series {
@@ -25,6 +26,30 @@ fn one_column(name: &str, column: &str, values: impl IntoIterator<Item = String>
 
 fn page<T>(v: Vec<T>, limit: Option<u64>, offset: u64) -> Vec<T> {
     v.into_iter().skip(offset as usize).take(limit.map_or(usize::MAX, |l| l as usize)).collect()
+}
+
+/// What one listed name costs until it is answered: the `String` itself, then the row it
+/// becomes (`Vec<Value>` of one `Value::String`, the same heap bytes moved).
+fn name_bytes(name: &str) -> u64 {
+    (std::mem::size_of::<String>()
+        + std::mem::size_of::<Vec<Value>>()
+        + std::mem::size_of::<Value>()
+        + name.len()) as u64
+}
+
+/// Charges a name about to be listed and checks the deadline every few thousand names: a
+/// catalog of millions of series is listed as fast as memory allows, so these loops are the
+/// ones that can hold the most and run the longest of a `SHOW`.
+fn charge_name(meter: &mut Meter, i: &mut u64, name: &str) -> Result<(), QueryError> {
+    meter.tick(*i)?;
+    *i += 1;
+    meter.add_memory(name_bytes(name))
+}
+
+/// Charges the id list a catalog lookup returned (an id and a shared key per series).
+fn charge_ids(meter: &mut Meter, n: usize) -> Result<(), QueryError> {
+    meter.check_time()?;
+    meter.add_memory(16 * n as u64)
 }
 
 /// A tag-only condition (time terms removed) as an index predicate.
@@ -66,12 +91,25 @@ fn unqualified(sources: &[crate::ast::Source]) -> Vec<crate::ast::Source> {
     sources.to_vec()
 }
 
-pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<Vec<Series>, QueryError> {
+/// Runs a statement other than `SELECT`. What the `SHOW` statements list grows with the
+/// catalog (series, tag values, measurements): each name is charged to `meter` before it is
+/// copied into the answer, and the deadline is checked as they are listed. The id lists the
+/// engine returns are charged after the lookup (they hold 16 bytes per series next to the
+/// names the catalog already keeps in memory).
+pub(crate) fn execute_meta(
+    ctx: &QueryContext<'_>,
+    stmt: &Statement,
+    meter: &mut Meter,
+) -> Result<Vec<Series>, QueryError> {
     let e = ctx.engine;
+    let mut listed = 0u64;
     match stmt {
         Statement::Select(_) => unreachable!("SELECT is executed by select()"),
         Statement::ShowDatabases => {
             let mut dbs = e.databases();
+            for d in &dbs {
+                charge_name(meter, &mut listed, d)?;
+            }
             dbs.sort();
             Ok(vec![one_column("databases", "name", dbs)])
         }
@@ -80,11 +118,17 @@ pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<V
             let (pred, _) = tag_predicate(ctx, condition.as_ref(), "SHOW MEASUREMENTS")?;
             let mut names = Vec::new();
             for m in e.measurements(&db)? {
+                charge_name(meter, &mut listed, &m)?;
                 if measurement.as_ref().is_some_and(|f| !f.matches(&m)) {
                     continue;
                 }
-                if condition.is_some() && e.series(&db, &m, &pred)?.is_empty() {
-                    continue;
+                if condition.is_some() {
+                    let ids = e.series(&db, &m, &pred)?;
+                    charge_ids(meter, ids.len())?;
+                    meter.release(16 * ids.len() as u64);
+                    if ids.is_empty() {
+                        continue;
+                    }
                 }
                 names.push(m);
             }
@@ -98,12 +142,24 @@ pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<V
             for m in resolve_measurements(ctx, &db, sources)? {
                 let keys: Vec<String> = if condition.is_some() {
                     let mut set = BTreeSet::new();
-                    for (_, key) in e.series(&db, &m, &pred)? {
-                        set.extend(key.tags.iter().map(|(k, _)| k.to_string()));
+                    let ids = e.series(&db, &m, &pred)?;
+                    charge_ids(meter, ids.len())?;
+                    for (_, key) in ids {
+                        for (k, _) in key.tags.iter() {
+                            meter.tick(listed)?;
+                            listed += 1;
+                            if set.insert(k.to_string()) {
+                                meter.add_memory(name_bytes(k) + 32)?;
+                            }
+                        }
                     }
                     set.into_iter().collect()
                 } else {
-                    e.tag_keys(&db, &m)?
+                    let keys = e.tag_keys(&db, &m)?;
+                    for k in &keys {
+                        charge_name(meter, &mut listed, k)?;
+                    }
+                    keys
                 };
                 let keys = page(keys, *limit, *offset);
                 if !keys.is_empty() {
@@ -120,19 +176,33 @@ pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<V
                 let mut rows: Vec<(String, String)> = Vec::new();
                 if condition.is_some() {
                     let mut set = BTreeSet::new();
-                    for (_, sk) in e.series(&db, &m, &pred)? {
+                    let ids = e.series(&db, &m, &pred)?;
+                    charge_ids(meter, ids.len())?;
+                    for (_, sk) in ids {
                         for (k, v) in &sk.tags {
+                            meter.tick(listed)?;
+                            listed += 1;
                             if key.matches(k) {
-                                set.insert((k.to_string(), v.to_string()));
+                                let bytes = name_bytes(k) + name_bytes(v) + 32;
+                                if set.insert((k.to_string(), v.to_string())) {
+                                    meter.add_memory(bytes)?;
+                                }
                             }
                         }
                     }
                     rows.extend(set);
                 } else {
                     for k in e.tag_keys(&db, &m)?.into_iter().filter(|k| key.matches(k)) {
-                        for v in e.tag_values(&db, &m, &k)? {
+                        let values = e.tag_values(&db, &m, &k)?;
+                        // The engine's list is held while it is copied into rows.
+                        let listing: u64 = values.iter().map(|v| 24 + v.len() as u64).sum();
+                        meter.add_memory(listing)?;
+                        for v in values {
+                            charge_name(meter, &mut listed, &k)?;
+                            charge_name(meter, &mut listed, &v)?;
                             rows.push((k.clone(), v));
                         }
+                        meter.release(listing);
                     }
                 }
                 let rows = page(rows, *limit, *offset);
@@ -154,7 +224,11 @@ pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<V
             let db = resolve_database(ctx, database.as_deref())?;
             let mut out = Vec::new();
             for m in resolve_measurements(ctx, &db, sources)? {
-                let fields = page(e.field_keys(&db, &m)?, *limit, *offset);
+                let fields = e.field_keys(&db, &m)?;
+                for (f, _) in &fields {
+                    charge_name(meter, &mut listed, f)?;
+                }
+                let fields = page(fields, *limit, *offset);
                 if !fields.is_empty() {
                     out.push(Series {
                         name: m,
@@ -174,7 +248,14 @@ pub(crate) fn execute_meta(ctx: &QueryContext<'_>, stmt: &Statement) -> Result<V
             let (pred, _) = tag_predicate(ctx, condition.as_ref(), "SHOW SERIES")?;
             let mut keys = Vec::new();
             for m in resolve_measurements(ctx, &db, sources)? {
-                keys.extend(e.series(&db, &m, &pred)?.into_iter().map(|(_, k)| k.to_string()));
+                let ids = e.series(&db, &m, &pred)?;
+                charge_ids(meter, ids.len())?;
+                for (_, k) in &ids {
+                    let key = k.to_string();
+                    charge_name(meter, &mut listed, &key)?;
+                    keys.push(key);
+                }
+                meter.release(16 * ids.len() as u64);
             }
             keys.sort();
             let keys = page(keys, *limit, *offset);

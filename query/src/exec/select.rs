@@ -32,7 +32,7 @@ use crate::ast::{
     TagDimension, WildcardKind,
 };
 use crate::error::QueryError;
-use crate::limits::Meter;
+use crate::limits::{row_bytes, value_bytes, Meter};
 use crate::result::{Series, Value};
 
 /// Where a row slot's value comes from.
@@ -345,9 +345,13 @@ impl RawMerge<'_> {
         // Rows kept so far (all-null rows are never produced), whether a part was sent.
         let (mut kept, mut sent_any) = (0u64, false);
         let mut part: Vec<Vec<Value>> = Vec::new();
+        // Bytes of `part`, charged to the meter until it is handed on.
+        let mut part_bytes = 0u64;
         while let Some(Reverse((_, i))) = heap.pop() {
             let s = &mut series[i];
             let (t, mut row) = s.buf.pop_front().expect("a series is in the heap only with a row");
+            // Charged by `fill` while buffered; charged again below if it joins the part.
+            meter.release(row_bytes(&row));
             if s.buf.is_empty() {
                 s.fill(self, desc, meter, &mut read)?;
             }
@@ -367,10 +371,12 @@ impl RawMerge<'_> {
                 *left_series -= 1;
             }
             meter.add_rows(1)?;
-            meter.add_memory(32 * row.len() as u64 + 24)?;
             if !self.tz.is_utc() {
                 row[0] = Value::String(self.tz.format(t));
             }
+            let bytes = row_bytes(&row);
+            meter.add_memory(bytes)?;
+            part_bytes += bytes;
             part.push(row);
             if kept >= end {
                 break;
@@ -379,7 +385,8 @@ impl RawMerge<'_> {
                 let values = std::mem::take(&mut part);
                 emit(self.head(key, values, sent_any), true)?;
                 sent_any = true;
-                meter.memory = 0;
+                meter.release(part_bytes);
+                part_bytes = 0;
             }
         }
         if !part.is_empty() || sent_any {
@@ -533,6 +540,7 @@ impl SeriesRows {
                         row.push(v.to_value());
                     }
                     if !all_null {
+                        meter.add_memory(row_bytes(&row))?;
                         self.buf.push_back((t, row));
                     }
                 }
@@ -1121,87 +1129,117 @@ fn run_plan(
                 && calls.iter().all(|c| c.kind.summarizable())
                 && !(single_selector_time && matches!(calls[0].kind, AggKind::Min | AggKind::Max));
             let summarize = move |a: i64, b: i64| bucket_of(a) == bucket_of(b);
-            let new_accs = || calls.iter().map(|c| Acc::new(c.kind)).collect::<Vec<_>>();
             let retains = calls.iter().any(|c| c.kind.retains_values());
             // Reads some of the series (ascending ids) into per-group, per-bucket accumulators.
-            let scan_range =
-                |ids: &[SeriesId], range: EngineRange, meter: &mut Meter| -> Result<AggGroups, QueryError> {
-                    let req = ScanRequest { range, ..req };
-                    let opts = ScanOptions {
-                        summarize: if can_summarize { Some(&summarize) } else { None },
-                        series: Some(ids),
-                    };
-                    let mut groups: AggGroups = HashMap::new();
-                    let mut failure: Option<QueryError> = None;
-                    source.scan(&req, &opts, &mut |s| {
-                        let r = (|| -> Result<(), QueryError> {
-                            meter.add_series()?;
-                            let buckets = groups.entry(group_key(&s)).or_default();
-                            if plan.cond.is_some() {
-                                for_each_row(&s, plan, meter, &mut |t, slots, meter| {
-                                    meter.add_points(1)?;
-                                    let accs = buckets.entry(bucket_of(t)).or_insert_with(new_accs);
-                                    for (c, acc) in calls.iter().zip(accs.iter_mut()) {
-                                        acc.feed_one(t, slots[c.slot]);
+            let scan_range = |ids: &[SeriesId],
+                              range: EngineRange,
+                              meter: &mut Meter|
+             -> Result<AggGroups, QueryError> {
+                let req = ScanRequest { range, ..req };
+                let opts = ScanOptions {
+                    summarize: if can_summarize { Some(&summarize) } else { None },
+                    series: Some(ids),
+                };
+                let mut groups: AggGroups = HashMap::new();
+                let mut failure: Option<QueryError> = None;
+                source.scan(&req, &opts, &mut |s| {
+                    let r = (|| -> Result<(), QueryError> {
+                        meter.add_series()?;
+                        let key = group_key(&s);
+                        if !groups.contains_key(&key) {
+                            meter.add_memory(64 + key.iter().map(|k| 24 + k.len() as u64).sum::<u64>())?;
+                        }
+                        let buckets = groups.entry(key).or_default();
+                        if plan.cond.is_some() {
+                            for_each_row(&s, plan, meter, &mut |t, slots, meter| {
+                                meter.add_points(1)?;
+                                let accs = bucket_accs(buckets, bucket_of(t), calls, meter)?;
+                                for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                    let v = slots[c.slot];
+                                    if let V::S(text) = v {
+                                        if retains || c.kind.is_selector() {
+                                            meter.add_memory(text.len() as u64)?;
+                                        }
                                     }
-                                    if retains {
-                                        meter.add_memory(16 * calls.len() as u64)?;
-                                    }
-                                    Ok(())
-                                })?;
-                                return Ok(());
-                            }
-                            for col in &s.columns {
-                                let Some(fi) = plan.scan_fields.iter().position(|f| *f == *col.field) else {
-                                    continue;
-                                };
-                                for piece in &col.pieces {
-                                    meter.add_points(piece.count())?;
-                                    match piece {
-                                        Piece::Summary(sum) => {
-                                            let accs =
-                                                buckets.entry(bucket_of(sum.min_ts)).or_insert_with(new_accs);
-                                            for (c, acc) in calls.iter().zip(accs.iter_mut()) {
-                                                if c.field == fi {
-                                                    acc.feed_summary(sum);
-                                                }
+                                    acc.feed_one(t, v);
+                                }
+                                if retains {
+                                    meter.add_memory(16 * calls.len() as u64)?;
+                                }
+                                Ok(())
+                            })?;
+                            return Ok(());
+                        }
+                        for col in &s.columns {
+                            let Some(fi) = plan.scan_fields.iter().position(|f| *f == *col.field) else {
+                                continue;
+                            };
+                            for piece in &col.pieces {
+                                meter.add_points(piece.count())?;
+                                match piece {
+                                    Piece::Summary(sum) => {
+                                        let accs = bucket_accs(buckets, bucket_of(sum.min_ts), calls, meter)?;
+                                        for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                            if c.field == fi {
+                                                acc.feed_summary(sum);
                                             }
                                         }
-                                        Piece::Data { timestamps, values } => {
-                                            let col_v = Col::from_values(values);
-                                            if retains {
-                                                meter.add_memory(16 * timestamps.len() as u64)?;
-                                            }
-                                            let mut i = 0;
-                                            while i < timestamps.len() {
-                                                let (b, j) = match windows {
-                                                    Some(w) => {
-                                                        let (b, end) = w.bounds(timestamps[i]);
-                                                        (b, i + timestamps[i..].partition_point(|&t| t < end))
-                                                    }
-                                                    None => (0, timestamps.len()),
-                                                };
-                                                let accs = buckets.entry(b).or_insert_with(new_accs);
-                                                for (c, acc) in calls.iter().zip(accs.iter_mut()) {
-                                                    if c.field == fi {
-                                                        acc.feed(&timestamps[i..j], col_v.slice(i, j));
-                                                    }
+                                    }
+                                    Piece::Data { timestamps, values } => {
+                                        // A piece is one decoded block: checking per piece
+                                        // costs nothing next to decoding it.
+                                        meter.check_time()?;
+                                        let col_v = Col::from_values(values);
+                                        if retains {
+                                            meter.add_memory(16 * timestamps.len() as u64)?;
+                                        }
+                                        // String values kept: every one by the aggregates
+                                        // that retain values, at most one per run by each
+                                        // selector.
+                                        let selectors = calls
+                                            .iter()
+                                            .filter(|c| c.field == fi && c.kind.is_selector())
+                                            .count()
+                                            as u64;
+                                        let mut i = 0;
+                                        while i < timestamps.len() {
+                                            let (b, j) = match windows {
+                                                Some(w) => {
+                                                    let (b, end) = w.bounds(timestamps[i]);
+                                                    (b, i + timestamps[i..].partition_point(|&t| t < end))
                                                 }
-                                                i = j;
+                                                None => (0, timestamps.len()),
+                                            };
+                                            if let Col::S(texts) = col_v {
+                                                let run = &texts[i..j];
+                                                let mut bytes = selectors
+                                                    * run.iter().map(String::len).max().unwrap_or(0) as u64;
+                                                if retains {
+                                                    bytes += run.iter().map(|t| t.len() as u64).sum::<u64>();
+                                                }
+                                                meter.add_memory(bytes)?;
                                             }
+                                            let accs = bucket_accs(buckets, b, calls, meter)?;
+                                            for (c, acc) in calls.iter().zip(accs.iter_mut()) {
+                                                if c.field == fi {
+                                                    acc.feed(&timestamps[i..j], col_v.slice(i, j));
+                                                }
+                                            }
+                                            i = j;
                                         }
                                     }
                                 }
                             }
-                            Ok(())
-                        })();
-                        stop_on_error(r, &mut failure)
-                    })?;
-                    match failure {
-                        Some(e) => Err(e),
-                        None => Ok(groups),
-                    }
-                };
+                        }
+                        Ok(())
+                    })();
+                    stop_on_error(r, &mut failure)
+                })?;
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(groups),
+                }
+            };
             let scan_part = |ids: &[SeriesId], meter: &mut Meter| scan_range(ids, req.range, meter);
             let ids = matching_series(source, db, plan)?;
             let groups = match time_split(ctx, ids.len(), min, max, windows) {
@@ -1235,7 +1273,7 @@ fn run_plan(
                             row.push(v.to_value());
                         }
                         if !all_null {
-                            meter.add_memory(32 * row.len() as u64 + 24)?;
+                            meter.add_memory(row_bytes(&row) + 16)?;
                             meter.add_rows(1)?;
                             rows.push((t, ord, row));
                         }
@@ -1277,10 +1315,12 @@ fn run_plan(
                         for (o, col) in outs.iter().zip(cols.iter_mut()) {
                             let v = slots[o.slot];
                             if v != V::Null {
-                                col.push((t, ord, v.to_value()));
+                                let v = v.to_value();
+                                meter.add_memory(16 + value_bytes(&v))?;
+                                col.push((t, ord, v));
                             }
                         }
-                        meter.add_memory(40 * outs.len() as u64)
+                        Ok(())
                     })
                 })();
                 stop_on_error(r, &mut failure)
@@ -1311,6 +1351,24 @@ fn run_plan(
 
 /// Per tag group, per bucket start: one accumulator per call.
 type AggGroups = HashMap<GroupKey, BTreeMap<i64, Vec<Acc>>>;
+
+/// The accumulators of bucket `b`, made (and charged to `meter`: the map entry and one
+/// [`Acc`] per call) when the bucket is new. A bucket is made per point at worst
+/// (`GROUP BY time(1ns)`), so this is what holds memory when the points are many.
+fn bucket_accs<'b>(
+    buckets: &'b mut BTreeMap<i64, Vec<Acc>>,
+    b: i64,
+    calls: &[CallSpec],
+    meter: &mut Meter,
+) -> Result<&'b mut Vec<Acc>, QueryError> {
+    match buckets.entry(b) {
+        std::collections::btree_map::Entry::Occupied(o) => Ok(o.into_mut()),
+        std::collections::btree_map::Entry::Vacant(v) => {
+            meter.add_memory(64 + (std::mem::size_of::<Acc>() * calls.len()) as u64)?;
+            Ok(v.insert(calls.iter().map(|c| Acc::new(c.kind)).collect()))
+        }
+    }
+}
 
 fn merge_agg_groups(into: &mut AggGroups, part: AggGroups) {
     for (key, buckets) in part {
@@ -1511,6 +1569,20 @@ fn make_series(
     Some(Series { name: plan.measurement.clone(), tags, columns, values })
 }
 
+/// Bytes one bucket costs per group while [`finish_agg`] builds the group's rows, besides the
+/// rows themselves: per call, its value (`BucketValues`) and its filled value; one `present`
+/// flag.
+fn bucket_temp_bytes(calls: usize) -> u64 {
+    let per_call = std::mem::size_of::<Option<(Option<i64>, Value)>>() + std::mem::size_of::<Value>();
+    (calls * per_call + 1) as u64
+}
+
+/// Turns the accumulators into rows, per group: the bucket list, each call's value per bucket,
+/// its fill, then the output expressions or transformations. Everything here grows with the
+/// number of buckets, not with the points read (`GROUP BY time(1ns)` over 9 ms is 9 million
+/// buckets from a handful of points), so each vector is charged to `meter` before it is
+/// built, the deadline is checked as buckets are walked, and a group's temporaries are
+/// released once its rows are made.
 #[allow(clippy::too_many_arguments)]
 fn finish_agg(
     plan: &Plan,
@@ -1542,9 +1614,17 @@ fn finish_agg(
             // shortens a day by the change), so this bounds the walk too.
             let n = ((last as i128 - first as i128) / w.interval() as i128) as u64 + 1;
             meter.check_buckets(n)?;
+            // The list, and one group's columns over it: refused here, before either exists,
+            // when the buckets alone pass the memory limit.
+            meter.add_memory(8 * n)?;
+            meter.add_memory(bucket_temp_bytes(calls.len()).saturating_mul(n))?;
+            meter.release(bucket_temp_bytes(calls.len()).saturating_mul(n));
             let mut buckets = Vec::with_capacity(n as usize);
             let mut b = Some(first);
+            let mut i = 0u64;
             while let Some(x) = b.filter(|&x| x <= last) {
+                meter.tick(i)?;
+                i += 1;
                 buckets.push(x);
                 b = w.next(x);
             }
@@ -1558,18 +1638,27 @@ fn finish_agg(
             continue;
         }
         if calls.len() == 1 && calls[0].kind == AggKind::Distinct {
-            let rows = distinct_rows(stmt, &buckets, &mut bmap, gb_time.is_some(), default_time);
+            let rows = distinct_rows(stmt, &buckets, &mut bmap, gb_time.is_some(), default_time, meter)?;
             meter.add_rows(rows.len() as u64)?;
             out.extend(make_series(plan, stmt, key, rows));
             continue;
         }
+        // What this group holds until its rows are made; released below, rows excepted.
+        let mark = meter.memory;
+        let nb = buckets.len() as u64;
+        meter.add_memory(bucket_temp_bytes(calls.len()).saturating_mul(nb))?;
         // Per call: value per bucket, after fill.
         let mut cols: Vec<BucketValues> = vec![Vec::with_capacity(buckets.len()); calls.len()];
-        for b in &buckets {
+        for (i, b) in buckets.iter().enumerate() {
+            meter.tick(i as u64)?;
             match bmap.get_mut(b) {
                 Some(accs) => {
                     for (ci, acc) in accs.iter_mut().enumerate() {
-                        cols[ci].push(acc.finish());
+                        let v = acc.finish();
+                        if let Some((_, Value::String(s))) = &v {
+                            meter.add_memory(s.len() as u64)?;
+                        }
+                        cols[ci].push(v);
                     }
                 }
                 None => {
@@ -1585,8 +1674,10 @@ fn finish_agg(
             }
         }
         let present: Vec<bool> = (0..buckets.len()).map(|i| cols.iter().any(|c| c[i].is_some())).collect();
-        let filled: Vec<Vec<Value>> =
-            cols.iter().zip(calls).map(|(c, spec)| super::transform::fill(stmt.fill, spec.kind, c)).collect();
+        let mut filled: Vec<Vec<Value>> = Vec::with_capacity(calls.len());
+        for (c, spec) in cols.iter().zip(calls) {
+            filled.push(super::transform::fill(stmt.fill, spec.kind, c, meter)?);
+        }
         let has_transform = outs.iter().any(|o| matches!(o, AggOut::Transform { .. }));
         let row_time = |i: usize| -> i64 {
             if gb_time.is_some() {
@@ -1598,10 +1689,13 @@ fn finish_agg(
             }
         };
         let keep = |i: usize| stmt.fill != Fill::None || present[i];
+        // Bytes of the rows this group keeps.
+        let mut kept = 0u64;
         let rows: Vec<Vec<Value>> = if !has_transform {
             let mut rows = Vec::new();
             let mut slots: Vec<V<'_>> = vec![V::Null; calls.len()];
             for i in 0..buckets.len() {
+                meter.tick(i as u64)?;
                 if !keep(i) {
                     continue;
                 }
@@ -1615,37 +1709,59 @@ fn finish_agg(
                         row.push(e.eval(&slots).to_value());
                     }
                 }
+                let bytes = row_bytes(&row);
+                meter.add_memory(bytes)?;
+                kept += bytes;
                 rows.push(row);
             }
             rows
         } else {
-            let seqs: Vec<Vec<(i64, Value)>> = outs
-                .iter()
-                .map(|o| match o {
-                    AggOut::Transform { kind, call } => {
-                        let seq = (0..buckets.len())
-                            .filter(|&i| keep(i) && !filled[*call][i].is_null())
-                            .map(|i| (row_time(i), filled[*call][i].clone()))
-                            .collect();
-                        apply_transform(*kind, seq)
+            let n_keep = (0..buckets.len()).filter(|&i| keep(i)).count() as u64;
+            // Per output: its (time, value) sequence and, for transformations, their input;
+            // then the merged rows.
+            let seq_item = std::mem::size_of::<(i64, Value)>() as u64;
+            let row = row_bytes(&vec![Value::Null; outs.len() + 1]);
+            kept = n_keep.saturating_mul(row);
+            meter.add_memory(n_keep.saturating_mul(2 * seq_item * outs.len() as u64).saturating_add(kept))?;
+            let mut seqs: Vec<Vec<(i64, Value)>> = Vec::with_capacity(outs.len());
+            for o in outs {
+                let mut seq = Vec::new();
+                let mut slots: Vec<V<'_>> = vec![V::Null; calls.len()];
+                for i in 0..buckets.len() {
+                    meter.tick(i as u64)?;
+                    if !keep(i) {
+                        continue;
                     }
-                    AggOut::Expr(e) => {
-                        let mut slots: Vec<V<'_>> = vec![V::Null; calls.len()];
-                        (0..buckets.len())
-                            .filter(|&i| keep(i))
-                            .map(|i| {
-                                for (ci, f) in filled.iter().enumerate() {
-                                    slots[ci] = V::from_value(&f[i]);
-                                }
-                                (row_time(i), e.eval(&slots).to_value())
-                            })
-                            .collect()
+                    let v = match o {
+                        AggOut::Transform { call, .. } => {
+                            if filled[*call][i].is_null() {
+                                continue;
+                            }
+                            filled[*call][i].clone()
+                        }
+                        AggOut::Expr(e) => {
+                            for (ci, f) in filled.iter().enumerate() {
+                                slots[ci] = V::from_value(&f[i]);
+                            }
+                            e.eval(&slots).to_value()
+                        }
+                    };
+                    if let Value::String(s) = &v {
+                        meter.add_memory(s.len() as u64)?;
+                        kept += s.len() as u64;
                     }
-                })
-                .collect();
+                    seq.push((row_time(i), v));
+                }
+                seqs.push(match o {
+                    AggOut::Transform { kind, .. } => apply_transform(*kind, seq),
+                    AggOut::Expr(_) => seq,
+                });
+            }
             merge_columns(seqs)
         };
         meter.add_rows(rows.len() as u64)?;
+        drop((cols, present, filled));
+        meter.memory = mark + kept;
         out.extend(make_series(plan, stmt, key, rows));
     }
     Ok(out)
@@ -1694,16 +1810,19 @@ fn integral_column(
 
 /// The rows of `distinct(f)`: each bucket's distinct values, each a row timed at the bucket;
 /// an empty bucket gives one row of the fill value (none for `fill(none)`, null for
-/// `fill(previous|linear)` as there is no single previous value).
+/// `fill(previous|linear)` as there is no single previous value). Each row is charged to
+/// `meter` as it is made.
 fn distinct_rows(
     stmt: &SelectStatement,
     buckets: &[i64],
     bmap: &mut BTreeMap<i64, Vec<Acc>>,
     grouped_by_time: bool,
     default_time: i64,
-) -> Vec<Vec<Value>> {
+    meter: &mut Meter,
+) -> Result<Vec<Vec<Value>>, QueryError> {
     let mut rows = Vec::new();
-    for b in buckets {
+    for (i, b) in buckets.iter().enumerate() {
+        meter.tick(i as u64)?;
         let t = if grouped_by_time { *b } else { default_time };
         let vals = bmap.get_mut(b).map(|accs| accs[0].distinct_values()).unwrap_or_default();
         if vals.is_empty() {
@@ -1713,13 +1832,17 @@ fn distinct_rows(
                 Fill::Integer(i) => Value::Integer(i),
                 Fill::Null | Fill::Previous | Fill::Linear => Value::Null,
             };
-            rows.push(vec![Value::Time(t), fill]);
+            let row = vec![Value::Time(t), fill];
+            meter.add_memory(row_bytes(&row))?;
+            rows.push(row);
         }
         for v in vals {
-            rows.push(vec![Value::Time(t), v]);
+            let row = vec![Value::Time(t), v];
+            meter.add_memory(row_bytes(&row))?;
+            rows.push(row);
         }
     }
-    rows
+    Ok(rows)
 }
 
 /// Scan callbacks cannot return errors: keep the first one and stop the scan.

@@ -6,6 +6,7 @@
 use super::agg::AggKind;
 use crate::ast::{Expr, Fill, NANOS_PER_SECOND};
 use crate::error::QueryError;
+use crate::limits::Meter;
 use crate::result::Value;
 
 /// A transformation and its arguments.
@@ -152,8 +153,16 @@ pub fn apply_transform(kind: TKind, seq: Vec<(i64, Value)>) -> Vec<(i64, Value)>
     out
 }
 
-/// Fills the empty buckets (`None`) of one call's column.
-pub fn fill(mode: Fill, kind: AggKind, col: &[Option<(Option<i64>, Value)>]) -> Vec<Value> {
+/// Fills the empty buckets (`None`) of one call's column. The vector itself is charged by the
+/// caller; what the copies of string values add (`fill(previous)` copies the previous string
+/// into every empty bucket) is charged to `meter` here, before each copy, and the deadline is
+/// checked as the buckets are walked.
+pub(crate) fn fill(
+    mode: Fill,
+    kind: AggKind,
+    col: &[Option<(Option<i64>, Value)>],
+    meter: &mut Meter,
+) -> Result<Vec<Value>, QueryError> {
     let is_float = col.iter().flatten().any(|(_, v)| matches!(v, Value::Float(_)));
     let zero = || {
         if matches!(kind, AggKind::Count | AggKind::CountDistinct) {
@@ -162,36 +171,50 @@ pub fn fill(mode: Fill, kind: AggKind, col: &[Option<(Option<i64>, Value)>]) -> 
             Value::Null
         }
     };
+    let mut out = Vec::with_capacity(col.len());
+    // Charges a copy's heap bytes and checks the deadline, then keeps the copy.
+    let keep = |i: usize, v: &Value, out: &mut Vec<Value>, meter: &mut Meter| -> Result<(), QueryError> {
+        meter.tick(i as u64)?;
+        if let Value::String(s) = v {
+            meter.add_memory(s.len() as u64)?;
+        }
+        out.push(v.clone());
+        Ok(())
+    };
     match mode {
         Fill::Null | Fill::None => {
-            col.iter().map(|c| c.as_ref().map_or_else(zero, |x| x.1.clone())).collect()
+            let empty = zero();
+            for (i, c) in col.iter().enumerate() {
+                keep(i, c.as_ref().map_or(&empty, |x| &x.1), &mut out, meter)?;
+            }
         }
-        Fill::Number(f) => col.iter().map(|c| c.as_ref().map_or(Value::Float(f), |x| x.1.clone())).collect(),
-        Fill::Integer(i) => col
-            .iter()
-            .map(|c| {
-                c.as_ref().map_or(if is_float { Value::Float(i as f64) } else { Value::Integer(i) }, |x| {
-                    x.1.clone()
-                })
-            })
-            .collect(),
+        Fill::Number(f) => {
+            for (i, c) in col.iter().enumerate() {
+                keep(i, c.as_ref().map_or(&Value::Float(f), |x| &x.1), &mut out, meter)?;
+            }
+        }
+        Fill::Integer(n) => {
+            let empty = if is_float { Value::Float(n as f64) } else { Value::Integer(n) };
+            for (i, c) in col.iter().enumerate() {
+                keep(i, c.as_ref().map_or(&empty, |x| &x.1), &mut out, meter)?;
+            }
+        }
         Fill::Previous => {
-            let mut prev = Value::Null;
-            col.iter()
-                .map(|c| match c {
-                    Some((_, v)) => {
-                        prev = v.clone();
-                        v.clone()
-                    }
-                    None => prev.clone(),
-                })
-                .collect()
+            let mut prev = &Value::Null;
+            for (i, c) in col.iter().enumerate() {
+                if let Some((_, v)) = c {
+                    prev = v;
+                }
+                keep(i, prev, &mut out, meter)?;
+            }
         }
         Fill::Linear => {
-            let mut out: Vec<Value> =
-                col.iter().map(|c| c.as_ref().map_or(Value::Null, |x| x.1.clone())).collect();
+            for (i, c) in col.iter().enumerate() {
+                keep(i, c.as_ref().map_or(&Value::Null, |x| &x.1), &mut out, meter)?;
+            }
             let known: Vec<usize> =
                 (0..col.len()).filter(|&i| col[i].as_ref().is_some_and(|x| x.1.as_f64().is_some())).collect();
+            meter.add_memory(8 * known.len() as u64)?;
             for w in known.windows(2) {
                 let (a, b) = (w[0], w[1]);
                 if b - a < 2 {
@@ -199,6 +222,7 @@ pub fn fill(mode: Fill, kind: AggKind, col: &[Option<(Option<i64>, Value)>]) -> 
                 }
                 let (va, vb) = (&out[a].clone(), &out[b].clone());
                 for (i, slot) in out.iter_mut().enumerate().take(b).skip(a + 1) {
+                    meter.tick(i as u64)?;
                     *slot = match (va, vb) {
                         (Value::Integer(x), Value::Integer(y)) => {
                             Value::Integer(x + (y - x) * (i - a) as i64 / (b - a) as i64)
@@ -210,7 +234,8 @@ pub fn fill(mode: Fill, kind: AggKind, col: &[Option<(Option<i64>, Value)>]) -> 
                     };
                 }
             }
-            out
+            meter.release(8 * known.len() as u64);
         }
     }
+    Ok(out)
 }
