@@ -7,8 +7,7 @@
 //! holds the points, whose replay re-creates the series (possibly under another id).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,9 +16,10 @@ use roaring::RoaringBitmap;
 
 use crate::batch::{decode_series_key, Reader};
 use crate::error::{CatalogError, RejectReason, WalError};
+use crate::fsutil::{self, Fs, FsFile};
 use crate::index::{TagIndex, TagPredicate};
 use crate::model::{DbId, FieldType, SeriesId, SeriesKey, TimeRange};
-use crate::wal::{frame_record, log_header, replay_log};
+use crate::wal::{frame_record, log_header, replay_log_with, Recovery, ReplayMode};
 
 pub const CATALOG_MAGIC: &[u8; 8] = b"STRATCAT";
 pub const CATALOG_VERSION: u16 = 1;
@@ -137,7 +137,7 @@ struct State {
 }
 
 struct Log {
-    file: File,
+    file: FsFile,
     pending: Vec<u8>,
     payload: Vec<u8>,
     /// A write or fsync of the log failed: the file may end in a torn record, and anything
@@ -152,26 +152,67 @@ pub struct Catalog {
     state: RwLock<State>,
     log: Mutex<Log>,
     max_series_per_db: u64,
+    max_fields_per_measurement: usize,
+    /// Records were cut off (a torn tail) or dropped (damage) at open: ids that segments use
+    /// may have lost their record, see [`Catalog::lost_records`].
+    lost_records: bool,
+}
+
+/// How to open a catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    pub max_series_per_db: u64,
+    /// New field keys of a measurement past this many are refused.
+    pub max_fields_per_measurement: usize,
+    pub recovery: Recovery,
+    pub fs: Fs,
+}
+
+impl CatalogOptions {
+    pub fn new(max_series_per_db: u64) -> CatalogOptions {
+        CatalogOptions {
+            max_series_per_db,
+            max_fields_per_measurement: usize::MAX,
+            recovery: Recovery::Strict,
+            fs: Fs::default(),
+        }
+    }
 }
 
 impl Catalog {
     /// Opens (or creates) the catalog in `dir`, truncating a torn tail.
     pub fn open(dir: &Path, max_series_per_db: u64) -> Result<Catalog, CatalogError> {
+        Catalog::open_with(dir, &CatalogOptions::new(max_series_per_db))
+    }
+
+    /// Opens (or creates) the catalog in `dir`. A torn tail is truncated; damage before intact
+    /// records is refused ([`CatalogError::Damaged`]) or, under [`Recovery::DropDamaged`],
+    /// skipped and logged.
+    pub fn open_with(dir: &Path, opts: &CatalogOptions) -> Result<Catalog, CatalogError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| CatalogError::Io { path, source }
         };
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        opts.fs.create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join("catalog.log");
         let header = log_header(CATALOG_MAGIC, CATALOG_VERSION);
         let mut state = State::default();
+        let mut lost_records = false;
         if path.exists() {
             let mut offset = 0u64;
-            let stats = replay_log(&path, &header, |rec| {
-                apply_record(&mut state, rec).map_err(|reason| WalError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
-                })?;
+            let drop_damaged = opts.recovery == Recovery::DropDamaged;
+            let mode = ReplayMode { last: true, recovery: opts.recovery };
+            let stats = replay_log_with(&path, &header, mode, |rec| {
+                if let Err(reason) = apply_record(&mut state, rec) {
+                    if !drop_damaged {
+                        return Err(WalError::Io {
+                            path: path.clone(),
+                            source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+                        });
+                    }
+                    lost_records = true;
+                    tracing::error!(file = %path.display(), offset, reason, "catalog record does not decode; dropped (recovery = drop-damaged)");
+                }
                 offset += rec.len() as u64 + 8;
                 Ok(())
             })
@@ -179,29 +220,63 @@ impl Catalog {
                 WalError::Io { path, source } if source.kind() == std::io::ErrorKind::InvalidData => {
                     CatalogError::Corrupt { path, offset, reason: "record does not decode" }
                 }
-                WalError::Io { path, source } => CatalogError::Io { path, source },
+                WalError::Io { path, source } | WalError::OutOfResources { path, source } => {
+                    CatalogError::Io { path, source }
+                }
                 WalError::BadHeader { path } => {
                     CatalogError::Corrupt { path, offset: 0, reason: "bad header" }
                 }
+                WalError::Damaged { path, offset, bytes_after } => {
+                    CatalogError::Damaged { path, offset, bytes_after }
+                }
                 WalError::Poisoned => unreachable!("replay never poisons"),
             })?;
+            for d in &stats.dropped {
+                lost_records = true;
+                tracing::error!(file = %path.display(), offset = d.offset, bytes = d.bytes, "damaged catalog bytes dropped (recovery = drop-damaged)");
+            }
             if let Some(at) = stats.truncated_at {
+                lost_records = true;
                 tracing::warn!(path = %path.display(), offset = at, "catalog had a torn tail; truncated");
             }
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        let mut file =
+            opts.fs.open(&path, OpenOptions::new().create(true).append(true)).map_err(io(&path))?;
         if file.metadata().map_err(io(&path))?.len() < header.len() as u64 {
             file.set_len(0).map_err(io(&path))?;
-            file.write_all(&header).map_err(io(&path))?;
+            file.write_all_counted(&header).map_err(|(_, e)| io(&path)(e))?;
             file.sync_all().map_err(io(&path))?;
-            crate::fsutil::sync_dir(dir).map_err(io(dir))?;
+            opts.fs.sync_dir(dir).map_err(io(dir))?;
         }
         Ok(Catalog {
             path,
             state: RwLock::new(state),
             log: Mutex::new(Log { file, pending: Vec::new(), payload: Vec::new(), failed: false }),
-            max_series_per_db,
+            max_series_per_db: opts.max_series_per_db,
+            max_fields_per_measurement: opts.max_fields_per_measurement,
+            lost_records,
         })
+    }
+
+    /// Whether opening cut off or dropped records. A lost series record would let its id be
+    /// handed out again while segments still hold data under it, so the engine then raises the
+    /// next id past every id its segments and tombstones use ([`Catalog::reserve_series_ids`]).
+    pub fn lost_records(&self) -> bool {
+        self.lost_records
+    }
+
+    /// Makes sure no series id below `next` is ever handed out.
+    pub fn reserve_series_ids(&self, next: u32) {
+        let mut st = self.state.write();
+        if st.series.len() < next as usize {
+            st.series.resize(next as usize, None);
+        }
+    }
+
+    /// The highest series id any tombstone names (tombstones outlive dropped series records).
+    pub fn max_tombstone_series(&self) -> Option<u32> {
+        let st = self.state.read();
+        st.dbs.values().flat_map(|d| d.tombstones.iter()).filter_map(|t| t.series.max()).max()
     }
 
     fn append(&self, log: &mut Log, build: impl FnOnce(&mut Vec<u8>)) {
@@ -211,7 +286,9 @@ impl Catalog {
         frame_record(payload, pending);
     }
 
-    /// Makes every buffered record durable.
+    /// Makes every buffered record durable. A write that fails before any byte reached the file
+    /// for lack of resources keeps the records buffered and returns
+    /// [`CatalogError::OutOfResources`] (retry later); any other failure is final until reopen.
     pub fn sync(&self) -> Result<(), CatalogError> {
         let mut log = self.log.lock();
         if log.pending.is_empty() {
@@ -225,8 +302,18 @@ impl Catalog {
             });
         }
         let Log { file, pending, failed, .. } = &mut *log;
-        let res = file.write_all(pending).and_then(|_| file.sync_data());
-        pending.clear();
+        match file.write_all_counted(pending) {
+            Err((0, source)) if fsutil::is_resource_exhausted(&source) => {
+                return Err(CatalogError::OutOfResources { path: self.path.clone(), source });
+            }
+            Err((_, source)) => {
+                pending.clear();
+                *failed = true;
+                return Err(CatalogError::Io { path: self.path.clone(), source });
+            }
+            Ok(()) => pending.clear(),
+        }
+        let res = file.sync_data();
         *failed = res.is_err();
         res.map_err(|source| CatalogError::Io { path: self.path.clone(), source })
     }
@@ -362,6 +449,12 @@ impl Catalog {
         let m = st.dbs.entry(db).or_default().measurements.entry(measurement.to_owned()).or_default();
         if let Some(&t) = m.fields.get(field) {
             return if t == ty { Ok(()) } else { Err(conflict(t)) };
+        }
+        if m.fields.len() >= self.max_fields_per_measurement {
+            return Err(RejectReason::TooManyFields {
+                measurement: measurement.to_owned(),
+                limit: self.max_fields_per_measurement,
+            });
         }
         m.fields.insert(field.to_owned(), ty);
         self.append(&mut log, |p| {
@@ -596,6 +689,11 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
         }
         REC_SERIES => {
             let id = SeriesId(r.u32().ok_or("short series record")?);
+            // Ids are dense (the table is a Vec indexed by id); they skip ahead only past
+            // records lost to damage. A damaged id must not allocate the table up to 4 billion.
+            if id.0 as usize > st.series.len().saturating_add(MAX_SERIES_ID_SKIP) {
+                return Err("series id skips too far past the previous ones");
+            }
             let db = DbId(r.u32().ok_or("short series record")?);
             let key = decode_series_key(&rec[r.pos..]).ok_or("series key does not decode")?;
             insert_series(st, id, db, Arc::new(key));
@@ -691,11 +789,6 @@ fn apply_rule(st: &mut State, db: DbId, rule: DownsampleRule) {
     if let Some(d) = st.dbs.get_mut(&db) {
         d.rules.retain(|r| r.name != rule.name);
         d.rules.push(rule);
-            // Ids are dense (the table is a Vec indexed by id); they skip ahead only past
-            // records lost to damage. A damaged id must not allocate the table up to 4 billion.
-            if id.0 as usize > st.series.len().saturating_add(MAX_SERIES_ID_SKIP) {
-                return Err("series id skips too far past the previous ones");
-            }
     }
 }
 
@@ -748,6 +841,23 @@ pub(crate) fn key_bytes(key: &SeriesKey) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the catalog fuzz target (`fuzzing::catalog_log`): a series record whose id
+    /// was damaged to ~2 billion resized the series table to match, a 31 GB allocation that
+    /// aborted the process instead of an error naming the record.
+    #[test]
+    fn series_id_far_past_the_end_is_refused_not_allocated() {
+        let mut st = State::default();
+        let mut rec = vec![REC_SERIES];
+        rec.extend_from_slice(&0x7530_0000u32.to_le_bytes());
+        rec.extend_from_slice(&0u32.to_le_bytes());
+        rec.extend_from_slice(&key_bytes(&SeriesKey { measurement: "m".into(), tags: vec![] }));
+        assert!(matches!(apply_record(&mut st, &rec), Err(r) if r.contains("skips")));
+        assert!(st.series.is_empty());
+        rec[1..5].copy_from_slice(&(MAX_SERIES_ID_SKIP as u32).to_le_bytes());
+        assert!(matches!(apply_record(&mut st, &rec), Ok(())), "a skip past lost records still reads");
+    }
+    use std::fs;
 
     fn key(m: &str, host: &str) -> SeriesKey {
         SeriesKey { measurement: m.into(), tags: vec![("host".into(), host.into())] }
@@ -844,23 +954,6 @@ mod tests {
         assert_eq!(c.tombstones(db).iter().map(|t| (**t).clone()).collect::<Vec<_>>(), vec![t.clone()]);
         assert_eq!(c.retention(db), Some(rp));
         assert!(t.hides(41, SeriesId(5), 0, 10));
-    /// Found by the catalog fuzz target (`fuzzing::catalog_log`): a series record whose id
-    /// was damaged to ~2 billion resized the series table to match, a 31 GB allocation that
-    /// aborted the process instead of an error naming the record.
-    #[test]
-    fn series_id_far_past_the_end_is_refused_not_allocated() {
-        let mut st = State::default();
-        let mut rec = vec![REC_SERIES];
-        rec.extend_from_slice(&0x7530_0000u32.to_le_bytes());
-        rec.extend_from_slice(&0u32.to_le_bytes());
-        rec.extend_from_slice(&key_bytes(&SeriesKey { measurement: "m".into(), tags: vec![] }));
-        assert!(matches!(apply_record(&mut st, &rec), Err(r) if r.contains("skips")));
-        assert!(st.series.is_empty());
-        rec[1..5].copy_from_slice(&(MAX_SERIES_ID_SKIP as u32).to_le_bytes());
-        assert!(matches!(apply_record(&mut st, &rec), Ok(())), "a skip past lost records still reads");
-    }
-    use std::fs;
-
         assert!(!t.hides(42, SeriesId(5), 0, 10), "segments written after the delete are not hidden");
         assert!(!t.hides(1, SeriesId(2), 0, 10));
         assert!(!t.hides(1, SeriesId(5), -10, -6));

@@ -13,7 +13,7 @@
 //! overlapping partitions. That order guarantees a flush racing the read cannot hide data: it
 //! publishes segments before it drops the frozen memtable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -30,13 +30,13 @@ use crate::catalog::{Catalog, RetentionPolicy};
 use crate::error::{
     FlushError, LifecycleError, OpenError, ReadError, RejectReason, RejectedPoint, WalError, WriteError,
 };
-use crate::fsutil;
+use crate::fsutil::{self, Fs};
 use crate::index::TagPredicate;
 use crate::memtable::{MemColumn, Memtable};
 use crate::model::{DbId, FieldType, SeriesId, SeriesKey, TimeRange, Values};
 use crate::partition::{self, Partition, PartitionSet, SegmentHandle, SegmentName};
 use crate::segment::{SegmentReader, SegmentWriter};
-use crate::wal::{self, SyncPolicy, Wal};
+use crate::wal::{self, Recovery, ReplayMode, SyncPolicy, Wal};
 
 /// Options of an engine. The engine reads no files or environment of its own.
 #[derive(Debug, Clone)]
@@ -74,6 +74,24 @@ pub struct EngineOptions {
     /// Retention of databases created from now on (on first write, `CREATE DATABASE`, the
     /// admin API) until a retention statement changes it. `None` (default) keeps data forever.
     pub default_retention: Option<Duration>,
+    /// New field keys of a measurement past this many are refused (the point is refused, the
+    /// rest of the batch is written). Default 1024. Each field key is a column in every segment
+    /// and a row in every schema answer; a device that writes a fresh key per reading
+    /// (`reading_1717000000=1`) would otherwise grow them without bound.
+    pub max_fields_per_measurement: usize,
+    /// Time partitions one write may create that did not exist before; points that would
+    /// create more are refused. Default 100. Each partition is a directory and, at every flush
+    /// that touches it, a segment file: one request with timestamps spread over 200,000 days
+    /// would otherwise make a flush write 200,000 files. 0 means no bound.
+    pub max_new_partitions_per_write: usize,
+    /// What opening does with damage in the WAL or catalog that is not a torn tail. Default
+    /// `Strict` (refuse to open, naming file and offset).
+    pub recovery: Recovery,
+    /// How long a flusher waits before trying again after running out of file descriptors or
+    /// disk space. Default 1 s.
+    pub flush_retry_interval: Duration,
+    /// The file-system layer (tests install a fault hook). Default: plain `std::fs`.
+    pub fs: Fs,
 }
 
 impl EngineOptions {
@@ -92,6 +110,11 @@ impl EngineOptions {
             compaction_bytes_per_sec: 64 << 20,
             memtable_chunk_values: crate::memtable::CHUNK_VALUES,
             default_retention: None,
+            max_fields_per_measurement: 1024,
+            max_new_partitions_per_write: 100,
+            recovery: Recovery::Strict,
+            flush_retry_interval: Duration::from_secs(1),
+            fs: Fs::default(),
         }
     }
 
@@ -120,6 +143,12 @@ impl EngineOptions {
         }
         if self.maintenance_interval.is_zero() {
             return bad("maintenance_interval", "must be positive");
+        }
+        if self.max_fields_per_measurement == 0 {
+            return bad("max_fields_per_measurement", "must be at least 1");
+        }
+        if self.flush_retry_interval.is_zero() {
+            return bad("flush_retry_interval", "must be positive");
         }
         if let SyncPolicy::Interval(d) = self.sync {
             if d.is_zero() {
@@ -165,6 +194,10 @@ pub struct EngineStats {
     pub overloaded: AtomicU64,
     pub wal_replayed_records: AtomicU64,
     pub wal_truncated_tails: AtomicU64,
+    /// Damaged ranges dropped at open under `Recovery::DropDamaged` (WAL and catalog).
+    pub recovery_dropped_ranges: AtomicU64,
+    /// Flushes that ran out of file descriptors or disk space and were retried later.
+    pub flush_retries: AtomicU64,
     pub compactions: AtomicU64,
     pub compaction_bytes_in: AtomicU64,
     pub compaction_bytes_out: AtomicU64,
@@ -184,6 +217,9 @@ pub(crate) struct Frozen {
     pub(crate) mem: Memtable,
     /// Every record of `mem` is in WAL files `<=` this sequence.
     wal_through: u64,
+    /// (database, partition start) groups already published by an earlier attempt that ran
+    /// out of resources half-way: a retry does not write them again.
+    done: Mutex<HashSet<(DbId, i64)>>,
 }
 
 #[derive(Default)]
@@ -200,6 +236,11 @@ pub(crate) struct Shard {
     frozen_cv: Condvar,
     /// Signalled when a frozen memtable is flushed (wakes stalled writers).
     flushed_cv: Condvar,
+    /// Flush attempts of this shard that ran out of resources (the flusher retries them);
+    /// `Engine::flush` reports instead of waiting when this moves while it waits.
+    flush_failures: AtomicU64,
+    /// What the last failed attempt hit.
+    last_flush_error: Mutex<Option<(PathBuf, i32)>>,
 }
 
 impl Shard {
@@ -237,6 +278,9 @@ pub(crate) struct Inner {
     /// failed where no compaction output replaces the files): the files may come back at
     /// the next open, so no tombstone is collected until then (see `collect_tombstones`).
     pub(crate) tombstone_gc_blocked: AtomicBool,
+    /// Per database, starts of partitions that writes were allowed to create and that may not
+    /// exist yet (their points are in memtables): see `max_new_partitions_per_write`.
+    admitted_partitions: Mutex<HashMap<DbId, HashSet<i64>>>,
     _lock: File,
 }
 
@@ -331,7 +375,15 @@ impl Engine {
         fs::create_dir_all(root.join("dbs")).map_err(dir_err(&root))?;
         let lock = lock_dir(&root)?;
         crate::lifecycle::empty_trash(&root).map_err(dir_err(&root))?;
-        let catalog = Catalog::open(&root.join("catalog"), opts.max_series_per_db)?;
+        let catalog = Catalog::open_with(
+            &root.join("catalog"),
+            &crate::catalog::CatalogOptions {
+                max_series_per_db: opts.max_series_per_db,
+                max_fields_per_measurement: opts.max_fields_per_measurement,
+                recovery: opts.recovery,
+                fs: opts.fs.clone(),
+            },
+        )?;
         let poisoned = Arc::new(AtomicBool::new(false));
         let shard_limit = (opts.memtable_bytes / opts.shards).max(16 << 10);
         let mut inner = Inner {
@@ -344,6 +396,8 @@ impl Engine {
                     wal: None,
                     frozen_cv: Condvar::new(),
                     flushed_cv: Condvar::new(),
+                    flush_failures: AtomicU64::new(0),
+                    last_flush_error: Mutex::new(None),
                 })
                 .collect(),
             catalog,
@@ -358,10 +412,14 @@ impl Engine {
             publish: RwLock::new(()),
             trash_seq: AtomicU64::new(0),
             tombstone_gc_blocked: AtomicBool::new(false),
+            admitted_partitions: Mutex::new(HashMap::new()),
             opts,
             _lock: lock,
         };
         inner.load_segments()?;
+        if inner.catalog.lost_records() {
+            inner.reserve_used_series_ids()?;
+        }
         inner.load_lookup();
         let wal_root = root.join("wal");
         let replayed = inner.replay_wal(&wal_root)?;
@@ -369,14 +427,14 @@ impl Engine {
             let dir = wal_root.join(format!("{i:02}"));
             let next = wal::list_files(&dir)?.last().map_or(1, |(s, _)| s + 1);
             shard.wal = Some(
-                Wal::create(&dir, next, inner.opts.sync, poisoned.clone())?
+                Wal::create_with(&inner.opts.fs, &dir, next, inner.opts.sync, poisoned.clone())?
                     .with_stats(inner.stats.wal.clone()),
             );
         }
         // Old files are deleted only now, after the replayed data is in durable segments and
         // the new WAL files exist.
         for (_, path) in replayed {
-            fs::remove_file(&path).map_err(|source| WalError::Io { path, source })?;
+            inner.opts.fs.remove_file(&path).map_err(|source| WalError::Io { path, source })?;
         }
         fsutil::sync_dir(&wal_root).map_err(dir_err(&wal_root))?;
         let inner = Arc::new(inner);
@@ -526,10 +584,16 @@ impl Inner {
         let n = inner.shards.len();
         let mut commits: Vec<(usize, u64)> = Vec::with_capacity(n);
         let bytes = batch.as_bytes();
-        let parts = split_by_shard(bytes, BatchIter::trusted(bytes), db_id, n)
+        let mut parts = split_by_shard(bytes, BatchIter::trusted(bytes), db_id, n)
             .expect("a WriteBatch built by its builder always decodes");
+        let refused = inner.check_new_partitions(db_id, bytes, &mut outcome);
+        if !refused.is_empty() {
+            for p in &mut parts {
+                p.retain(|at| refused.binary_search(&at.index).is_err());
+            }
+        }
         // One shard holding the whole batch can log the batch bytes as they are.
-        let whole = parts.iter().filter(|p| !p.is_empty()).count() == 1;
+        let whole = refused.is_empty() && parts.iter().filter(|p| !p.is_empty()).count() == 1;
         for (s, points) in parts.iter().enumerate() {
             if points.is_empty() {
                 continue;
@@ -548,6 +612,88 @@ impl Inner {
         st.values_written.fetch_add(outcome.values_written as u64, Ordering::Relaxed);
         st.points_rejected.fetch_add(outcome.rejected.len() as u64, Ordering::Relaxed);
         Ok(outcome)
+    }
+}
+
+impl Inner {
+    /// Freezes the memtables of the shards `pick` selects (given the shard's state) and waits
+    /// until they and everything queued before them are flushed. A flush that runs out of
+    /// resources while this waits is reported ([`FlushError::OutOfResources`]) rather than
+    /// waited out: the flusher keeps retrying on its own.
+    pub(crate) fn flush_shards(&self, pick: impl Fn(&ShardState) -> bool) -> Result<(), FlushError> {
+        let mut picked = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut st = shard.state.lock();
+            if !pick(&st) {
+                continue;
+            }
+            let failures = shard.flush_failures.load(Ordering::Acquire);
+            self.freeze(shard, &mut st)?;
+            picked.push((i, failures));
+        }
+        for (i, failures) in picked {
+            let shard = &self.shards[i];
+            let mut st = shard.state.lock();
+            while !st.frozen.is_empty() {
+                if self.poisoned.load(Ordering::Acquire) {
+                    return Err(FlushError::Wal(WalError::Poisoned));
+                }
+                if shard.flush_failures.load(Ordering::Acquire) != failures {
+                    let (path, errno) = shard.last_flush_error.lock().clone().unwrap_or_default();
+                    let source =
+                        std::io::Error::from_raw_os_error(if errno == 0 { libc::EIO } else { errno });
+                    return Err(FlushError::OutOfResources { path, source });
+                }
+                shard.flushed_cv.wait_for(&mut st, Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses the points of a batch that would create more than `max_new_partitions_per_write`
+    /// partitions that do not exist yet. Returns the refused indexes, sorted. Consecutive points
+    /// usually share a partition, so most points cost one range comparison.
+    fn check_new_partitions(&self, db: DbId, bytes: &[u8], outcome: &mut WriteOutcome) -> Vec<usize> {
+        let limit = self.opts.max_new_partitions_per_write;
+        if limit == 0 {
+            return Vec::new();
+        }
+        let default_dur = self.opts.partition_duration.as_nanos().min(i64::MAX as u128) as i64;
+        let dur = self.catalog.retention(db).and_then(|rp| rp.partition_duration).unwrap_or(default_dur);
+        let storage = self.dbs.read().get(&db).cloned();
+        let mut refused = Vec::new();
+        let mut known = (1i64, 0i64); // an empty range: nothing known yet
+        let mut created = 0;
+        let mut admitted = self.admitted_partitions.lock();
+        let admitted = admitted.entry(db).or_default();
+        for (index, p) in BatchIter::trusted(bytes).enumerate() {
+            let ts = p.expect("a WriteBatch built by its builder always decodes").timestamp;
+            if known.0 <= ts && ts <= known.1 {
+                continue;
+            }
+            if let Some(part) = storage.as_ref().and_then(|s| s.partitions.find(ts)) {
+                known = (part.start, part.max_ts());
+                continue;
+            }
+            let start = partition::partition_start(ts, dur);
+            let range = (start, start.saturating_add(dur - 1));
+            if admitted.contains(&start) {
+                known = range;
+                continue;
+            }
+            if created < limit {
+                created += 1;
+                admitted.insert(start);
+                known = range;
+                continue;
+            }
+            refused.push(index);
+            outcome.rejected.push(RejectedPoint {
+                index,
+                reason: RejectReason::TooManyNewPartitions { timestamp: ts, limit },
+            });
+        }
+        refused
     }
 }
 
@@ -643,20 +789,7 @@ impl Engine {
 
     /// Freezes every non-empty memtable and waits until all are flushed to segments.
     pub fn flush(&self) -> Result<(), FlushError> {
-        for shard in &self.inner.shards {
-            let mut st = shard.state.lock();
-            self.inner.freeze(shard, &mut st)?;
-        }
-        for shard in &self.inner.shards {
-            let mut st = shard.state.lock();
-            while !st.frozen.is_empty() {
-                if self.inner.poisoned.load(Ordering::Acquire) {
-                    return Err(FlushError::Wal(WalError::Poisoned));
-                }
-                shard.flushed_cv.wait_for(&mut st, Duration::from_millis(50));
-            }
-        }
-        Ok(())
+        self.inner.flush_shards(|_| true)
     }
 
     /// Flushes everything, syncs, and stops the background threads. Writes after this fail.
@@ -822,6 +955,12 @@ impl Inner {
             let entry = entry.map_err(io(&root))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(db) = self.catalog.db_id(&name) else {
+                if self.catalog.lost_records() {
+                    // The catalog lost records at open (torn or damaged): this may be a live
+                    // database whose record was lost, not an interrupted drop. Keep its files.
+                    tracing::error!(dir = %entry.path().display(), "directory of a database the catalog does not know (catalog records were lost); left in place, not loaded");
+                    continue;
+                }
                 // Only a DROP DATABASE interrupted between its catalog record and the delete
                 // leaves such a directory (a database's records are durable before its first
                 // segment): finish the drop.
@@ -875,6 +1014,29 @@ impl Inner {
         Ok(())
     }
 
+    /// After the catalog lost records at open, raises its next series id past every id the
+    /// segments and tombstones use, so that no new series takes the id of data on disk. Opens
+    /// every segment's index, which is why it runs only then.
+    fn reserve_used_series_ids(&self) -> Result<(), OpenError> {
+        let mut max = self.catalog.max_tombstone_series();
+        for db in self.dbs.read().values() {
+            for part in db.partitions.all() {
+                for seg in part.segments().iter() {
+                    let reader = SegmentReader::open(&seg.path)?;
+                    max = max.max(reader.blocks().iter().map(|b| b.series.0).max());
+                }
+            }
+        }
+        if let Some(max) = max {
+            tracing::warn!(
+                next_series_id = max as u64 + 1,
+                "catalog records were lost at open; series ids up to the highest one in use are reserved"
+            );
+            self.catalog.reserve_series_ids(max.saturating_add(1));
+        }
+        Ok(())
+    }
+
     /// Fills each shard's key -> series map from the catalog.
     fn load_lookup(&mut self) {
         let n = self.shards.len();
@@ -896,7 +1058,9 @@ impl Inner {
     /// Replays every WAL file into memtables, flushing as memory fills and at the end.
     /// Returns the replayed files, to be deleted once the new WAL is in place.
     fn replay_wal(&self, wal_root: &Path) -> Result<Vec<(u64, PathBuf)>, OpenError> {
-        let mut files = Vec::new();
+        // Per shard directory, its files; only the newest of each may end in a torn record.
+        let mut files: Vec<(u64, PathBuf)> = Vec::new();
+        let mut newest: HashSet<PathBuf> = HashSet::new();
         if wal_root.exists() {
             let mut dirs: Vec<PathBuf> = fs::read_dir(wal_root)
                 .map_err(|source| OpenError::DataDir { path: wal_root.to_owned(), source })?
@@ -905,13 +1069,16 @@ impl Inner {
                 .collect();
             dirs.sort();
             for d in dirs {
-                files.extend(wal::list_files(&d)?);
+                let list = wal::list_files(&d)?;
+                newest.extend(list.last().map(|(_, p)| p.clone()));
+                files.extend(list);
             }
         }
         let n = self.shards.len();
         for (_, path) in &files {
             let mut bad = None;
-            let stats = wal::replay_file(path, |rec| {
+            let mode = ReplayMode { last: newest.contains(path), recovery: self.opts.recovery };
+            let stats = wal::replay_file_with(path, mode, |rec| {
                 if let Err(e) = self.replay_record(rec, n) {
                     bad = Some(e);
                 }
@@ -921,6 +1088,15 @@ impl Inner {
                 return Err(OpenError::BadWalRecord { path: path.clone(), source });
             }
             self.stats.wal_replayed_records.fetch_add(stats.records, Ordering::Relaxed);
+            for d in &stats.dropped {
+                self.stats.recovery_dropped_ranges.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    file = %path.display(),
+                    offset = d.offset,
+                    bytes = d.bytes,
+                    "damaged WAL bytes dropped (recovery = drop-damaged): the points they held are lost"
+                );
+            }
             if let Some(at) = stats.truncated_at {
                 self.stats.wal_truncated_tails.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(file = %path.display(), offset = at, "WAL had a torn tail; truncated (unacknowledged writes)");
@@ -932,14 +1108,14 @@ impl Inner {
                     let mem =
                         std::mem::replace(&mut st.active, Memtable::new(self.opts.memtable_chunk_values));
                     drop(st);
-                    self.flush_memtable(&mem)?;
+                    self.flush_memtable(&mem, &Mutex::default())?;
                 }
             }
         }
         for shard in &self.shards {
             let mem = std::mem::take(&mut shard.state.lock().active);
             if !mem.is_empty() {
-                self.flush_memtable(&mem)?;
+                self.flush_memtable(&mem, &Mutex::default())?;
             }
         }
         if !files.is_empty() {
@@ -1005,6 +1181,11 @@ impl Inner {
             }
         }
         let st = &mut *st;
+        if log && st.active.bytes >= self.shard_limit {
+            // An earlier freeze ran out of resources and left the memtable full: try again,
+            // and refuse this write (nothing is logged yet) if it fails again.
+            self.freeze(shard, st)?;
+        }
         // Pass 1: resolve series and check field types; nothing is logged or inserted yet, so
         // a refused point never reaches the WAL.
         let mut ids: Vec<Option<SeriesId>> = Vec::with_capacity(points.len());
@@ -1052,10 +1233,15 @@ impl Inner {
             }
         }
         if log && st.active.bytes >= self.shard_limit {
-            self.freeze(shard, st).map_err(|e| match e {
-                FlushError::Wal(w) => WriteError::from(w),
-                _ => WriteError::Poisoned,
-            })?;
+            match self.freeze(shard, st) {
+                Ok(()) => {}
+                // The points are logged and in the memtable: this write goes on to its commit;
+                // the next write of the shard tries the freeze again (above).
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(shard = s, error = %e, "freezing the memtable failed for lack of resources; retried on the next write");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(pos)
     }
@@ -1067,7 +1253,7 @@ impl Inner {
         }
         let wal_through = shard.wal().rotate()?;
         let mem = std::mem::replace(&mut st.active, Memtable::new(self.opts.memtable_chunk_values));
-        st.frozen.push_back(Arc::new(Frozen { mem, wal_through }));
+        st.frozen.push_back(Arc::new(Frozen { mem, wal_through, done: Mutex::default() }));
         shard.frozen_cv.notify_all();
         Ok(())
     }
@@ -1092,19 +1278,42 @@ impl Inner {
                 return;
             }
             let started = Instant::now();
-            match self.flush_memtable(&frozen.mem) {
+            match self.flush_memtable(&frozen.mem, &frozen.done) {
                 Ok(()) => {
                     // The WAL files go before the memtable leaves the queue: once `flush`
                     // returns, nothing it flushed can be replayed again (deletes rely on it).
+                    // If they cannot be deleted, a restart would replay data that is already
+                    // in segments over anything written since (and revive deleted points):
+                    // poison, so no delete or newer write is acknowledged on top of them.
                     if let Err(e) = shard.wal().remove_through(frozen.wal_through) {
-                        tracing::error!(error = %e, "deleting flushed WAL files failed");
+                        tracing::error!(shard = i, error = %e, "deleting flushed WAL files failed; engine poisoned");
+                        self.poisoned.store(true, Ordering::Release);
+                        let _st = shard.state.lock();
+                        shard.flushed_cv.notify_all();
+                        return;
                     }
                     {
                         let mut st = shard.state.lock();
                         st.frozen.pop_front();
+                        *shard.last_flush_error.lock() = None;
                         shard.flushed_cv.notify_all();
                     }
                     tracing::debug!(shard = i, values = frozen.mem.values, elapsed = ?started.elapsed(), "memtable flushed");
+                }
+                Err(e) if e.is_retryable() => {
+                    // Out of file descriptors or disk space before anything half-done was
+                    // published: the memtable stays queued (writers get backpressure once the
+                    // queue is full) and the flush is tried again.
+                    tracing::warn!(shard = i, error = %e, "flush ran out of resources; retrying");
+                    self.stats.flush_retries.fetch_add(1, Ordering::Relaxed);
+                    *shard.last_flush_error.lock() = Some(flush_error_cause(&e));
+                    shard.flush_failures.fetch_add(1, Ordering::AcqRel);
+                    let mut st = shard.state.lock();
+                    shard.flushed_cv.notify_all();
+                    if self.shutdown.load(Ordering::Acquire) {
+                        return; // the data stays in the WAL for the next open
+                    }
+                    shard.frozen_cv.wait_for(&mut st, self.opts.flush_retry_interval);
                 }
                 Err(e) => {
                     // Never carry on after a failed flush: the data is still in the WAL and
@@ -1149,7 +1358,10 @@ impl Inner {
     }
 
     /// Writes a memtable to segment files, one per (database, partition), and publishes them.
-    fn flush_memtable(&self, mem: &Memtable) -> Result<(), FlushError> {
+    /// Groups in `done` were published by an earlier attempt and are skipped; each group
+    /// published now is added, so an attempt that runs out of resources half-way can be
+    /// retried without writing anything twice.
+    fn flush_memtable(&self, mem: &Memtable, done: &Mutex<HashSet<(DbId, i64)>>) -> Result<(), FlushError> {
         if mem.is_empty() {
             return Ok(());
         }
@@ -1178,10 +1390,14 @@ impl Inner {
             let dur = rp.partition_duration.unwrap_or(default_dur);
             let storage = self.db_storage(series.db)?;
             let partition_of = |t: i64| {
-                storage
-                    .partitions
-                    .get_or_create(&storage.dir, t, dur)
-                    .map_err(|source| FlushError::Io { path: storage.dir.clone(), source })
+                storage.partitions.get_or_create(&storage.dir, t, dur).map_err(|source| {
+                    let path = storage.dir.clone();
+                    if fsutil::is_resource_exhausted(&source) {
+                        FlushError::OutOfResources { path, source }
+                    } else {
+                        FlushError::Io { path, source }
+                    }
+                })
             };
             for col in &series.columns {
                 let Some((min, max)) = col.time_bounds() else { continue };
@@ -1221,26 +1437,44 @@ impl Inner {
             }
         }
         let mut bytes = 0;
-        for (_, (part, mut cols)) in groups {
+        let fs = &self.opts.fs;
+        for (key, (part, mut cols)) in groups {
+            if done.lock().contains(&key) {
+                continue;
+            }
             cols.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
             let _publishing = self.publish.read();
             let name = SegmentName::flushed(self.next_segment.fetch_add(1, Ordering::Relaxed));
             let path = part.dir.join(name.file_name());
-            let mut w = SegmentWriter::create(&path)?;
-            for (series, field, source) in &cols {
-                match source {
-                    Source::Whole(col) => {
-                        let (ts, values) = col.sorted(TimeRange::ALL);
-                        w.add_column(*series, field, &ts, &values)?;
+            let write = || {
+                let mut w = SegmentWriter::create_with(fs, &path)?;
+                for (series, field, source) in &cols {
+                    match source {
+                        Source::Whole(col) => {
+                            let (ts, values) = col.sorted(TimeRange::ALL);
+                            w.add_column(*series, field, &ts, &values)?;
+                        }
+                        Source::Split(ts, values) => w.add_column(*series, field, ts, values)?,
                     }
-                    Source::Split(ts, values) => w.add_column(*series, field, ts, values)?,
                 }
-            }
-            let (path, size) = w.finish()?;
-            fsutil::sync_dir(&part.dir)
-                .map_err(|source| FlushError::Io { path: part.dir.clone(), source })?;
-            let reader = SegmentReader::open(&path)?;
-            part.add_segment(Arc::new(SegmentHandle::with_reader(name, reader)));
+                w.finish()
+            };
+            let (path, size) = write().inspect_err(|_| {
+                // Never published: a retry writes it afresh under a new number.
+                let _ = fs.remove_file(&path.with_extension("seg.tmp"));
+            })?;
+            fs.sync_dir(&part.dir).map_err(|source| FlushError::Io { path: part.dir.clone(), source })?;
+            // The segment is published once renamed and its directory synced; if it cannot be
+            // opened right now (no file descriptor), the first read opens it.
+            let handle = match SegmentReader::open(&path) {
+                Ok(reader) => SegmentHandle::with_reader(name, reader),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "opening a flushed segment failed; opened at first read");
+                    SegmentHandle::new(name, path.clone())
+                }
+            };
+            part.add_segment(Arc::new(handle));
+            done.lock().insert(key);
             bytes += size;
             self.stats.segments_written.fetch_add(1, Ordering::Relaxed);
         }
@@ -1250,6 +1484,18 @@ impl Inner {
         self.stats.flush_nanos.fetch_add(nanos, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// The path and errno of a retryable flush error, for `Engine::flush` to report.
+fn flush_error_cause(e: &FlushError) -> (PathBuf, i32) {
+    let (path, source) = match e {
+        FlushError::OutOfResources { path, source }
+        | FlushError::Segment(crate::error::SegmentError::OutOfResources { path, source })
+        | FlushError::Catalog(crate::error::CatalogError::OutOfResources { path, source })
+        | FlushError::Wal(WalError::OutOfResources { path, source }) => (path, source),
+        _ => return (PathBuf::new(), libc::EIO),
+    };
+    (path.clone(), source.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Resolves a point's series (creating it if new) and checks its field types.

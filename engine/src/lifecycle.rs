@@ -67,7 +67,10 @@ impl Engine {
             // one that snapshotted its inputs in between could merge pre-delete data into an
             // output newer than the tombstone without knowing the tombstone.
             let _maintenance = self.inner.maintenance.lock();
-            self.flush()?;
+            // Only the shards whose memtables hold one of these series are flushed: the
+            // others hold nothing the tombstone must cover (their WAL files hold no more
+            // than their memtables), and other databases' data stays in memory.
+            self.inner.flush_shards(|st| holds(st, |d, s| d == id && series.contains(s.0)))?;
             let before_segment = self.inner.next_segment.load(Ordering::SeqCst);
             let n = series.len();
             self.inner.catalog.add_tombstone(id, Tombstone { series, range, before_segment });
@@ -94,12 +97,13 @@ impl Engine {
     ) -> Result<u64, LifecycleError> {
         let id = self.lifecycle_db(db)?;
         let _admin = self.inner.admin.lock();
-        // Flush first so the WAL holds nothing of these series that a replay could revive.
-        self.flush()?;
         let series = self.inner.matching_series(id, measurement, pred);
         if series.is_empty() {
             return Ok(0);
         }
+        // Flush first so the WAL holds nothing of these series that a replay could revive
+        // (only shards whose memtables hold them: a shard's WAL holds no more than those).
+        self.inner.flush_shards(|st| holds(st, |d, s| d == id && series.contains(s.0)))?;
         self.inner.catalog.drop_series(&series);
         self.inner.catalog.sync()?;
         self.inner.forget_series(|_, sid| series.contains(sid.0));
@@ -118,7 +122,7 @@ impl Engine {
         let Some(id) = self.inner.catalog.db_id(db) else { return Ok(false) };
         let _admin = self.inner.admin.lock();
         let _maintenance = self.inner.maintenance.lock();
-        self.flush()?;
+        self.inner.flush_shards(|st| holds(st, |d, _| d == id))?;
         if self.inner.catalog.drop_db(db).is_none() {
             return Ok(false);
         }
@@ -161,6 +165,12 @@ impl Engine {
     pub fn enforce_retention(&self) -> Result<usize, LifecycleError> {
         self.inner.enforce_retention(now_ns())
     }
+}
+
+/// Whether a shard's memtables (active or frozen) hold a series `f` selects.
+fn holds(st: &crate::engine::ShardState, f: impl Fn(DbId, SeriesId) -> bool) -> bool {
+    let mem_holds = |m: &crate::memtable::Memtable| m.series.iter().any(|(&id, s)| f(s.db, id));
+    mem_holds(&st.active) || st.frozen.iter().any(|fz| mem_holds(&fz.mem))
 }
 
 impl Inner {

@@ -262,7 +262,8 @@ impl PartitionSet {
         Ok(p)
     }
 
-    fn find(&self, ts: i64) -> Option<Arc<Partition>> {
+    /// The partition holding `ts`, if it exists.
+    pub fn find(&self, ts: i64) -> Option<Arc<Partition>> {
         let parts = self.parts.read();
         let (_, p) = parts.range(..=ts).next_back()?;
         (ts <= p.max_ts()).then(|| p.clone())

@@ -10,7 +10,7 @@
 //! u16 reserved u32 crc32c(first 12 bytes)`, then records `u32 len, u32 crc32c(payload), payload`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::WalError;
-use crate::fsutil;
+use crate::fsutil::{self, Fs, FsFile};
 use crate::stats::WalStats;
 
 pub const WAL_MAGIC: &[u8; 8] = b"STRATWAL";
@@ -85,7 +85,7 @@ pub fn frame_record(payload: &[u8], out: &mut Vec<u8>) {
 }
 
 struct Io {
-    file: File,
+    file: FsFile,
     /// Sequence number of the file being written.
     file_seq: u64,
     /// Logical bytes written to the OS (all files).
@@ -99,6 +99,7 @@ struct Io {
 /// The WAL of one shard.
 pub struct Wal {
     dir: PathBuf,
+    fs: Fs,
     policy: SyncPolicy,
     /// Records appended but not yet written; logical position = `pending_base + pending.len()`.
     pending: Mutex<Pending>,
@@ -126,10 +127,22 @@ impl Wal {
         policy: SyncPolicy,
         poisoned: Arc<AtomicBool>,
     ) -> Result<Wal, WalError> {
-        fs::create_dir_all(dir).map_err(|source| WalError::Io { path: dir.to_owned(), source })?;
-        let file = new_file(dir, seq)?;
+        Wal::create_with(&Fs::default(), dir, seq, policy, poisoned)
+    }
+
+    /// [`Wal::create`] doing its file operations through `fs`.
+    pub fn create_with(
+        fs: &Fs,
+        dir: &Path,
+        seq: u64,
+        policy: SyncPolicy,
+        poisoned: Arc<AtomicBool>,
+    ) -> Result<Wal, WalError> {
+        fs.create_dir_all(dir).map_err(|source| WalError::Io { path: dir.to_owned(), source })?;
+        let file = new_file(fs, dir, seq).map_err(|(e, _)| e)?;
         Ok(Wal {
             dir: dir.to_owned(),
+            fs: fs.clone(),
             policy,
             pending: Mutex::new(Pending { buf: Vec::with_capacity(1 << 20), base: 0 }),
             io: Mutex::new(Io { file, file_seq: seq, written: 0, synced: 0, spare: Vec::new() }),
@@ -219,6 +232,11 @@ impl Wal {
     }
 
     /// Writes all pending records (and fsyncs if asked). Caller holds the io lock.
+    ///
+    /// A write that fails before any byte reached the file for lack of resources (disk full,
+    /// quota) tore nothing: the records go back to the front of the pending buffer and the
+    /// callers get [`WalError::OutOfResources`]; the next commit writes them again. Any other
+    /// failure (a write that got part of the way, an fsync) poisons.
     fn write_pending(&self, io: &mut Io, sync: bool) -> Result<(), WalError> {
         let end = {
             let mut p = self.pending.lock();
@@ -226,33 +244,46 @@ impl Wal {
             p.base += io.spare.len() as u64;
             p.base
         };
-        let res = (|| {
-            if !io.spare.is_empty() {
-                self.stats.writes.fetch_add(1, Ordering::Relaxed);
-                io.file.write_all(&io.spare)?;
-                io.written = end;
+        if !io.spare.is_empty() {
+            self.stats.writes.fetch_add(1, Ordering::Relaxed);
+            match io.file.write_all_counted(&io.spare) {
+                Ok(()) => io.written = end,
+                Err((0, source)) if fsutil::is_resource_exhausted(&source) => {
+                    let mut p = self.pending.lock();
+                    p.base -= io.spare.len() as u64;
+                    io.spare.extend_from_slice(&p.buf);
+                    std::mem::swap(&mut p.buf, &mut io.spare);
+                    io.spare.clear();
+                    drop(p);
+                    self.wake();
+                    return Err(WalError::OutOfResources { path: self.path_of(io.file_seq), source });
+                }
+                Err((_, source)) => return Err(self.poison(io, source)),
             }
-            if sync && io.synced < io.written {
-                let started = Instant::now();
-                let res = io.file.sync_data();
-                self.stats.fsync_duration.observe(started.elapsed());
-                res?;
-                io.synced = io.written;
-            }
-            Ok::<(), io::Error>(())
-        })();
+        }
         io.spare.clear();
-        if let Err(source) = res {
-            // fsyncgate: after a failed write or fsync the page cache state is unknown; never
-            // retry, refuse all further writes until the engine is reopened.
-            self.poisoned.store(true, Ordering::Release);
-            self.wake();
-            return Err(WalError::Io { path: self.path_of(io.file_seq), source });
+        if sync && io.synced < io.written {
+            let started = Instant::now();
+            let res = io.file.sync_data();
+            self.stats.fsync_duration.observe(started.elapsed());
+            if let Err(source) = res {
+                return Err(self.poison(io, source));
+            }
+            io.synced = io.written;
         }
         self.written_pos.store(io.written, Ordering::Release);
         self.synced_pos.store(io.synced, Ordering::Release);
         self.wake();
         Ok(())
+    }
+
+    /// fsyncgate: after a torn write or a failed fsync the file's state is unknown; never
+    /// retry, refuse all further writes until the engine is reopened.
+    fn poison(&self, io: &mut Io, source: io::Error) -> WalError {
+        io.spare.clear();
+        self.poisoned.store(true, Ordering::Release);
+        self.wake();
+        WalError::Io { path: self.path_of(io.file_seq), source }
     }
 
     fn wake(&self) {
@@ -270,14 +301,21 @@ impl Wal {
     }
 
     /// Syncs the current file and starts file `seq + 1`. Returns the sequence number of the file
-    /// that was closed: every record appended before this call lives in files `<= that`.
+    /// that was closed: every record appended before this call lives in files `<=` that.
     /// Callers hold the shard lock so no append races the switch.
+    ///
+    /// When the new file cannot be created for lack of resources (EMFILE, ENFILE, ENOSPC) the
+    /// current file stays in use and [`WalError::OutOfResources`] is returned: nothing is lost
+    /// and a later call tries again.
     pub fn rotate(&self) -> Result<u64, WalError> {
         let mut io = self.io.lock();
         self.write_pending(&mut io, true)?;
         let old = io.file_seq;
-        let file = new_file(&self.dir, old + 1).inspect_err(|_| {
-            self.poisoned.store(true, Ordering::Release);
+        let file = new_file(&self.fs, &self.dir, old + 1).map_err(|(e, poison)| {
+            if poison {
+                self.poisoned.store(true, Ordering::Release);
+            }
+            e
         })?;
         io.file = file;
         io.file_seq = old + 1;
@@ -288,7 +326,7 @@ impl Wal {
     pub fn remove_through(&self, upto: u64) -> Result<(), WalError> {
         for (seq, path) in list_files(&self.dir)? {
             if seq <= upto {
-                fs::remove_file(&path).map_err(|source| WalError::Io { path, source })?;
+                self.fs.remove_file(&path).map_err(|source| WalError::Io { path, source })?;
             }
         }
         Ok(())
@@ -303,16 +341,32 @@ impl Wal {
     }
 }
 
-fn new_file(dir: &Path, seq: u64) -> Result<File, WalError> {
+/// Creates WAL file `seq`. On error, also says whether the engine must be poisoned: not when
+/// the file could not be created, or could not get its header for lack of resources and was
+/// removed again (nothing refers to it); yes when an fsync failed or the half-made file stays.
+fn new_file(fs: &Fs, dir: &Path, seq: u64) -> Result<FsFile, (WalError, bool)> {
     let path = dir.join(file_name(seq));
-    let res = (|| {
-        let mut f = OpenOptions::new().create_new(true).write(true).open(&path)?;
-        f.write_all(&header_bytes())?;
-        f.sync_all()?;
-        fsutil::sync_dir(dir)?;
-        Ok::<File, io::Error>(f)
-    })();
-    res.map_err(|source| WalError::Io { path, source })
+    let err = |source: io::Error, poison: bool| {
+        let e = if !poison && fsutil::is_resource_exhausted(&source) {
+            WalError::OutOfResources { path: path.clone(), source }
+        } else {
+            WalError::Io { path: path.clone(), source }
+        };
+        (e, poison)
+    };
+    let mut f = fs.open(&path, OpenOptions::new().create_new(true).write(true)).map_err(|e| {
+        let poison = !fsutil::is_resource_exhausted(&e);
+        err(e, poison)
+    })?;
+    if let Err((_, source)) = f.write_all_counted(&header_bytes()) {
+        drop(f);
+        let removed = fs.remove_file(&path).is_ok();
+        let exhausted = fsutil::is_resource_exhausted(&source);
+        return Err(err(source, !(removed && exhausted)));
+    }
+    f.sync_all().map_err(|e| err(e, true))?;
+    fs.sync_dir(dir).map_err(|e| err(e, true))?;
+    Ok(f)
 }
 
 /// Lists `*.wal` files of `dir` sorted by sequence.
@@ -337,28 +391,116 @@ pub fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     Ok(out)
 }
 
+/// What recovery does with damage in a log file (WAL or catalog) that is not a torn tail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Refuse to open, naming the file and offset (default): nothing acknowledged is dropped
+    /// without an operator deciding so.
+    #[default]
+    Strict,
+    /// Skip the damaged bytes (resynchronising on the next intact record), log every dropped
+    /// range, and open.
+    DropDamaged,
+}
+
+/// How to replay one log file.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayMode {
+    /// The newest file of its log: only this one may end in a torn record (every older file
+    /// was synced whole before the next one was created).
+    pub last: bool,
+    pub recovery: Recovery,
+}
+
+impl ReplayMode {
+    pub const LAST_STRICT: ReplayMode = ReplayMode { last: true, recovery: Recovery::Strict };
+}
+
+/// Bytes that recovery dropped from the middle of a log file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DroppedRange {
+    pub offset: u64,
+    pub bytes: u64,
+}
+
 /// What replaying one WAL file found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReplayStats {
     pub records: u64,
     pub bytes: u64,
-    /// Set when a torn or corrupt tail was cut off at this offset.
+    /// Set when a torn tail was cut off at this offset.
     pub truncated_at: Option<u64>,
+    /// Damaged ranges skipped under [`Recovery::DropDamaged`] (the file itself is left as it
+    /// is, except for a dropped range at its end, which is cut off like a torn tail).
+    pub dropped: Vec<DroppedRange>,
 }
 
-/// Reads every intact record of one WAL file, calling `f` for each payload. A torn or corrupt
-/// tail is truncated (the file is cut at the last good record) and reported in the stats.
+/// Reads every intact record of one WAL file, calling `f` for each payload. A torn tail is
+/// truncated (the file is cut at the last good record) and reported in the stats; damage before
+/// intact data is an error ([`WalError::Damaged`]) unless `mode` says to drop it.
 pub fn replay_file(
     path: &Path,
     f: impl FnMut(&[u8]) -> Result<(), WalError>,
 ) -> Result<ReplayStats, WalError> {
-    replay_log(path, &header_bytes(), f)
+    replay_file_with(path, ReplayMode::LAST_STRICT, f)
+}
+
+/// [`replay_file`] of a file that may not be the newest of its log, or with another recovery.
+pub fn replay_file_with(
+    path: &Path,
+    mode: ReplayMode,
+    f: impl FnMut(&[u8]) -> Result<(), WalError>,
+) -> Result<ReplayStats, WalError> {
+    replay_log_with(path, &header_bytes(), mode, f)
+}
+
+/// The length of the intact record at `pos`, if there is one. Empty records are never written
+/// (every WAL and catalog record has a type or name byte), so a zeroed region is not a run of
+/// valid empty records.
+fn record_at(data: &[u8], pos: usize) -> Option<usize> {
+    let rest = &data[pos..];
+    if rest.len() < 8 {
+        return None;
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_RECORD_LEN || rest.len() - 8 < len {
+        return None;
+    }
+    (crc32c::crc32c(&rest[8..8 + len]) == crc).then_some(len)
+}
+
+/// Whether the bad record at `pos` is a torn tail: the last record, cut short by a crash. It
+/// is when it runs to (or past) the end of the file, or when only zeros follow it (space the
+/// file system allocated but the crash left unwritten). Anything else after it means intact
+/// data follows damage.
+fn is_torn_tail(data: &[u8], pos: usize) -> bool {
+    let rest = &data[pos..];
+    if rest.len() < 8 || rest.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    if len > MAX_RECORD_LEN {
+        return false;
+    }
+    let end = 8 + len;
+    end >= rest.len() || rest[end..].iter().all(|&b| b == 0)
 }
 
 /// Replays any framed log file with the given header (WAL, catalog); see [`replay_file`].
 pub fn replay_log(
     path: &Path,
     header: &[u8; WAL_HEADER_LEN],
+    f: impl FnMut(&[u8]) -> Result<(), WalError>,
+) -> Result<ReplayStats, WalError> {
+    replay_log_with(path, header, ReplayMode::LAST_STRICT, f)
+}
+
+/// [`replay_log`] with a [`ReplayMode`].
+pub fn replay_log_with(
+    path: &Path,
+    header: &[u8; WAL_HEADER_LEN],
+    mode: ReplayMode,
     mut f: impl FnMut(&[u8]) -> Result<(), WalError>,
 ) -> Result<ReplayStats, WalError> {
     let io_err = |source| WalError::Io { path: path.to_owned(), source };
@@ -378,26 +520,36 @@ pub fn replay_log(
     }
     let mut pos = WAL_HEADER_LEN;
     while pos < data.len() {
-        let torn = |stats: &mut ReplayStats| stats.truncated_at = Some(pos as u64);
-        if data.len() - pos < 8 {
-            torn(&mut stats);
+        if let Some(len) = record_at(&data, pos) {
+            f(&data[pos + 8..pos + 8 + len])?;
+            stats.records += 1;
+            stats.bytes += len as u64;
+            pos += 8 + len;
+            continue;
+        }
+        if mode.last && is_torn_tail(&data, pos) {
+            stats.truncated_at = Some(pos as u64);
             break;
         }
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD_LEN || data.len() - pos - 8 < len {
-            torn(&mut stats);
-            break;
+        if mode.recovery == Recovery::Strict {
+            return Err(WalError::Damaged {
+                path: path.to_owned(),
+                offset: pos as u64,
+                bytes_after: (data.len() - pos) as u64,
+            });
         }
-        let payload = &data[pos + 8..pos + 8 + len];
-        if crc32c::crc32c(payload) != crc {
-            torn(&mut stats);
-            break;
+        // Resynchronise on the next intact record; a false match needs a length that fits and
+        // a CRC32C that matches by chance.
+        let next = (pos + 1..data.len()).find(|&p| record_at(&data, p).is_some());
+        let until = next.unwrap_or(data.len());
+        stats.dropped.push(DroppedRange { offset: pos as u64, bytes: (until - pos) as u64 });
+        match next {
+            Some(next) => pos = next,
+            None => {
+                stats.truncated_at = Some(pos as u64);
+                break;
+            }
         }
-        f(payload)?;
-        stats.records += 1;
-        stats.bytes += len as u64;
-        pos += 8 + len;
     }
     if let Some(at) = stats.truncated_at {
         rewrite_truncated(path, at)?;

@@ -1,13 +1,14 @@
 //! Writes a segment file: blocks as columns arrive, then the index and trailer.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{BlockMeta, BlockStats, BLOCK_MAX_VALUES, SEGMENT_END_MAGIC, SEGMENT_MAGIC, SEGMENT_VERSION};
 use crate::codec;
 use crate::error::SegmentError;
+use crate::fsutil::{self, Fs, FsFile};
 use crate::model::{SeriesId, Values};
 
 /// Builds one segment. Columns must be added in (series, field) order, each sorted by time
@@ -15,7 +16,8 @@ use crate::model::{SeriesId, Values};
 pub struct SegmentWriter {
     path: PathBuf,
     tmp_path: PathBuf,
-    out: BufWriter<File>,
+    fs: Fs,
+    out: BufWriter<FsFile>,
     offset: u64,
     index: Vec<BlockMeta>,
     block: Vec<u8>,
@@ -24,9 +26,17 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     pub fn create(path: &Path) -> Result<SegmentWriter, SegmentError> {
+        SegmentWriter::create_with(&Fs::default(), path)
+    }
+
+    /// [`SegmentWriter::create`] doing its file operations through `fs`. Errors that mean
+    /// "out of file descriptors or disk space" before the file is published are
+    /// [`SegmentError::OutOfResources`] (the caller removes the temporary file and retries).
+    pub fn create_with(fs: &Fs, path: &Path) -> Result<SegmentWriter, SegmentError> {
         let tmp_path = path.with_extension("seg.tmp");
-        let io = |source| SegmentError::Io { path: tmp_path.clone(), source };
-        let file = OpenOptions::new().create(true).truncate(true).write(true).open(&tmp_path).map_err(io)?;
+        let io = |source| write_error(&tmp_path, source);
+        let file =
+            fs.open(&tmp_path, OpenOptions::new().create(true).truncate(true).write(true)).map_err(io)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut header = [0u8; super::HEADER_LEN];
         header[..8].copy_from_slice(SEGMENT_MAGIC);
@@ -37,6 +47,7 @@ impl SegmentWriter {
         Ok(SegmentWriter {
             path: path.to_owned(),
             tmp_path: tmp_path.clone(),
+            fs: fs.clone(),
             out,
             offset: super::HEADER_LEN as u64,
             index: Vec::new(),
@@ -86,7 +97,7 @@ impl SegmentWriter {
         codec::encode_values(values, b);
         let crc = crc32c::crc32c(b);
         b.extend_from_slice(&crc.to_le_bytes());
-        self.out.write_all(b).map_err(|source| SegmentError::Io { path: self.tmp_path.clone(), source })?;
+        self.out.write_all(b).map_err(|source| write_error(&self.tmp_path, source))?;
         self.index.push(BlockMeta {
             series,
             field: field.clone(),
@@ -125,14 +136,30 @@ impl SegmentWriter {
         trailer[20..24].copy_from_slice(&tcrc.to_le_bytes());
         trailer[24..32].copy_from_slice(SEGMENT_END_MAGIC);
         let tmp = self.tmp_path.clone();
+        let wr = |source| write_error(&tmp, source);
+        self.out.write_all(&index).map_err(wr)?;
+        self.out.write_all(&trailer).map_err(wr)?;
+        let file = self.out.into_inner().map_err(|e| wr(e.into_error()))?;
+        // A failed fsync is never retried (fsyncgate): a plain I/O error, which poisons.
         let io = |source| SegmentError::Io { path: tmp.clone(), source };
-        self.out.write_all(&index).map_err(io)?;
-        self.out.write_all(&trailer).map_err(io)?;
-        let file = self.out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         let size = self.offset + index.len() as u64 + trailer.len() as u64;
-        fs::rename(&self.tmp_path, &self.path).map_err(io)?;
+        self.fs.rename(&self.tmp_path, &self.path).map_err(io)?;
         Ok((self.path, size))
+    }
+
+    /// The temporary file this writer writes until [`SegmentWriter::finish`].
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp_path
+    }
+}
+
+/// An error creating or writing the (unpublished) temporary file.
+fn write_error(tmp: &Path, source: io::Error) -> SegmentError {
+    if fsutil::is_resource_exhausted(&source) {
+        SegmentError::OutOfResources { path: tmp.to_owned(), source }
+    } else {
+        SegmentError::Io { path: tmp.to_owned(), source }
     }
 }
 
