@@ -857,3 +857,26 @@ pub mod pty {
         }
     }
 }
+
+/// Third-party programs the interoperability tests run (Python clients, Mosquitto).
+pub mod tools {
+    /// Whether missing programs fail the tests instead of skipping them: `CI=true` (or `1`),
+    /// so the suite CI runs can never pass an interop test that tested nothing.
+    pub fn required() -> bool {
+        std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+    }
+
+    /// Reports that `test` cannot run because `tool` is missing: panics under `CI=true`
+    /// naming the tool and how to install it, else prints `SKIPPED` (the test then returns).
+    pub fn missing(test: &str, tool: &str, install: &str) {
+        assert!(
+            !required(),
+            "{test}: {tool} is missing and CI=true requires it. Install it: {install} (scripts/test.sh does)"
+        );
+        eprintln!("SKIPPED {test}: {tool} is missing ({install}; scripts/test.sh installs it)");
+    }
+
+    /// How to get the Python clients of `tests/python-requirements.txt`.
+    pub const PYTHON_INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install -r \
+        tests/python-requirements.txt, then STRATA_TEST_PYTHON=$PWD/.venv/bin/python";
+}

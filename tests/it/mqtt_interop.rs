@@ -3,8 +3,8 @@
 //! mode subscribes to Debian's `mosquitto` broker (started here on an ephemeral loopback port
 //! with a generated config, killed by PID) and stores what is published there.
 //!
-//! Each test prints a notice and passes when its program is missing (`scripts/test.sh`
-//! installs them).
+//! Each test prints a notice and passes when its program is missing, except under `CI=true`,
+//! where it fails naming the program (`scripts/test.sh` installs them).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,14 +12,17 @@ use std::process::Command;
 use serde_json::Value;
 use strata_e2e::mqtt::mqtt_addr;
 use strata_e2e::server::{read_measurement, ServerBuilder};
+use strata_e2e::tools;
+
+/// How to get `mosquitto` and `mosquitto_pub`.
+const MOSQUITTO_INSTALL: &str = "apt-get install mosquitto mosquitto-clients";
 
 #[test]
 fn mqtt_interop_mosquitto_pub() {
-    let Ok(out) = Command::new("mosquitto_pub").arg("--help").output() else {
-        eprintln!("SKIPPED mqtt_interop_mosquitto_pub: mosquitto_pub is not installed (apt-get install mosquitto-clients)");
+    if Command::new("mosquitto_pub").arg("--help").output().is_err() {
+        tools::missing("mqtt_interop_mosquitto_pub", "mosquitto_pub", MOSQUITTO_INSTALL);
         return;
-    };
-    let _ = out;
+    }
     let dir = tempfile::tempdir().unwrap();
     let server = ServerBuilder::new(dir.path()).start();
     let addr = mqtt_addr(&server);
@@ -59,10 +62,11 @@ fn mqtt_interop_mosquitto_pub() {
 
 /// Runs `tests/python/<script>` (a paho-mqtt client publishing as `device`) against a fresh
 /// server, stops the server and returns the script's JSON report with the data directory to
-/// read back. `None` (the test is skipped) when `STRATA_TEST_PYTHON` is not set.
+/// read back. `None` (the test is skipped) when `STRATA_TEST_PYTHON` is not set; under
+/// `CI=true` that fails instead.
 pub(crate) fn run_paho_script(test: &str, script: &str, device: &str) -> Option<(Value, tempfile::TempDir)> {
     let Some(python) = std::env::var_os("STRATA_TEST_PYTHON") else {
-        eprintln!("SKIPPED {test}: STRATA_TEST_PYTHON is not set (scripts/test.sh sets it)");
+        tools::missing(test, "STRATA_TEST_PYTHON (a Python with paho-mqtt)", tools::PYTHON_INSTALL);
         return None;
     };
     let script_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
@@ -308,7 +312,11 @@ fn numbered(n: usize) -> Vec<(String, String)> {
 #[test]
 fn mqtt_bridge_stores_what_devices_publish_to_mosquitto() {
     let Some(mosq) = Mosquitto::start() else {
-        eprintln!("SKIPPED mqtt_bridge_stores_what_devices_publish_to_mosquitto: mosquitto is not installed (apt-get install mosquitto)");
+        tools::missing(
+            "mqtt_bridge_stores_what_devices_publish_to_mosquitto",
+            "mosquitto (the broker)",
+            MOSQUITTO_INSTALL,
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -359,7 +367,7 @@ fn stores_what_devices_publish(
 #[test]
 fn mqtt_bridge_speaks_mqtt_5_to_mosquitto() {
     let Some(mosq) = Mosquitto::start() else {
-        eprintln!("SKIPPED mqtt_bridge_speaks_mqtt_5_to_mosquitto: mosquitto is not installed");
+        tools::missing("mqtt_bridge_speaks_mqtt_5_to_mosquitto", "mosquitto (the broker)", MOSQUITTO_INSTALL);
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -413,7 +421,7 @@ fn tls_bridge_conf(dir: &std::path::Path, ca: &str, client: Option<&(String, Str
 fn mqtt_bridge_over_mutual_tls() {
     let pki = crate::mqtt_tls::make_pki("strata-bridge");
     let Some(mosq) = Mosquitto::start_tls(BrokerTls { pki: &pki, require_certificate: true }) else {
-        eprintln!("SKIPPED mqtt_bridge_over_mutual_tls: mosquitto is not installed");
+        tools::missing("mqtt_bridge_over_mutual_tls", "mosquitto (the broker)", MOSQUITTO_INSTALL);
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -457,7 +465,11 @@ fn mqtt_bridge_refuses_a_broker_its_ca_did_not_sign() {
     let pki = crate::mqtt_tls::make_pki("unused");
     let other = crate::mqtt_tls::make_pki("unused");
     let Some(mosq) = Mosquitto::start_tls(BrokerTls { pki: &pki, require_certificate: false }) else {
-        eprintln!("SKIPPED mqtt_bridge_refuses_a_broker_its_ca_did_not_sign: mosquitto is not installed");
+        tools::missing(
+            "mqtt_bridge_refuses_a_broker_its_ca_did_not_sign",
+            "mosquitto (the broker)",
+            MOSQUITTO_INSTALL,
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -499,7 +511,11 @@ fn mqtt_bridge_tls_files_are_checked_at_start() {
 #[test]
 fn mqtt_bridge_shared_subscription_splits_the_messages() {
     let Some(mosq) = Mosquitto::start() else {
-        eprintln!("SKIPPED mqtt_bridge_shared_subscription_splits_the_messages: mosquitto is not installed");
+        tools::missing(
+            "mqtt_bridge_shared_subscription_splits_the_messages",
+            "mosquitto (the broker)",
+            MOSQUITTO_INSTALL,
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -540,7 +556,11 @@ fn stored_count(server: &strata_e2e::server::StrataServer) -> u64 {
 #[test]
 fn mqtt_bridge_kill_9_loses_nothing_the_broker_accepted() {
     let Some(mosq) = Mosquitto::start() else {
-        eprintln!("SKIPPED mqtt_bridge_kill_9_loses_nothing_the_broker_accepted: mosquitto is not installed");
+        tools::missing(
+            "mqtt_bridge_kill_9_loses_nothing_the_broker_accepted",
+            "mosquitto (the broker)",
+            MOSQUITTO_INSTALL,
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -161,8 +161,10 @@ print("ok")
 #[test]
 fn query_python_influxdb_client() {
     let Some(python) = std::env::var_os("STRATA_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED query_python_influxdb_client: STRATA_TEST_PYTHON is not set (scripts/test.sh sets it)"
+        strata_e2e::tools::missing(
+            "query_python_influxdb_client",
+            "STRATA_TEST_PYTHON (a Python with influxdb)",
+            strata_e2e::tools::PYTHON_INSTALL,
         );
         return;
     };
