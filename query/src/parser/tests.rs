@@ -1015,6 +1015,37 @@ mod props {
             let _ = parse_query(&mutated);
         }
 
+        /// The fuzz target's property (`fuzz/fuzz_targets/query.rs`) over the same inputs as
+        /// the tests above: whatever parses prints to text that parses back to the same tree.
+        #[test]
+        fn whatever_parses_prints_back_to_the_same_tree(
+            words in prop::collection::vec(prop::sample::select(WORDS), 0..40),
+            s in ".{0,120}",
+            cut in 0usize..200,
+            insert in ".{0,3}",
+        ) {
+            let base = r#"SELECT mean("value") FROM "cpu" WHERE ("host" =~ /^server1$/) AND time >= 1700000000000ms and time <= now() - 1h GROUP BY time(10s), "host" fill(null) ORDER BY time DESC LIMIT 10 tz('UTC')"#;
+            let mut cut = cut.min(base.len());
+            while !base.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let inputs = [
+                words.join(" "),
+                words.concat(),
+                s,
+                base[..cut].to_owned(),
+                format!("{}{}{}", &base[..cut], insert, &base[cut..]),
+            ];
+            for q in &inputs {
+                if let Ok(first) = parse_query(q) {
+                    let printed = format_query(&first);
+                    let second = parse_query(&printed);
+                    prop_assert!(second.is_ok(), "{q:?} printed as {printed:?}: {:?}", second.err());
+                    prop_assert_eq!(second.ok(), Some(first), "{:?} printed as {:?}", q, printed);
+                }
+            }
+        }
+
         #[test]
         fn printed_statements_parse_back_to_the_same_tree(s in gen::statement()) {
             let printed = s.to_string();
