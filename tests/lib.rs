@@ -90,6 +90,8 @@ pub mod server {
     /// Options for starting `strata serve`.
     pub struct ServerBuilder {
         data_dir: PathBuf,
+        /// `None`: [`workspace_bin`]`("strata")`.
+        binary: Option<PathBuf>,
         args: Vec<String>,
         envs: Vec<(String, String)>,
         http_addr: String,
@@ -99,10 +101,18 @@ pub mod server {
         pub fn new(data_dir: &Path) -> ServerBuilder {
             ServerBuilder {
                 data_dir: data_dir.to_owned(),
+                binary: None,
                 args: Vec::new(),
                 envs: Vec::new(),
                 http_addr: "127.0.0.1:0".into(),
             }
+        }
+
+        /// Runs this `strata` executable instead of the workspace's (the crash soak takes it
+        /// from its command line).
+        pub fn binary(mut self, path: &Path) -> Self {
+            self.binary = Some(path.to_owned());
+            self
         }
 
         pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -126,7 +136,7 @@ pub mod server {
         }
 
         fn command(&self, logs: &Path, ready: &Path) -> Command {
-            let mut cmd = Command::new(workspace_bin("strata"));
+            let mut cmd = Command::new(self.binary.clone().unwrap_or_else(|| workspace_bin("strata")));
             cmd.arg("serve")
                 .arg("--data-dir")
                 .arg(&self.data_dir)

@@ -4,6 +4,7 @@ mod cli_config;
 mod cli_export;
 mod cli_query;
 mod cli_write;
+mod crash_soak;
 mod engine_crash;
 mod hostile;
 mod http_auth;
