@@ -727,4 +727,66 @@ mod tests {
         let (recs, _) = read_all(dir.path());
         assert_eq!(recs.len(), 200);
     }
+
+    fn three_records(dir: &Path) -> (PathBuf, Vec<u64>) {
+        let w = wal(dir, SyncPolicy::Never);
+        let ends: Vec<u64> = [&b"first"[..], b"second", b"third"].iter().map(|r| w.append(r)).collect();
+        w.commit(ends[2]).unwrap();
+        drop(w);
+        (dir.join(file_name(1)), ends)
+    }
+
+    #[test]
+    fn damage_before_intact_records_refuses_naming_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three_records(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[WAL_HEADER_LEN + 9] ^= 0x01; // inside the first payload
+        fs::write(&path, &bytes).unwrap();
+        let err = replay_file(&path, |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(err, WalError::Damaged { offset, .. } if offset == WAL_HEADER_LEN as u64),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("offset 16"), "{msg}");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing is cut when refusing");
+    }
+
+    #[test]
+    fn drop_damaged_skips_the_bad_record_and_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, ends) = three_records(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[WAL_HEADER_LEN + 9] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let mut recs = Vec::new();
+        let mode = ReplayMode { last: true, recovery: Recovery::DropDamaged };
+        let stats = replay_file_with(&path, mode, |r| {
+            recs.push(r.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(recs, vec![b"second".to_vec(), b"third".to_vec()]);
+        assert_eq!(stats.dropped, vec![DroppedRange { offset: WAL_HEADER_LEN as u64, bytes: ends[0] }]);
+        assert_eq!(stats.truncated_at, None);
+    }
+
+    #[test]
+    fn a_torn_tail_followed_by_zeros_is_cut_but_not_in_an_older_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, ends) = three_records(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.truncate(WAL_HEADER_LEN + ends[2] as usize - 2);
+        let torn = bytes.clone();
+        bytes.extend_from_slice(&[0; 4096]); // allocated, never written
+        fs::write(&path, &bytes).unwrap();
+        let older = ReplayMode { last: false, recovery: Recovery::Strict };
+        let err = replay_file_with(&path, older, |_| Ok(())).unwrap_err();
+        assert!(matches!(err, WalError::Damaged { .. }), "an older file was synced whole: {err:?}");
+        let stats = replay_file(&path, |_| Ok(())).unwrap();
+        assert_eq!((stats.records, stats.truncated_at), (2, Some(WAL_HEADER_LEN as u64 + ends[1])));
+        fs::write(&path, &torn).unwrap();
+        assert_eq!(replay_file(&path, |_| Ok(())).unwrap().records, 2);
+    }
 }
