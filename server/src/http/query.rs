@@ -54,6 +54,12 @@ pub const STREAM_CAPACITY: usize = 4;
 /// wide rows do not make one piece huge.
 const CSV_PIECE_BYTES: usize = 1 << 20;
 
+/// The most rows one chunk may hold, whatever `chunk_size` the request or `query.chunk_size`
+/// asks: a chunk is encoded whole before it is sent, so an unbounded `chunk_size` would turn
+/// the streamed answer back into one held in memory. JSON chunks also end at
+/// [`strata_query::encode::CHUNK_BYTES`] of rows, CSV pieces at [`CSV_PIECE_BYTES`].
+pub const MAX_CHUNK_SIZE: usize = 10_000;
+
 /// The parameters of one request.
 #[derive(Debug, Default)]
 struct Params {
@@ -225,6 +231,8 @@ async fn answer(
     }
 
     let limits = limits_from_config(&st.config.query);
+    // One deadline for the whole request, however many tries it takes (inline, then pool).
+    let deadline = limits.timeout.map(|t| Instant::now() + t);
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
@@ -232,27 +240,29 @@ async fn answer(
     let opts = EncodeOptions { epoch, pretty: params.pretty };
     let csv = wants_csv(&headers);
     if params.chunked || csv {
-        let size = params.chunk_size.unwrap_or(st.config.query.chunk_size.max(1));
+        let size = params.chunk_size.unwrap_or(st.config.query.chunk_size).clamp(1, MAX_CHUNK_SIZE);
         let ctx = StreamContext {
             engine: st.engine.clone(),
             metrics: st.metrics.clone(),
             db: params.db.clone(),
             now_ns,
             limits,
+            deadline,
             started,
         };
         let format = if csv { StreamFormat::Csv } else { StreamFormat::Json };
         return (stream_answer(ctx, statements, format, opts, size), None);
     }
     let n = statements.len();
-    let inline = run_small_inline(&st.engine, params.db.as_deref(), now_ns, limits, &statements);
+    let inline = run_small_inline(&st.engine, params.db.as_deref(), now_ns, limits, deadline, &statements);
     let (results, outcome) = match inline {
         Some(r) => r,
         None => {
             let engine = st.engine.clone();
             let db = params.db.clone();
             let run = tokio::task::spawn_blocking(move || {
-                let ctx = QueryContext::new(&engine, db.as_deref(), now_ns, limits);
+                let mut ctx = QueryContext::new(&engine, db.as_deref(), now_ns, limits);
+                ctx.deadline = deadline;
                 run_statements(&ctx, &statements)
             });
             match run.await {
@@ -271,7 +281,9 @@ async fn answer(
     let rows = results.iter().flat_map(|r| &r.series).map(|s| s.values.len() as u64).sum::<u64>();
     q.series_returned.fetch_add(series, Ordering::Relaxed);
     q.rows_returned.fetch_add(rows, Ordering::Relaxed);
-    (encode_results(opts, &results), Some(outcome))
+    let (response, too_big) = encode_results(opts, results, limits.max_memory_bytes);
+    let outcome = if too_big { QueryOutcome::Limit } else { outcome };
+    (response, Some(outcome))
 }
 
 /// What a streamed query's thread needs, owned.
@@ -281,6 +293,7 @@ struct StreamContext {
     db: Option<String>,
     now_ns: i64,
     limits: QueryLimits,
+    deadline: Option<Instant>,
     started: Instant,
 }
 
@@ -307,7 +320,8 @@ fn stream_answer(
     let started = c.started;
     let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
-        let ctx = QueryContext::new(&c.engine, c.db.as_deref(), c.now_ns, c.limits);
+        let mut ctx = QueryContext::new(&c.engine, c.db.as_deref(), c.now_ns, c.limits);
+        ctx.deadline = c.deadline;
         let mut enc = StreamEncoder::new(format, opts, chunk_size);
         let outcome = stream_statements(&ctx, &statements, &mut enc, &c.metrics, &mut |piece| {
             send_line(&runtime, &tx, piece, &ctx)
@@ -506,26 +520,32 @@ fn wants_csv(headers: &HeaderMap) -> bool {
     accept.contains("application/csv") || accept.contains("text/csv")
 }
 
-/// Runs the statements in order, stopping at the first failure as InfluxDB does (what
-/// [`strata_query::execute`] does too, but that reports errors as strings only; the typed
-/// error is kept here to classify the outcome).
-/// Series and points a query may read on the request's own task (see [`run_small_inline`]).
+/// Series, points, rows and bytes a query may use on the request's own task (see
+/// [`run_small_inline`]).
 const INLINE_MAX_SERIES: u64 = 16;
 const INLINE_MAX_POINTS: u64 = 16_384;
+/// Rows (and `GROUP BY time` buckets): a few points can ask for millions of buckets, whose
+/// making is work the points limit does not see.
+const INLINE_MAX_ROWS: u64 = 16_384;
+const INLINE_MAX_MEMORY: u64 = 16 << 20;
 
 /// Runs small SELECTs on the request's async task instead of the blocking pool: one truck's
 /// readings over an hour take ~30 us to answer, and the hand-off to a pool thread and back
 /// (two thread wake-ups) cost more than that on this 2-core machine. "Small" is found by
 /// trying: the statements run with at most [`INLINE_MAX_SERIES`] series and
-/// [`INLINE_MAX_POINTS`] points read (a few tens of microseconds of work at most), and when
+/// [`INLINE_MAX_POINTS`] points read, [`INLINE_MAX_ROWS`] rows or buckets made and
+/// [`INLINE_MAX_MEMORY`] bytes held (a few tens of microseconds of work at most), and when
 /// one of those tighter limits trips, `None` says to run the whole request again on the pool
-/// with the real limits. Only read-only SELECTs qualify (running one twice changes nothing);
-/// SHOW, DDL and `SELECT ... INTO` always go to the pool.
+/// with the real limits. Every other limit (the deadline, shared with the pool run, and the
+/// configured limits where they are tighter) applies here as there. Only read-only SELECTs
+/// qualify (running one twice changes nothing); SHOW, DDL and `SELECT ... INTO` always go to
+/// the pool.
 fn run_small_inline(
     engine: &strata_engine::Engine,
     db: Option<&str>,
     now_ns: i64,
     limits: QueryLimits,
+    deadline: Option<Instant>,
     statements: &[Statement],
 ) -> Option<(Vec<StatementResult>, QueryOutcome)> {
     if !statements.iter().all(|s| matches!(s, Statement::Select(sel) if sel.into.is_none())) {
@@ -536,13 +556,20 @@ fn run_small_inline(
     let probe = QueryLimits {
         max_series: tighter(limits.max_series, INLINE_MAX_SERIES),
         max_points_scanned: tighter(limits.max_points_scanned, INLINE_MAX_POINTS),
+        max_points_returned: tighter(limits.max_points_returned, INLINE_MAX_ROWS),
+        max_memory_bytes: tighter(limits.max_memory_bytes, INLINE_MAX_MEMORY),
         ..limits
     };
-    let ctx = QueryContext::new(engine, db, now_ns, probe);
+    let mut ctx = QueryContext::new(engine, db, now_ns, probe);
+    ctx.deadline = deadline;
     // Too big for inline, unless the configured limit is the one that tripped.
     run_statements_unless(&ctx, statements, |e| match e {
         QueryError::TooManySeries { .. } => probe.max_series != limits.max_series,
         QueryError::TooManyPointsScanned { .. } => probe.max_points_scanned != limits.max_points_scanned,
+        QueryError::TooManyPointsReturned { .. } | QueryError::TooManyBuckets { .. } => {
+            probe.max_points_returned != limits.max_points_returned
+        }
+        QueryError::MemoryExceeded { .. } => probe.max_memory_bytes != limits.max_memory_bytes,
         _ => false,
     })
 }
@@ -553,18 +580,46 @@ fn run_statements(ctx: &QueryContext<'_>, statements: &[Statement]) -> (Vec<Stat
 
 /// Runs `statements` in order and stops after the first failing one (its result carries the
 /// error); `None` when that error is one `give_up` says to abandon the whole request for.
+///
+/// Each statement's memory limit is what the results of the statements before it left of
+/// `query.max_memory`: a materialised answer holds them all until it is encoded, so many
+/// statements must not each take the whole limit. (What [`strata_query::execute`] does too,
+/// but that reports errors as strings only; the typed error is kept here to classify the
+/// outcome.)
 fn run_statements_unless(
     ctx: &QueryContext<'_>,
     statements: &[Statement],
     give_up: impl Fn(&QueryError) -> bool,
 ) -> Option<(Vec<StatementResult>, QueryOutcome)> {
     let mut out = Vec::with_capacity(statements.len());
+    let limit = ctx.limits.max_memory_bytes;
+    let mut held = 0u64;
     for (i, stmt) in statements.iter().enumerate() {
-        match execute_statement(ctx, stmt) {
-            Ok(series) => out.push(StatementResult { statement_id: i, series, error: None }),
+        let mut c = *ctx;
+        if limit > 0 {
+            // At least one byte: 0 would mean unlimited.
+            c.limits.max_memory_bytes = limit.saturating_sub(held).max(1);
+        }
+        let r = if limit > 0 && held >= limit {
+            Err(QueryError::MemoryExceeded { limit })
+        } else {
+            execute_statement(&c, stmt)
+        };
+        match r {
+            Ok(series) => {
+                if limit > 0 {
+                    held += series.iter().map(strata_query::limits::series_bytes).sum::<u64>();
+                }
+                out.push(StatementResult { statement_id: i, series, error: None })
+            }
             Err(e) if give_up(&e) => return None,
             Err(e) => {
                 tracing::debug!(statement = i, error = %e, "statement failed");
+                // The limit as configured, not the share this statement had left.
+                let e = match e {
+                    QueryError::MemoryExceeded { .. } => QueryError::MemoryExceeded { limit },
+                    e => e,
+                };
                 let outcome = QueryOutcome::of_error(&e);
                 out.push(StatementResult { statement_id: i, series: Vec::new(), error: Some(e.to_string()) });
                 return Some((out, outcome));
@@ -575,7 +630,29 @@ fn run_statements_unless(
 }
 
 /// Encodes the results as one JSON document (chunked JSON and CSV stream instead, see
-/// [`stream_answer`]).
-fn encode_results(opts: EncodeOptions, results: &[StatementResult]) -> Response {
-    json_response(StatusCode::OK, encode_json(results, opts))
+/// [`stream_answer`]). The text is held whole until it is sent, so it must fit in
+/// `query.max_memory` too (`max_memory`, 0 for no limit): the first statement whose text
+/// would not fit answers the memory limit's error instead, and the statements after it are
+/// dropped, as after any failing statement. At most about twice the limit is held: the
+/// results, then their text. The flag says the text was too big.
+fn encode_results(
+    opts: EncodeOptions,
+    mut results: Vec<StatementResult>,
+    max_memory: u64,
+) -> (Response, bool) {
+    let mut total = 0u64;
+    let over = if max_memory == 0 {
+        None
+    } else {
+        results.iter().position(|r| {
+            total += strata_query::encode::json_len_bound(&r.series, opts, max_memory);
+            total > max_memory
+        })
+    };
+    if let Some(i) = over {
+        let error = QueryError::MemoryExceeded { limit: max_memory }.to_string();
+        results.truncate(i);
+        results.push(StatementResult { statement_id: i, series: Vec::new(), error: Some(error) });
+    }
+    (json_response(StatusCode::OK, encode_json(&results, opts)), over.is_some())
 }
