@@ -38,6 +38,9 @@ pub mod tls;
 pub mod topic;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,6 +63,7 @@ use self::topic::TopicPattern;
 use crate::auth::Auth;
 use crate::budget::WriteMemory;
 use crate::http::AppState;
+use crate::ingest::time::ArrivalClock;
 use crate::ingest::Decoded;
 use crate::metrics::Metrics;
 
@@ -128,6 +132,17 @@ pub enum StoreError {
     Overloaded,
 }
 
+/// Why a batch of messages may not be acknowledged ([`Broker::store_messages`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A message that was not stored whole could not be kept in the dead-letter store
+    /// durably: acknowledging it would lose it.
+    #[error("dead-letter store: {0}")]
+    DeadLetter(#[source] std::io::Error),
+}
+
 /// Everything the MQTT side shares: settings, the engine and the stores.
 pub struct Broker {
     pub config: MqttConfig,
@@ -141,11 +156,14 @@ pub struct Broker {
     pub acl: Acl,
     pub decoding: Decoding,
     pub dead_letters: DeadLetters,
+    /// Whether dead letters of synced batches are fsynced: unless `storage.sync = "never"`,
+    /// which fsyncs nothing else either.
+    dead_letter_fsync: bool,
     /// Per-device passwords (`strata device add`).
     pub devices: DeviceCredentials,
     pub status: Registry,
-    /// The rate limit's token buckets, one per device with a connection open (shared by its
-    /// connections).
+    /// The rate limit's token buckets, one per device that sent within the last
+    /// `rate_burst / rate_limit` seconds, keyed by the device a message is for.
     pub device_buckets: rate::DeviceBuckets,
     pub sessions: Sessions,
     /// Where persistent sessions are saved; the lock orders saves (a later snapshot is never
@@ -163,6 +181,9 @@ pub struct Broker {
     pub(crate) refusing: Arc<Semaphore>,
     next_conn: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// The time of messages without a timestamp: one per message, never repeated (see
+    /// [`ArrivalClock`] for why a reading per batch lost acknowledged data).
+    clock: ArrivalClock,
 }
 
 impl std::fmt::Debug for Broker {
@@ -231,7 +252,7 @@ impl Broker {
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
             refusing: Arc::new(Semaphore::new(listener::MAX_REFUSING)),
             status: Registry::new(max_devices),
-            device_buckets: rate::DeviceBuckets::new(config.rate_limit, config.rate_burst),
+            device_buckets: rate::DeviceBuckets::new(config.rate_limit, config.rate_burst, max_devices),
             engine: state.engine.clone(),
             auth: state.auth.clone(),
             metrics: state.metrics.clone(),
@@ -241,8 +262,10 @@ impl Broker {
             acl,
             decoding,
             dead_letters,
+            dead_letter_fsync: state.config.storage.sync != crate::config::SyncMode::Never,
             next_conn,
             shutdown: watch::channel(false).0,
+            clock: ArrivalClock::default(),
             config,
         })
     }
@@ -263,17 +286,13 @@ impl Broker {
         *self.shutdown.borrow()
     }
 
-    /// Decodes `messages` into one batch, writes it (blocking until durable per
-    /// `storage.sync`, unless every message is QoS 0: see [`Broker::write_messages_with`])
-    /// and returns how each message went, in order: `None` when it was stored whole, else the
-    /// reason. Points refused by the engine (series limit, field type conflict) count against
-    /// their message. Blocking: call from `spawn_blocking`.
-    pub fn write_messages(&self, messages: &[Message]) -> Result<Vec<Option<String>>, StoreError> {
-        let sync = messages.iter().any(|m| m.qos > 0);
-        self.write_messages_with(messages, sync)
-    }
-
-    /// [`Broker::write_messages`] with the choice of waiting for the fsync. A batch of QoS 0
+    /// Decodes `messages` into one batch, writes it and returns how each message went, in
+    /// order: `None` when it was stored whole, else the reason. Points refused by the engine
+    /// (series limit, field type conflict) count against their message. Blocking: call from
+    /// `spawn_blocking`. Callers that acknowledge want [`Broker::store_messages`], which also
+    /// keeps the failed messages as dead letters.
+    ///
+    /// With `sync` it blocks until the batch is durable per `storage.sync`. A batch of QoS 0
     /// messages only needs to reach the OS: nothing is acknowledged to the device, so nothing
     /// was promised durable and no fsync is owed to it (nor its latency, with two batches per
     /// connection in flight). It is fsynced by the next durable commit or within a second
@@ -284,7 +303,9 @@ impl Broker {
         sync: bool,
     ) -> Result<Vec<Option<String>>, StoreError> {
         let db = &self.config.database;
-        let now = now_ns();
+        // Each message is its own write with its own time (lines without a timestamp inside
+        // one message share it, as in one HTTP request): message `i` gets `first + i`.
+        let first = self.clock.reserve(now_ns(), messages.len());
         let total: usize = messages.iter().map(|m| m.payload.len()).sum();
         let mut decoded = Decoded::appending(
             WriteBatch::with_buffer(self.buffers.take(total + total / 2)),
@@ -292,7 +313,7 @@ impl Broker {
         );
         let mut starts = Vec::with_capacity(messages.len());
         let mut results: Vec<MessageResult> = Vec::with_capacity(messages.len());
-        for m in messages {
+        for (m, now) in messages.iter().zip(first..) {
             starts.push(decoded.batch.len_points());
             if let Some(why) = m.refused {
                 results.push(MessageResult { fatal: Some(why.to_owned()), ..Default::default() });
@@ -376,9 +397,27 @@ impl Broker {
         Ok(reasons)
     }
 
-    /// Stores the messages that failed in the dead-letter store, counts and logs them.
-    /// Blocking.
-    pub fn dead_letter(&self, messages: &[Message], reasons: &[Option<String>]) {
+    /// Writes `messages` ([`Broker::write_messages_with`]) and keeps the ones that were not
+    /// stored whole in the dead-letter store ([`Broker::dead_letter`]), durably if `sync`:
+    /// when this returns `Ok`, every message may be acknowledged. Blocking.
+    pub fn store_messages(&self, messages: &[Message], sync: bool) -> Result<Vec<Option<String>>, BatchError> {
+        let reasons = self.write_messages_with(messages, sync)?;
+        self.dead_letter(messages, &reasons, sync)?;
+        Ok(reasons)
+    }
+
+    /// Stores the messages that failed in the dead-letter store, counts and logs them. With
+    /// `durable` (the batch is acknowledged once this returns) each file and then the
+    /// directory are fsynced (unless `storage.sync = "never"`), and an error means the
+    /// messages must not be acknowledged; without, a failure is only logged. Blocking.
+    pub fn dead_letter(
+        &self,
+        messages: &[Message],
+        reasons: &[Option<String>],
+        durable: bool,
+    ) -> Result<(), BatchError> {
+        let fsync = durable && self.dead_letter_fsync;
+        let mut pushed = false;
         for (m, reason) in messages.iter().zip(reasons) {
             let Some(reason) = reason else { continue };
             let (device, _) = m.mapped(&self.acl.pattern);
@@ -392,13 +431,25 @@ impl Broker {
                 reason,
                 payload: &m.payload,
             };
-            match self.dead_letters.push(&entry) {
+            match self.dead_letters.push(&entry, fsync) {
                 Ok((_, dropped)) => {
+                    pushed = true;
                     self.metrics.mqtt.dead_letters_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+                }
+                Err(e) if durable => {
+                    tracing::error!(error = %e, device = %device, "cannot write a dead letter; the batch is not acknowledged");
+                    return Err(BatchError::DeadLetter(e));
                 }
                 Err(e) => tracing::error!(error = %e, device = %device, "cannot write a dead letter"),
             }
         }
+        if pushed && fsync {
+            if let Err(e) = self.dead_letters.sync_dir() {
+                tracing::error!(error = %e, "cannot sync the dead-letter directory; the batch is not acknowledged");
+                return Err(BatchError::DeadLetter(e));
+            }
+        }
+        Ok(())
     }
 
     /// Replays dead letters (all of them, oldest first, up to `limit`, or the given ids): each
@@ -488,6 +539,15 @@ pub fn broker_for_tests_with(
     data_dir: &std::path::Path,
     change: impl FnOnce(&mut crate::config::Config),
 ) -> Result<Arc<Broker>, String> {
+    unshared_broker_for_tests(data_dir, change).map(Arc::new)
+}
+
+/// [`broker_for_tests_with`] before it is shared, so that a test can replace a part of it
+/// (the dead-letter store's fsync seam).
+fn unshared_broker_for_tests(
+    data_dir: &std::path::Path,
+    change: impl FnOnce(&mut crate::config::Config),
+) -> Result<Broker, String> {
     let mut config = crate::config::Config { data_dir: data_dir.to_owned(), ..Default::default() };
     config.mqtt.rate_limit = 0;
     change(&mut config);
@@ -500,7 +560,7 @@ pub fn broker_for_tests_with(
         auth,
         Arc::new(Metrics::default()),
     ));
-    Broker::new(&state).map(Arc::new).map_err(|e| e.to_string())
+    Broker::new(&state).map_err(|e| e.to_string())
 }
 
 /// How long the saver waits after a change before saving, so a burst of changes (a fleet
@@ -529,6 +589,9 @@ async fn expire_sessions_loop(broker: Arc<Broker>) {
         if n > 0 {
             tracing::info!(sessions = n, "MQTT sessions expired");
         }
+        // Rate-limit buckets that refilled equal new ones: dropped, so the map shrinks when
+        // devices go quiet.
+        broker.device_buckets.sweep(std::time::Instant::now());
     }
 }
 

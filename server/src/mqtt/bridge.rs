@@ -7,7 +7,7 @@
 //! CONNACK, hands each incoming PUBLISH to the writer through a bounded channel, and on a
 //! connection error waits (100 ms doubling up to `mqtt.bridge.max_backoff`) before rumqttc
 //! reconnects. The writer takes one PUBLISH, drains up to `mqtt.bridge.max_batch` more, and
-//! stores them exactly as the listener does ([`Broker::write_messages`]: same topic mapping,
+//! stores them exactly as the listener does ([`Broker::store_messages`]: same topic mapping,
 //! payload decoding, dead letters); only when that write returned, i.e. the points are durable
 //! per `storage.sync`, are the QoS 1 messages acknowledged to the broker (manual acks). A
 //! failed write is retried with the same backoff and never acknowledged meanwhile, so a
@@ -207,10 +207,8 @@ async fn write_loop<P: Protocol>(
             };
             let job = broker.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let r = job.write_messages(&messages);
-                if let Ok(reasons) = &r {
-                    job.dead_letter(&messages, reasons);
-                }
+                // Dead letters included: durable before the broker gets its acknowledgement.
+                let r = job.store_messages(&messages, messages.iter().any(|m| m.qos > 0));
                 drop(reservation);
                 (messages, r)
             })

@@ -1,22 +1,26 @@
 //! A token bucket per device: `rate` messages per second on average, bursts of `burst`. Time
 //! is passed in, so tests drive it without sleeping.
 //!
-//! Every connection authenticated as the same device (`Identity.device`: the certificate's
-//! CN, else the username, else the client id) shares one bucket through [`DeviceBuckets`], so
-//! opening more connections, e.g. under other client ids with the same credentials, does not
-//! multiply the device's rate. A gateway publishing for many devices under its own identity
-//! (`mqtt.acl = false`) is one device here: its identity's bucket covers everything it sends.
+//! The device is the one a message is *for*: the topic's `{device}` (for a message the ACL
+//! refused or that is not on a telemetry topic, the connection's own device). With the ACL
+//! on that is the connection's device anyway, and every connection of a device draws on its
+//! one bucket, so more connections under the same credentials do not multiply its rate. A
+//! gateway (`mqtt.acl = false`, one credential publishing for many devices) draws on each
+//! device's bucket, so it is held to `rate` per device it speaks for, not to one device's
+//! rate for the whole fleet behind it. There is no second, per-connection budget: see
+//! docs/mqtt.md ("Rate limit") for why.
 //!
-//! The registry holds a device's bucket only while the device has a connection open (a count
-//! of handles per entry; the last [`DeviceBucket`] dropped removes it), so it holds at most
-//! one entry per open connection, whatever the churn of device ids. The price: a device whose
-//! last connection closes comes back with a full bucket, as it did when buckets were per
-//! connection (a reconnect costs a TCP and maybe a TLS handshake plus authentication, and is
-//! bounded by `mqtt.max_connections`). Keeping emptied buckets around until they refill, as
-//! the HTTP limiter (`crate::ratelimit`) does, would close that gap at the cost of a map that
-//! has to be swept.
+//! Buckets live in [`DeviceBuckets`], a sharded map keyed by device. A bucket that has
+//! refilled to its burst is the same as no bucket, so it can be dropped without changing what
+//! anyone may send: the map keeps only devices that sent within the last `burst / rate`
+//! seconds (2 s by default). Idle buckets are swept when a shard has doubled since its last
+//! sweep and every few seconds ([`DeviceBuckets::sweep`]); a hard cap on entries (the device
+//! registry's, at least 100,000) bounds the map even if a gateway invents device ids faster
+//! than they go idle: past it, the fullest buckets are dropped first, which at worst gives
+//! such a device a fresh burst.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +39,16 @@ impl TokenBucket {
     pub fn new(rate: u32, burst: u32, now: Instant) -> TokenBucket {
         let burst = f64::from(burst.max(1));
         TokenBucket { rate: f64::from(rate.max(1)), burst, tokens: burst, last: now }
+    }
+
+    /// Whether the bucket holds its whole burst at `now`: indistinguishable from a new one.
+    fn full_at(&self, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.rate >= self.burst
+    }
+
+    /// Tokens it would hold at `now` (for choosing which buckets to drop first).
+    fn level_at(&self, now: Instant) -> f64 {
+        (self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.rate).min(self.burst)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -56,11 +70,14 @@ impl TokenBucket {
     }
 }
 
-/// The token buckets of the devices that have a connection open, shared through the `Broker`.
-///
-/// The map is locked only when a connection starts or ends ([`DeviceBuckets::acquire`], the
-/// handle's `Drop`); a batch locks only its own device's bucket, so devices never contend
-/// with each other on the hot path.
+/// Shards of the bucket map: a batch locks only the shard of each device it charges, so
+/// connections publishing for different devices rarely contend.
+const SHARDS: usize = 32;
+/// A shard is swept of full buckets when it holds this many more than after its last sweep
+/// (and at least this many).
+const SWEEP_MIN: usize = 64;
+
+/// The token buckets of the devices that sent recently, shared through the `Broker`.
 #[derive(Debug)]
 pub struct DeviceBuckets {
     inner: Arc<Registry>,
@@ -70,52 +87,98 @@ pub struct DeviceBuckets {
 struct Registry {
     rate: u32,
     burst: u32,
-    /// Device id -> its bucket and how many handles (connections) hold it. The lock orders
-    /// the count with removal: an entry is removed only by the handle that takes its count
-    /// to zero, and a new handle is counted under the same lock, so a connection that starts
-    /// while another ends never gets a bucket that is no longer in the map.
-    devices: Mutex<HashMap<Box<str>, Entry>>,
+    /// Entries per shard at most (the cap divided among the shards).
+    shard_cap: usize,
+    hasher: std::collections::hash_map::RandomState,
+    shards: Box<[Mutex<Shard>]>,
 }
 
-#[derive(Debug)]
-struct Entry {
-    bucket: Arc<Mutex<TokenBucket>>,
-    handles: usize,
+#[derive(Debug, Default)]
+struct Shard {
+    buckets: HashMap<Box<str>, TokenBucket>,
+    /// Sweep when `buckets` reaches this size.
+    sweep_at: usize,
+}
+
+impl Shard {
+    /// Drops the buckets that are full at `now`; returns how many.
+    fn sweep(&mut self, now: Instant) -> usize {
+        let before = self.buckets.len();
+        self.buckets.retain(|_, b| !b.full_at(now));
+        if self.buckets.capacity() > 4 * self.buckets.len().max(SWEEP_MIN) {
+            self.buckets.shrink_to(2 * self.buckets.len());
+        }
+        self.sweep_at = (2 * self.buckets.len()).max(SWEEP_MIN);
+        before - self.buckets.len()
+    }
+
+    /// Makes room for one more bucket under `cap`: full buckets first, then the fullest
+    /// eighth (a new bucket would start full, so these lose the least).
+    fn make_room(&mut self, cap: usize, now: Instant) {
+        if self.buckets.len() >= self.sweep_at || self.buckets.len() >= cap {
+            self.sweep(now);
+        }
+        if self.buckets.len() >= cap {
+            let mut levels: Vec<f64> = self.buckets.values().map(|b| b.level_at(now)).collect();
+            let drop = (levels.len() / 8).max(1);
+            let nth = levels.len() - drop;
+            levels.select_nth_unstable_by(nth, f64::total_cmp);
+            let threshold = levels[nth];
+            let mut left = drop;
+            self.buckets.retain(|_, b| {
+                if left > 0 && b.level_at(now) >= threshold {
+                    left -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
 }
 
 impl DeviceBuckets {
-    /// A registry of buckets of `rate` messages per second and `burst` messages; `rate` 0
-    /// turns the rate limit off ([`DeviceBuckets::acquire`] returns `None`).
-    pub fn new(rate: u32, burst: u32) -> DeviceBuckets {
-        DeviceBuckets { inner: Arc::new(Registry { rate, burst, devices: Mutex::new(HashMap::new()) }) }
-    }
-
-    /// The bucket of `device`, shared with its other open connections; a full one if it has
-    /// none open. `None` when the rate limit is off. Hold the handle for the connection's
-    /// lifetime: dropping the last one of a device forgets its bucket.
-    pub fn acquire(&self, device: &str, now: Instant) -> Option<DeviceBucket> {
-        let r = &self.inner;
-        if r.rate == 0 {
-            return None;
+    /// Buckets of `rate` messages per second and `burst` messages, for at most `max_devices`
+    /// devices at a time; `rate` 0 turns the rate limit off ([`DeviceBuckets::acquire`]
+    /// returns `None`).
+    pub fn new(rate: u32, burst: u32, max_devices: usize) -> DeviceBuckets {
+        let shards =
+            (0..SHARDS).map(|_| Mutex::new(Shard { sweep_at: SWEEP_MIN, ..Shard::default() })).collect();
+        DeviceBuckets {
+            inner: Arc::new(Registry {
+                rate,
+                burst,
+                shard_cap: (max_devices / SHARDS).max(SWEEP_MIN),
+                hasher: std::collections::hash_map::RandomState::new(),
+                shards,
+            }),
         }
-        let mut devices = r.devices.lock();
-        let bucket = match devices.get_mut(device) {
-            Some(e) => {
-                e.handles += 1;
-                e.bucket.clone()
-            }
-            None => {
-                let bucket = Arc::new(Mutex::new(TokenBucket::new(r.rate, r.burst, now)));
-                devices.insert(device.into(), Entry { bucket: bucket.clone(), handles: 1 });
-                bucket
-            }
-        };
-        Some(DeviceBucket { bucket, device: device.into(), registry: self.inner.clone() })
     }
 
-    /// Devices with a bucket, i.e. with at least one connection open.
+    /// A connection's handle on the buckets, charging what it cannot attribute to another
+    /// device to `device` (its own). `None` when the rate limit is off. The handle holds no
+    /// bucket: buckets outlive connections until they refill, so reconnecting does not
+    /// refill one.
+    pub fn acquire(&self, device: &str, _now: Instant) -> Option<DeviceBucket> {
+        (self.inner.rate > 0).then(|| DeviceBucket { device: device.into(), registry: self.inner.clone() })
+    }
+
+    /// Takes `n` tokens from `device`'s bucket (a new, full one if it has none); returns how
+    /// long the caller must wait before reading more, zero if none.
+    pub fn take(&self, device: &str, n: u32, now: Instant) -> Duration {
+        self.inner.take(device, n, now)
+    }
+
+    /// Drops the buckets that have refilled (called every few seconds, so a map that grew
+    /// during a burst of many devices shrinks again when they go quiet); returns how many.
+    pub fn sweep(&self, now: Instant) -> usize {
+        self.inner.shards.iter().map(|s| s.lock().sweep(now)).sum()
+    }
+
+    /// Devices with a bucket (that sent within the last `burst / rate` seconds, or since the
+    /// last sweep).
     pub fn len(&self) -> usize {
-        self.inner.devices.lock().len()
+        self.inner.shards.iter().map(|s| s.lock().buckets.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -123,31 +186,41 @@ impl DeviceBuckets {
     }
 }
 
-/// One connection's hold on its device's bucket ([`DeviceBuckets::acquire`]).
+impl Registry {
+    fn take(&self, device: &str, n: u32, now: Instant) -> Duration {
+        let mut h = self.hasher.build_hasher();
+        device.hash(&mut h);
+        // Truncation is the point: the low bits pick the shard.
+        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let mut shard = shard.lock();
+        if let Some(b) = shard.buckets.get_mut(device) {
+            return b.take(n, now);
+        }
+        shard.make_room(self.shard_cap, now);
+        let mut b = TokenBucket::new(self.rate, self.burst, now);
+        let wait = b.take(n, now);
+        shard.buckets.insert(device.into(), b);
+        wait
+    }
+}
+
+/// A connection's handle on the device buckets ([`DeviceBuckets::acquire`]).
 #[derive(Debug)]
 pub struct DeviceBucket {
-    bucket: Arc<Mutex<TokenBucket>>,
+    /// The connection's own device: charged for messages not attributed to another.
     device: Box<str>,
     registry: Arc<Registry>,
 }
 
 impl DeviceBucket {
-    /// [`TokenBucket::take`] on the device's shared bucket: one uncontended lock unless the
-    /// device has several connections publishing at once.
+    /// Takes `n` tokens from the connection's own device's bucket.
     pub fn take(&self, n: u32, now: Instant) -> Duration {
-        self.bucket.lock().take(n, now)
+        self.registry.take(&self.device, n, now)
     }
-}
 
-impl Drop for DeviceBucket {
-    fn drop(&mut self) {
-        let mut devices = self.registry.devices.lock();
-        if let Some(e) = devices.get_mut(&self.device) {
-            e.handles -= 1;
-            if e.handles == 0 {
-                devices.remove(&self.device);
-            }
-        }
+    /// Takes `n` tokens from `device`'s bucket (the device a message is for).
+    pub fn take_for(&self, device: &str, n: u32, now: Instant) -> Duration {
+        self.registry.take(device, n, now)
     }
 }
 
@@ -185,13 +258,13 @@ mod tests {
     #[test]
     fn connections_of_one_device_share_its_bucket() {
         let t0 = Instant::now();
-        let reg = DeviceBuckets::new(10, 5);
+        let reg = DeviceBuckets::new(10, 5, 1000);
         let a = reg.acquire("pump-7", t0).expect("rate limit on");
         let b = reg.acquire("pump-7", t0).expect("rate limit on");
-        assert_eq!(reg.len(), 1, "one bucket per device, not per connection");
         // Three from one connection, two from the other: the burst of 5 is spent together.
         assert_eq!(a.take(3, t0), Duration::ZERO);
         assert_eq!(b.take(2, t0), Duration::ZERO);
+        assert_eq!(reg.len(), 1, "one bucket per device, not per connection");
         assert!(a.take(1, t0) > Duration::ZERO, "the other connection spent the rest");
         assert!(b.take(1, t0) > Duration::ZERO, "and the debt is shared too");
     }
@@ -199,41 +272,72 @@ mod tests {
     #[test]
     fn devices_have_independent_buckets() {
         let t0 = Instant::now();
-        let reg = DeviceBuckets::new(10, 5);
+        let reg = DeviceBuckets::new(10, 5, 1000);
         let a = reg.acquire("pump-7", t0).expect("rate limit on");
         let b = reg.acquire("pump-8", t0).expect("rate limit on");
-        assert_eq!(reg.len(), 2);
         assert!(a.take(6, t0) > Duration::ZERO);
         assert_eq!(b.take(5, t0), Duration::ZERO, "pump-7's debt is not pump-8's");
+        assert_eq!(reg.len(), 2);
     }
 
+    /// A gateway's connection charges each message to the device it is for: 50 devices of
+    /// one burst each pass without a wait, where one bucket for the connection would have
+    /// held them to one device's rate; the gateway's own identity is not charged.
     #[test]
-    fn the_last_connection_of_a_device_removes_its_bucket() {
+    fn a_gateway_is_charged_per_device_it_publishes_for() {
         let t0 = Instant::now();
-        let reg = DeviceBuckets::new(10, 5);
+        let reg = DeviceBuckets::new(5, 5, 1000);
+        let gw = reg.acquire("gateway", t0).expect("rate limit on");
+        for i in 0..50 {
+            assert_eq!(gw.take_for(&format!("dev-{i}"), 5, t0), Duration::ZERO, "dev-{i}");
+        }
+        assert!(gw.take_for("dev-3", 1, t0) > Duration::ZERO, "each device still has its limit");
+        assert_eq!(gw.take(5, t0), Duration::ZERO, "the gateway's own bucket was not drawn on");
+    }
+
+    /// A bucket outlives its connections until it has refilled: reconnecting does not give a
+    /// device a fresh burst, and a refilled bucket is dropped (it equals a new one).
+    #[test]
+    fn buckets_outlive_connections_until_refilled() {
+        let t0 = Instant::now();
+        let reg = DeviceBuckets::new(10, 5, 1000);
         let a = reg.acquire("pump-7", t0).expect("rate limit on");
-        let b = reg.acquire("pump-7", t0).expect("rate limit on");
         assert!(a.take(6, t0) > Duration::ZERO);
         drop(a);
-        assert_eq!(reg.len(), 1, "still held by the other connection");
-        assert!(b.take(1, t0) > Duration::ZERO, "the remaining connection keeps the debt");
-        drop(b);
-        assert!(reg.is_empty(), "no connection open: nothing kept");
-        // Back with a full bucket.
-        let c = reg.acquire("pump-7", t0).expect("rate limit on");
-        assert_eq!(c.take(5, t0), Duration::ZERO);
-        drop(c);
-        // A churn of device ids leaves nothing behind.
-        for i in 0..1000 {
-            let h = reg.acquire(&format!("dev-{i}"), t0);
-            assert!(h.is_some());
-        }
+        let b = reg.acquire("pump-7", t0).expect("rate limit on");
+        assert!(b.take(1, t0) > Duration::ZERO, "the debt survives the reconnect");
+        assert_eq!(reg.sweep(t0), 0, "in debt: kept");
+        assert_eq!(reg.sweep(t0 + Duration::from_secs(1)), 1, "refilled after 0.7 s: dropped");
         assert!(reg.is_empty());
+    }
+
+    /// 100,000 devices sending once each do not stay in memory: buckets sweep once they have
+    /// refilled, and the map never holds more than its cap even when none has.
+    #[test]
+    fn the_map_is_bounded_by_idle_sweeps_and_its_cap() {
+        let t0 = Instant::now();
+        let reg = DeviceBuckets::new(1000, 2000, 10_000);
+        // One message each, at 100 us apart: a bucket refills 1 token in 1 ms.
+        for i in 0..100_000u64 {
+            let now = t0 + Duration::from_micros(100 * i);
+            assert_eq!(reg.take(&format!("dev-{i}"), 1, now), Duration::ZERO);
+        }
+        let held = reg.len();
+        assert!(held < 1_000, "idle buckets are swept as the map grows: {held} held");
+        // All at the same instant (nothing refills): the cap holds.
+        let reg = DeviceBuckets::new(1, 5, 10_000);
+        for i in 0..100_000u64 {
+            reg.take(&format!("dev-{i}"), 1, t0);
+        }
+        let held = reg.len();
+        assert!(held <= 10_000 + SHARDS, "capped at 10,000 devices: {held} held");
+        assert!(held >= 5_000, "the cap evicts an eighth at a time, not everything: {held}");
+        assert_eq!(reg.sweep(t0 + Duration::from_secs(5)), held, "and all go once refilled");
     }
 
     #[test]
     fn off_when_the_rate_is_zero() {
-        let reg = DeviceBuckets::new(0, 5);
+        let reg = DeviceBuckets::new(0, 5, 1000);
         assert!(reg.acquire("pump-7", Instant::now()).is_none());
         assert!(reg.is_empty());
     }

@@ -515,10 +515,9 @@ fn delay_will(mut conn: Conn, will: Will, conn_id: u64, delay: Duration) {
     // Saved with the sessions within `SESSION_SAVE_DELAY` (the session's own detach asks for
     // a save too), so it survives a crash from then on.
     broker.sessions.touch();
-    // The task holds the connection's state but not its buffers, nor its hold on the device's
-    // bucket (which keeps the bucket in `device_buckets` while held): a will waiting for its
-    // delay is no open connection, and its one message is not rate-limited, like a will
-    // restored at start (`will_conn`).
+    // The task holds the connection's state but not its buffers, nor its rate-limit handle:
+    // a will waiting for its delay is no open connection, and its one message is not
+    // rate-limited, like a will restored at start (`will_conn`).
     conn.buf = BytesMut::new();
     conn.out = BytesMut::new();
     conn.bucket = None;
@@ -728,8 +727,9 @@ struct Conn {
     /// The CONNECT's Session Expiry Interval, and the one a 5.0 DISCONNECT set.
     session_expiry: u32,
     disconnect_expiry: Option<u32>,
-    /// The device's token bucket, shared with its other connections; `None` when the rate
-    /// limit is off (and for wills published after their connection ended).
+    /// The rate limit's per-device buckets (each message charged to its topic's device);
+    /// `None` when the rate limit is off (and for wills published after their connection
+    /// ended).
     bucket: Option<DeviceBucket>,
 }
 
@@ -750,12 +750,12 @@ enum Step {
 const PIPELINE: usize = 2;
 
 /// What an engine write of a batch returned: per message, why it was dead-lettered.
-type Written = Result<Result<Vec<Option<String>>, super::StoreError>, tokio::task::JoinError>;
+type Written = Result<Result<Vec<Option<String>>, super::BatchError>, tokio::task::JoinError>;
 
 /// A batch handed to the engine and not answered yet.
 struct PendingStore {
     /// The engine write; `None` when nothing of the batch is written (all refused by the ACL).
-    write: Option<tokio::task::JoinHandle<Result<Vec<Option<String>>, super::StoreError>>>,
+    write: Option<tokio::task::JoinHandle<Result<Vec<Option<String>>, super::BatchError>>>,
     /// The PUBACKs to send once written, in order.
     acks: Vec<(u16, Ack)>,
     /// For each message written: its PUBACK's index in `acks` (QoS 1), to report a dead letter.
@@ -1110,6 +1110,8 @@ impl Conn {
         // For each message stored: its PUBACK's index in `acks` (QoS 1), to report a dead letter.
         let mut ack_of: Vec<Option<usize>> = Vec::with_capacity(publishes.len());
         let mut messages = Vec::with_capacity(publishes.len());
+        // Refused by the ACL: charged to the connection's own device (below).
+        let mut denied = 0u32;
         for p in publishes {
             let qos1 = p.qos == QoS::AtLeastOnce;
             let verdict = broker.acl.publish(&self.id.device, &p.topic);
@@ -1124,6 +1126,7 @@ impl Conn {
                     if qos1 {
                         acks.push((p.pkid, Ack::Denied(why)));
                     }
+                    denied += 1;
                     continue;
                 }
                 PublishVerdict::NotTelemetry => (self.id.device.clone(), Some("not a telemetry topic")),
@@ -1143,18 +1146,36 @@ impl Conn {
                 refused,
             });
         }
-        if messages.is_empty() {
-            return Ok(PendingStore { write: None, acks, ack_of });
-        }
         if let Some(bucket) = &self.bucket {
             // Over the rate limit the connection is slowed (not read), for 5.0 too, rather
             // than answered 0x97 quota exceeded: the device's data is kept, and it slows
-            // down through TCP without having to handle a refusal.
-            let wait = bucket.take(u32::try_from(messages.len()).unwrap_or(u32::MAX), Instant::now());
+            // down through TCP without having to handle a refusal. Each message is charged
+            // to the device it is for (a gateway's to each of its devices), runs of one
+            // device with one lock; the wait is the longest any of them owes.
+            let now = Instant::now();
+            let mut wait = if denied > 0 { bucket.take(denied, now) } else { Duration::ZERO };
+            let mut run: Option<(&str, u32)> = None;
+            for m in &messages {
+                let (device, _) = m.mapped(&broker.acl.pattern);
+                match &mut run {
+                    Some((d, n)) if *d == device => *n += 1,
+                    _ => {
+                        if let Some((d, n)) = run.replace((device, 1)) {
+                            wait = wait.max(bucket.take_for(d, n, now));
+                        }
+                    }
+                }
+            }
+            if let Some((d, n)) = run {
+                wait = wait.max(bucket.take_for(d, n, now));
+            }
             if !wait.is_zero() {
                 metrics.backpressure(Backpressure::RateLimit);
                 tokio::time::sleep(wait.min(MAX_RATE_PAUSE)).await;
             }
+        }
+        if messages.is_empty() {
+            return Ok(PendingStore { write: None, acks, ack_of });
         }
         let bytes: usize = messages.iter().map(|m| m.payload.len()).sum();
         let mut tries = 0;
@@ -1173,10 +1194,8 @@ impl Conn {
         };
         let job = broker.clone();
         let write = tokio::task::spawn_blocking(move || {
-            let r = job.write_messages_with(&messages, sync || messages.iter().any(|m| m.qos > 0));
-            if let Ok(reasons) = &r {
-                job.dead_letter(&messages, reasons);
-            }
+            // Dead letters included: durable before the PUBACKs, as the points are.
+            let r = job.store_messages(&messages, sync || messages.iter().any(|m| m.qos > 0));
             drop(reservation);
             r
         });
