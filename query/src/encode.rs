@@ -633,4 +633,109 @@ mod tests {
             r#"[["1970-01-01T00:00:01.5Z",2.5,null,"a\"b"],["1969-12-31T23:59:59.999999999Z",-3,true,7],["1970-01-01T00:00:00.00000012Z",1e-07,null,3]]"#
         );
     }
+
+    fn wide_series(rows: usize, width: usize) -> Series {
+        Series {
+            name: "m".into(),
+            tags: None,
+            columns: vec!["time".into(), "s".into()],
+            values: (0..rows)
+                .map(|i| vec![Value::Time(i as i64), Value::String("w".repeat(width))])
+                .collect(),
+        }
+    }
+
+    /// Wide rows end a chunked line at [`CHUNK_BYTES`] whatever `chunk_size` says; every row
+    /// is sent once, in order, with the `partial` flags of row-count chunks.
+    #[test]
+    fn chunked_lines_end_at_chunk_bytes() {
+        let series = wide_series(100, 100 << 10);
+        let mut enc = ChunkEncoder::new(EncodeOptions::default(), 10_000);
+        let mut lines = Vec::new();
+        enc.begin(0);
+        // In parts, as a streamed raw query hands them over.
+        for (k, part) in series.values.chunks(7).enumerate() {
+            let s = if k == 0 {
+                Series { values: part.to_vec(), ..series.clone() }
+            } else {
+                Series { values: part.to_vec(), ..Series::default() }
+            };
+            enc.part(s, (k + 1) * 7 < series.values.len(), &mut lines);
+        }
+        enc.end(None, &mut lines);
+        let mut next = 0i64;
+        for (k, line) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let values = v["results"][0]["series"][0]["values"].as_array().unwrap();
+            assert!(line.len() < (CHUNK_BYTES as usize) + (200 << 10), "line {k}: {} bytes", line.len());
+            let last = k + 1 == lines.len();
+            assert_eq!(v["results"][0].get("partial").is_some(), !last, "line {k}");
+            for row in values {
+                assert_eq!(row[0], serde_json::json!(write_time_string(next)));
+                next += 1;
+            }
+        }
+        assert_eq!(next, 100);
+        assert!(lines.len() >= 9, "{} lines", lines.len());
+        // Narrow rows still follow chunk_size exactly.
+        let narrow = wide_series(25, 1);
+        let lines = encode_json_chunks(
+            &[StatementResult { statement_id: 0, series: vec![narrow], error: None }],
+            EncodeOptions::default(),
+            10,
+        );
+        let sizes: Vec<usize> = lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["results"][0]["series"][0]["values"].as_array().unwrap().len()
+            })
+            .collect();
+        assert_eq!(sizes, [10, 10, 5]);
+    }
+
+    fn write_time_string(t: i64) -> String {
+        let mut s = String::new();
+        write_time(&mut s, t);
+        s
+    }
+
+    /// The bound is never below what `encode_json` writes, pretty or not, whatever needs
+    /// escaping, and the cheap form is used only when it already fits.
+    #[test]
+    fn json_len_bound_is_never_below_the_text() {
+        let strings = ["", "plain", "<>&\"\\\n\t\u{1}", "é漢字🦀", &"<".repeat(1000)];
+        let mut values = Vec::new();
+        for (i, s) in strings.iter().enumerate() {
+            values.push(vec![
+                Value::Time(-1_000_000_000_000_000_000 + i as i64),
+                Value::String((*s).to_owned()),
+                Value::Float(-1.2345678901234567e-300),
+                Value::Integer(i64::MIN),
+                Value::Unsigned(u64::MAX),
+                Value::Boolean(false),
+                Value::Null,
+            ]);
+        }
+        let series = vec![Series {
+            name: "m<\"".into(),
+            tags: Some(vec![("k<".into(), "v&".into())]),
+            columns: ["time", "s", "f", "i", "u", "b", "n"].map(String::from).to_vec(),
+            values,
+        }];
+        for pretty in [false, true] {
+            for epoch in [Epoch::Rfc3339, Epoch::Nanoseconds] {
+                let opts = EncodeOptions { epoch, pretty };
+                let r = [StatementResult { statement_id: 0, series: series.clone(), error: None }];
+                let empty = [StatementResult { statement_id: 0, series: Vec::new(), error: None }];
+                // What the series add to the document.
+                let text = (encode_json(&r, opts).len() - encode_json(&empty, opts).len()) as u64;
+                let exact = json_len_bound(&series, opts, 0);
+                let cheap = json_len_bound(&series, opts, u64::MAX);
+                assert!(exact >= text, "pretty={pretty} {epoch:?}: {exact} < {text}");
+                assert!(exact < 2 * text, "pretty={pretty} {epoch:?}: {exact} is no bound to use");
+                assert!(cheap >= exact, "pretty={pretty} {epoch:?}");
+            }
+        }
+    }
 }
