@@ -164,3 +164,33 @@ fn a_long_bucket_walk_hits_the_deadline() {
     let e = statement_error(&body);
     assert!(e.contains("timeout") && e.contains("query.timeout"), "{e}");
 }
+
+/// A materialised answer holds the results of all its statements until it is encoded, then
+/// their text: the statements share `query.max_memory`, and the text must fit in it too.
+#[test]
+fn statements_share_the_memory_limit_and_the_text_must_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).set("query.max_memory", "3MiB").start();
+    let plain = "y".repeat(1024);
+    let escaped = "<".repeat(1024);
+    let mut body = String::new();
+    for i in 0..2_000 {
+        body.push_str(&format!("m s=\"{plain}\" {}\n", T0 + i));
+    }
+    for i in 0..600 {
+        body.push_str(&format!("e s=\"{escaped}\" {}\n", T0 + i));
+    }
+    write(&server, "db", &body);
+    // About 2.2 MB held each: one fits, the second does not fit beside it.
+    let (status, body) = query(&server, &[("db", "db"), ("q", "SELECT s FROM m; SELECT s FROM m")]);
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["results"][0]["series"][0]["values"].as_array().map(Vec::len), Some(2_000));
+    let e = v["results"][1]["error"].as_str().unwrap_or_else(|| panic!("no error in {:.300}", body));
+    assert!(e.contains("memory limit exceeded") && e.contains("query.max_memory"), "{e}");
+    // 0.7 MB held, but `<` is written `\u003c`: 3.7 MB of JSON.
+    let (status, body) = query(&server, &[("db", "db"), ("q", "SELECT s FROM e")]);
+    assert_eq!(status, 200);
+    let e = statement_error(&body);
+    assert!(e.contains("memory limit exceeded") && e.contains("query.max_memory"), "{e}");
+}
