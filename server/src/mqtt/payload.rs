@@ -119,7 +119,12 @@ mod tests {
             device_tag: "device".into(),
             line_precision: Precision::Nanoseconds,
             json_precision: Precision::Milliseconds,
-            limits: PointLimits::from_config(&LimitsConfig::default()),
+            // The tests pass small server times next to real dates: no time window.
+            limits: PointLimits::from_config(&LimitsConfig {
+                max_future: crate::config::OptDuration::OFF,
+                max_past: crate::config::OptDuration::OFF,
+                ..LimitsConfig::default()
+            }),
         }
     }
 

@@ -323,7 +323,8 @@ mod tests {
             assert_eq!(reg.take(&format!("dev-{i}"), 1, now), Duration::ZERO);
         }
         let held = reg.len();
-        assert!(held < 1_000, "idle buckets are swept as the map grows: {held} held");
+        // A shard sweeps when it reaches `SWEEP_MIN`, and here only the newest survive.
+        assert!(held <= SHARDS * SWEEP_MIN, "idle buckets are swept as the map grows: {held} held");
         // All at the same instant (nothing refills): the cap holds.
         let reg = DeviceBuckets::new(1, 5, 10_000);
         for i in 0..100_000u64 {
