@@ -26,4 +26,5 @@ mod ops_backup;
 mod ops_logs;
 mod ops_metrics;
 mod ops_ratelimit;
+mod packaging;
 mod query_http;
