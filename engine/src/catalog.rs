@@ -684,6 +684,10 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
     match r.u8().ok_or("empty record")? {
         REC_DATABASE => {
             let id = DbId(r.u32().ok_or("short database record")?);
+            // The next id is this one + 1: the highest id cannot be a record we wrote.
+            if id.0 == u32::MAX {
+                return Err("database id out of range");
+            }
             let name = std::str::from_utf8(&rec[r.pos..]).map_err(|_| "database name not utf-8")?;
             insert_db(st, id, name);
         }
@@ -845,6 +849,22 @@ mod tests {
     /// Found by the catalog fuzz target (`fuzzing::catalog_log`): a series record whose id
     /// was damaged to ~2 billion resized the series table to match, a 31 GB allocation that
     /// aborted the process instead of an error naming the record.
+    /// Found by the catalog fuzz target: a database record with id `u32::MAX` overflowed
+    /// the next database id (`id + 1`): a panic with overflow checks (tests, fuzzing), a
+    /// silently wrapped next id without.
+    #[test]
+    fn database_id_u32_max_is_refused_not_overflowed() {
+        let mut st = State::default();
+        let mut rec = vec![REC_DATABASE];
+        rec.extend_from_slice(&u32::MAX.to_le_bytes());
+        rec.extend_from_slice(b"db");
+        assert!(matches!(apply_record(&mut st, &rec), Err("database id out of range")));
+        assert!(st.dbs.is_empty());
+        rec[1..5].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
+        assert!(matches!(apply_record(&mut st, &rec), Ok(())));
+        assert_eq!(st.next_db, u32::MAX);
+    }
+
     #[test]
     fn series_id_far_past_the_end_is_refused_not_allocated() {
         let mut st = State::default();
