@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// WAL sync policy: always, interval or never [key: storage.sync].
     #[arg(long, value_name = "POLICY")]
     pub sync: Option<String>,
+    /// Damage in the WAL or catalog that is not a torn tail: strict (refuse to start) or
+    /// drop-damaged (drop it, log each range, start) [key: storage.recovery].
+    #[arg(long, value_name = "MODE")]
+    pub recover: Option<String>,
     /// Require tokens [key: auth.enabled=true].
     #[arg(long)]
     pub auth: bool,
@@ -146,6 +150,7 @@ impl ServeArgs {
         push("http.tls_cert", self.tls_cert.as_deref().map(path_str).transpose()?, "--tls-cert");
         push("http.tls_key", self.tls_key.as_deref().map(path_str).transpose()?, "--tls-key");
         push("storage.sync", self.sync.clone(), "--sync");
+        push("storage.recovery", self.recover.clone(), "--recover");
         push("auth.enabled", self.auth.then(|| "true".into()), "--auth");
         push(
             "auth.insecure_allow_no_auth",

@@ -212,6 +212,19 @@ impl Default for StorageConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
+    /// What starting does with damage in the WAL or catalog that is not a torn tail:
+    /// `strict` (default) refuses to start, naming file and offset; `drop-damaged` drops the
+    /// damaged bytes (each range logged) and starts. Flag: `strata serve --recover drop-damaged`.
+    pub recovery: RecoveryMode,
+}
+
+/// `storage.recovery`; see [`strata_engine::wal::Recovery`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryMode {
+    #[default]
+    Strict,
+    DropDamaged,
     /// Largest request body, before and after gzip decoding (413 past it). Default 32 MiB.
     pub max_body_size: ByteSize,
     /// Longest line of line protocol. Default 1 MiB.
@@ -225,10 +238,12 @@ pub struct LimitsConfig {
     pub max_name_length: usize,
     /// Longest string field value. Default 64 KiB (at most 1 MiB).
     pub max_string_length: ByteSize,
-    /// Refuse points with timestamps further than this ahead of the server clock. Default off.
+    /// Refuse points with timestamps further than this ahead of the server clock. Default 1 day
+    /// (time-zone mistakes pass; clocks in another century are refused per line).
     pub max_future: OptDuration,
     /// Refuse points with timestamps further than this behind the server clock. Default off.
     pub max_past: OptDuration,
+            recovery: RecoveryMode::Strict,
     /// Series per database; points that would create more are refused. Default 10 million.
     pub max_series_per_database: u64,
     /// Most bad lines listed in one error response (the count is always complete). Default 100.
@@ -256,6 +271,11 @@ pub struct LimitsConfig {
 #[serde(rename_all = "lowercase")]
 pub enum RateUnit {
     #[default]
+    /// Field keys per measurement; points that would add more are refused. Default 1024.
+    pub max_fields_per_measurement: usize,
+    /// Time partitions one write may create that did not exist; points past it are refused.
+    /// 0 turns the bound off. Default 100.
+    pub max_new_partitions_per_write: usize,
     Points,
     Requests,
 }
@@ -269,7 +289,7 @@ impl Default for LimitsConfig {
             max_fields_per_point: 512,
             max_name_length: 1024,
             max_string_length: ByteSize::kib(64),
-            max_future: OptDuration::OFF,
+            max_future: OptDuration(Some(std::time::Duration::from_secs(86_400))),
             max_past: OptDuration::OFF,
             max_series_per_database: 10_000_000,
             max_errors_reported: 100,
@@ -297,6 +317,8 @@ impl Secret {
     }
 }
 
+            max_fields_per_measurement: 1024,
+            max_new_partitions_per_write: 100,
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
@@ -524,7 +546,7 @@ impl Config {
         if l.max_line_length < ByteSize(64) {
             return bad("limits.max_line_length", "must be at least 64B".into());
         }
-        let ranges: [(&'static str, usize, usize); 4] = [
+        let ranges: [(&'static str, usize, usize); 5] = [
             ("limits.max_tags_per_point", l.max_tags_per_point, MAX_TAGS),
             ("limits.max_fields_per_point", l.max_fields_per_point, MAX_FIELDS),
             ("limits.max_name_length", l.max_name_length, MAX_NAME_LEN),
@@ -563,6 +585,7 @@ impl Config {
         }
         if l.write_memory.bytes() >> 10 > u64::from(u32::MAX) {
             return bad("limits.write_memory", "must be less than 4TiB".into());
+            ("limits.max_fields_per_measurement", l.max_fields_per_measurement, 1_000_000),
         }
         if self.auth.enabled && !self.auth.admin_token.is_empty() && self.auth.admin_token.expose().len() < 16
         {
@@ -648,6 +671,12 @@ pub fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Ove
     let vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     let mut out = Vec::new();
     for (alias, key) in ENV_ALIASES {
+        o.max_fields_per_measurement = self.limits.max_fields_per_measurement;
+        o.max_new_partitions_per_write = self.limits.max_new_partitions_per_write;
+        o.recovery = match s.recovery {
+            RecoveryMode::Strict => strata_engine::wal::Recovery::Strict,
+            RecoveryMode::DropDamaged => strata_engine::wal::Recovery::DropDamaged,
+        };
         if let Some((_, v)) = vars.iter().find(|(k, _)| k == alias) {
             out.push(Override::new(*key, v.clone(), format!("environment variable {alias}")));
         }

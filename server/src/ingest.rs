@@ -308,6 +308,8 @@ impl Decoded {
                 RejectReason::FieldTypeConflict { .. } => LineReject::FieldTypeConflict,
                 RejectReason::Invalid(_) => LineReject::InvalidPoint,
                 RejectReason::BeyondRetention { .. } => LineReject::TimestampOutOfWindow,
+                RejectReason::TooManyFields { .. } => LineReject::TooManyFields,
+                RejectReason::TooManyNewPartitions { .. } => LineReject::TimestampOutOfWindow,
             };
             let text = source_text(body, origin.start, origin.len);
             let format = self.format;
@@ -384,7 +386,9 @@ mod tests {
     #[test]
     fn time_window() {
         let mut l = PointLimits::from_config(&LimitsConfig::default());
-        assert!(l.check_time(i64::MAX, 0).is_ok() && l.check_time(i64::MIN, 0).is_ok());
+        // Defaults: the past is open (devices buffer; clocks in 1970), the far future is not.
+        assert!(l.check_time(i64::MAX, 0).is_err() && l.check_time(i64::MIN, 0).is_ok());
+        assert!(l.check_time(86_400_000_000_000, 0).is_ok());
         l.max_future_ns = Some(10);
         l.max_past_ns = Some(100);
         assert!(l.check_time(1010, 1000).is_ok());

@@ -238,7 +238,8 @@ mod tests {
     use crate::config::LimitsConfig;
 
     fn limits() -> PointLimits {
-        PointLimits::from_config(&LimitsConfig::default())
+        // The tests decode with a clock at 0: no future bound, or 2023 is "the future".
+        PointLimits { max_future_ns: None, ..PointLimits::from_config(&LimitsConfig::default()) }
     }
 
     fn points(d: &Decoded) -> Vec<String> {
