@@ -62,7 +62,7 @@ pub struct MqttConfig {
     /// ~180 MiB. Default 16 KiB; raise it for larger will payloads.
     pub max_connect_size: ByteSize,
     /// Most persistent sessions (3.1.1 `clean session = false`, 5.0 Session Expiry Interval
-    /// > 0) one identity (device id: certificate CN, username, else client id) may hold; a
+    /// above 0) one identity (device id: certificate CN, username, else client id) may hold; a
     /// further one is refused (CONNACK 3 / 5.0 0x97) while its existing ones still resume. A
     /// device needs one, a gateway one per connection. Default 16.
     pub max_sessions_per_identity: usize,

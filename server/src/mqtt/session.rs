@@ -358,7 +358,9 @@ where
             // credential may not use it; 0x85 would invite the client to make up another id).
             let (refusal, why) = match e {
                 AttachError::Full => (Refusal::QuotaExceeded, "too many sessions"),
-                AttachError::IdentityQuota => (Refusal::QuotaExceeded, "mqtt.max_sessions_per_identity reached"),
+                AttachError::IdentityQuota => {
+                    (Refusal::QuotaExceeded, "mqtt.max_sessions_per_identity reached")
+                }
                 AttachError::NotOwner => (Refusal::NotAuthorized, "the session belongs to another identity"),
             };
             Writer::refuse(protocol, refusal, why, &mut out);
@@ -1689,7 +1691,11 @@ mod tests {
             "{packets:?}"
         );
         // 3.1.1: closed, nothing answered after the CONNACK.
-        for bad in [&[0xa2u8, 0x02, 0x00, 0x01][..], &[0xa0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'], &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01]] {
+        for bad in [
+            &[0xa2u8, 0x02, 0x00, 0x01][..],
+            &[0xa0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'],
+            &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01],
+        ] {
             let mut input = connect_bytes("u4");
             input.extend_from_slice(bad);
             input.extend_from_slice(&[0xc0, 0x00]);
@@ -1721,7 +1727,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = super::super::broker_for_tests(dir.path()).unwrap();
         let limit = broker.config.connect_limit();
-        let mut c = v5::Connect { keep_alive: 5, client_id: "big".into(), clean_start: true, properties: None };
+        let mut c =
+            v5::Connect { keep_alive: 5, client_id: "big".into(), clean_start: true, properties: None };
         c.client_id = "b".repeat(10);
         let login = Some(v5::Login::new("u", "p".repeat(limit)));
         let mut b = BytesMut::new();

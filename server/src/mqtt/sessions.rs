@@ -530,7 +530,8 @@ impl Sessions {
     /// in the sessions file.
     pub fn expire(&self, now_ms: u64) -> usize {
         let mut map = self.map.lock();
-        let gone: Vec<String> = map.map.iter().filter(|(_, s)| s.expired(now_ms)).map(|(id, _)| id.clone()).collect();
+        let gone: Vec<String> =
+            map.map.iter().filter(|(_, s)| s.expired(now_ms)).map(|(id, _)| id.clone()).collect();
         for id in &gone {
             map.take(id);
         }
@@ -698,7 +699,10 @@ mod tests {
         assert_eq!(s.attach("b", "dev-a", true, 0, 4, 0).err(), Some(AttachError::NotOwner));
         let back = s.attach("b", "dev-b", false, EXPIRY_NEVER, 5, 0).unwrap();
         assert!(back.session_present);
-        assert_eq!(back.queued.iter().map(|c| c.topic.as_str()).collect::<Vec<_>>(), vec!["commands/dev-b/go"]);
+        assert_eq!(
+            back.queued.iter().map(|c| c.topic.as_str()).collect::<Vec<_>>(),
+            vec!["commands/dev-b/go"]
+        );
         // Saved with its owner, restored with it.
         let snap = s.snapshot();
         assert_eq!(snap[0].owner, "dev-b");
@@ -731,9 +735,19 @@ mod tests {
         assert_eq!(s.attach("c1", "dev-2", false, EXPIRY_NEVER, 1, 0).err(), Some(AttachError::NotOwner));
         assert!(s.attach("c1", "dev-1", false, EXPIRY_NEVER, 2, 0).unwrap().session_present);
         assert!(s.attach("gw", "gateway", false, EXPIRY_NEVER, 3, 0).unwrap().session_present);
-        assert_eq!(s.attach("gw", "other", false, EXPIRY_NEVER, 4, 0).err(), Some(AttachError::NotOwner), "adopted");
+        assert_eq!(
+            s.attach("gw", "other", false, EXPIRY_NEVER, 4, 0).err(),
+            Some(AttachError::NotOwner),
+            "adopted"
+        );
         assert_eq!(implied_owner(&[]), None);
-        assert_eq!(implied_owner(&[("commands/a/#".into(), QoS::AtLeastOnce), ("commands/b".into(), QoS::AtLeastOnce)]), None);
+        assert_eq!(
+            implied_owner(&[
+                ("commands/a/#".into(), QoS::AtLeastOnce),
+                ("commands/b".into(), QoS::AtLeastOnce)
+            ]),
+            None
+        );
         assert_eq!(implied_owner(&[("commands/a".into(), QoS::AtLeastOnce)]), Some("a".into()));
     }
 
@@ -758,7 +772,10 @@ mod tests {
         s.detach("e1", 9, vec![], e.rx, None, 0);
         let e = s.attach("e2", "exp", false, EXPIRY_NEVER, 10, 0).unwrap();
         drop(e);
-        assert_eq!(s.attach("e3", "exp", false, EXPIRY_NEVER, 11, 500).err(), Some(AttachError::IdentityQuota));
+        assert_eq!(
+            s.attach("e3", "exp", false, EXPIRY_NEVER, 11, 500).err(),
+            Some(AttachError::IdentityQuota)
+        );
         assert_eq!(s.expire(1_000), 1);
         assert!(s.attach("e3", "exp", false, EXPIRY_NEVER, 12, 1_000).is_ok());
         // Filters per session.

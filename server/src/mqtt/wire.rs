@@ -799,7 +799,10 @@ mod tests {
         for p in [Protocol::V311, Protocol::V5] {
             let flags = read_one(p, &[0xa5, 0x03, 0x04, 0xc3, 0x00]);
             assert_eq!(flags, Err(WireError::ReservedFlags { packet_type: 10, flags: 5 }), "{p:?}");
-            assert!(matches!(read_one(p, &[0x80, 0x06, 0, 1, 0, 1, b'a', 1]), Err(WireError::ReservedFlags { .. })));
+            assert!(matches!(
+                read_one(p, &[0x80, 0x06, 0, 1, 0, 1, b'a', 1]),
+                Err(WireError::ReservedFlags { .. })
+            ));
             assert!(matches!(read_one(p, &[0xc1, 0x00]), Err(WireError::ReservedFlags { .. })));
             assert!(matches!(read_one(p, &[0x62, 0x02, 0, 1]), Err(_) | Ok(Some(Inbound::Unexpected(_)))));
             // Refused from the first byte, before the rest arrives.

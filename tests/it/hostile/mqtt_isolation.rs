@@ -99,7 +99,10 @@ fn last_will_to_another_device_is_refused_at_connect() {
     let addr = mqtt_addr(&server);
     let mut victim = RawClient::connect(addr);
     assert_eq!(connect_as(&mut victim, "dev-b", "dev-b", true, None).0, ConnectReturnCode::Success);
-    assert_eq!(subscribe(&mut victim, 1, &["commands/dev-b/#"]), vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    assert_eq!(
+        subscribe(&mut victim, 1, &["commands/dev-b/#"]),
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
 
     for topic in ["commands/dev-b/reboot", "telemetry/dev-b/status", "somewhere/else"] {
         let mut attacker = RawClient::connect(addr);
@@ -148,7 +151,10 @@ fn another_identity_cannot_take_a_session() {
     let addr = mqtt_addr(&server);
     let mut b = RawClient::connect(addr);
     assert_eq!(connect_as(&mut b, "dev-b", "dev-b", false, None), (ConnectReturnCode::Success, false));
-    assert_eq!(subscribe(&mut b, 1, &["commands/dev-b/#"]), vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    assert_eq!(
+        subscribe(&mut b, 1, &["commands/dev-b/#"]),
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
 
     // Live takeover by another identity: refused, and dev-b's connection stays up.
     let mut a = RawClient::connect(addr);
@@ -258,7 +264,8 @@ fn sessions_per_identity_and_subscriptions_per_session_are_capped() {
     // Subscribing again to a filter it holds is no new filter.
     assert_eq!(subscribe(&mut other, 2, &["commands/other/a"]), vec![ok]);
     let mut other5 = RawClient5::connect(addr);
-    let ack = other5.handshake("other5", Connect5 { keep_alive: 30, clean_start: true, ..Default::default() });
+    let ack =
+        other5.handshake("other5", Connect5 { keep_alive: 30, clean_start: true, ..Default::default() });
     assert_eq!(ack.code, Code5::Success);
     let filters: Vec<m5::Filter> = ["a", "b", "c", "d"]
         .iter()
@@ -310,7 +317,10 @@ fn malformed_subscribe_and_unsubscribe_close_the_connection() {
     let server = ServerBuilder::new(dir.path()).start();
     let addr = mqtt_addr(&server);
     let mut raw5 = RawClient5::connect(addr);
-    assert_eq!(raw5.handshake("fuzz5", Connect5 { keep_alive: 30, clean_start: true, ..Default::default() }).code, Code5::Success);
+    assert_eq!(
+        raw5.handshake("fuzz5", Connect5 { keep_alive: 30, clean_start: true, ..Default::default() }).code,
+        Code5::Success
+    );
     raw5.send_bytes(&[0xa5, 0x03, 0x04, 0xc3, 0x00]).unwrap();
     assert_eq!(raw5.expect_disconnect().0, DisconnectReasonCode::MalformedPacket);
     assert!(raw5.recv().is_none(), "closed after the DISCONNECT");
