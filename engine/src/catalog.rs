@@ -24,9 +24,11 @@ use crate::wal::{frame_record, log_header, replay_log_with, Recovery, ReplayMode
 pub const CATALOG_MAGIC: &[u8; 8] = b"STRATCAT";
 pub const CATALOG_VERSION: u16 = 1;
 
-/// How far one series record's id may skip past the highest id before it (ids skip only
-/// past records lost to damage, see [`Catalog::reserve_series_ids`]); 16 MiB of table.
-const MAX_SERIES_ID_SKIP: usize = 1 << 20;
+/// How far the id of one series or database record may skip past the highest id before it.
+/// Ids are dense and skip only past records lost to damage (see
+/// [`Catalog::reserve_series_ids`]); a damaged id must neither size the series table (16 MiB
+/// per skip at most) nor bring the next database id near `u32::MAX`.
+const MAX_ID_SKIP: usize = 1 << 20;
 
 const REC_DATABASE: u8 = 1;
 const REC_SERIES: u8 = 2;
@@ -684,18 +686,16 @@ fn apply_record(st: &mut State, rec: &[u8]) -> Result<(), &'static str> {
     match r.u8().ok_or("empty record")? {
         REC_DATABASE => {
             let id = DbId(r.u32().ok_or("short database record")?);
-            // The next id is this one + 1: the highest id cannot be a record we wrote.
-            if id.0 == u32::MAX {
-                return Err("database id out of range");
+            if id.0 as usize > (st.next_db as usize).saturating_add(MAX_ID_SKIP) {
+                return Err("database id skips too far past the previous ones");
             }
             let name = std::str::from_utf8(&rec[r.pos..]).map_err(|_| "database name not utf-8")?;
             insert_db(st, id, name);
         }
         REC_SERIES => {
             let id = SeriesId(r.u32().ok_or("short series record")?);
-            // Ids are dense (the table is a Vec indexed by id); they skip ahead only past
-            // records lost to damage. A damaged id must not allocate the table up to 4 billion.
-            if id.0 as usize > st.series.len().saturating_add(MAX_SERIES_ID_SKIP) {
+            // The series table is a Vec indexed by id.
+            if id.0 as usize > st.series.len().saturating_add(MAX_ID_SKIP) {
                 return Err("series id skips too far past the previous ones");
             }
             let db = DbId(r.u32().ok_or("short series record")?);
@@ -850,19 +850,22 @@ mod tests {
     /// was damaged to ~2 billion resized the series table to match, a 31 GB allocation that
     /// aborted the process instead of an error naming the record.
     /// Found by the catalog fuzz target: a database record with id `u32::MAX` overflowed
-    /// the next database id (`id + 1`): a panic with overflow checks (tests, fuzzing), a
-    /// silently wrapped next id without.
+    /// the next database id (`id + 1`), and one with `u32::MAX - 1` made the next
+    /// `create_db` overflow it: a panic with overflow checks (tests, fuzzing), a silently
+    /// wrapped next id without.
     #[test]
-    fn database_id_u32_max_is_refused_not_overflowed() {
+    fn database_id_near_u32_max_is_refused_not_overflowed() {
         let mut st = State::default();
         let mut rec = vec![REC_DATABASE];
         rec.extend_from_slice(&u32::MAX.to_le_bytes());
         rec.extend_from_slice(b"db");
-        assert!(matches!(apply_record(&mut st, &rec), Err("database id out of range")));
-        assert!(st.dbs.is_empty());
+        assert!(matches!(apply_record(&mut st, &rec), Err(r) if r.contains("skips")));
         rec[1..5].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
-        assert!(matches!(apply_record(&mut st, &rec), Ok(())));
-        assert_eq!(st.next_db, u32::MAX);
+        assert!(matches!(apply_record(&mut st, &rec), Err(r) if r.contains("skips")));
+        assert!(st.dbs.is_empty());
+        rec[1..5].copy_from_slice(&(MAX_ID_SKIP as u32).to_le_bytes());
+        assert!(matches!(apply_record(&mut st, &rec), Ok(())), "a skip past lost records still reads");
+        assert_eq!(st.next_db as usize, MAX_ID_SKIP + 1);
     }
 
     #[test]
@@ -874,7 +877,7 @@ mod tests {
         rec.extend_from_slice(&key_bytes(&SeriesKey { measurement: "m".into(), tags: vec![] }));
         assert!(matches!(apply_record(&mut st, &rec), Err(r) if r.contains("skips")));
         assert!(st.series.is_empty());
-        rec[1..5].copy_from_slice(&(MAX_SERIES_ID_SKIP as u32).to_le_bytes());
+        rec[1..5].copy_from_slice(&(MAX_ID_SKIP as u32).to_le_bytes());
         assert!(matches!(apply_record(&mut st, &rec), Ok(())), "a skip past lost records still reads");
     }
     use std::fs;
