@@ -6,7 +6,12 @@
 //! parameter. Grants come from the admin token in the config and from the tokens file
 //! ([`tokens`]), which `strata token` edits while the server runs: the server re-reads it when
 //! it changes (checked every two seconds, and at once when an unknown token shows up, so a
-//! fresh token works immediately and a revoked one stops within two seconds).
+//! fresh token works immediately and a revoked one stops within two seconds). A tokens file
+//! that cannot be read or parsed fails closed: every token from it stops working (only the
+//! configured admin token still does) until the file is fixed, and the error is logged.
+//!
+//! Requests are authenticated ([`Auth::authenticate`]: is this a token?) before anything of
+//! their body is read, and authorized ([`Grant::check`]) as soon as what they want is known.
 //!
 //! Tokens are never logged; a grant is known in logs by its id.
 
@@ -29,6 +34,9 @@ use crate::config::Config;
 pub enum Access<'a> {
     Read(&'a str),
     Write(&'a str),
+    /// Deleting data (InfluxQL `DELETE`, `DROP SERIES`, `DROP MEASUREMENT`): not implied by
+    /// `Write`.
+    Delete(&'a str),
     /// Administration: creating databases, listing all of them.
     Admin,
 }
@@ -43,6 +51,7 @@ pub struct Grant {
     pub databases: Vec<String>,
     pub read: bool,
     pub write: bool,
+    pub delete: bool,
 }
 
 impl Grant {
@@ -54,8 +63,25 @@ impl Grant {
         match access {
             Access::Read(db) => self.read && covers(db),
             Access::Write(db) => self.write && covers(db),
+            Access::Delete(db) => self.delete && covers(db),
             Access::Admin => false,
         }
+    }
+
+    /// [`Grant::allows`] as a result whose error names the missing permission.
+    pub fn check(&self, access: Access<'_>) -> Result<(), AuthError> {
+        if self.allows(access) {
+            return Ok(());
+        }
+        let what = match access {
+            Access::Read(db) => format!("read database {db:?}"),
+            Access::Write(db) => format!("write database {db:?}"),
+            Access::Delete(db) => {
+                format!("delete from database {db:?} (the delete permission: create a token with --delete)")
+            }
+            Access::Admin => "administer the server".to_owned(),
+        };
+        Err(AuthError::Forbidden { token_id: self.id.clone(), what })
     }
 
     fn from_record(r: &TokenRecord) -> Grant {
@@ -65,6 +91,7 @@ impl Grant {
             databases: r.databases.clone(),
             read: r.read,
             write: r.write,
+            delete: r.delete,
         }
     }
 }
@@ -134,23 +161,39 @@ impl Auth {
     }
 
     /// Re-reads the tokens file if it changed since the last read. Returns whether it did.
-    /// On error the previous grants stay in force.
+    /// On error it fails closed: the grants from the file are dropped (the configured admin
+    /// token keeps working), and stay dropped until the file changes and reads well.
     pub fn reload_if_changed(&self) -> Result<bool, TokenError> {
-        let stamp = match std::fs::metadata(&self.path) {
+        let stamp = match std::fs::symlink_metadata(&self.path) {
             Ok(m) => Some(FileStamp { modified: m.modified().ok(), len: m.len(), inode: inode(&m) }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(TokenError::Io { path: self.path.clone(), source }),
+            Err(source) => {
+                self.drop_grants(None);
+                return Err(TokenError::Io { path: self.path.clone(), source });
+            }
         };
         if self.loaded.read().stamp == stamp {
             return Ok(false);
         }
-        let records = tokens::load(&self.path)?;
+        let records = match tokens::load(&self.path) {
+            Ok(r) => r,
+            Err(e) => {
+                // Remember the bad file's stamp: it is not re-read (nor re-logged) until it
+                // changes, and its tokens stay refused meanwhile.
+                self.drop_grants(stamp);
+                return Err(e);
+            }
+        };
         let by_hash = records
             .iter()
             .filter_map(|r| tokens::decode_hash(&r.sha256).map(|h| (h, Grant::from_record(r))))
             .collect();
         *self.loaded.write() = Loaded { stamp, by_hash };
         Ok(true)
+    }
+
+    fn drop_grants(&self, stamp: Option<FileStamp>) {
+        *self.loaded.write() = Loaded { stamp, by_hash: HashMap::new() };
     }
 
     /// The grant of a token, if it is one.
@@ -163,6 +206,7 @@ impl Auth {
                 databases: Vec::new(),
                 read: true,
                 write: true,
+                delete: true,
             });
         }
         if let Some(g) = self.loaded.read().by_hash.get(&h) {
@@ -173,28 +217,26 @@ impl Auth {
             Ok(true) => self.loaded.read().by_hash.get(&h).cloned(),
             Ok(false) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reload the tokens file; keeping the tokens loaded before");
+                tracing::error!(error = %e, "cannot read the tokens file: refusing every token from it until it is fixed");
                 None
             }
         }
     }
 
-    /// Checks that `token` may do `access`. With auth disabled everything is allowed and the
-    /// result is `None`.
-    pub fn authorize(&self, token: Option<&str>, access: Access<'_>) -> Result<Option<Grant>, AuthError> {
+    /// Who `token` is: its grant, or 401. With auth disabled, `Ok(None)`.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Option<Grant>, AuthError> {
         if !self.enabled {
             return Ok(None);
         }
         let token = token.ok_or(AuthError::MissingCredentials)?;
-        let grant = self.lookup(token).ok_or(AuthError::InvalidToken)?;
-        if !grant.allows(access) {
-            let what = match access {
-                Access::Read(db) => format!("read database {db:?}"),
-                Access::Write(db) => format!("write database {db:?}"),
-                Access::Admin => "administer the server".to_owned(),
-            };
-            return Err(AuthError::Forbidden { token_id: grant.id.clone(), what });
-        }
+        self.lookup(token).map(Some).ok_or(AuthError::InvalidToken)
+    }
+
+    /// Checks that `token` may do `access`. With auth disabled everything is allowed and the
+    /// result is `None`.
+    pub fn authorize(&self, token: Option<&str>, access: Access<'_>) -> Result<Option<Grant>, AuthError> {
+        let Some(grant) = self.authenticate(token)? else { return Ok(None) };
+        grant.check(access)?;
         Ok(Some(grant))
     }
 }
@@ -267,12 +309,23 @@ mod tests {
             write,
             ..TokenSpec::default()
         };
+        let (d, _) = tokens::create(
+            &path,
+            &TokenSpec { databases: vec!["a".into()], write: true, delete: true, ..TokenSpec::default() },
+        )
+        .unwrap();
         let (w, _) = tokens::create(&path, &spec(&["a"], false, true)).unwrap();
         let (r, _) = tokens::create(&path, &spec(&["a", "b"], true, false)).unwrap();
         let (all, _) = tokens::create(&path, &spec(&["*"], true, true)).unwrap();
         let auth = Auth::new(&c).unwrap();
-        assert_eq!(auth.token_count(), 4);
+        assert_eq!(auth.token_count(), 5);
         let ok = |t: &str, a| auth.authorize(Some(t), a).is_ok();
+        assert!(!ok(&w, Access::Delete("a")), "write does not imply delete");
+        assert!(ok(&d, Access::Delete("a")));
+        assert!(!ok(&d, Access::Delete("b")));
+        assert!(ok("admin-token-0123456789", Access::Delete("x")));
+        let msg = auth.authorize(Some(&w), Access::Delete("a")).unwrap_err().to_string();
+        assert!(msg.contains("--delete"), "{msg}");
         assert!(ok(&w, Access::Write("a")));
         assert!(!ok(&w, Access::Write("b")));
         assert!(!ok(&w, Access::Read("a")));
@@ -308,6 +361,27 @@ mod tests {
         tokens::revoke(&c.tokens_file(), &rec.id).unwrap();
         auth.reload_if_changed().unwrap();
         assert_eq!(auth.authorize(Some(&t), Access::Read("a")), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn a_corrupt_file_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let spec = TokenSpec { databases: vec!["a".into()], read: true, ..TokenSpec::default() };
+        let (t, _) = tokens::create(&c.tokens_file(), &spec).unwrap();
+        let auth = Auth::new(&c).unwrap();
+        assert!(auth.authorize(Some(&t), Access::Read("a")).is_ok());
+        std::fs::write(c.tokens_file(), "{").unwrap();
+        assert!(auth.reload_if_changed().is_err());
+        assert_eq!(auth.authorize(Some(&t), Access::Read("a")), Err(AuthError::InvalidToken));
+        assert!(auth.authorize(Some("admin-token-0123456789"), Access::Admin).is_ok());
+        // Unchanged, the bad file is not re-read; fixed, its tokens work again.
+        assert!(!auth.reload_if_changed().unwrap());
+        let (t2, _) = {
+            std::fs::remove_file(c.tokens_file()).unwrap();
+            tokens::create(&c.tokens_file(), &spec).unwrap()
+        };
+        assert!(auth.authorize(Some(&t2), Access::Read("a")).is_ok());
     }
 
     #[test]

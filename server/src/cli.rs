@@ -197,6 +197,10 @@ pub struct TokenCreateArgs {
     /// Allow writing.
     #[arg(long)]
     pub write: bool,
+    /// Allow deleting data (InfluxQL DELETE, DROP SERIES, DROP MEASUREMENT); --write does
+    /// not include it.
+    #[arg(long)]
+    pub delete: bool,
     /// Every permission, including creating databases.
     #[arg(long)]
     pub admin: bool,

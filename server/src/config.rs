@@ -119,6 +119,26 @@ pub struct HttpConfig {
     /// On shutdown, how long in-flight requests get to finish before their connections are
     /// closed. Default 30 s.
     pub shutdown_timeout: HumanDuration,
+    /// Time a client has to send a whole request header: from accept for its first request,
+    /// from the first byte for later ones. A client that sends half a header is closed then.
+    /// Shorter frees slow-header attackers' connections sooner; longer tolerates very slow
+    /// links. Default 10 s.
+    pub header_read_timeout: HumanDuration,
+    /// Time a keep-alive connection may sit idle between requests before it is closed.
+    /// Longer than the usual client reuse interval (Telegraf flushes every 10 s) so clients
+    /// keep their connections. Default 60 s.
+    pub idle_timeout: HumanDuration,
+    /// Most HTTP connections open at once (past it: 503 with `Retry-After`, then closed).
+    /// 0 derives it from the open files limit: what that leaves after the engine's reserve,
+    /// minus `mqtt.max_connections` when MQTT is on (see `docs/operations.md`). A value
+    /// above what the limit allows is lowered at start, with a warning. Default 0 (derived).
+    pub max_connections: usize,
+    /// Browser origins (`https://grafana.example.com`) allowed to send state-changing requests
+    /// besides the server's own. Default: none.
+    pub allowed_origins: Vec<String>,
+    /// Host names accepted in `Host` besides loopback names when auth is off on a loopback
+    /// listener (the DNS-rebinding check). Default: none.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -129,6 +149,11 @@ impl Default for HttpConfig {
             tls_key: PathBuf::new(),
             body_timeout: HumanDuration::secs(30),
             shutdown_timeout: HumanDuration::secs(30),
+            header_read_timeout: HumanDuration::secs(10),
+            idle_timeout: HumanDuration::secs(60),
+            max_connections: 0,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -187,6 +212,19 @@ pub struct StorageConfig {
     /// Retention of newly created databases (first write, `CREATE DATABASE`, admin API) until
     /// a retention statement changes it. `0s` (default) keeps data forever; else at least 1h.
     pub default_retention: HumanDuration,
+    /// What starting does with damage in the WAL or catalog that is not a torn tail:
+    /// `strict` (default) refuses to start, naming file and offset; `drop-damaged` drops the
+    /// damaged bytes (each range logged) and starts. Flag: `strata serve --recover drop-damaged`.
+    pub recovery: RecoveryMode,
+}
+
+/// `storage.recovery`; see [`strata_engine::wal::Recovery`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryMode {
+    #[default]
+    Strict,
+    DropDamaged,
 }
 
 impl Default for StorageConfig {
@@ -204,6 +242,7 @@ impl Default for StorageConfig {
             default_retention: HumanDuration::secs(0),
             compaction_min_segments: 4,
             compaction_rate: ByteSize::mib(64),
+            recovery: RecoveryMode::Strict,
         }
     }
 }
@@ -212,19 +251,6 @@ impl Default for StorageConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// What starting does with damage in the WAL or catalog that is not a torn tail:
-    /// `strict` (default) refuses to start, naming file and offset; `drop-damaged` drops the
-    /// damaged bytes (each range logged) and starts. Flag: `strata serve --recover drop-damaged`.
-    pub recovery: RecoveryMode,
-}
-
-/// `storage.recovery`; see [`strata_engine::wal::Recovery`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecoveryMode {
-    #[default]
-    Strict,
-    DropDamaged,
     /// Largest request body, before and after gzip decoding (413 past it). Default 32 MiB.
     pub max_body_size: ByteSize,
     /// Longest line of line protocol. Default 1 MiB.
@@ -243,9 +269,13 @@ pub enum RecoveryMode {
     pub max_future: OptDuration,
     /// Refuse points with timestamps further than this behind the server clock. Default off.
     pub max_past: OptDuration,
-            recovery: RecoveryMode::Strict,
     /// Series per database; points that would create more are refused. Default 10 million.
     pub max_series_per_database: u64,
+    /// Field keys per measurement; points that would add more are refused. Default 1024.
+    pub max_fields_per_measurement: usize,
+    /// Time partitions one write may create that did not exist; points past it are refused.
+    /// 0 turns the bound off. Default 100.
+    pub max_new_partitions_per_write: usize,
     /// Most bad lines listed in one error response (the count is always complete). Default 100.
     pub max_errors_reported: usize,
     /// Memory that in-flight write requests may hold (bodies, decoded bodies, batches) across
@@ -271,11 +301,6 @@ pub enum RecoveryMode {
 #[serde(rename_all = "lowercase")]
 pub enum RateUnit {
     #[default]
-    /// Field keys per measurement; points that would add more are refused. Default 1024.
-    pub max_fields_per_measurement: usize,
-    /// Time partitions one write may create that did not exist; points past it are refused.
-    /// 0 turns the bound off. Default 100.
-    pub max_new_partitions_per_write: usize,
     Points,
     Requests,
 }
@@ -292,6 +317,8 @@ impl Default for LimitsConfig {
             max_future: OptDuration(Some(std::time::Duration::from_secs(86_400))),
             max_past: OptDuration::OFF,
             max_series_per_database: 10_000_000,
+            max_fields_per_measurement: 1024,
+            max_new_partitions_per_write: 100,
             max_errors_reported: 100,
             write_memory: ByteSize::mib(256),
             write_memory_wait: HumanDuration::secs(1),
@@ -317,8 +344,6 @@ impl Secret {
     }
 }
 
-            max_fields_per_measurement: 1024,
-            max_new_partitions_per_write: 100,
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
@@ -508,6 +533,22 @@ impl Config {
         if self.http.body_timeout.get().is_zero() {
             return bad("http.body_timeout", "must be positive".into());
         }
+        if self.http.header_read_timeout.get().is_zero() {
+            return bad("http.header_read_timeout", "must be positive".into());
+        }
+        if self.http.idle_timeout.get().is_zero() {
+            return bad("http.idle_timeout", "must be positive".into());
+        }
+        for o in &self.http.allowed_origins {
+            if !(o.starts_with("http://") || o.starts_with("https://"))
+                || o.trim_end_matches('/').matches('/').count() != 2
+            {
+                return bad(
+                    "http.allowed_origins",
+                    format!("{o:?} is not an origin like https://host[:port]"),
+                );
+            }
+        }
         let s = &self.storage;
         if s.shards > 256 {
             return bad("storage.shards", format!("{} is more than 256", s.shards));
@@ -549,6 +590,7 @@ impl Config {
         let ranges: [(&'static str, usize, usize); 5] = [
             ("limits.max_tags_per_point", l.max_tags_per_point, MAX_TAGS),
             ("limits.max_fields_per_point", l.max_fields_per_point, MAX_FIELDS),
+            ("limits.max_fields_per_measurement", l.max_fields_per_measurement, 1_000_000),
             ("limits.max_name_length", l.max_name_length, MAX_NAME_LEN),
             ("limits.max_errors_reported", l.max_errors_reported, 10_000),
         ];
@@ -585,7 +627,6 @@ impl Config {
         }
         if l.write_memory.bytes() >> 10 > u64::from(u32::MAX) {
             return bad("limits.write_memory", "must be less than 4TiB".into());
-            ("limits.max_fields_per_measurement", l.max_fields_per_measurement, 1_000_000),
         }
         if self.auth.enabled && !self.auth.admin_token.is_empty() && self.auth.admin_token.expose().len() < 16
         {
@@ -635,6 +676,12 @@ impl Config {
         o.write_stall_timeout = s.write_stall_timeout.get();
         o.partition_duration = s.partition_duration.get();
         o.max_series_per_db = self.limits.max_series_per_database;
+        o.max_fields_per_measurement = self.limits.max_fields_per_measurement;
+        o.max_new_partitions_per_write = self.limits.max_new_partitions_per_write;
+        o.recovery = match s.recovery {
+            RecoveryMode::Strict => strata_engine::wal::Recovery::Strict,
+            RecoveryMode::DropDamaged => strata_engine::wal::Recovery::DropDamaged,
+        };
         o.maintenance_interval = s.maintenance_interval.get();
         o.compaction_min_segments = s.compaction_min_segments;
         o.compaction_bytes_per_sec = s.compaction_rate.0;
@@ -671,12 +718,6 @@ pub fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Ove
     let vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     let mut out = Vec::new();
     for (alias, key) in ENV_ALIASES {
-        o.max_fields_per_measurement = self.limits.max_fields_per_measurement;
-        o.max_new_partitions_per_write = self.limits.max_new_partitions_per_write;
-        o.recovery = match s.recovery {
-            RecoveryMode::Strict => strata_engine::wal::Recovery::Strict,
-            RecoveryMode::DropDamaged => strata_engine::wal::Recovery::DropDamaged,
-        };
         if let Some((_, v)) = vars.iter().find(|(k, _)| k == alias) {
             out.push(Override::new(*key, v.clone(), format!("environment variable {alias}")));
         }
@@ -720,7 +761,24 @@ fn set_leaf(tree: &mut toml::Value, o: &Override) -> Result<(), ConfigError> {
     };
     let raw = o.value.trim();
     *node = match node {
-        toml::Value::Table(_) | toml::Value::Array(_) => return Err(unknown()),
+        toml::Value::Table(_) => return Err(unknown()),
+        // A list: TOML (`["a", "b"]`) or comma-separated (`a,b`, what an environment variable
+        // holds).
+        toml::Value::Array(_) => {
+            if raw.starts_with('[') {
+                let t: toml::Table = toml::from_str(&format!("v = {raw}"))
+                    .map_err(|e| bad(&format!("{raw:?} is not a list: {e}")))?;
+                t.get("v").cloned().ok_or_else(|| bad("not a list"))?
+            } else {
+                toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| toml::Value::String(v.to_owned()))
+                        .collect(),
+                )
+            }
+        }
         toml::Value::String(_) => toml::Value::String(o.value.clone()),
         toml::Value::Integer(_) => toml::Value::Integer(
             raw.replace('_', "").parse().map_err(|_| bad(&format!("{raw:?} is not an integer")))?,
@@ -836,6 +894,21 @@ mod tests {
         assert!(err.to_string().contains("max_bodysize") && err.to_string().contains("bad.toml"), "{err}");
         let err = Config::load(Some(&dir.path().join("missing.toml")), [], &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn lists_from_flags_and_environment() {
+        let set =
+            |v: &str| Config::default().with_overrides(&[Override::new("http.allowed_origins", v, "--set")]);
+        let want = vec!["https://a.example".to_owned(), "http://b.example:3000".to_owned()];
+        assert_eq!(set("https://a.example, http://b.example:3000").unwrap().http.allowed_origins, want);
+        assert_eq!(
+            set(r#"["https://a.example", "http://b.example:3000"]"#).unwrap().http.allowed_origins,
+            want
+        );
+        assert!(set("").unwrap().http.allowed_origins.is_empty());
+        let c = set("grafana.example").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key: "http.allowed_origins", .. })));
     }
 
     #[test]

@@ -10,15 +10,24 @@
 //!
 //! Every response passes through [`observe`], which gives the request an id (a tracing span
 //! field and the `X-Request-Id` header), counts it by route and status, and adds the
-//! `X-Influxdb-*` headers that InfluxDB client libraries look for. Errors are mapped to status
-//! codes in one place, [`error`].
+//! `X-Influxdb-*` headers that InfluxDB client libraries look for; it also puts the
+//! `http.body_timeout` deadline on the request body ([`body`]). Before any handler, cross-site
+//! requests are refused ([`origin`]). Errors are mapped to status codes in one place,
+//! [`error`]. Connections (cap, header-read and idle timeouts) are [`conn`]'s.
+//!
+//! Handlers authenticate a request before they read its body and authorize it as soon as
+//! they know what it wants (for `/query`, after parsing: the permission depends on the
+//! statements).
 
 pub mod admin;
 pub mod backup;
+pub mod body;
+pub mod conn;
 pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod mqtt;
+pub mod origin;
 pub mod query;
 pub mod write;
 
@@ -62,6 +71,9 @@ pub struct Shared {
     pub rate_limit: crate::ratelimit::RateLimiter,
     /// Idle body and batch buffers of the write paths, HTTP and MQTT (`bufpool.rs`).
     pub buffers: Arc<crate::bufpool::BufferPool>,
+    /// `http.addr` is a loopback address (with auth off, `Host` must then be a loopback name:
+    /// see [`origin`]).
+    pub loopback_listener: bool,
     request_ids: AtomicU64,
     /// Random per process, so ids from two runs do not collide in aggregated logs.
     request_id_prefix: u32,
@@ -96,6 +108,7 @@ impl Shared {
             limits: PointLimits::from_config(l),
             rate_limit: crate::ratelimit::RateLimiter::from_config(l),
             buffers: Arc::new(crate::bufpool::BufferPool::new(IDLE_WRITE_BUFFERS, IDLE_WRITE_BUFFER_MAX)),
+            loopback_listener: is_loopback_addr(&config.http.addr),
             engine,
             auth,
             metrics,
@@ -106,6 +119,30 @@ impl Shared {
             request_id_prefix: rand::random(),
             config,
         }
+    }
+
+    /// Authenticates a request: its token (header, or the 1.x `p` parameter) must be one.
+    /// `Ok(None)` when auth is disabled. Checks nothing about what the request wants: see
+    /// [`Grant::check`].
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query_password: Option<&str>,
+    ) -> Result<Option<Grant>, ApiError> {
+        if !self.auth.enabled() {
+            return Ok(None);
+        }
+        let token = request_token(headers, query_password)?;
+        self.authenticate_token(token.as_deref())
+    }
+
+    /// [`Shared::authenticate`] of a token already taken from the request.
+    pub fn authenticate_token(&self, token: Option<&str>) -> Result<Option<Grant>, ApiError> {
+        let grant = self.auth.authenticate(token)?;
+        if let Some(g) = &grant {
+            tracing::Span::current().record("token", &*g.id);
+        }
+        Ok(grant)
     }
 
     /// Authorizes a request: its token (header, or the 1.x `p` parameter) must allow `access`.
@@ -145,8 +182,21 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .merge(mqtt::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), origin::refuse_cross_site))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// True when every address `addr` resolves to is a loopback address.
+fn is_loopback_addr(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -170,6 +220,8 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         token = tracing::field::Empty,
     );
     let start = Instant::now();
+    let timeout = st.config.http.body_timeout.get();
+    let req = req.map(|b| body::with_deadline(b, timeout));
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     st.metrics.http.record(route, status);

@@ -164,6 +164,7 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
                 databases: a.databases,
                 read: a.read,
                 write: a.write,
+                delete: a.delete,
             };
             let path = config.tokens_file();
             let (token, rec) = tokens::create(&path, &spec)?;
@@ -185,7 +186,7 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
                     .map(|t| {
                         serde_json::json!({
                             "id": t.id, "description": t.description, "admin": t.admin,
-                            "databases": t.databases, "read": t.read, "write": t.write, "created": t.created,
+                            "databases": t.databases, "read": t.read, "write": t.write, "delete": t.delete, "created": t.created,
                         })
                     })
                     .collect();
@@ -210,11 +211,10 @@ fn scope(t: &tokens::TokenRecord) -> String {
     if t.admin {
         return "admin".into();
     }
-    let perms = match (t.read, t.write) {
-        (true, true) => "read+write",
-        (true, false) => "read",
-        (false, true) => "write",
-        (false, false) => "none",
-    };
+    let perms: Vec<&str> = [(t.read, "read"), (t.write, "write"), (t.delete, "delete")]
+        .iter()
+        .filter_map(|(on, name)| on.then_some(*name))
+        .collect();
+    let perms = if perms.is_empty() { "none".to_owned() } else { perms.join("+") };
     format!("{perms} on {}", t.databases.join(","))
 }

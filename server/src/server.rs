@@ -1,6 +1,6 @@
-//! Starting and stopping the server: open the engine, serve HTTP on already-bound listeners,
-//! and shut down gracefully (stop accepting, let in-flight requests finish, flush and sync the
-//! engine).
+//! Starting and stopping the server: raise the open files limit and size the connection caps
+//! to it, open the engine, serve HTTP on already-bound listeners, and shut down gracefully
+//! (stop accepting, let in-flight requests finish, flush and sync the engine).
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::auth::tokens::TokenError;
 use crate::auth::Auth;
 use crate::config::{Config, ConfigError};
+use crate::http::conn::{self, ConnLimits};
 use crate::http::{self, AppState, Shared};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
@@ -100,8 +101,9 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Validates the configuration, opens the engine and starts serving. Returns once the
     /// server accepts requests.
-    pub async fn start(config: Config, listeners: Listeners) -> Result<Server, ServeError> {
+    pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, ServeError> {
         config.validate()?;
+        size_connection_caps(&mut config);
         let http_addr = listeners.http.local_addr().map_err(ServeError::Listener)?;
         if !config.auth.enabled && !http_addr.ip().is_loopback() && !config.auth.insecure_allow_no_auth {
             return Err(ServeError::InsecureNoAuth { key: "http.addr", addr: http_addr });
@@ -132,16 +134,28 @@ impl Server {
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = axum_server::Handle::new();
         let listener = listeners.http;
+        let h = &state.config.http;
+        let limits = ConnLimits {
+            max_connections: h.max_connections,
+            header_read_timeout: h.header_read_timeout.get(),
+            idle_timeout: h.idle_timeout.get(),
+            plain: tls.is_none(),
+        };
+        // Accept errors (EMFILE when file descriptors run out) are retried by axum_server
+        // after 50 ms; the caps sized above keep the server from getting there.
         let serve = match tls.clone() {
             Some(cfg) => {
                 let rustls = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
-                let mut server =
-                    axum_server::tls_rustls::from_tcp_rustls(listener, rustls).handle(handle.clone());
+                let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls)
+                    .handle(handle.clone())
+                    .map(|a| conn::Guard::new(a, limits));
                 server.http_builder().http1().max_buf_size(HTTP1_MAX_READ_BUFFER);
                 tokio::spawn(server.serve(app))
             }
             None => {
-                let mut server = axum_server::from_tcp(listener).handle(handle.clone());
+                let mut server = axum_server::from_tcp(listener)
+                    .handle(handle.clone())
+                    .map(|a| conn::Guard::new(a, limits));
                 server.http_builder().http1().max_buf_size(HTTP1_MAX_READ_BUFFER);
                 tokio::spawn(server.serve(app))
             }
@@ -182,7 +196,7 @@ impl Server {
                     Ok(Ok(true)) => tracing::info!("tokens file reloaded"),
                     Ok(Ok(false)) => {}
                     Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "cannot reload the tokens file; keeping the tokens loaded before")
+                        tracing::error!(error = %e, "cannot read the tokens file: refusing every token from it until it is fixed")
                     }
                     Err(_) => {}
                 }
@@ -260,6 +274,53 @@ impl Server {
         tracing::info!("storage engine closed; bye");
         Ok(())
     }
+}
+
+/// Raises the open files limit to its hard limit and fits `http.max_connections` and
+/// `mqtt.max_connections` under it, keeping [`conn::reserved_files`] for the engine (WAL,
+/// segments, catalog, backups). `http.max_connections = 0` takes what MQTT leaves (MQTT gets
+/// at most half when both would not fit); configured caps whose sum is above the budget are
+/// lowered in proportion, with a warning (a server that starts on a smaller limit beats one
+/// that runs out of descriptors mid-flush).
+fn size_connection_caps(config: &mut Config) {
+    let limit = conn::raise_open_files_limit();
+    let budget = limit.map_or(u64::MAX, conn::connection_budget).max(2);
+    let budget = usize::try_from(budget).unwrap_or(usize::MAX);
+    let mqtt_on = config.mqtt.enabled;
+    let mqtt_want = if mqtt_on { config.mqtt.max_connections } else { 0 };
+    let (http, mqtt) = if config.http.max_connections == 0 {
+        let mqtt = mqtt_want.min(budget / 2);
+        (budget - mqtt, mqtt)
+    } else {
+        let http_want = config.http.max_connections;
+        if http_want.saturating_add(mqtt_want) <= budget {
+            (http_want, mqtt_want)
+        } else {
+            let total = (http_want as u128) + (mqtt_want as u128);
+            let http = ((budget as u128) * (http_want as u128) / total).max(1) as usize;
+            let mqtt = if mqtt_on { budget.saturating_sub(http).max(1) } else { 0 };
+            tracing::warn!(
+                open_files_limit = limit,
+                wanted_http = http_want,
+                wanted_mqtt = mqtt_want,
+                http_max_connections = http,
+                mqtt_max_connections = mqtt,
+                "http.max_connections + mqtt.max_connections exceed what the open files limit allows; lowered (raise the hard limit, `ulimit -Hn`, to keep them)"
+            );
+            (http, mqtt)
+        }
+    };
+    config.http.max_connections = http.max(1);
+    if mqtt_on {
+        config.mqtt.max_connections = mqtt.max(1);
+    }
+    tracing::info!(
+        open_files_limit = limit,
+        reserved_for_files = limit.map(conn::reserved_files),
+        http_max_connections = config.http.max_connections,
+        mqtt_max_connections = mqtt_on.then_some(config.mqtt.max_connections),
+        "connection caps"
+    );
 }
 
 /// Starts a server on `listeners` and serves until `shutdown` completes.

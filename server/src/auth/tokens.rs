@@ -4,13 +4,18 @@
 //! token is `strata_` followed by 32 random bytes in unpadded URL-safe base64 (256 bits, so a
 //! fast unsalted hash is enough: there is nothing to brute-force). The file is JSON, written
 //! to a temporary file, fsynced and renamed over the old one (readers never see half a file),
-//! with mode 0600.
+//! with mode 0600, never through a symbolic link, and edited under a lock so two
+//! `strata token create` at once both land (`crate::private_file`).
 //!
 //! ```json
 //! {"version": 1, "tokens": [{"id": "3f9c0a1b2c3d4e5f", "description": "weather station",
 //!   "sha256": "…64 hex…", "admin": false, "databases": ["weather"], "read": false,
-//!   "write": true, "created": "2024-05-01T12:00:00Z"}]}
+//!   "write": true, "delete": false, "created": "2024-05-01T12:00:00Z"}]}
 //! ```
+//!
+//! `delete` (InfluxQL `DELETE`, `DROP SERIES`, `DROP MEASUREMENT`) is a permission of its
+//! own: a write token cannot delete unless it was created with `--delete`. Files written
+//! before the permission existed read as `delete: false`.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +47,9 @@ pub struct TokenRecord {
     pub read: bool,
     #[serde(default)]
     pub write: bool,
+    /// May delete data on its databases (not implied by `write`).
+    #[serde(default)]
+    pub delete: bool,
     /// RFC 3339, seconds.
     #[serde(default)]
     pub created: String,
@@ -58,6 +66,8 @@ struct TokensFile {
 pub enum TokenError {
     #[error("tokens file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("tokens file: {0}")]
+    File(#[from] crate::private_file::PrivateFileError),
     #[error("tokens file {path} is not valid: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("tokens file {path} has version {version}; this build reads version {FILE_VERSION}")]
@@ -76,6 +86,7 @@ pub struct TokenSpec {
     pub databases: Vec<String>,
     pub read: bool,
     pub write: bool,
+    pub delete: bool,
 }
 
 /// A fresh random token.
@@ -90,13 +101,14 @@ pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The tokens in `path`; a missing file holds none.
+/// The tokens in `path`; a missing file holds none. A symbolic link is refused; a mode
+/// looser than 0600 is tightened, with a warning.
 pub fn load(path: &Path) -> Result<Vec<TokenRecord>, TokenError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(TokenError::Io { path: path.to_owned(), source }),
-    };
+    let Some(contents) = crate::private_file::read(path)? else { return Ok(Vec::new()) };
+    if let Some(mode) = contents.loosened_mode {
+        tracing::warn!(path = %path.display(), mode = %format!("{mode:04o}"), "the tokens file was readable or writable by others; its mode is now 0600");
+    }
+    let text = contents.text;
     let file: TokensFile = serde_json::from_str(&text)
         .map_err(|e| TokenError::Corrupt { path: path.to_owned(), message: e.to_string() })?;
     if file.version != FILE_VERSION {
@@ -124,8 +136,7 @@ pub fn save(path: &Path, tokens: &[TokenRecord]) -> Result<(), TokenError> {
     let file = TokensFile { version: FILE_VERSION, tokens: tokens.to_vec() };
     let mut text = serde_json::to_string_pretty(&file).expect("tokens serialize");
     text.push('\n');
-    crate::private_file::replace(path, text.as_bytes())
-        .map_err(|source| TokenError::Io { path: path.to_owned(), source })
+    Ok(crate::private_file::replace(path, text.as_bytes())?)
 }
 
 /// Creates a token with `spec`, stores its hash, and returns the token (shown once) and its
@@ -136,8 +147,8 @@ pub fn create(path: &Path, spec: &TokenSpec) -> Result<(String, TokenRecord), To
         if spec.databases.is_empty() {
             return scope("name at least one database (--db NAME, or --db '*' for all) or use --admin");
         }
-        if !spec.read && !spec.write {
-            return scope("grant --read, --write or both");
+        if !spec.read && !spec.write && !spec.delete {
+            return scope("grant --read, --write, --delete or a combination");
         }
         for db in &spec.databases {
             if db != "*" {
@@ -146,6 +157,7 @@ pub fn create(path: &Path, spec: &TokenSpec) -> Result<(String, TokenRecord), To
             }
         }
     }
+    let _lock = crate::private_file::lock(path)?;
     let mut tokens = load(path)?;
     let token = generate();
     let mut id_bytes = [0u8; 8];
@@ -158,6 +170,7 @@ pub fn create(path: &Path, spec: &TokenSpec) -> Result<(String, TokenRecord), To
         databases: if spec.admin { Vec::new() } else { spec.databases.clone() },
         read: spec.read || spec.admin,
         write: spec.write || spec.admin,
+        delete: spec.delete || spec.admin,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
     tokens.push(record.clone());
@@ -167,6 +180,7 @@ pub fn create(path: &Path, spec: &TokenSpec) -> Result<(String, TokenRecord), To
 
 /// Removes the token with `id` and returns its record.
 pub fn revoke(path: &Path, id: &str) -> Result<TokenRecord, TokenError> {
+    let _lock = crate::private_file::lock(path)?;
     let mut tokens = load(path)?;
     let pos =
         tokens.iter().position(|t| t.id == id).ok_or_else(|| TokenError::NotFound { id: id.to_owned() })?;
@@ -208,7 +222,8 @@ mod tests {
         let all = load(&path).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0], rec);
-        assert!(all[1].admin && all[1].read && all[1].write);
+        assert!(all[1].admin && all[1].read && all[1].write && all[1].delete);
+        assert!(!all[0].delete, "write does not imply delete");
         revoke(&path, &rec.id).unwrap();
         assert_eq!(load(&path).unwrap().len(), 1);
         assert!(matches!(revoke(&path, &rec.id), Err(TokenError::NotFound { .. })));

@@ -3,7 +3,7 @@
 //! `{"name": "..."}`) is the subset of InfluxDB 2.x's bucket API that client libraries'
 //! `create_bucket` calls. All need an admin token when auth is on.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -49,6 +49,9 @@ pub async fn list_databases(
     Ok(Json(json!({ "databases": dbs })).into_response())
 }
 
+/// Largest `POST /api/v2/buckets` body: a name and a few settings.
+const BUCKET_MAX_BODY: usize = 64 << 10;
+
 #[derive(Debug, Deserialize)]
 struct BucketRequest {
     name: String,
@@ -57,9 +60,11 @@ struct BucketRequest {
 pub async fn create_bucket(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    // Authorized before the body is read.
     st.authorize(&headers, None, Access::Admin)?;
+    let body = super::body::read_bounded(body, BUCKET_MAX_BODY, st.config.http.body_timeout.get()).await?;
     let req: BucketRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid bucket request: {e}")))?;
     let created = create(&st, req.name.clone()).await?;

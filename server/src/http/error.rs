@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 401 or 403.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// 403: a browser request from another site (`super::origin`).
+    #[error("{0}")]
+    CrossSite(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -62,6 +65,13 @@ pub enum ApiError {
     /// 429 with `Retry-After`: the client is over `limits.client_write_rate`.
     #[error(transparent)]
     RateLimited(#[from] crate::ratelimit::RateLimited),
+    /// 503 with `Retry-After`: the engine cannot open a file right now (out of file
+    /// descriptors or a like resource); retrying later can succeed.
+    #[error("server is out of resources, retry later: {0}")]
+    OutOfResources(String),
+    /// 507: the disk is full; nothing acknowledged was lost.
+    #[error("{0}")]
+    NoSpace(String),
     /// 503 with `Retry-After`: shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -90,13 +100,16 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::PartialWrite(_) => StatusCode::BAD_REQUEST,
             ApiError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::WriteMemoryExhausted | ApiError::Overloaded | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::WriteMemoryExhausted
+            | ApiError::Overloaded
+            | ApiError::ShuttingDown
+            | ApiError::OutOfResources(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -116,6 +129,7 @@ impl ApiError {
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             StatusCode::TOO_MANY_REQUESTS => "too many requests",
             StatusCode::NOT_IMPLEMENTED => "not implemented",
+            StatusCode::INSUFFICIENT_STORAGE => "insufficient storage",
             _ => "internal error",
         }
     }
@@ -127,7 +141,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) | ApiError::NotImplemented(_) => {
                 RequestReject::BadRequest
             }
-            ApiError::Auth(AuthError::Forbidden { .. }) => RequestReject::Forbidden,
+            ApiError::Auth(AuthError::Forbidden { .. }) | ApiError::CrossSite(_) => RequestReject::Forbidden,
             ApiError::Auth(_) => RequestReject::Unauthorized,
             ApiError::NotFound(_) => RequestReject::DatabaseNotFound,
             ApiError::BodyTimeout(_) => RequestReject::BodyTimeout,
@@ -135,7 +149,10 @@ impl ApiError {
             ApiError::WriteMemoryExhausted => RequestReject::WriteMemory,
             ApiError::Overloaded => RequestReject::Overloaded,
             ApiError::RateLimited(_) => RequestReject::RateLimited,
-            ApiError::ShuttingDown | ApiError::Internal(_) => RequestReject::Unavailable,
+            ApiError::ShuttingDown
+            | ApiError::Internal(_)
+            | ApiError::OutOfResources(_)
+            | ApiError::NoSpace(_) => RequestReject::Unavailable,
         })
     }
 }
@@ -179,6 +196,8 @@ impl From<WriteError> for ApiError {
             WriteError::DatabaseNotFound { .. } => ApiError::NotFound(e.to_string()),
             WriteError::Overloaded => ApiError::Overloaded,
             WriteError::ShuttingDown => ApiError::ShuttingDown,
+            WriteError::OutOfResources { .. } => ApiError::OutOfResources(e.to_string()),
+            WriteError::NoSpace { .. } => ApiError::NoSpace(e.to_string()),
             // Poisoned: retrying cannot help until an operator restarts the server.
             WriteError::Poisoned | WriteError::Wal(_) | WriteError::Catalog(_) => {
                 ApiError::Internal(e.to_string())

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -165,9 +164,10 @@ async fn publish_command(
     headers: HeaderMap,
     Path((device, subtopic)): Path<(String, String)>,
     params: Result<Query<CommandParams>, QueryRejection>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    // Authorized before the body is read.
     let b = broker(&st, &headers)?;
     if !valid_device_id(&device) {
         return Err(ApiError::BadRequest(format!("{device:?} is not a device id")));
@@ -181,9 +181,13 @@ async fn publish_command(
         1 => rumqttc::QoS::AtLeastOnce,
         q => return Err(ApiError::BadRequest(format!("qos {q}: only 0 and 1 are supported"))),
     };
-    if body.len() > b.config.max_packet_size.as_usize() {
-        return Err(ApiError::BadRequest("command payload larger than mqtt.max_packet_size".into()));
-    }
+    let max = b.config.max_packet_size.as_usize();
+    let body = match super::body::read_bounded(body, max, st.config.http.body_timeout.get()).await {
+        Err(ApiError::PayloadTooLarge { .. }) => {
+            return Err(ApiError::BadRequest("command payload larger than mqtt.max_packet_size".into()))
+        }
+        r => r?,
+    };
     let expires_at_ms = match p.expiry.as_deref() {
         Some(e) => {
             let d = parse_expiry(e).map_err(ApiError::BadRequest)?;

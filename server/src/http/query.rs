@@ -5,6 +5,13 @@
 //! wins, as Go's `FormValue`): `q`, `db`, `epoch`, `chunked`, `chunk_size`, `pretty`, `p`
 //! (1.x password = token), `u` and `rp` (ignored).
 //!
+//! A request is authenticated before its body is read: with auth on, a request whose token is
+//! missing or unknown is answered 401 without reading the body. The one exception is a small
+//! form body (at most [`FORM_TOKEN_MAX_BODY`], declared by `Content-Length`) when the request
+//! carries no token elsewhere, because Grafana may send `p` there. The body (at most
+//! [`MAX_BODY`]) is then read, the statements parsed, and each authorized (403) before any
+//! runs.
+//!
 //! Request-level problems (no `q`, a parse error, a bad `epoch`) answer 400 with
 //! `{"error": ...}`; authorization failures 401/403 before anything runs. Once statements
 //! run, the answer is 200 and a failing statement carries its error in `results[i].error`;
@@ -42,7 +49,7 @@ use strata_query::{
 use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
-use crate::auth::Access;
+use crate::auth::{request_token, Access, Grant};
 use crate::config::QueryConfig;
 use crate::metrics::{Metrics, QueryOutcome};
 
@@ -59,6 +66,12 @@ const CSV_PIECE_BYTES: usize = 1 << 20;
 /// the streamed answer back into one held in memory. JSON chunks also end at
 /// [`strata_query::encode::CHUNK_BYTES`] of rows, CSV pieces at [`CSV_PIECE_BYTES`].
 pub const MAX_CHUNK_SIZE: usize = 10_000;
+
+/// Largest `/query` body (the text of the statements, or a form holding it).
+pub const MAX_BODY: usize = 2 << 20;
+
+/// Largest form body read from a client that has shown no token yet, to look for `p` in it.
+pub const FORM_TOKEN_MAX_BODY: usize = 64 << 10;
 
 /// The parameters of one request.
 #[derive(Debug, Default)]
@@ -129,7 +142,7 @@ fn access_for<'a>(stmt: &'a Statement, db: Option<&'a str>) -> Access<'a> {
         | Statement::ShowRetentionPolicies { database } => Access::Read(on(database)),
         Statement::ShowContinuousQueries => Access::Read(db.unwrap_or("")),
         Statement::Delete { .. } | Statement::DropSeries { .. } | Statement::DropMeasurement { .. } => {
-            Access::Write(db.unwrap_or(""))
+            Access::Delete(db.unwrap_or(""))
         }
         Statement::ShowDatabases
         | Statement::CreateDatabase { .. }
@@ -158,7 +171,7 @@ pub async fn query_handler(
     method: Method,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let (response, outcome) = answer(&st, method, headers, raw, body, started).await;
@@ -176,24 +189,63 @@ async fn answer(
     method: Method,
     headers: HeaderMap,
     raw: Option<String>,
-    body: Bytes,
+    body: Body,
     started: Instant,
 ) -> (Response, Option<QueryOutcome>) {
     let bad = |message: &str| (bad_request(message), Some(QueryOutcome::BadRequest));
+    let refuse = |e: ApiError| {
+        (json_response(e.status(), encode_error_json(&e.to_string())), Some(QueryOutcome::Auth))
+    };
     let mut params = Params::default();
     match serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or("")) {
         Ok(pairs) => params.apply(pairs),
         Err(e) => return bad(&format!("invalid query string: {e}")),
     }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let is_form = ct.starts_with("application/x-www-form-urlencoded");
+    // Authenticate before reading the body (see the module header).
+    let mut grant: Option<Grant> = None;
+    let mut body_limit = MAX_BODY;
+    if st.auth.enabled() {
+        let token = match request_token(&headers, params.p.as_deref()) {
+            Ok(t) => t,
+            Err(e) => return refuse(e.into()),
+        };
+        let small_form = method == Method::POST
+            && is_form
+            && declared_length(&headers).is_some_and(|n| n <= FORM_TOKEN_MAX_BODY);
+        match token {
+            Some(t) => match st.authenticate_token(Some(&t)) {
+                Ok(g) => grant = g,
+                Err(e) => return refuse(e),
+            },
+            None if small_form => body_limit = FORM_TOKEN_MAX_BODY,
+            None => return refuse(crate::auth::AuthError::MissingCredentials.into()),
+        }
+    }
+    let body = if method == Method::POST {
+        match super::body::read_bounded(body, body_limit, st.config.http.body_timeout.get()).await {
+            Ok(b) => b,
+            Err(e) => return (e.into_response(), Some(QueryOutcome::BadRequest)),
+        }
+    } else {
+        Bytes::new()
+    };
     if method == Method::POST && !body.is_empty() {
-        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if ct.starts_with("application/x-www-form-urlencoded") {
+        if is_form {
             match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
                 Ok(pairs) => params.apply(pairs),
                 Err(e) => return bad(&format!("invalid form body: {e}")),
             }
         } else if ct.starts_with("application/vnd.influxql") || ct.starts_with("text/plain") {
             params.q = Some(String::from_utf8_lossy(&body).into_owned());
+        }
+    }
+    if st.auth.enabled() && grant.is_none() {
+        // The token was in the form body, or nowhere.
+        match st.authenticate(&HeaderMap::new(), params.p.as_deref()) {
+            Ok(g) => grant = g,
+            Err(e) => return refuse(e),
         }
     }
     let Some(q) = params.q.take().filter(|q| !q.trim().is_empty()) else {
@@ -210,17 +262,15 @@ async fn answer(
     };
     // Authorization, for every statement before any runs.
     for stmt in &statements {
-        if let Err(e) = st.authorize(&headers, params.p.as_deref(), access_for(stmt, params.db.as_deref())) {
-            let status = e.status();
-            return (json_response(status, encode_error_json(&e.to_string())), Some(QueryOutcome::Auth));
-        }
-        // SELECT ... INTO also writes: the token needs write access on the target database.
-        if let Some(target) = into_database(stmt, params.db.as_deref()) {
-            if let Err(e) = st.authorize(&headers, params.p.as_deref(), Access::Write(target)) {
-                return (
-                    json_response(e.status(), encode_error_json(&e.to_string())),
-                    Some(QueryOutcome::Auth),
-                );
+        if let Some(g) = &grant {
+            if let Err(e) = g.check(access_for(stmt, params.db.as_deref())) {
+                return refuse(e.into());
+            }
+            // SELECT ... INTO also writes: the token needs write access on the target database.
+            if let Some(target) = into_database(stmt, params.db.as_deref()) {
+                if let Err(e) = g.check(Access::Write(target)) {
+                    return refuse(e.into());
+                }
             }
         }
         if method == Method::GET && !stmt.is_read_only() {
@@ -513,6 +563,10 @@ impl futures_core::Stream for LineStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx).map(|line| line.map(Ok))
     }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn wants_csv(headers: &HeaderMap) -> bool {

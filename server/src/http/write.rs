@@ -1,8 +1,10 @@
 //! The write endpoints: `POST /api/v2/write` (InfluxDB 2.x), `POST /write` (1.x) and
 //! `POST /api/v1/json` (Strata's JSON format).
 //!
-//! A request goes: authorize -> check parameters -> reserve write memory -> read the body
-//! (bounded in size and time) -> on a blocking thread: gunzip (bounded), decode into one
+//! A request goes: authorize -> check parameters -> read the body (bounded in size and time,
+//! reserving write memory as its bytes arrive, not from the declared `Content-Length`: a
+//! client that declares 32 MiB and trickles a byte a second holds a byte a second) -> on a
+//! blocking thread: gunzip (bounded), decode into one
 //! batch, create the database if needed, `Engine::write` (which returns once the batch is
 //! durable per the sync policy) -> 204, or 400 listing the refused lines while the good ones
 //! are stored. The blocking thread keeps decoding (CPU) and the engine's durability wait off
@@ -220,7 +222,7 @@ async fn ingest(
     if declared.is_some_and(|n| n as u64 > max.bytes()) {
         return Err(ApiError::PayloadTooLarge { what: "the", limit: max });
     }
-    let mut reservation = match st.write_memory.reserve(declared.unwrap_or(0)).await {
+    let mut reservation = match st.write_memory.reserve(0).await {
         Ok(r) => r,
         Err(_) => {
             discard_body(body, max, timeout.get()).await;
@@ -229,7 +231,11 @@ async fn ingest(
     };
     let raw = tokio::time::timeout(timeout.get(), read_body(st, body, max, declared, &mut reservation))
         .await
-        .map_err(|_| ApiError::BodyTimeout(timeout.to_string()))??;
+        .map_err(|_| ApiError::BodyTimeout(timeout.to_string()))?
+        .map_err(|e| match e {
+            ApiError::BodyTimeout(_) => ApiError::BodyTimeout(timeout.to_string()),
+            e => e,
+        })?;
     st.metrics.ingest.bytes_received.fetch_add(raw.len() as u64, Ordering::Relaxed);
     let job = WriteJob {
         st: st.clone(),
@@ -265,6 +271,12 @@ async fn discard_body(mut body: Body, max: ByteSize, timeout: std::time::Duratio
     let _ = tokio::time::timeout(timeout, drain).await;
 }
 
+/// Bytes of buffer allocated up front for a body, whatever its declared length: the rest grows
+/// (doubling, and charged) as bytes arrive. Small, because a client that trickles its body
+/// holds it uncharged: 16 KiB x `http.max_connections` at worst. A 1 MiB body costs six
+/// reallocations (about 1 MiB copied), little next to decoding it.
+const BODY_BUFFER_START: usize = 16 << 10;
+
 /// Reads the whole body, refusing more than `max` bytes and charging the write memory for
 /// what arrives beyond the reservation.
 async fn read_body(
@@ -274,9 +286,9 @@ async fn read_body(
     declared: Option<usize>,
     reservation: &mut Reservation,
 ) -> Result<Vec<u8>, ApiError> {
-    let mut buf = st.buffers.take(declared.unwrap_or(0).min(max.as_usize()));
+    let mut buf = st.buffers.take(declared.unwrap_or(0).min(max.as_usize()).min(BODY_BUFFER_START));
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let frame = frame.map_err(|e| super::body::read_error(&e, st.config.http.body_timeout.get()))?;
         let Ok(data) = frame.into_data() else { continue };
         let len = buf.len() + data.len();
         if len as u64 > max.bytes() {

@@ -7,7 +7,8 @@
 //! URL-safe base64, 256 bits) and shown once; only their SHA-256 is stored, as for API tokens
 //! (`crate::auth::tokens`): with that much entropy a fast unsalted hash leaves nothing to
 //! brute-force, and CONNECT stays cheap. The file is `<data_dir>/mqtt/devices.json`, JSON,
-//! written to a temporary file, fsynced and renamed (mode 0600):
+//! written to a temporary file, fsynced and renamed (mode 0600, never through a symbolic
+//! link, `add` and `remove` under a lock: `crate::private_file`):
 //!
 //! ```json
 //! {"version": 1, "devices": [{"device": "pump-7", "sha256": "…64 hex…",
@@ -62,6 +63,8 @@ struct DevicesFile {
 pub enum DeviceError {
     #[error("device credentials file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("device credentials file: {0}")]
+    File(#[from] crate::private_file::PrivateFileError),
     #[error("device credentials file {path} is not valid: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("device credentials file {path} has version {version}; this build reads version {FILE_VERSION}")]
@@ -85,11 +88,11 @@ fn hash(password: &str) -> [u8; 32] {
 
 /// The devices in `path`; a missing file holds none.
 pub fn load(path: &Path) -> Result<Vec<DeviceRecord>, DeviceError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(DeviceError::Io { path: path.to_owned(), source }),
-    };
+    let Some(contents) = crate::private_file::read(path)? else { return Ok(Vec::new()) };
+    if let Some(mode) = contents.loosened_mode {
+        tracing::warn!(path = %path.display(), mode = %format!("{mode:04o}"), "the device credentials file was readable or writable by others; its mode is now 0600");
+    }
+    let text = contents.text;
     let corrupt = |message: String| DeviceError::Corrupt { path: path.to_owned(), message };
     let file: DevicesFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
     if file.version != FILE_VERSION {
@@ -111,8 +114,7 @@ fn save(path: &Path, devices: &[DeviceRecord]) -> Result<(), DeviceError> {
     let file = DevicesFile { version: FILE_VERSION, devices: devices.to_vec() };
     let mut text = serde_json::to_string_pretty(&file).expect("device records serialize");
     text.push('\n');
-    crate::private_file::replace(path, text.as_bytes())
-        .map_err(|source| DeviceError::Io { path: path.to_owned(), source })
+    Ok(crate::private_file::replace(path, text.as_bytes())?)
 }
 
 /// Registers `device` and returns its password (shown once) and record.
@@ -120,6 +122,7 @@ pub fn add(path: &Path, device: &str, description: &str) -> Result<(String, Devi
     if !valid_device_id(device) {
         return Err(DeviceError::InvalidId { device: device.to_owned() });
     }
+    let _lock = crate::private_file::lock(path)?;
     let mut devices = load(path)?;
     if devices.iter().any(|d| d.device == device) {
         return Err(DeviceError::Exists { device: device.to_owned() });
@@ -141,6 +144,7 @@ pub fn add(path: &Path, device: &str, description: &str) -> Result<(String, Devi
 
 /// Removes `device` and returns its record.
 pub fn remove(path: &Path, device: &str) -> Result<DeviceRecord, DeviceError> {
+    let _lock = crate::private_file::lock(path)?;
     let mut devices = load(path)?;
     let pos = devices
         .iter()
