@@ -337,7 +337,7 @@ impl RawMerge<'_> {
         let mut read = 0u64;
         for (i, s) in series.iter_mut().enumerate() {
             s.fill(self, desc, meter, &mut read)?;
-            if let Some((t, _)) = s.buf.front() {
+            if let Some((t, ..)) = s.buf.front() {
                 heap.push(Reverse((order(*t, i), i)));
             }
         }
@@ -349,17 +349,17 @@ impl RawMerge<'_> {
         let mut part_bytes = 0u64;
         while let Some(Reverse((_, i))) = heap.pop() {
             let s = &mut series[i];
-            let (t, mut row) = s.buf.pop_front().expect("a series is in the heap only with a row");
-            // Charged by `fill` while buffered; charged again below if it joins the part.
-            meter.release(row_bytes(&row));
+            let (t, mut row, mut bytes) = s.buf.pop_front().expect("a series is in the heap only with a row");
             if s.buf.is_empty() {
                 s.fill(self, desc, meter, &mut read)?;
             }
-            if let Some((nt, _)) = s.buf.front() {
+            if let Some((nt, ..)) = s.buf.front() {
                 heap.push(Reverse((order(*nt, i), i)));
             }
             kept += 1;
             if kept <= offset {
+                // Charged by `fill` while buffered; a row that joins the part stays charged.
+                meter.release(bytes);
                 continue;
             }
             if kept == offset + 1 {
@@ -372,10 +372,11 @@ impl RawMerge<'_> {
             }
             meter.add_rows(1)?;
             if !self.tz.is_utc() {
-                row[0] = Value::String(self.tz.format(t));
+                let time = Value::String(self.tz.format(t));
+                meter.add_memory(value_bytes(&time))?;
+                bytes += value_bytes(&time);
+                row[0] = time;
             }
-            let bytes = row_bytes(&row);
-            meter.add_memory(bytes)?;
             part_bytes += bytes;
             part.push(row);
             if kept >= end {
@@ -422,8 +423,9 @@ struct SeriesRows {
     /// Per cursor column: its current piece (`None` once it has no more) and the position in it.
     pieces: Vec<Option<(Vec<i64>, strata_engine::Values)>>,
     pos: Vec<usize>,
-    /// Rows produced and not yet taken: (time, row with `Value::Time` first).
-    buf: VecDeque<(i64, Vec<Value>)>,
+    /// Rows produced and not yet taken: (time, row with `Value::Time` first, the bytes it was
+    /// charged).
+    buf: VecDeque<(i64, Vec<Value>, u64)>,
     done: bool,
 }
 
@@ -540,8 +542,9 @@ impl SeriesRows {
                         row.push(v.to_value());
                     }
                     if !all_null {
-                        meter.add_memory(row_bytes(&row))?;
-                        self.buf.push_back((t, row));
+                        let bytes = row_bytes(&row);
+                        meter.add_memory(bytes)?;
+                        self.buf.push_back((t, row, bytes));
                     }
                 }
                 if ran_out || self.buf.len() >= ROWS_PER_FILL {
