@@ -24,6 +24,8 @@ pub mod budget;
 pub mod bufpool;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
