@@ -1721,6 +1721,36 @@ mod tests {
         assert_eq!(with_will("telemetry/w1/status"), vec![0x20, 0x02, 0x00, 0x00]);
     }
 
+    /// A will restored from the sessions file (saved by a version that did not check wills)
+    /// passes the PUBLISH ACL when published: one on another device's command or telemetry
+    /// topic goes nowhere (no command subscriber gets it), its device's own is stored.
+    #[test]
+    fn restored_wills_pass_the_publish_acl() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = super::super::broker_for_tests(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let victim = broker.sessions.attach("d2", "d2", true, 0, 99, 0).unwrap();
+        broker.sessions.subscribe("d2", "commands/d2/#", QoS::AtLeastOnce).unwrap();
+        let mut rx = victim.rx;
+        let publish = |topic: &str| {
+            let will = Will {
+                topic: topic.into(),
+                payload: Bytes::from_static(b"w v=1i 1"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                delay_secs: 0,
+            };
+            let id = Identity { client_id: "d1".into(), device: "d1".into() };
+            rt.block_on(async { will_conn(broker.clone(), id).publish_will(&will).await })
+        };
+        assert!(!publish("commands/d2/reboot"));
+        assert!(!publish("telemetry/d2/w"));
+        assert!(rx.try_recv().is_err(), "a will reached another device's command subscriber");
+        assert!(publish("telemetry/d1/w"));
+        let denied = broker.metrics.mqtt.acl_denied.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(denied, 2);
+    }
+
     /// A CONNECT announcing more than `mqtt.max_connect_size` is refused from its fixed header.
     #[test]
     fn connect_larger_than_max_connect_size_is_refused_from_its_header() {

@@ -315,7 +315,7 @@ impl Sessions {
             subscriptions.truncate(self.max_filters);
             let owner = if s.owner.is_empty() {
                 let implied = implied_owner(&subscriptions);
-                tracing::info!(client_id = %s.client_id, owner = ?implied, "MQTT session saved without an owner: owned by the device its subscriptions name, else by the first identity that resumes it");
+                tracing::debug!(client_id = %s.client_id, owner = ?implied, "MQTT session saved without an owner: owned by the device its subscriptions name, else by the first identity that resumes it");
                 implied.unwrap_or_default()
             } else {
                 s.owner
