@@ -20,7 +20,7 @@
 //! such a device a fresh burst.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,10 +188,8 @@ impl DeviceBuckets {
 
 impl Registry {
     fn take(&self, device: &str, n: u32, now: Instant) -> Duration {
-        let mut h = self.hasher.build_hasher();
-        device.hash(&mut h);
         // Truncation is the point: the low bits pick the shard.
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(device) as usize) % SHARDS];
         let mut shard = shard.lock();
         if let Some(b) = shard.buckets.get_mut(device) {
             return b.take(n, now);
