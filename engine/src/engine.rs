@@ -320,16 +320,21 @@ impl PointAt {
 }
 
 /// Splits the points `iter` yields (over `bytes`) into one list per shard.
+/// `keep(index, timestamp)` says whether a point is written at all (the partition bound).
 fn split_by_shard(
     bytes: &[u8],
     iter: BatchIter<'_>,
     db: DbId,
     shards: usize,
+    mut keep: impl FnMut(usize, i64) -> bool,
 ) -> Result<Vec<Vec<PointAt>>, crate::batch::BatchDecodeError> {
     let mut parts: Vec<Vec<PointAt>> = (0..shards).map(|_| Vec::new()).collect();
     let base = bytes.as_ptr() as usize;
     for (index, p) in iter.enumerate() {
         let p = p?;
+        if !keep(index, p.timestamp) {
+            continue;
+        }
         let s = if shards == 1 { 0 } else { shard_of(db, p.key, shards) };
         parts[s].push(PointAt { offset: p.raw.as_ptr() as usize - base, len: p.raw.len(), index });
     }
@@ -584,16 +589,15 @@ impl Inner {
         let n = inner.shards.len();
         let mut commits: Vec<(usize, u64)> = Vec::with_capacity(n);
         let bytes = batch.as_bytes();
-        let mut parts = split_by_shard(bytes, BatchIter::trusted(bytes), db_id, n)
-            .expect("a WriteBatch built by its builder always decodes");
-        let refused = inner.check_new_partitions(db_id, bytes, &mut outcome);
-        if !refused.is_empty() {
-            for p in &mut parts {
-                p.retain(|at| refused.binary_search(&at.index).is_err());
-            }
-        }
+        let mut bound = inner.partition_bound(db_id);
+        let parts = split_by_shard(bytes, BatchIter::trusted(bytes), db_id, n, |index, ts| {
+            bound.admit(index, ts, &mut outcome)
+        })
+        .expect("a WriteBatch built by its builder always decodes");
+        let refused = bound.refused;
+        drop(bound);
         // One shard holding the whole batch can log the batch bytes as they are.
-        let whole = refused.is_empty() && parts.iter().filter(|p| !p.is_empty()).count() == 1;
+        let whole = !refused && parts.iter().filter(|p| !p.is_empty()).count() == 1;
         for (s, points) in parts.iter().enumerate() {
             if points.is_empty() {
                 continue;
@@ -650,50 +654,64 @@ impl Inner {
         Ok(())
     }
 
-    /// Refuses the points of a batch that would create more than `max_new_partitions_per_write`
-    /// partitions that do not exist yet. Returns the refused indexes, sorted. Consecutive points
-    /// usually share a partition, so most points cost one range comparison.
-    fn check_new_partitions(&self, db: DbId, bytes: &[u8], outcome: &mut WriteOutcome) -> Vec<usize> {
-        let limit = self.opts.max_new_partitions_per_write;
-        if limit == 0 {
-            return Vec::new();
-        }
+    /// The state of `max_new_partitions_per_write` for one write to `db`.
+    fn partition_bound(&self, db: DbId) -> PartitionBound<'_> {
         let default_dur = self.opts.partition_duration.as_nanos().min(i64::MAX as u128) as i64;
-        let dur = self.catalog.retention(db).and_then(|rp| rp.partition_duration).unwrap_or(default_dur);
-        let storage = self.dbs.read().get(&db).cloned();
-        let mut refused = Vec::new();
-        let mut known = (1i64, 0i64); // an empty range: nothing known yet
-        let mut created = 0;
-        let mut admitted = self.admitted_partitions.lock();
-        let admitted = admitted.entry(db).or_default();
-        for (index, p) in BatchIter::trusted(bytes).enumerate() {
-            let ts = p.expect("a WriteBatch built by its builder always decodes").timestamp;
-            if known.0 <= ts && ts <= known.1 {
-                continue;
-            }
-            if let Some(part) = storage.as_ref().and_then(|s| s.partitions.find(ts)) {
-                known = (part.start, part.max_ts());
-                continue;
-            }
-            let start = partition::partition_start(ts, dur);
-            let range = (start, start.saturating_add(dur - 1));
-            if admitted.contains(&start) {
-                known = range;
-                continue;
-            }
-            if created < limit {
-                created += 1;
-                admitted.insert(start);
-                known = range;
-                continue;
-            }
-            refused.push(index);
-            outcome.rejected.push(RejectedPoint {
-                index,
-                reason: RejectReason::TooManyNewPartitions { timestamp: ts, limit },
-            });
+        PartitionBound {
+            limit: self.opts.max_new_partitions_per_write,
+            dur: self.catalog.retention(db).and_then(|rp| rp.partition_duration).unwrap_or(default_dur),
+            storage: self.dbs.read().get(&db).cloned(),
+            known: (1, 0),
+            created: 0,
+            refused: false,
+            admitted: &self.admitted_partitions,
+            db,
         }
-        refused
+    }
+}
+
+/// Refuses the points of one write that would create more than `max_new_partitions_per_write`
+/// partitions that do not exist yet. Consecutive points usually share a partition, so most
+/// points cost one range comparison.
+struct PartitionBound<'a> {
+    limit: usize,
+    dur: i64,
+    storage: Option<Arc<DbStorage>>,
+    /// A time range known to be in an existing or admitted partition (empty at first).
+    known: (i64, i64),
+    created: usize,
+    refused: bool,
+    admitted: &'a Mutex<HashMap<DbId, HashSet<i64>>>,
+    db: DbId,
+}
+
+impl PartitionBound<'_> {
+    fn admit(&mut self, index: usize, ts: i64, outcome: &mut WriteOutcome) -> bool {
+        if self.limit == 0 || (self.known.0 <= ts && ts <= self.known.1) {
+            return true;
+        }
+        if let Some(part) = self.storage.as_ref().and_then(|s| s.partitions.find(ts)) {
+            self.known = (part.start, part.max_ts());
+            return true;
+        }
+        let start = partition::partition_start(ts, self.dur);
+        let range = (start, start.saturating_add(self.dur - 1));
+        let mut admitted = self.admitted.lock();
+        let set = admitted.entry(self.db).or_default();
+        if set.contains(&start) || self.created < self.limit {
+            if set.insert(start) {
+                self.created += 1;
+            }
+            self.known = range;
+            return true;
+        }
+        self.refused = true;
+        let limit = self.limit;
+        outcome.rejected.push(RejectedPoint {
+            index,
+            reason: RejectReason::TooManyNewPartitions { timestamp: ts, limit },
+        });
+        false
     }
 }
 
@@ -1131,7 +1149,7 @@ impl Inner {
     fn replay_record(&self, rec: &[u8], n: usize) -> Result<(), crate::batch::BatchDecodeError> {
         let (name, body) = wal::split_payload(rec)?;
         let db = self.catalog.create_db(name);
-        let by_shard = split_by_shard(body, BatchIter::over(body), db, n)?;
+        let by_shard = split_by_shard(body, BatchIter::over(body), db, n, |_, _| true)?;
         let mut outcome = WriteOutcome::default();
         for (s, points) in by_shard.iter().enumerate() {
             if !points.is_empty() {

@@ -354,3 +354,24 @@ fn one_write_creates_a_bounded_number_of_partitions() {
     }
     assert!(e.write("db", &b).unwrap().rejected.is_empty());
 }
+
+#[test]
+fn disk_full_while_writing_a_segment_retries_the_flush_without_poison() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Arc::new(Hook::default());
+    let e = open(dir.path(), &hook, SyncPolicy::Never);
+    e.write("db", &batch(0, 100)).unwrap();
+    hook.arm(FsOp::Write, ".seg.tmp", libc::ENOSPC);
+    let err = e.flush().unwrap_err();
+    assert!(matches!(err, FlushError::OutOfResources { .. }), "{err:?}");
+    assert!(!e.is_poisoned());
+    // The unpublished temporary file is removed, not left to fill the disk further.
+    let tmp_left = e.segment_files().iter().any(|p| p.to_string_lossy().ends_with(".tmp"));
+    assert!(!tmp_left);
+    hook.disarm();
+    e.flush().unwrap();
+    let want: Vec<i64> = (0..100).collect();
+    assert_eq!(stored(&e), want);
+    drop(e);
+    assert_eq!(stored(&reopen(dir.path())), want);
+}
