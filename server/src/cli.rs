@@ -102,7 +102,7 @@ pub struct ServeArgs {
     /// HTTP listen address, host:port [key: http.addr, env: STRATA_HTTP_ADDR].
     #[arg(long, value_name = "HOST:PORT")]
     pub http_addr: Option<String>,
-    /// MQTT listen address (reserved; MQTT is not implemented yet) [key: mqtt.addr].
+    /// MQTT listen address for devices (3.1.1 and 5.0) [key: mqtt.addr].
     #[arg(long, value_name = "HOST:PORT")]
     pub mqtt_addr: Option<String>,
     /// PEM certificate chain; enables HTTPS with --tls-key [key: http.tls_cert].
@@ -251,6 +251,25 @@ mod tests {
         }
         .overrides()
         .is_err());
+    }
+
+    #[test]
+    fn db_is_an_alias_of_database_everywhere() {
+        // `token create` and loadgen say `--db`; the README tour says `strata query --db home`.
+        for cmd in [
+            ["strata", "query", "--db", "home"],
+            ["strata", "export", "--db", "home"],
+            ["strata", "write", "--db", "home"],
+        ] {
+            let cli = Cli::try_parse_from(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+            let db = match cli.command {
+                Some(Command::Query(a)) => a.database,
+                Some(Command::Export(a)) => Some(a.database),
+                Some(Command::Write(a)) => Some(a.database),
+                _ => None,
+            };
+            assert_eq!(db.as_deref(), Some("home"), "{cmd:?}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::write::{escape, DataFormat};
 pub struct ExportArgs {
     #[command(flatten)]
     pub remote: RemoteArgs,
-    #[arg(short, long, value_name = "DB")]
+    #[arg(short, long, visible_alias = "db", value_name = "DB")]
     pub database: String,
     /// Only these measurements (repeatable); default all.
     #[arg(short, long = "measurement", value_name = "NAME")]

@@ -30,7 +30,7 @@ pub struct QueryArgs {
     #[arg(short = 'e', long = "execute", value_name = "STATEMENT")]
     pub execute: Option<String>,
     /// Database for statements that do not name one (`use DB` at the prompt).
-    #[arg(short, long, value_name = "DB")]
+    #[arg(short, long, visible_alias = "db", value_name = "DB")]
     pub database: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]

@@ -31,7 +31,7 @@ pub struct WriteArgs {
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// Database (created on first write if the server allows it).
-    #[arg(short, long, value_name = "DB")]
+    #[arg(short, long, visible_alias = "db", value_name = "DB")]
     pub database: String,
     /// Timestamp precision of the input: ns, us, ms or s.
     #[arg(long, default_value = "ns")]
