@@ -11,10 +11,10 @@ ci=false
 case "${CI:-}" in true | 1) ci=true ;; esac
 need() { # need <what> <how to install>: fail under CI=true, warn otherwise
   if $ci; then
-    echo "error: $1 is missing and CI=true requires it: $2" >&2
+    echo "error: missing $1, which CI=true requires; install: $2" >&2
     exit 1
   fi
-  echo "warning: $1 is missing ($2); its interop tests will be SKIPPED" >&2
+  echo "warning: missing $1 ($2); the interop tests that need it will be SKIPPED" >&2
 }
 
 # Python clients (influxdb, influxdb-client, paho-mqtt), pinned in tests/python-requirements.txt,
