@@ -400,7 +400,11 @@ impl Broker {
     /// Writes `messages` ([`Broker::write_messages_with`]) and keeps the ones that were not
     /// stored whole in the dead-letter store ([`Broker::dead_letter`]), durably if `sync`:
     /// when this returns `Ok`, every message may be acknowledged. Blocking.
-    pub fn store_messages(&self, messages: &[Message], sync: bool) -> Result<Vec<Option<String>>, BatchError> {
+    pub fn store_messages(
+        &self,
+        messages: &[Message],
+        sync: bool,
+    ) -> Result<Vec<Option<String>>, BatchError> {
         let reasons = self.write_messages_with(messages, sync)?;
         self.dead_letter(messages, &reasons, sync)?;
         Ok(reasons)

@@ -37,8 +37,7 @@ fn a_flipped_byte_mid_wal_refuses_to_start_until_drop_damaged() {
     bytes[16 + 12] ^= 0x20; // inside the first record; four intact records follow
     std::fs::write(&wal[0], &bytes).unwrap();
 
-    let (status, log) =
-        ServerBuilder::new(dir.path()).set("storage.shards", 1).start_expecting_failure();
+    let (status, log) = ServerBuilder::new(dir.path()).set("storage.shards", 1).start_expecting_failure();
     assert!(!status.success());
     let name = wal[0].display().to_string();
     assert!(log.contains(&name) && log.contains("offset 16"), "refusal names file and offset:\n{log}");
