@@ -47,6 +47,14 @@ for t in "${targets[@]}"; do
     echo "!! $t failed: fuzz/artifacts/$t/ holds the input, fuzz/artifacts/$t.log the log" >&2
   fi
 done
+# The targets' scratch directories (strata_engine::fuzzing): libFuzzer exits without running
+# thread-local destructors, so each run leaves one; remove those whose process is gone.
+for d in /dev/shm/strata-fuzz-* "${TMPDIR:-/tmp}"/strata-fuzz-*; do
+  [ -d "$d" ] || continue
+  pid="${d##*/strata-fuzz-}"
+  pid="${pid%%-*}"
+  kill -0 "$pid" 2>/dev/null || rm -rf "$d"
+done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed: ${failed[*]}" >&2
   exit 1
