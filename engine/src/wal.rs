@@ -10,7 +10,7 @@
 //! u16 reserved u32 crc32c(first 12 bytes)`, then records `u32 len, u32 crc32c(payload), payload`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -233,10 +233,12 @@ impl Wal {
 
     /// Writes all pending records (and fsyncs if asked). Caller holds the io lock.
     ///
-    /// A write that fails before any byte reached the file for lack of resources (disk full,
-    /// quota) tore nothing: the records go back to the front of the pending buffer and the
-    /// callers get [`WalError::OutOfResources`]; the next commit writes them again. Any other
-    /// failure (a write that got part of the way, an fsync) poisons.
+    /// A write that fails for lack of resources (disk full, quota) tears nothing once the
+    /// bytes that did reach the file are cut off again (the kernel writes what fits, then says
+    /// ENOSPC): the records go back to the front of the pending buffer and the callers get
+    /// [`WalError::OutOfResources`]; the next commit writes them again. Those bytes were never
+    /// synced or acknowledged, and shrinking a file needs no space. Any other failure (an I/O
+    /// error part of the way, a cut that fails, an fsync) poisons.
     fn write_pending(&self, io: &mut Io, sync: bool) -> Result<(), WalError> {
         let end = {
             let mut p = self.pending.lock();
@@ -248,7 +250,7 @@ impl Wal {
             self.stats.writes.fetch_add(1, Ordering::Relaxed);
             match io.file.write_all_counted(&io.spare) {
                 Ok(()) => io.written = end,
-                Err((0, source)) if fsutil::is_resource_exhausted(&source) => {
+                Err((n, source)) if fsutil::is_resource_exhausted(&source) && Self::cut_back(io, n) => {
                     let mut p = self.pending.lock();
                     p.base -= io.spare.len() as u64;
                     io.spare.extend_from_slice(&p.buf);
@@ -275,6 +277,17 @@ impl Wal {
         self.synced_pos.store(io.synced, Ordering::Release);
         self.wake();
         Ok(())
+    }
+
+    /// Cuts the `n` bytes a failed write left at the end of the file and moves the cursor back
+    /// before them; whether the file is as it was before the write.
+    fn cut_back(io: &mut Io, n: usize) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let Ok(end) = io.file.seek(SeekFrom::Current(0)) else { return false };
+        let Some(before) = end.checked_sub(n as u64) else { return false };
+        io.file.set_len(before).is_ok() && io.file.seek(SeekFrom::Start(before)).is_ok()
     }
 
     /// fsyncgate: after a torn write or a failed fsync the file's state is unknown; never
