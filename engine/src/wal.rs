@@ -10,7 +10,7 @@
 //! u16 reserved u32 crc32c(first 12 bytes)`, then records `u32 len, u32 crc32c(payload), payload`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek as _, SeekFrom};
+use std::io::{self, Read, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
