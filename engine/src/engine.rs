@@ -50,11 +50,14 @@ pub struct EngineOptions {
     pub sync: SyncPolicy,
     /// Memory for active memtables across shards, in bytes. Default 64 MiB. Bigger means fewer,
     /// larger segments; frozen memtables waiting for flush can take up to
-    /// `max_frozen_memtables` times this much more.
+    /// `max_frozen_memtables` times this much more. The server sets it from the config key
+    /// `storage.memtable_size` (same default).
     pub memtable_bytes: usize,
     /// Frozen memtables a shard may queue for flushing before writers wait. Default 2.
     pub max_frozen_memtables: usize,
-    /// How long a writer waits for the flusher before `WriteError::Overloaded`. Default 10 s.
+    /// How long a writer waits for the flusher before `WriteError::Overloaded`. Default 10 s
+    /// for embedders; the server sets it from `storage.write_stall_timeout`, whose default is
+    /// 5 s (below the clients' usual 10 s request timeout).
     pub write_stall_timeout: Duration,
     /// Width of a time partition. Default 1 day. Retention drops whole partitions.
     pub partition_duration: Duration,
