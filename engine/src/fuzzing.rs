@@ -459,6 +459,27 @@ fn seed_segments(dir: &Path) -> Vec<Vec<u8>> {
     vec![fs::read(&path).expect("written above"), big]
 }
 
+/// A seed with the byte edits applied (offsets wrap around its length) and maybe cut short:
+/// what the property tests start from, as the fuzzers do from their corpus.
+pub fn mutate(seed: &[u8], edits: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
+    let mut f = seed.to_vec();
+    if !f.is_empty() {
+        for &(at, byte) in edits {
+            let at = at % f.len();
+            f[at] = byte;
+        }
+    }
+    if let Some(cut) = cut {
+        f.truncate(cut % (f.len() + 1));
+    }
+    f
+}
+
+/// `$PROPTEST_CASES` for a long run, else `default` (the suite).
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -479,26 +500,11 @@ mod tests {
             proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
             any::<Option<usize>>(),
         )
-            .prop_map(move |(i, edits, cut)| {
-                let mut f = files[i].clone();
-                for (at, byte) in edits {
-                    let at = at % f.len();
-                    f[at] = byte;
-                }
-                if let Some(cut) = cut {
-                    f.truncate(cut % (f.len() + 1));
-                }
-                f
-            })
-    }
-
-    /// `$PROPTEST_CASES` for a long run, else `default` (CI).
-    fn cases(default: u32) -> u32 {
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+            .prop_map(move |(i, edits, cut)| mutate(&files[i], &edits, cut))
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: cases(300), failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: proptest_cases(300), failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
         fn wal_payloads_never_panic(data in proptest::collection::vec(any::<u8>(), 0..400)) {

@@ -137,26 +137,11 @@ mod tests {
             proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
             any::<Option<usize>>(),
         )
-            .prop_map(move |(i, edits, cut)| {
-                let mut f = files[i].clone();
-                for (at, byte) in edits {
-                    let at = at % f.len();
-                    f[at] = byte;
-                }
-                if let Some(cut) = cut {
-                    f.truncate(cut % (f.len() + 1));
-                }
-                f
-            })
-    }
-
-    /// `$PROPTEST_CASES` for a long run, else `default` (CI).
-    fn cases(default: u32) -> u32 {
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+            .prop_map(move |(i, edits, cut)| strata_engine::fuzzing::mutate(&files[i], &edits, cut))
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: cases(500), failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: strata_engine::fuzzing::proptest_cases(500), failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
         fn sessions_bodies_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
