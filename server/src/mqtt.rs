@@ -227,7 +227,8 @@ impl Broker {
         let devices = DeviceCredentials::open(devices::path_in(&state.config.data_dir))?;
         let sessions_file = session_store::path_in(&state.config.data_dir);
         let sessions = Sessions::new(max_devices, config.session_max_queued)
-            .with_limits(config.max_sessions_per_identity, config.max_subscriptions_per_session);
+            .with_limits(config.max_sessions_per_identity, config.max_subscriptions_per_session)
+            .with_token_limit(config.max_sessions_per_token);
         let saved = session_store::load(&sessions_file)?;
         if !saved.sessions.is_empty() || !saved.wills.is_empty() {
             tracing::info!(sessions = saved.sessions.len(), delayed_wills = saved.wills.len(), file = %sessions_file.display(), "restored persistent MQTT sessions");

@@ -66,6 +66,14 @@ pub struct MqttConfig {
     /// further one is refused (CONNACK 3 / 5.0 0x97) while its existing ones still resume. A
     /// device needs one, a gateway one per connection. Default 16.
     pub max_sessions_per_identity: usize,
+    /// Most persistent sessions the connections authenticated by one token (the password,
+    /// auth on) may hold, whatever identities they present: with the ACL off a token's
+    /// holder picks any username, so the per-identity cap alone does not bound it. A further
+    /// one is refused (CONNACK 3 / 5.0 0x97). Registered devices and certificates are not
+    /// counted. Default 10,000: a tenth of the session table (at least 100,000 sessions),
+    /// room for a gateway's devices, while one leaked fleet token cannot fill it. 1 to
+    /// 1,000,000; there is no "off", set it at or above the table size to lift it.
+    pub max_sessions_per_token: usize,
     /// Most topic filters one session holds; past it a SUBSCRIBE's further filters get
     /// SUBACK 0x80 (5.0: 0x97 quota exceeded). A device needs one or two. Default 64.
     pub max_subscriptions_per_session: usize,
@@ -361,6 +369,7 @@ impl Default for MqttConfig {
             connect_timeout: HumanDuration::secs(10),
             max_connect_size: ByteSize::kib(16),
             max_sessions_per_identity: 16,
+            max_sessions_per_token: 10_000,
             max_subscriptions_per_session: 64,
             max_keep_alive: HumanDuration::secs(3600),
             rate_limit: 1000,
@@ -428,9 +437,10 @@ impl MqttConfig {
         if self.max_connect_size < ByteSize(128) || self.max_connect_size > ByteSize::mib(256) {
             return bad("mqtt.max_connect_size", "must be between 128B and 256MiB".into());
         }
-        let ranges: [(&'static str, usize, usize); 6] = [
+        let ranges: [(&'static str, usize, usize); 7] = [
             ("mqtt.max_connections", self.max_connections, 1_000_000),
             ("mqtt.max_sessions_per_identity", self.max_sessions_per_identity, 1_000_000),
+            ("mqtt.max_sessions_per_token", self.max_sessions_per_token, 1_000_000),
             // The sessions file counts a session's filters in two bytes.
             ("mqtt.max_subscriptions_per_session", self.max_subscriptions_per_session, 65_535),
             ("mqtt.max_inflight", self.max_inflight, 65_535),
@@ -564,6 +574,7 @@ mod tests {
                 MqttConfig { max_sessions_per_identity: 0, ..Default::default() },
                 "mqtt.max_sessions_per_identity",
             ),
+            (MqttConfig { max_sessions_per_token: 0, ..Default::default() }, "mqtt.max_sessions_per_token"),
             (
                 MqttConfig { max_subscriptions_per_session: 65_536, ..Default::default() },
                 "mqtt.max_subscriptions_per_session",

@@ -333,7 +333,7 @@ where
     let mut connect = *connect;
     let protocol = connect.protocol;
 
-    let identity = match authenticate(&broker, &connect, cert_device.as_deref()).await {
+    let (identity, token) = match authenticate(&broker, &connect, cert_device.as_deref()).await {
         Ok(id) => id,
         Err((refusal, why)) => {
             Writer::refuse(protocol, refusal, why, &mut out);
@@ -344,9 +344,10 @@ where
         }
     };
     let conn_id = broker.next_conn_id();
-    let attachment = match broker.sessions.attach(
+    let attachment = match broker.sessions.attach_with_token(
         &identity.client_id,
         &identity.device,
+        token.as_ref(),
         connect.clean_start,
         connect.session_expiry,
         conn_id,
@@ -361,6 +362,7 @@ where
                 AttachError::IdentityQuota => {
                     (Refusal::QuotaExceeded, "mqtt.max_sessions_per_identity reached")
                 }
+                AttachError::TokenQuota => (Refusal::QuotaExceeded, "mqtt.max_sessions_per_token reached"),
                 AttachError::NotOwner => (Refusal::NotAuthorized, "the session belongs to another identity"),
             };
             Writer::refuse(protocol, refusal, why, &mut out);
@@ -601,13 +603,14 @@ async fn will_timer(mut conn: Conn, will: Will, conn_id: u64, due_ms: u64) {
 /// Authenticates the CONNECT ([`credentials`]), then authorizes its Last Will as the PUBLISH
 /// it will become: a will on a topic its device may not publish to is refused with 3.1.1
 /// 0x05 / 5.0 0x87 (not authorized), as Mosquitto does, rather than accepted and dropped
-/// later (the device would never learn its will goes nowhere).
+/// later (the device would never learn its will goes nowhere). Also gives the id of the token
+/// that authenticated it, if one did (for `mqtt.max_sessions_per_token`).
 async fn authenticate(
     broker: &Arc<Broker>,
     c: &ConnectInfo,
     cert_device: Option<&str>,
-) -> Result<Identity, (Refusal, &'static str)> {
-    let id = credentials(broker, c, cert_device).await?;
+) -> Result<(Identity, Option<Arc<str>>), (Refusal, &'static str)> {
+    let (id, token) = credentials(broker, c, cert_device).await?;
     if let Some(w) = &c.will {
         if let PublishVerdict::Denied(why) = broker.acl.publish(&id.device, &w.topic) {
             MqttMetrics::inc(&broker.metrics.mqtt.acl_denied);
@@ -615,18 +618,19 @@ async fn authenticate(
             return Err((Refusal::NotAuthorized, "Last Will refused by the ACL"));
         }
     }
-    Ok(id)
+    Ok((id, token))
 }
 
 /// Checks the credentials: a verified client certificate; else a registered device's own
 /// password (`strata device add`); else (auth on) a token with write access to
 /// `mqtt.database` as the password. The device id is the certificate's CN, else
-/// the username, else the client id.
+/// the username, else the client id. The token's id comes along when a token was the
+/// credential.
 async fn credentials(
     broker: &Arc<Broker>,
     c: &ConnectInfo,
     cert_device: Option<&str>,
-) -> Result<Identity, (Refusal, &'static str)> {
+) -> Result<(Identity, Option<Arc<str>>), (Refusal, &'static str)> {
     if c.auth_method.is_some() {
         return Err((Refusal::BadAuthMethod, "enhanced authentication is not supported"));
     }
@@ -674,7 +678,7 @@ async fn credentials(
         })
         .await;
         match check {
-            Ok(Check::Accepted) => return Ok(Identity { client_id, device }),
+            Ok(Check::Accepted) => return Ok((Identity { client_id, device }, None)),
             Ok(Check::Refused) => {
                 return Err((Refusal::BadCredentials, "wrong password for a registered device"))
             }
@@ -688,6 +692,7 @@ async fn credentials(
             Err(_) => return Err((Refusal::ServerUnavailable, "authentication task failed")),
         }
     }
+    let mut token = None;
     if cert_device.is_none() && broker.auth.enabled() {
         let Some(password) = c.password.clone().filter(|p| !p.is_empty()) else {
             return Err((Refusal::BadCredentials, "no password (a token) given"));
@@ -698,7 +703,7 @@ async fn credentials(
         let r =
             tokio::task::spawn_blocking(move || auth.authorize(Some(&password), Access::Write(&db))).await;
         match r {
-            Ok(Ok(_)) => {}
+            Ok(Ok(grant)) => token = grant.map(|g| g.id),
             Ok(Err(AuthError::Forbidden { .. })) => {
                 return Err((Refusal::NotAuthorized, "token may not write the MQTT database"))
             }
@@ -706,7 +711,7 @@ async fn credentials(
             Err(_) => return Err((Refusal::ServerUnavailable, "authentication task failed")),
         }
     }
-    Ok(Identity { client_id, device })
+    Ok((Identity { client_id, device }, token))
 }
 
 struct Conn {

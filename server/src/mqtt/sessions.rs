@@ -20,6 +20,11 @@
 //! ([`AttachError::NotOwner`]) and the session stays as it was. One identity holds at most
 //! `mqtt.max_sessions_per_identity` persistent sessions and one session at most
 //! `mqtt.max_subscriptions_per_session` filters, so one credential cannot fill the table.
+//! A token used as the password lets its holder pick the identity (any username, ACL off),
+//! so the persistent sessions attached through one token are capped as well
+//! (`mqtt.max_sessions_per_token`). A session counts against the token of the connection
+//! that last attached it; the token is not saved, so a restored session counts against no
+//! token until a token-authenticated connection resumes it.
 //!
 //! Expiry (MQTT 5.0): a session outlives its connection by its Session Expiry Interval (0: it
 //! ends with the connection; [`EXPIRY_NEVER`], what 3.1.1 `clean session = false` gets:
@@ -105,6 +110,9 @@ struct Session {
     subscriptions: Vec<(String, QoS)>,
     queue: VecDeque<Command>,
     online: Option<Online>,
+    /// The id of the token that authenticated the connection that last attached it; `None`
+    /// for a registered device, a certificate, auth off, or a session restored from the file.
+    token: Option<Arc<str>>,
 }
 
 impl Session {
@@ -126,14 +134,18 @@ fn deadline(expiry: u32, now_ms: u64) -> Option<u64> {
 const CHANNEL: usize = 256;
 /// Defaults of `mqtt.max_sessions_per_identity` and `mqtt.max_subscriptions_per_session`.
 const DEFAULT_PER_IDENTITY: usize = 16;
+/// Default of `mqtt.max_sessions_per_token`.
+const DEFAULT_PER_TOKEN: usize = 10_000;
 const DEFAULT_FILTERS: usize = 64;
 
-/// The sessions by client id, and how many persistent sessions each owner holds (kept in step
-/// by [`Table::take`] and [`Table::put`], the only ways in and out of `map`).
+/// The sessions by client id, and how many persistent sessions each owner and each token
+/// holds (kept in step by [`Table::take`] and [`Table::put`], the only ways in and out of
+/// `map`; a count is removed at zero, so both maps stay as small as the live sessions).
 #[derive(Debug, Default)]
 struct Table {
     map: HashMap<String, Session>,
     persistent_by_owner: HashMap<String, usize>,
+    persistent_by_token: HashMap<Arc<str>, usize>,
 }
 
 impl Table {
@@ -146,6 +158,9 @@ impl Table {
     fn put(&mut self, client_id: String, s: Session) {
         if s.persistent() {
             *self.persistent_by_owner.entry(s.owner.clone()).or_default() += 1;
+            if let Some(t) = &s.token {
+                *self.persistent_by_token.entry(t.clone()).or_default() += 1;
+            }
         }
         if let Some(old) = self.map.insert(client_id, s) {
             self.uncount(&old);
@@ -162,10 +177,22 @@ impl Table {
                 self.persistent_by_owner.remove(&s.owner);
             }
         }
+        if let Some(t) = &s.token {
+            if let Some(n) = self.persistent_by_token.get_mut(t) {
+                *n -= 1;
+                if *n == 0 {
+                    self.persistent_by_token.remove(t);
+                }
+            }
+        }
     }
 
     fn persistent_of(&self, owner: &str) -> usize {
         self.persistent_by_owner.get(owner).copied().unwrap_or(0)
+    }
+
+    fn persistent_of_token(&self, token: &str) -> usize {
+        self.persistent_by_token.get(token).copied().unwrap_or(0)
     }
 }
 
@@ -189,6 +216,7 @@ pub struct Sessions {
     max_sessions: usize,
     max_queued: usize,
     max_per_identity: usize,
+    max_per_token: usize,
     max_filters: usize,
     map: Mutex<Table>,
     /// A persistent session changed since the last [`Sessions::snapshot`].
@@ -211,6 +239,10 @@ pub enum AttachError {
     /// (CONNACK 3 / 0x97).
     #[error("the identity holds mqtt.max_sessions_per_identity persistent sessions")]
     IdentityQuota,
+    /// The connection's token holds `mqtt.max_sessions_per_token` persistent sessions already
+    /// (CONNACK 3 / 0x97).
+    #[error("the token holds mqtt.max_sessions_per_token persistent sessions")]
+    TokenQuota,
 }
 
 /// The session holds `mqtt.max_subscriptions_per_session` filters already (SUBACK 0x80 /
@@ -234,6 +266,7 @@ impl Sessions {
             max_sessions,
             max_queued,
             max_per_identity: DEFAULT_PER_IDENTITY,
+            max_per_token: DEFAULT_PER_TOKEN,
             max_filters: DEFAULT_FILTERS,
             map: Mutex::new(Table::default()),
             dirty: AtomicBool::new(false),
@@ -245,6 +278,12 @@ impl Sessions {
     pub fn with_limits(mut self, per_identity: usize, filters: usize) -> Sessions {
         self.max_per_identity = per_identity.max(1);
         self.max_filters = filters.max(1);
+        self
+    }
+
+    /// Sets `mqtt.max_sessions_per_token`.
+    pub fn with_token_limit(mut self, per_token: usize) -> Sessions {
+        self.max_per_token = per_token.max(1);
         self
     }
 
@@ -324,7 +363,15 @@ impl Sessions {
             // identity just cannot create more.
             map.put(
                 s.client_id,
-                Session { owner, expiry: s.expiry, expires_at_ms, subscriptions, queue, online: None },
+                Session {
+                    owner,
+                    expiry: s.expiry,
+                    expires_at_ms,
+                    subscriptions,
+                    queue,
+                    online: None,
+                    token: None,
+                },
             );
         }
     }
@@ -337,6 +384,22 @@ impl Sessions {
         &self,
         client_id: &str,
         owner: &str,
+        clean: bool,
+        expiry: u32,
+        conn: u64,
+        now_ms: u64,
+    ) -> Result<Attachment, AttachError> {
+        self.attach_with_token(client_id, owner, None, clean, expiry, conn, now_ms)
+    }
+
+    /// [`Sessions::attach`] for a connection authenticated by token `token` (its id): a
+    /// persistent session then also counts against `mqtt.max_sessions_per_token`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attach_with_token(
+        &self,
+        client_id: &str,
+        owner: &str,
+        token: Option<&Arc<str>>,
         clean: bool,
         expiry: u32,
         conn: u64,
@@ -360,6 +423,12 @@ impl Sessions {
             if map.persistent_of(owner) - own >= self.max_per_identity {
                 return Err(AttachError::IdentityQuota);
             }
+            if let Some(t) = token {
+                let own = usize::from(current.is_some_and(|s| s.persistent() && s.token.as_ref() == Some(t)));
+                if map.persistent_of_token(t) - own >= self.max_per_token {
+                    return Err(AttachError::TokenQuota);
+                }
+            }
         }
         let (tx, rx) = mpsc::channel(CHANNEL);
         let kicked = Arc::new(Notify::new());
@@ -378,6 +447,7 @@ impl Sessions {
                 s.online = Some(online);
                 s.expiry = expiry;
                 s.expires_at_ms = None;
+                s.token = token.cloned();
                 (true, s)
             }
             _ => (
@@ -389,6 +459,7 @@ impl Sessions {
                     subscriptions: Vec::new(),
                     queue: VecDeque::new(),
                     online: Some(online),
+                    token: token.cloned(),
                 },
             ),
         };
@@ -784,6 +855,49 @@ mod tests {
         }
         assert_eq!(s.subscribe("o1", "commands/o/d", QoS::AtLeastOnce), Err(TooManyFilters));
         assert_eq!(s.subscribe("o1", "commands/o/a", QoS::AtMostOnce), Ok(()), "a filter it holds");
+    }
+
+    /// One token holds at most `max_sessions_per_token` persistent sessions whatever
+    /// identities it presents; its own resume, clean sessions, other tokens and connections
+    /// without a token are not affected; ending one frees room, and the count is gone at zero.
+    #[test]
+    fn persistent_sessions_per_token_are_capped() {
+        let s = Sessions::new(100, 10).with_limits(16, 3).with_token_limit(2);
+        let fleet: Arc<str> = Arc::from("fleet");
+        let other: Arc<str> = Arc::from("other");
+        let t = Some(&fleet);
+        let a = s.attach_with_token("c1", "dev-1", t, false, EXPIRY_NEVER, 1, 0).unwrap();
+        let b = s.attach_with_token("c2", "dev-2", t, false, 60, 2, 0).unwrap();
+        assert_eq!(
+            s.attach_with_token("c3", "dev-3", t, false, EXPIRY_NEVER, 3, 0).err(),
+            Some(AttachError::TokenQuota)
+        );
+        assert!(
+            s.attach_with_token("c3", "dev-3", t, true, 0, 4, 0).is_ok(),
+            "a clean session is not counted"
+        );
+        assert!(s.attach_with_token("o1", "dev-4", Some(&other), false, EXPIRY_NEVER, 5, 0).is_ok());
+        assert!(s.attach("r1", "registered", false, EXPIRY_NEVER, 6, 0).is_ok(), "no token");
+        assert!(
+            s.attach_with_token("c1", "dev-1", t, false, EXPIRY_NEVER, 7, 0).unwrap().session_present,
+            "its own resumes"
+        );
+        drop(a);
+        s.detach("c2", 2, vec![], b.rx, Some(0), 0);
+        assert!(s.attach_with_token("c5", "dev-5", t, false, EXPIRY_NEVER, 8, 0).is_ok());
+        assert_eq!(
+            s.attach_with_token("c6", "dev-6", t, false, EXPIRY_NEVER, 9, 0).err(),
+            Some(AttachError::TokenQuota)
+        );
+        // A session resumed through another token moves to that token's count.
+        assert!(s.attach_with_token("c5", "dev-5", Some(&other), false, EXPIRY_NEVER, 10, 0).is_ok());
+        assert!(s.attach_with_token("c6", "dev-6", t, false, EXPIRY_NEVER, 11, 0).is_ok());
+        // Counts are removed at zero.
+        for (id, conn) in [("c1", 7), ("c6", 11), ("c5", 10), ("o1", 5)] {
+            let (_tx, rx) = mpsc::channel(1);
+            s.detach(id, conn, vec![], rx, Some(0), 0);
+        }
+        assert!(s.map.lock().persistent_by_token.is_empty());
     }
 
     /// Whether `n` holds a stored permit (`notify_one` before anyone waited).

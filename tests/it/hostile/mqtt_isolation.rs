@@ -345,3 +345,75 @@ fn malformed_subscribe_and_unsubscribe_close_the_connection() {
         assert!(answers.is_empty(), "{what}: answered {answers:?} instead of closing");
     }
 }
+
+/// A fleet token (the password, any username, ACL off) lets its holder invent identities, so
+/// the per-identity cap alone does not bound it: `mqtt.max_sessions_per_token` does. Past it a
+/// persistent session under yet another client id and username is refused (3.1.1 0x03,
+/// 5.0 0x97); the token's own sessions resume, clean sessions are not counted, and a
+/// registered device (own password) is not counted against any token.
+#[test]
+fn sessions_per_token_are_capped_whatever_identities_it_presents() {
+    let dir = tempfile::tempdir().unwrap();
+    let strata = |args: &[&str]| {
+        let out = std::process::Command::new(strata_e2e::workspace_bin("strata"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("STRATA_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let token = strata(&["token", "create", "--db", "telemetry", "--write"]);
+    let device_pw = strata(&["device", "add", "registered-1"]);
+    let server = ServerBuilder::new(dir.path())
+        .arg("--auth")
+        .env("STRATA_ADMIN_TOKEN", "admin-token-for-tests-0123456789")
+        .set("mqtt.acl", false)
+        .set("mqtt.max_sessions_per_token", 3)
+        .start();
+    let addr = mqtt_addr(&server);
+    let connect = |client_id: &str, user: &str, password: &str, clean: bool| {
+        let mut raw = RawClient::connect(addr);
+        let mut c = v4::Connect::new(client_id);
+        c.keep_alive = 30;
+        c.clean_session = clean;
+        c.set_login(user, password);
+        raw.send(&Packet::Connect(c));
+        let code = match raw.recv() {
+            Some(Packet::ConnAck(a)) => (a.code, a.session_present),
+            other => panic!("expected CONNACK, got {other:?}"),
+        };
+        (raw, code)
+    };
+    for i in 0..3 {
+        let (mut raw, (code, _)) = connect(&format!("gw-{i}"), &format!("made-up-{i}"), &token, false);
+        assert_eq!(code, ConnectReturnCode::Success, "session {i}");
+        raw.send(&Packet::Disconnect);
+        assert_eq!(raw.recv(), None);
+    }
+    let (_refused, (code, _)) = connect("gw-3", "made-up-3", &token, false);
+    assert_eq!(code, ConnectReturnCode::ServiceUnavailable);
+    let mut refused5 = RawClient5::connect(addr);
+    let ack = refused5.handshake(
+        "gw-4",
+        Connect5 {
+            keep_alive: 30,
+            session_expiry: Some(60),
+            login: Some(("made-up-4".into(), token.clone())),
+            ..Default::default()
+        },
+    );
+    assert_eq!(ack.code, Code5::QuotaExceeded);
+    // Clean sessions are not counted; the token's own sessions resume.
+    let (_clean, (code, _)) = connect("gw-clean", "made-up-5", &token, true);
+    assert_eq!(code, ConnectReturnCode::Success);
+    let (_again, code) = connect("gw-1", "made-up-1", &token, false);
+    assert_eq!(code, (ConnectReturnCode::Success, true));
+    // A registered device is not counted against the token.
+    let (_device, (code, _)) = connect("registered-1", "registered-1", &device_pw, false);
+    assert_eq!(code, ConnectReturnCode::Success);
+    let log = server.stop();
+    assert!(log.contains("mqtt.max_sessions_per_token"), "the refusal names the limit");
+}
