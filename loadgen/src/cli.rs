@@ -181,7 +181,7 @@ pub struct HttpArgs {
     #[arg(long)]
     pub gzip: bool,
     /// API token, sent as `Authorization: Token ...`.
-    #[arg(long, env = "STRATA_LOADGEN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     #[arg(long, value_enum, default_value_t = Sink::Http)]
     pub sink: Sink,
@@ -236,7 +236,7 @@ pub struct MqttArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub drain_timeout: Duration,
     /// Token for --verify's queries.
-    #[arg(long, env = "STRATA_LOADGEN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -284,7 +284,7 @@ pub struct QueryArgs {
     /// several copies written with different `?db=` (VictoriaMetrics stores it as a label).
     #[arg(long)]
     pub extra_label: Option<String>,
-    #[arg(long, env = "STRATA_LOADGEN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     #[arg(long)]
     pub json: bool,

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::cli::{Api, HttpArgs, Sink};
 use crate::generator::{GenConfig, Layout, Pool};
-use crate::run::{Job, Run, VerifyTarget};
+use crate::run::{Job, Run, Stop, VerifyTarget};
 use crate::stats::{RunInfo, Stats};
 
 /// Longest wait honoured from a `Retry-After` header.
@@ -78,6 +78,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<i32> {
             max_retries: args.max_retries,
             stats: run.stats.clone(),
             pool: run.pool.clone(),
+            stop: run.stop.clone(),
         };
         let rx = rx.clone();
         workers.push(tokio::spawn(async move {
@@ -127,18 +128,29 @@ struct Worker {
     max_retries: u32,
     stats: Arc<Stats>,
     pool: Pool,
+    stop: Arc<Stop>,
 }
 
 /// What the server said about one batch.
 enum Outcome {
     Stored,
-    Partial { written: u64, rejected: u64 },
+    Partial {
+        written: u64,
+        rejected: u64,
+    },
     Retry(Duration),
     Failed(String),
+    /// 401/403: the token is missing or not allowed; every other request will fail alike.
+    Refused(String),
 }
 
 impl Worker {
     async fn send(&self, job: Job) {
+        if self.stats.refusal().is_some() {
+            // The run is being abandoned: the jobs still queued are not sent.
+            self.pool.recycle(job.body);
+            return;
+        }
         let start = job.due.unwrap_or_else(Instant::now);
         self.stats.on_sent(&job.meta, job.body.len());
         if self.null {
@@ -169,6 +181,12 @@ impl Worker {
                 }
                 Outcome::Failed(kind) => {
                     self.stats.error(&kind);
+                    break;
+                }
+                Outcome::Refused(why) => {
+                    self.stats.error("refused");
+                    self.stats.refuse(why);
+                    self.stop.stop();
                     break;
                 }
             }
@@ -212,6 +230,16 @@ impl Worker {
                     (Some(written), Some(rejected)) => Outcome::Partial { written, rejected },
                     _ => Outcome::Failed("http_400".into()),
                 }
+            }
+            401 | 403 => {
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                let message = body["message"].as_str().or(body["error"].as_str()).unwrap_or("");
+                let hint = if self.token.is_some() {
+                    "check the token and that it may write to this database"
+                } else {
+                    "authentication is on: pass --token or set STRATA_TOKEN"
+                };
+                Outcome::Refused(format!("the server answered {status} ({message}): {hint}"))
             }
             s => {
                 let _ = resp.bytes().await;

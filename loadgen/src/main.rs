@@ -33,6 +33,13 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // `STRATA_TOKEN` is the one variable the `strata` CLI and the load generator read; the
+    // older `STRATA_LOADGEN_TOKEN` still works when `STRATA_TOKEN` is unset.
+    if std::env::var_os("STRATA_TOKEN").is_none() {
+        if let Some(t) = std::env::var_os("STRATA_LOADGEN_TOKEN") {
+            std::env::set_var("STRATA_TOKEN", t);
+        }
+    }
     let cli = cli::Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

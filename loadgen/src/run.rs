@@ -240,6 +240,11 @@ impl Run {
     ) -> i32 {
         self.progress.finish_and_clear();
         let mut report = self.stats.report(elapsed, info);
+        if let Some(why) = self.stats.refusal() {
+            // Nothing more to measure or verify: say why and stop.
+            eprintln!("error: stopped after {} requests: {why}", report.sent_units);
+            return 2;
+        }
         let mut code = 0;
         if let Some(t) = verify {
             let v = crate::verify::verify(&t, &report, &self.stats.samples(), self.work.verify_timeout).await;

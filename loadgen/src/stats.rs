@@ -40,6 +40,9 @@ pub struct Stats {
     pub min_ts: AtomicI64,
     pub max_ts: AtomicI64,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// Why the run was abandoned: the server refused the credentials (401/403), so every
+    /// further request would be refused too.
+    refusal: Mutex<Option<String>>,
     hist: Vec<Mutex<Histogram<u64>>>,
     samples: Mutex<Vec<Sample>>,
 }
@@ -61,6 +64,7 @@ impl Default for Stats {
             min_ts: AtomicI64::new(i64::MAX),
             max_ts: AtomicI64::new(i64::MIN),
             errors: Mutex::new(BTreeMap::new()),
+            refusal: Mutex::new(None),
             hist: (0..STRIPES).map(|_| Mutex::new(histogram())).collect(),
             samples: Mutex::new(Vec::new()),
         }
@@ -135,6 +139,15 @@ impl Stats {
 
     pub fn error(&self, kind: &str) {
         *self.errors.lock().expect("errors lock").entry(kind.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Records the first refusal; later ones say the same.
+    pub fn refuse(&self, why: String) {
+        self.refusal.lock().expect("refusal lock").get_or_insert(why);
+    }
+
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal.lock().expect("refusal lock").clone()
     }
 
     pub fn error_count(&self) -> u64 {

@@ -56,7 +56,7 @@ impl VerifyReport {
         let mut s = format!(
             "{}: {}; spot checks {}/{} ok",
             if self.ok { "OK" } else { "FAILED" },
-            counts.join(", "),
+            if counts.is_empty() { "no measurement counted".into() } else { counts.join(", ") },
             spots,
             self.spot_checks.len()
         );
@@ -116,6 +116,15 @@ pub async fn verify(t: &VerifyTarget, report: &Report, samples: &[Sample], wait:
     };
     if report.sent_lines == 0 {
         out.notes.push("nothing was sent".into());
+        return out;
+    }
+    if report.acked_lines == 0 {
+        out.ok = false;
+        let errors: Vec<String> = report.errors.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+        out.problems.push(format!(
+            "nothing was acknowledged, so there is nothing to check (errors: {})",
+            if errors.is_empty() { "none".into() } else { errors.join(", ") }
+        ));
         return out;
     }
     let client = match reqwest::Client::builder().timeout(Duration::from_secs(30)).build() {

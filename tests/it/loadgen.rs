@@ -269,3 +269,42 @@ fn without_verify_the_same_run_succeeds() {
     assert!(r["verify"].is_null(), "{r}");
     assert_eq!(fake.queries.load(Ordering::Relaxed), 0);
 }
+
+/// Against a server with auth on and no token, the run stops at the first refusal and says
+/// what to do, instead of sending every batch into a 401 and verifying nothing; the token is
+/// read from `STRATA_TOKEN` like the `strata` CLI's (the older `STRATA_LOADGEN_TOKEN` too).
+#[test]
+fn http_load_stops_at_a_refused_token_and_says_why() {
+    const ADMIN: &str = "admin-token-for-loadgen-0123456789";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerBuilder::new(dir.path()).arg("--auth").env("STRATA_ADMIN_TOKEN", ADMIN).start();
+    let url = server.url("");
+    let run = |env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(workspace_bin("strata-loadgen"));
+        cmd.args(["http", "--url", &url, "--points", "200000", "--devices", "50", "--batch", "1000"])
+            .args(["--concurrency", "2", "--verify", "-q"])
+            .env_remove("STRATA_TOKEN")
+            .env_remove("STRATA_LOADGEN_TOKEN")
+            .stdin(Stdio::null());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run strata-loadgen")
+    };
+    let out = run(None);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("401") && err.contains("STRATA_TOKEN"), "the reason and the fix: {err}");
+    let sent: u64 = err
+        .split("stopped after ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in: {err}"));
+    assert!(sent <= 8, "it should stop at the first refusals, sent {sent}: {err}");
+
+    for var in ["STRATA_TOKEN", "STRATA_LOADGEN_TOKEN"] {
+        let out = run(Some((var, ADMIN)));
+        assert!(out.status.success(), "with {var}: {}", stderr(&out));
+    }
+    server.stop();
+}
