@@ -29,7 +29,7 @@ done
 
 if [ "$PROFILE" = release ]; then DIR=target/release; FLAG=--release; else DIR=target/debug; FLAG=; fi
 if [ "$BUILD" = 1 ]; then
-  cargo build $FLAG --bin strata -p strata-server
+  cargo build $FLAG --bin strata -p strata-cli
   cargo build $FLAG --bin crash-soak -p strata-e2e
 fi
 

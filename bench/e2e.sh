@@ -65,7 +65,7 @@ MQTT_CONNECTIONS=${MQTT_CONNECTIONS:-4}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 if [ "$BUILD" = 1 ]; then
   echo "building release binaries..." >&2
-  cargo build --release -p strata-loadgen -p strata-server >&2
+  cargo build --release -p strata-loadgen -p strata-cli >&2
 fi
 STRATA="$TARGET_DIR/release/strata"
 LOADGEN="$TARGET_DIR/release/strata-loadgen"

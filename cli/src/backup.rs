@@ -66,7 +66,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(name) = &args.name {
-        crate::http::backup::validate_name(name).map_err(anyhow::Error::msg)?;
+        strata_server::http::backup::validate_name(name).map_err(anyhow::Error::msg)?;
     }
     let mut req = remote.post("/api/v1/backup");
     if let Some(name) = &args.name {

@@ -1,7 +1,13 @@
-//! The command line: `strata [serve]`, `strata token create|list|revoke` and `strata device
-//! add|list|remove` (MQTT device passwords, `cli/device.rs`), plus the client
-//! and offline commands in `cli/`: `query`, `write`, `import`, `export`, `backup` (over HTTP),
-//! and `inspect`, `restore` (a data directory).
+//! strata-cli: the `strata` binary's command line. `strata [serve]` hands over to
+//! `strata_server::Server`; `strata token create|list|revoke` and `strata device
+//! add|list|remove` (MQTT device passwords, [`device`]) edit files in the data directory; the
+//! client and offline commands are one module each: [`query`], [`write`] (`write` and
+//! `import`), [`export`], [`backup`] (`backup` over HTTP, `restore` of a data directory) and
+//! [`inspect`] (a data directory); [`remote`] is the HTTP client they share.
+//!
+//! What it is not: the server (`strata-server`); this crate only parses arguments, reads the
+//! configuration and talks to a server over HTTP, which is why the HTTP client (reqwest) and
+//! the progress bars live here and not in the server.
 //!
 //! Flags are the highest-precedence configuration source; each maps to a config key (see
 //! [`ServeArgs::overrides`]), and `--set KEY=VALUE` reaches every other key.
@@ -9,8 +15,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-
-use crate::config::Override;
+use strata_server::config::Override;
 
 pub mod backup;
 pub mod device;

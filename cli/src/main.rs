@@ -1,13 +1,13 @@
 //! `strata`: parse the command line and configuration, then hand over to the library
-//! (`strata_server::Server`) or run a `token` command.
+//! (`strata_server::Server`) or run a client command (`strata_cli`).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use strata_cli::{Cli, Command, ConfigArgs, ServeArgs, TokenCommand};
 use strata_server::auth::tokens::{self, TokenSpec};
-use strata_server::cli::{Cli, Command, ConfigArgs, ServeArgs, TokenCommand};
 use strata_server::config::{self, Config, LogFormat, Override};
 use strata_server::{Listeners, Server};
 
@@ -17,14 +17,14 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Token { command }) => token(command),
-        Some(Command::Query(a)) => strata_server::cli::query::run(a),
-        Some(Command::Write(a)) => strata_server::cli::write::run_write(a),
-        Some(Command::Import(a)) => strata_server::cli::write::run_import(a),
-        Some(Command::Export(a)) => strata_server::cli::export::run(a),
-        Some(Command::Inspect(a)) => strata_server::cli::inspect::run(a),
-        Some(Command::Backup(a)) => strata_server::cli::backup::run_backup(a),
-        Some(Command::Restore(a)) => strata_server::cli::backup::run_restore(a),
-        Some(Command::Device(a)) => strata_server::cli::device::run(a),
+        Some(Command::Query(a)) => strata_cli::query::run(a),
+        Some(Command::Write(a)) => strata_cli::write::run_write(a),
+        Some(Command::Import(a)) => strata_cli::write::run_import(a),
+        Some(Command::Export(a)) => strata_cli::export::run(a),
+        Some(Command::Inspect(a)) => strata_cli::inspect::run(a),
+        Some(Command::Backup(a)) => strata_cli::backup::run_backup(a),
+        Some(Command::Restore(a)) => strata_cli::backup::run_restore(a),
+        Some(Command::Device(a)) => strata_cli::device::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,8 +2,8 @@
 //!
 //! A 5,000-line request needs about 1 MiB for its body and as much for its encoded batch.
 //! Allocated fresh, each such buffer is a new `mmap` (the allocator's threshold is fixed at
-//! 256 KiB to keep resident memory honest, see `main.rs`), and the kernel zero-fills and maps
-//! every page on first touch and unmaps it on free: page faults were a quarter of the server's
+//! 256 KiB to keep resident memory honest, see `cli/src/main.rs`), and the kernel zero-fills
+//! and maps every page on first touch and unmaps it on free: page faults were a quarter of the server's
 //! CPU at 600K lines/s. Keeping a few idle buffers for the next request removes that work while
 //! bounding what is kept: at most `max_idle` buffers of at most `max_capacity` bytes each
 //! (docs/architecture.md, "Memory of the process").

@@ -1,11 +1,11 @@
-//! strata-server: the `strata` binary's library. Configuration, the HTTP API (InfluxDB 1.x
-//! and 2.x compatible writes, a JSON write format, liveness), payload decoding with limits,
+//! strata-server: the server behind the `strata` binary (whose command line is `strata-cli`).
+//! Configuration, the HTTP API (InfluxDB 1.x and 2.x compatible writes, a JSON write format, liveness), payload decoding with limits,
 //! authentication, write-memory backpressure and metrics, around the `strata-engine` storage
 //! engine.
 //!
 //! Layout, in the order a write passes through it:
 //! - [`config`]: the configuration tree, its sources (TOML, `STRATA_*` environment, flags)
-//!   and validation; [`cli`]: the command line.
+//!   and validation.
 //! - [`server`]: [`Server::start`] / [`run`] on caller-bound [`Listeners`], graceful shutdown;
 //!   [`tls`]: rustls setup.
 //! - [`http`]: the axum router, per-request middleware, and one module per group of routes;
@@ -17,12 +17,12 @@
 //! - [`mqtt`]: the MQTT listener (devices publish telemetry; `docs/mqtt.md`).
 //!
 //! What it is not: the storage engine (`strata-engine`), the line-protocol parser
-//! (`strata-lineproto`) or the query language (`strata-query`).
+//! (`strata-lineproto`), the query language (`strata-query`) or the command line
+//! (`strata-cli`).
 
 pub mod auth;
 pub mod budget;
 pub mod bufpool;
-pub mod cli;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
