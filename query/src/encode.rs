@@ -7,9 +7,9 @@
 
 use std::fmt::Write as _;
 
-use crate::ast::write_time;
 use crate::limits::row_bytes;
 use crate::result::{Epoch, Series, StatementResult, Value};
+use crate::time::write_time;
 
 /// How to print results.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Errors of planning and executing statements. Messages follow InfluxDB's where a client
 //! might see both.
 
-use crate::ast::TimeConditionError;
+use crate::condition::TimeConditionError;
 
 /// Why a statement failed. Shown to clients in `results[i].error`.
 #[derive(Debug, thiserror::Error)]

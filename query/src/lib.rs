@@ -10,8 +10,10 @@
 //! - [`parser`]: tokens to [`ast::Statement`]s; [`parse_query`] is the single
 //!   entry point for untrusted text, with bounded input size, nesting depth
 //!   and regex size, and positioned [`ParseError`]s;
-//! - [`ast`]: the syntax tree, its `Display`, time and duration literals, and the
-//!   condition helpers (time-range extraction, tag/field predicate split);
+//! - [`ast`]: the syntax tree, its function table and its `Display`;
+//! - [`time`]: duration and time literals, RFC 3339 output;
+//! - [`condition`]: the planner's condition helpers (time-range extraction,
+//!   tag/field predicate split);
 //! - [`exec`]: planning and execution against the engine's streaming scan
 //!   (`exec::{select, agg, eval, transform, meta, source, tz}`), bounded by [`QueryLimits`];
 //! - [`result`]: what statements return; [`encode`]: InfluxDB 1.x JSON and CSV.
@@ -20,6 +22,7 @@
 //! request and calls [`execute`]) and stores nothing itself.
 
 pub mod ast;
+pub mod condition;
 pub mod encode;
 pub mod error;
 pub mod exec;
@@ -27,6 +30,7 @@ pub mod lexer;
 pub mod limits;
 pub mod parser;
 pub mod result;
+pub mod time;
 
 pub use ast::{Query, Statement};
 pub use error::QueryError;

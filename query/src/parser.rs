@@ -19,11 +19,12 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::ast::{
-    function_spec, parse_duration, parse_time, BinaryOp, DataType, Expr, Field, Fill, FunctionKind,
-    FunctionSpec, GroupBy, Measurement, MeasurementName, Query, RegexLiteral, RetentionPolicySpec,
-    SelectStatement, Source, Statement, TagDimension, TagKeyFilter, TimeDimension, WildcardKind,
+    function_spec, BinaryOp, DataType, Expr, Field, Fill, FunctionKind, FunctionSpec, GroupBy, Measurement,
+    MeasurementName, Query, RegexLiteral, RetentionPolicySpec, SelectStatement, Source, Statement,
+    TagDimension, TagKeyFilter, TimeDimension, WildcardKind,
 };
 use crate::lexer::{Keyword, Lexer, Token, TokenKind};
+use crate::time::{parse_duration, parse_time};
 
 /// Longest query text accepted, in bytes (1 MiB).
 pub const MAX_QUERY_BYTES: usize = 1 << 20;

@@ -320,7 +320,7 @@ fn tz_days_across_dst_changes() {
     e.create_database("db").unwrap();
     let mut b = WriteBatch::new();
     for start in ["2024-03-30T00:00:00Z", "2024-10-26T00:00:00Z"] {
-        let t0 = strata_query::ast::parse_time(start).unwrap();
+        let t0 = strata_query::time::parse_time(start).unwrap();
         for h in 0..55 {
             let mut p = b.point("power");
             p.field("w", FieldValue::I64(h));

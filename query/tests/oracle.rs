@@ -516,7 +516,7 @@ mod tz {
     const SPAN_MIN: i64 = 6 * 24 * 60;
 
     fn anchor(i: usize) -> i64 {
-        strata_query::ast::parse_time(ANCHORS[i]).unwrap()
+        strata_query::time::parse_time(ANCHORS[i]).unwrap()
     }
 
     fn berlin() -> TimeZone {

@@ -58,7 +58,7 @@ impl AggKind {
             "max" => AggKind::Max,
             "percentile" => AggKind::Percentile(0.0),
             "distinct" => AggKind::Distinct,
-            "integral" => AggKind::Integral { unit: crate::ast::NANOS_PER_SECOND },
+            "integral" => AggKind::Integral { unit: crate::time::NANOS_PER_SECOND },
             _ => return None,
         })
     }

@@ -7,10 +7,8 @@ use strata_engine::{DownsampleRule, RetentionPolicy, TagPredicate, TimeRange as 
 
 use super::select::to_tag_predicate;
 use super::{resolve_database, resolve_measurements, QueryContext};
-use crate::ast::{
-    split_tag_condition, split_time_condition, Expr, MeasurementName, SelectStatement, Source, Statement,
-    TagDimension,
-};
+use crate::ast::{Expr, MeasurementName, SelectStatement, Source, Statement, TagDimension};
+use crate::condition::{split_tag_condition, split_time_condition};
 use crate::error::QueryError;
 use crate::limits::Meter;
 use crate::result::{Series, Value};

@@ -27,10 +27,8 @@ use super::source::SeriesSource;
 use super::transform::{apply_transform, TKind};
 use super::tz::{TimeZone, Windows};
 use super::{resolve_database, resolve_measurements, QueryContext};
-use crate::ast::{
-    split_tag_condition, split_time_condition, BinaryOp, DataType, Expr, Field, Fill, SelectStatement,
-    TagDimension, WildcardKind,
-};
+use crate::ast::{BinaryOp, DataType, Expr, Field, Fill, SelectStatement, TagDimension, WildcardKind};
+use crate::condition::{split_tag_condition, split_time_condition};
 use crate::error::QueryError;
 use crate::limits::{row_bytes, value_bytes, Meter};
 use crate::result::{Series, Value};
@@ -297,7 +295,7 @@ impl RawMerge<'_> {
         &self,
         source: &dyn SeriesSource,
         db: &str,
-        range: crate::ast::TimeRange,
+        range: crate::condition::TimeRange,
         meter: &mut Meter,
         key: &GroupKey,
         ids: &[SeriesId],
@@ -1082,7 +1080,7 @@ fn run_plan(
     db: &str,
     plan: &Plan,
     stmt: &SelectStatement,
-    range: crate::ast::TimeRange,
+    range: crate::condition::TimeRange,
     windows: Option<&Windows>,
     meter: &mut Meter,
     only: Option<&[SeriesId]>,
@@ -1593,7 +1591,7 @@ fn finish_agg(
     groups: HashMap<GroupKey, BTreeMap<i64, Vec<Acc>>>,
     calls: &[CallSpec],
     outs: &[AggOut],
-    range: crate::ast::TimeRange,
+    range: crate::condition::TimeRange,
     max: i64,
     gb_time: Option<&Windows>,
     single_selector_time: bool,

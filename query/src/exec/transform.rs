@@ -4,10 +4,11 @@
 //! Null values are skipped by transformations, as InfluxDB does.
 
 use super::agg::AggKind;
-use crate::ast::{Expr, Fill, NANOS_PER_SECOND};
+use crate::ast::{Expr, Fill};
 use crate::error::QueryError;
 use crate::limits::Meter;
 use crate::result::Value;
+use crate::time::NANOS_PER_SECOND;
 
 /// A transformation and its arguments.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -18,7 +18,7 @@
 
 use jiff::Timestamp;
 
-use crate::ast::format_time;
+use crate::time::format_time;
 
 const NS: i64 = 1_000_000_000;
 
@@ -178,7 +178,7 @@ mod tests {
     const H: i64 = 3600 * NS;
 
     fn ts(s: &str) -> i64 {
-        crate::ast::parse_time(s).unwrap()
+        crate::time::parse_time(s).unwrap()
     }
 
     #[test]

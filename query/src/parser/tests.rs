@@ -3,10 +3,9 @@
 //! resource limits, and property tests (no panics; print/parse round trip).
 
 use super::*;
-use crate::ast::{
-    format_query, split_tag_condition, split_time_condition, Measurement, TimeRange, NANOS_PER_HOUR,
-    NANOS_PER_MILLI, NANOS_PER_MINUTE, NANOS_PER_SECOND,
-};
+use crate::ast::{format_query, Measurement};
+use crate::condition::{split_tag_condition, split_time_condition, TimeRange};
+use crate::time::{NANOS_PER_HOUR, NANOS_PER_MILLI, NANOS_PER_MINUTE, NANOS_PER_SECOND};
 
 fn stmt(q: &str) -> Statement {
     parse_statement(q).unwrap_or_else(|e| panic!("{q}\n{e}"))
@@ -173,7 +172,7 @@ fn grafana_retention_policy_and_relative_time() {
         })]
     );
     let now = 100 * NANOS_PER_HOUR;
-    let range = crate::ast::time_range(s.condition.as_ref().expect("where"), now).expect("range");
+    let range = crate::condition::time_range(s.condition.as_ref().expect("where"), now).expect("range");
     assert_eq!(range.min, Some(now - 6 * NANOS_PER_HOUR));
     assert_eq!(range.max, None);
 }
