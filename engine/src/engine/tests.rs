@@ -1,5 +1,10 @@
+use std::path::Path;
+use std::time::Instant;
+
 use super::*;
-use crate::model::FieldValue;
+use crate::error::{OpenError, RejectReason};
+use crate::model::{FieldValue, Values};
+use crate::wal::SyncPolicy;
 
 fn opts(dir: &Path) -> EngineOptions {
     let mut o = EngineOptions::new(dir);
