@@ -10,6 +10,13 @@
 //! memory holds 5-10 times more points, memtables fill and flush that much less often (fewer,
 //! larger segments), and the memory bound of `storage.memtable_size` buys far more. Reads and
 //! flushes decode the chunks they need; a chunk's time bounds let reads skip it.
+//!
+//! A sealed chunk is shaped like a segment block: its timestamps are sorted and unique (a head
+//! written out of order is sorted when it is sealed, the later write winning a repeated
+//! timestamp) and it carries the same count, time bounds and min/max/sum/first/last a block's
+//! index entry does, so the read path treats both alike: it summarises a chunk without decoding
+//! it under the same rules as a block, and shares the chunk's bytes (an `Arc`) instead of
+//! copying them under the shard lock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +25,7 @@ use rustc_hash::FxBuildHasher;
 
 use crate::codec;
 use crate::model::{DbId, FieldType, FieldValue, SeriesId, TimeRange, Values};
+use crate::segment::BlockStats;
 
 /// Values a column keeps raw before sealing them into a chunk. A power of two, so the head's
 /// `Vec`s grow by doubling to exactly this capacity and then keep it.
@@ -26,15 +34,81 @@ pub(crate) const CHUNK_VALUES: usize = 128;
 const SERIES_OVERHEAD: usize = 96;
 const COLUMN_OVERHEAD: usize = 160;
 
-/// Sealed values of a column: timestamps then values, each in its segment codec.
-#[derive(Debug)]
-struct Chunk {
+/// Sealed values of a column: timestamps (sorted, unique) then values, each in its segment
+/// codec, with the statistics a segment block's index entry has. Cloning shares the bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Chunk {
     count: u32,
+    ty: FieldType,
     min_ts: i64,
     max_ts: i64,
     /// Where the values' encoding starts in `bytes`.
     split: u32,
-    bytes: Box<[u8]>,
+    stats: BlockStats,
+    /// Shared, so a read takes a chunk under the shard lock for the price of a reference count.
+    bytes: Arc<[u8]>,
+}
+
+/// Heap bytes of an `Arc<[u8]>` beyond its data: the strong and weak counts.
+const ARC_HEADER: usize = 16;
+
+impl Chunk {
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn min_ts(&self) -> i64 {
+        self.min_ts
+    }
+
+    pub fn max_ts(&self) -> i64 {
+        self.max_ts
+    }
+
+    pub fn stats(&self) -> &BlockStats {
+        &self.stats
+    }
+
+    pub fn values_type(&self) -> FieldType {
+        self.ty
+    }
+
+    /// Appends the chunk's points to `ts` and `values` (sorted, unique timestamps).
+    pub fn decode(&self, ts: &mut Vec<i64>, values: &mut Values) {
+        let (t, v) = self.bytes.split_at(self.split as usize);
+        let n = self.count as usize;
+        // Encoded by this process, never read from disk: failing to decode is a bug in the
+        // codecs, not bad input.
+        codec::decode_timestamps(t, n, ts).expect("memtable chunk timestamps decode");
+        codec::decode_values(v, n, values).expect("memtable chunk values decode");
+    }
+}
+
+/// One time-ordered run of a memtable column taken by a read: a sealed chunk (shared, decoded
+/// or summarised later) or the raw head (copied, sorted, trimmed to the read's range).
+#[derive(Debug)]
+pub(crate) enum MemSource {
+    Chunk(Chunk),
+    Head(Vec<i64>, Values),
+}
+
+/// A [`MemSource`] of one column with its time bounds. The runs a read takes of one column of
+/// one memtable are in write order (oldest first): later runs win repeated timestamps.
+#[derive(Debug)]
+pub(crate) struct MemRun {
+    pub field: Arc<str>,
+    pub min: i64,
+    pub max: i64,
+    pub src: MemSource,
+}
+
+impl MemRun {
+    pub fn field_type(&self) -> FieldType {
+        match &self.src {
+            MemSource::Chunk(c) => c.values_type(),
+            MemSource::Head(_, v) => v.field_type(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -107,20 +181,35 @@ impl MemColumn {
         }
     }
 
-    /// Encodes the head into a chunk and empties it (keeping the head's capacity).
+    /// Encodes the head into a chunk and empties it (keeping the head's capacity). A head
+    /// written out of order is sorted first (the later write wins a repeated timestamp), so
+    /// every chunk is a sorted, unique run like a segment block.
     fn seal(&mut self, scratch: &mut Vec<u8>) {
+        let sorted;
+        let (ts, values) = if self.head_ts.windows(2).all(|w| w[0] < w[1]) {
+            (&self.head_ts, &self.head)
+        } else {
+            let mut perm: Vec<u32> = (0..self.head_ts.len() as u32).collect();
+            sort_dedup_last_wins(&self.head_ts, &mut perm);
+            sorted =
+                (perm.iter().map(|&i| self.head_ts[i as usize]).collect::<Vec<_>>(), self.head.gather(&perm));
+            (&sorted.0, &sorted.1)
+        };
         scratch.clear();
-        codec::encode_timestamps(&self.head_ts, scratch);
+        codec::encode_timestamps(ts, scratch);
         let split = scratch.len() as u32;
-        codec::encode_values(&self.head, scratch);
-        let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-        for &t in &self.head_ts {
-            min_ts = min_ts.min(t);
-            max_ts = max_ts.max(t);
-        }
-        let bytes: Box<[u8]> = scratch.as_slice().into();
-        self.bytes_sealed += bytes.len();
-        self.chunks.push(Chunk { count: self.head_ts.len() as u32, min_ts, max_ts, split, bytes });
+        codec::encode_values(values, scratch);
+        let bytes: Arc<[u8]> = Arc::from(scratch.as_slice());
+        self.bytes_sealed += bytes.len() + ARC_HEADER;
+        self.chunks.push(Chunk {
+            count: ts.len() as u32,
+            ty: values.field_type(),
+            min_ts: ts[0],
+            max_ts: ts[ts.len() - 1],
+            split,
+            stats: BlockStats::compute(values),
+            bytes,
+        });
         self.head_ts.clear();
         if let Values::Str(v) = &mut self.head {
             // Strings own their bytes: give them back rather than keep a head of big strings.
@@ -136,16 +225,43 @@ impl MemColumn {
         let mut ts = Vec::new();
         let mut values = Values::new(self.field_type());
         for c in self.chunks.iter().filter(|c| range.overlaps(c.min_ts, c.max_ts)) {
-            let (t, v) = c.bytes.split_at(c.split as usize);
-            let n = c.count as usize;
-            // Encoded by this process a moment ago, never read from disk: failing to decode is
-            // a bug in the codecs, not bad input.
-            codec::decode_timestamps(t, n, &mut ts).expect("memtable chunk timestamps decode");
-            codec::decode_values(v, n, &mut values).expect("memtable chunk values decode");
+            c.decode(&mut ts, &mut values);
         }
         ts.extend_from_slice(&self.head_ts);
         values.append(self.head.clone());
         (ts, values)
+    }
+
+    /// What a read of `range` needs of this column, oldest first: the chunks overlapping it
+    /// (shared, not decoded) and the head's points inside it (sorted, unique).
+    fn runs(&self, range: TimeRange, out: &mut Vec<MemRun>) {
+        for c in self.chunks.iter().filter(|c| range.overlaps(c.min_ts, c.max_ts)) {
+            out.push(MemRun {
+                field: self.field.clone(),
+                min: c.min_ts,
+                max: c.max_ts,
+                src: MemSource::Chunk(c.clone()),
+            });
+        }
+        let in_range: Vec<u32> =
+            (0..self.head_ts.len() as u32).filter(|&i| range.contains(self.head_ts[i as usize])).collect();
+        if in_range.is_empty() {
+            return;
+        }
+        let mut perm = in_range;
+        let sorted = self.head_ts.windows(2).all(|w| w[0] < w[1]);
+        if !sorted {
+            sort_dedup_last_wins(&self.head_ts, &mut perm);
+        }
+        let ts: Vec<i64> = perm.iter().map(|&i| self.head_ts[i as usize]).collect();
+        let whole = sorted && perm.len() == self.head_ts.len();
+        let values = if whole { self.head.clone() } else { self.head.gather(&perm) };
+        out.push(MemRun {
+            field: self.field.clone(),
+            min: ts[0],
+            max: ts[ts.len() - 1],
+            src: MemSource::Head(ts, values),
+        });
     }
 
     /// The column sorted by time with duplicates resolved (the later write wins), limited to
@@ -267,7 +383,27 @@ impl Memtable {
         self.series.is_empty()
     }
 
+    /// Appends what a read of `range` needs of the requested columns of one series to `out`:
+    /// per column, oldest first, its overlapping chunks (shared) and its head's points in
+    /// `range`. Cheap enough to run under the shard lock: nothing is decoded.
+    pub fn runs(&self, id: SeriesId, fields: Option<&[&str]>, range: TimeRange, out: &mut Vec<MemRun>) {
+        let Some(series) = self.series.get(&id) else {
+            return;
+        };
+        if let (Some(min), Some(max)) = (self.min_ts, self.max_ts) {
+            if !range.overlaps(min, max) {
+                return;
+            }
+        }
+        for c in series.columns.iter().filter(|c| fields.is_none_or(|f| f.contains(&&*c.field))) {
+            if c.time_bounds().is_some_and(|(min, max)| range.overlaps(min, max)) {
+                c.runs(range, out);
+            }
+        }
+    }
+
     /// Copies the requested columns of one series within `range`, sorted and deduplicated.
+    #[cfg(test)]
     pub fn read(
         &self,
         id: SeriesId,
@@ -277,11 +413,6 @@ impl Memtable {
         let Some(series) = self.series.get(&id) else {
             return Vec::new();
         };
-        if let (Some(min), Some(max)) = (self.min_ts, self.max_ts) {
-            if !range.overlaps(min, max) {
-                return Vec::new();
-            }
-        }
         series
             .columns
             .iter()

@@ -6,14 +6,20 @@
 //! the caller says a block's time span is all it needs to know (`ScanOptions::summarize`), the
 //! block's [`BlockSummary`] read from the segment index without touching the block itself.
 //!
-//! A block may only be summarised when nothing else holds data of the same column inside its
-//! time span: not another block (late or rewritten data in a newer segment), not a memtable,
-//! not a tombstone. Everything that overlaps is decoded and merged, oldest source first, so
-//! the newest write wins.
+//! Memtable chunks (sealed runs of 128 values, see `memtable.rs`) are sources of the same
+//! shape as segment blocks, with the same statistics: one planner reads both, so a chunk is
+//! pruned by time range, summarised or decoded exactly as a block is.
 //!
-//! Order of reading, per batch of series: memtables first (copied under the shard locks),
-//! then the segment lists of the overlapping partitions. A flush publishes its segment before
-//! dropping the frozen memtable, so a flush racing the read cannot hide data.
+//! A block or chunk may only be summarised when it lies wholly inside the scan range and
+//! nothing else holds data of the same column inside its time span: not another block (late or
+//! rewritten data in a newer segment), not another chunk or a memtable head, not a tombstone
+//! (tombstones only ever hide segment data: a delete flushes the memtables first). Everything
+//! that overlaps is decoded and merged, oldest source first, so the newest write wins.
+//!
+//! Order of reading, per batch of series: memtables first (under the shard locks, taking
+//! references to sealed chunks and copies of the small raw heads, decoding nothing), then the
+//! segment lists of the overlapping partitions. A flush publishes its segment before dropping
+//! the frozen memtable, so a flush racing the read cannot hide data.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -22,7 +28,7 @@ use std::sync::Arc;
 use crate::catalog::Tombstone;
 use crate::engine::{Engine, Inner};
 use crate::error::ReadError;
-use crate::memtable::sort_dedup_last_wins;
+use crate::memtable::{sort_dedup_last_wins, MemRun, MemSource};
 use crate::model::{Column, FieldType, SeriesData, SeriesId, SeriesKey, TimeRange, Values};
 use crate::segment::{BlockMeta, BlockStats, SegmentReader};
 use crate::ScanRequest;
@@ -101,9 +107,11 @@ pub struct BlockSummary {
 }
 
 impl BlockSummary {
-    fn from_meta(b: &BlockMeta) -> Option<BlockSummary> {
-        let BlockStats { min, max, sum, first, last } = b.stats;
-        let stats = match b.field_type {
+    /// The summary of a run of `count` values of type `ty` between `min_ts` and `max_ts` with
+    /// statistics `stats` (a segment block's index entry or a sealed memtable chunk's).
+    fn new(ty: FieldType, min_ts: i64, max_ts: i64, count: u64, stats: &BlockStats) -> Option<BlockSummary> {
+        let BlockStats { min, max, sum, first, last } = *stats;
+        let stats = match ty {
             FieldType::F64 => SummaryStats::F64 {
                 min: f64::from_bits(min),
                 max: f64::from_bits(max),
@@ -122,7 +130,7 @@ impl BlockSummary {
             FieldType::Bool => SummaryStats::Bool { trues: sum, first: first != 0, last: last != 0 },
             FieldType::Str => return None,
         };
-        Some(BlockSummary { min_ts: b.min_ts, max_ts: b.max_ts, count: b.count as u64, stats })
+        Some(BlockSummary { min_ts, max_ts, count, stats })
     }
 }
 
@@ -178,20 +186,50 @@ pub struct SeriesPieces {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ScanSummary {
     pub series: u64,
+    /// Segment blocks decoded and summarised.
     pub blocks_decoded: u64,
     pub blocks_summarized: u64,
-    /// Points decoded from blocks or copied from memtables (before range trimming).
+    /// Sealed memtable chunks decoded and summarised.
+    pub chunks_decoded: u64,
+    pub chunks_summarized: u64,
+    /// Points decoded from blocks and chunks or copied from memtable heads (before range
+    /// trimming).
     pub points_read: u64,
 }
 
-/// A column chunk copied from a memtable: field, timestamps, values.
-type MemChunk = (Arc<str>, Vec<i64>, Values);
-
-/// Where a column chunk comes from, while a series' pieces are planned.
+/// Where a run of a column comes from, while a series' pieces are planned.
 enum Source<'a> {
     /// A block of the segment with the given sequence.
     Block(&'a SegmentReader, &'a BlockMeta, u64),
-    Mem(Vec<i64>, Values),
+    /// A memtable chunk or head.
+    Mem(MemSource),
+}
+
+impl Source<'_> {
+    fn field_type(&self) -> FieldType {
+        match self {
+            Source::Block(_, b, _) => b.field_type,
+            Source::Mem(MemSource::Chunk(c)) => c.values_type(),
+            Source::Mem(MemSource::Head(_, v)) => v.field_type(),
+        }
+    }
+
+    /// The statistics of a block or chunk, to answer from instead of decoding it; `None` for
+    /// a head, or when a tombstone hides part of the block.
+    fn summary(&self, id: SeriesId, tombstones: &[Arc<Tombstone>]) -> Option<BlockSummary> {
+        match self {
+            Source::Block(_, b, seq) => {
+                if tombstones.iter().any(|t| t.hides(*seq, id, b.min_ts, b.max_ts)) {
+                    return None;
+                }
+                BlockSummary::new(b.field_type, b.min_ts, b.max_ts, b.count as u64, &b.stats)
+            }
+            Source::Mem(MemSource::Chunk(c)) => {
+                BlockSummary::new(c.values_type(), c.min_ts(), c.max_ts(), c.count() as u64, c.stats())
+            }
+            Source::Mem(MemSource::Head(..)) => None,
+        }
+    }
 }
 
 struct Planned<'a> {
@@ -291,36 +329,41 @@ impl Inner {
         Ok(summary)
     }
 
-    /// Copies what the memtables hold of `batch` in `range`, per series oldest first (frozen
-    /// in order, then active), under each shard's lock in turn.
+    /// Takes what the memtables hold of `batch` in `range`, per series oldest first (frozen
+    /// in order, then active): references to the sealed chunks that overlap `range` and
+    /// copies of the raw heads, under each shard's lock in turn. Nothing is decoded.
     pub(crate) fn copy_memtables(
         &self,
         batch: &[SeriesId],
         fields: Option<&[&str]>,
         range: TimeRange,
-    ) -> HashMap<SeriesId, Vec<MemChunk>> {
-        let mut mem: HashMap<SeriesId, Vec<MemChunk>> = HashMap::new();
+    ) -> HashMap<SeriesId, Vec<MemRun>> {
+        let mut mem: HashMap<SeriesId, Vec<MemRun>> = HashMap::new();
         for shard in &self.shards {
             let (frozen, active) = {
                 let st = shard.state.lock();
                 let frozen: Vec<_> = st.frozen.iter().cloned().collect();
-                let active: Vec<_> = batch
-                    .iter()
-                    .map(|&id| (id, st.active.read(id, fields, range)))
-                    .filter(|(_, cols)| !cols.is_empty())
-                    .collect();
+                let mut active: Vec<(SeriesId, Vec<MemRun>)> = Vec::new();
+                for &id in batch {
+                    let mut runs = Vec::new();
+                    st.active.runs(id, fields, range, &mut runs);
+                    if !runs.is_empty() {
+                        active.push((id, runs));
+                    }
+                }
                 (frozen, active)
             };
             for f in &frozen {
                 for &id in batch {
-                    let cols = f.mem.read(id, fields, range);
-                    if !cols.is_empty() {
-                        mem.entry(id).or_default().extend(cols);
+                    let mut runs = Vec::new();
+                    f.mem.runs(id, fields, range, &mut runs);
+                    if !runs.is_empty() {
+                        mem.entry(id).or_default().extend(runs);
                     }
                 }
             }
-            for (id, cols) in active {
-                mem.entry(id).or_default().extend(cols);
+            for (id, runs) in active {
+                mem.entry(id).or_default().extend(runs);
             }
         }
         mem
@@ -356,7 +399,7 @@ struct ReadCtx<'a> {
 fn plan_series(
     id: SeriesId,
     readers: &[(u64, Arc<SegmentReader>)],
-    mem: Vec<MemChunk>,
+    mem: Vec<MemRun>,
     fields: Option<&[&str]>,
     ctx: &ReadCtx<'_>,
     summary: &mut ScanSummary,
@@ -380,18 +423,17 @@ fn plan_series(
             });
         }
     }
-    for (field, ts, vals) in mem {
+    for MemRun { field, min, max, src } in mem {
         age += 1;
-        summary.points_read += ts.len() as u64;
-        let (min, max) = (ts[0], ts[ts.len() - 1]);
-        by_field.entry(field).or_default().push(Planned { age, min, max, src: Source::Mem(ts, vals) });
+        if let MemSource::Head(ts, _) = &src {
+            summary.points_read += ts.len() as u64;
+        }
+        by_field.entry(field).or_default().push(Planned { age, min, max, src: Source::Mem(src) });
     }
     let mut columns = Vec::with_capacity(by_field.len());
     for (field, mut sources) in by_field {
-        let field_type = match &sources[0].src {
-            Source::Block(_, b, _) => b.field_type,
-            Source::Mem(_, v) => v.field_type(),
-        };
+        // The type of the oldest source wins.
+        let field_type = sources[0].src.field_type();
         sources.sort_by_key(|s| (s.min, s.age));
         let mut pieces = Vec::new();
         let mut cluster: Vec<Planned<'_>> = Vec::new();
@@ -429,15 +471,18 @@ fn read_cluster(
     if cluster.is_empty() {
         return Ok(());
     }
-    if let [Planned { src: Source::Block(_, b, seq), min, max, .. }] = cluster.as_slice() {
-        if b.field_type == field_type
-            && !tombstones.iter().any(|t| t.hides(*seq, id, *min, *max))
+    // One block or chunk alone in its span: its statistics may be all the caller needs.
+    if let [Planned { src, min, max, .. }] = cluster.as_slice() {
+        if src.field_type() == field_type
             && range.contains(*min)
             && range.contains(*max)
             && summarize.is_some_and(|f| f(*min, *max))
         {
-            if let Some(s) = BlockSummary::from_meta(b) {
-                summary.blocks_summarized += 1;
+            if let Some(s) = src.summary(id, tombstones) {
+                match src {
+                    Source::Block(..) => summary.blocks_summarized += 1,
+                    Source::Mem(_) => summary.chunks_summarized += 1,
+                }
                 out.push(Piece::Summary(s));
                 return Ok(());
             }
@@ -448,7 +493,15 @@ fn read_cluster(
     let mut chunks = Vec::with_capacity(cluster.len());
     for s in cluster {
         let (ts, vals) = match s.src {
-            Source::Mem(ts, vals) => (ts, vals),
+            Source::Mem(MemSource::Head(ts, vals)) => (ts, vals),
+            Source::Mem(MemSource::Chunk(c)) => {
+                let mut ts = Vec::with_capacity(c.count() as usize);
+                let mut vals = Values::new(c.values_type());
+                c.decode(&mut ts, &mut vals);
+                summary.chunks_decoded += 1;
+                summary.points_read += ts.len() as u64;
+                trim(ts, vals, range)
+            }
             Source::Block(r, b, seq) => {
                 let mut ts = Vec::with_capacity(b.count as usize);
                 let mut vals = Values::new(b.field_type);

@@ -1,6 +1,7 @@
 //! Model test: random writes (late, out of order, duplicate), deletes, dropped series,
 //! flushes, compactions, clean restarts and crashes against a `BTreeMap` oracle; every query
-//! is checked both decoded and through block summaries (count and sum per column). Every shrunk failure becomes a named regression test
+//! is checked both decoded and through block and memtable chunk summaries (count, sum, min,
+//! max, first and last per column). Every shrunk failure becomes a named regression test
 //! below with a comment saying what broke.
 
 use std::collections::BTreeMap;
@@ -84,8 +85,19 @@ fn host_pred(host: Option<u8>) -> TagPredicate {
     }
 }
 
-/// Count and sum per (host, field) through `scan_pieces` with every eligible block summarised.
-fn summarised(e: &Engine, pred: &TagPredicate, range: TimeRange) -> BTreeMap<(u8, u8), (u64, i64)> {
+/// What the summaries of a column say: count, sum, min, max, first, last.
+type Agg = (u64, i64, i64, i64, i64, i64);
+
+fn fold(a: Option<Agg>, b: Agg) -> Agg {
+    match a {
+        None => b,
+        Some(a) => (a.0 + b.0, a.1.wrapping_add(b.1), a.2.min(b.2), a.3.max(b.3), a.4, b.5),
+    }
+}
+
+/// Count, sum, min, max, first and last per (host, field) through `scan_pieces` with every
+/// eligible block and memtable chunk summarised.
+fn summarised(e: &Engine, pred: &TagPredicate, range: TimeRange) -> BTreeMap<(u8, u8), Agg> {
     let always = |_: i64, _: i64| true;
     let opts = ScanOptions { summarize: Some(&always), series: None };
     let req = ScanRequest { db: "db", measurement: "m", predicate: pred, fields: None, range };
@@ -94,22 +106,24 @@ fn summarised(e: &Engine, pred: &TagPredicate, range: TimeRange) -> BTreeMap<(u8
         let h: u8 = s.key.tag("host").unwrap()[1..].parse().unwrap();
         for c in s.columns {
             let f: u8 = c.field[1..].parse().unwrap();
-            let (mut n, mut sum) = (0u64, 0i64);
+            let mut agg = None;
             for p in c.pieces {
                 match p {
                     Piece::Summary(b) => {
-                        let SummaryStats::I64 { sum: s, .. } = b.stats else { panic!("int column") };
-                        n += b.count;
-                        sum = sum.wrapping_add(s);
+                        let SummaryStats::I64 { sum, min, max, first, last } = b.stats else {
+                            panic!("int column")
+                        };
+                        agg = Some(fold(agg, (b.count, sum, min, max, first, last)));
                     }
                     Piece::Data { values: Values::I64(v), .. } => {
-                        n += v.len() as u64;
-                        sum = v.iter().fold(sum, |a, &x| a.wrapping_add(x));
+                        for x in v {
+                            agg = Some(fold(agg, (1, x, x, x, x, x)));
+                        }
                     }
                     Piece::Data { .. } => panic!("int column"),
                 }
             }
-            out.insert((h, f), (n, sum));
+            out.insert((h, f), agg.expect("columns are never empty"));
         }
         ControlFlow::Continue(())
     })
@@ -139,11 +153,10 @@ fn check(e: &Engine, oracle: &Oracle, host: Option<u8>, range: TimeRange) -> Res
         .filter(|((h, _, t), _)| host.is_none_or(|x| x == *h) && range.contains(*t))
         .map(|(k, v)| (*k, *v))
         .collect();
-    let mut want_agg: BTreeMap<(u8, u8), (u64, i64)> = BTreeMap::new();
-    for ((h, f, _), v) in &want {
-        let e = want_agg.entry((*h, *f)).or_default();
-        e.0 += 1;
-        e.1 = e.1.wrapping_add(*v);
+    let mut want_agg: BTreeMap<(u8, u8), Agg> = BTreeMap::new();
+    for ((h, f, _), &v) in &want {
+        let a = want_agg.remove(&(*h, *f));
+        want_agg.insert((*h, *f), fold(a, (1, v, v, v, v, v)));
     }
     prop_assert_eq!(got, want);
     prop_assert_eq!(summarised(e, &pred, range), want_agg);

@@ -4,11 +4,12 @@
 //! want (one series at a time, every piece at once). A query that merges the rows of many
 //! series by time (a raw `SELECT` over a tag set of several series, streamed to a client)
 //! needs all of them open at once but only the front of each: a [`SeriesCursor`] per series
-//! plans the series' sources (block metadata, memtable copies) when it is opened and decodes
+//! plans the series' sources (block metadata, memtable chunks and heads) when it is opened and decodes
 //! one *cluster* (a run of overlapping sources of one column, usually one block of at most
 //! [`crate::segment::BLOCK_MAX_VALUES`] points) only when the caller asks for the next piece.
-//! So memory is one cluster per column per open series, plus the memtable copies, plus the
-//! block metadata, never the series' data.
+//! So memory is one cluster per column per open series, plus the memtable heads (at most 128
+//! values a column; sealed memtable chunks are shared, not copied), plus the block metadata,
+//! never the series' decoded data.
 //!
 //! Clusters of a column never overlap in time, so reading them newest first and reversing
 //! each gives the column in descending time order at the same cost ([`SeriesCursor`]
@@ -17,11 +18,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{read_cluster, MemChunk, Planned, ReadCtx, Source, SERIES_PER_BATCH};
+use super::{read_cluster, Planned, ReadCtx, Source, SERIES_PER_BATCH};
 use crate::catalog::Tombstone;
 use crate::engine::{Engine, Inner};
 use crate::error::ReadError;
-use crate::model::{FieldType, SeriesId, SeriesKey, TimeRange, Values};
+use crate::memtable::{MemRun, MemSource};
+use crate::model::{FieldType, SeriesId, SeriesKey, TimeRange};
 use crate::read::{Piece, ScanSummary};
 use crate::segment::SegmentReader;
 use crate::ScanRequest;
@@ -72,8 +74,8 @@ pub struct ColumnCursor {
     clusters: Vec<Vec<Ref>>,
     /// Clusters handed out (from the end when descending).
     taken: usize,
-    /// The column's memtable copies, taken when their cluster is read.
-    mem: Vec<Option<(Vec<i64>, Values)>>,
+    /// The column's memtable chunks and heads, taken when their cluster is read.
+    mem: Vec<Option<MemSource>>,
     summary: ScanSummary,
 }
 
@@ -104,7 +106,7 @@ impl ColumnCursor {
                         Source::Block(rd, &rd.series_blocks(self.id)[block as usize], *seq)
                     }
                     SrcRef::Mem(i) => match self.mem[i as usize].take() {
-                        Some((ts, vals)) => Source::Mem(ts, vals),
+                        Some(m) => Source::Mem(m),
                         None => continue,
                     },
                 };
@@ -169,7 +171,7 @@ impl Inner {
             return Ok(Vec::new());
         }
         // Batched so that no shard lock is held across the copies of thousands of series.
-        let mut mem: HashMap<SeriesId, Vec<MemChunk>> = HashMap::new();
+        let mut mem: HashMap<SeriesId, Vec<MemRun>> = HashMap::new();
         for batch in ids.chunks(SERIES_PER_BATCH) {
             mem.extend(self.copy_memtables(batch, req.fields, range));
         }
@@ -194,11 +196,11 @@ impl Inner {
 fn plan_columns(
     id: SeriesId,
     shared: &Arc<Shared>,
-    mem: Vec<MemChunk>,
+    mem: Vec<MemRun>,
     fields: Option<&[&str]>,
     descending: bool,
 ) -> Vec<ColumnCursor> {
-    type Col = (Vec<Ref>, Vec<Option<(Vec<i64>, Values)>>, Option<FieldType>);
+    type Col = (Vec<Ref>, Vec<Option<MemSource>>, Option<FieldType>);
     let mut by_field: HashMap<Arc<str>, Col> = HashMap::new();
     let mut age = 0;
     for (ri, (_, r)) in shared.readers.iter().enumerate() {
@@ -216,13 +218,14 @@ fn plan_columns(
             e.0.push(Ref { age, min: b.min_ts, max: b.max_ts, src });
         }
     }
-    for (field, ts, vals) in mem {
+    for run in mem {
         age += 1;
-        let (min, max) = (ts[0], ts[ts.len() - 1]);
+        let ty = run.field_type();
+        let MemRun { field, min, max, src } = run;
         let e = by_field.entry(field).or_default();
-        e.2.get_or_insert(vals.field_type());
+        e.2.get_or_insert(ty);
         e.0.push(Ref { age, min, max, src: SrcRef::Mem(e.1.len() as u32) });
-        e.1.push(Some((ts, vals)));
+        e.1.push(Some(src));
     }
     let mut columns = Vec::with_capacity(by_field.len());
     for (field, (mut refs, mem, ty)) in by_field {

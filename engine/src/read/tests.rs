@@ -222,3 +222,89 @@ fn cursors_read_what_the_scan_reads_in_both_directions() {
         }
     }
 }
+
+#[test]
+fn memtable_chunks_are_summarised_like_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let n = crate::memtable::CHUNK_VALUES as i64;
+    // Two sealed chunks and a raw head of 44 values, nothing flushed.
+    write(&e, "a", (0..2 * n + 44).map(|i| (i, (i % 7) as f64)));
+    let (series, s) = pieces(&e, TimeRange::ALL, true);
+    assert_eq!((s.chunks_summarized, s.chunks_decoded, s.blocks_decoded), (2, 0, 0));
+    let p = &series[0].columns[0].pieces;
+    assert_eq!(p.len(), 3);
+    let stats = |lo: i64, hi: i64| {
+        let v: Vec<f64> = (lo..hi).map(|i| (i % 7) as f64).collect();
+        SummaryStats::F64 { min: 0.0, max: 6.0, sum: v.iter().sum(), first: v[0], last: v[v.len() - 1] }
+    };
+    assert_eq!(
+        p[0],
+        Piece::Summary(BlockSummary { min_ts: 0, max_ts: n - 1, count: n as u64, stats: stats(0, n) })
+    );
+    assert_eq!(
+        p[1],
+        Piece::Summary(BlockSummary {
+            min_ts: n,
+            max_ts: 2 * n - 1,
+            count: n as u64,
+            stats: stats(n, 2 * n)
+        })
+    );
+    assert!(matches!(&p[2], Piece::Data { timestamps, .. } if timestamps.len() == 44));
+
+    // A chunk cut by the range, or not wanted summarised, is decoded and trimmed.
+    let (series, s) = pieces(&e, TimeRange::new(10, 2 * n), true);
+    assert_eq!((s.chunks_summarized, s.chunks_decoded), (1, 1));
+    assert_eq!(series[0].columns[0].pieces[0].count(), (n - 10) as u64);
+    let (_, s) = pieces(&e, TimeRange::ALL, false);
+    assert_eq!((s.chunks_summarized, s.chunks_decoded), (0, 2));
+    // Chunks outside the range are not even decoded.
+    let (series, s) = pieces(&e, TimeRange::new(2 * n, i64::MAX), true);
+    assert_eq!((s.chunks_summarized, s.chunks_decoded), (0, 0));
+    assert_eq!(series[0].columns[0].pieces.len(), 1);
+
+    // A late rewrite in the head overlaps the first chunk: that chunk is merged, newest wins;
+    // the second one is still summarised.
+    write(&e, "a", [(5, 99.0)]);
+    let (series, s) = pieces(&e, TimeRange::ALL, true);
+    let p = &series[0].columns[0].pieces;
+    assert_eq!((s.chunks_summarized, s.chunks_decoded), (0, 2), "the head spans both chunks");
+    let Piece::Data { timestamps, values } = &p[0] else { panic!("data expected") };
+    assert_eq!(timestamps.len(), (2 * n + 44) as usize);
+    let Values::F64(v) = values else { panic!("f64") };
+    assert_eq!(v[5], 99.0);
+}
+
+#[test]
+fn out_of_order_chunks_are_sorted_when_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let n = crate::memtable::CHUNK_VALUES as i64;
+    // One chunk written backwards with every timestamp twice (the second write wins), and a
+    // later in-order chunk that overlaps nothing.
+    write(&e, "a", (0..n / 2).rev().flat_map(|i| [(i * 10, 1.0), (i * 10, i as f64)]));
+    write(&e, "a", (0..n).map(|i| (100_000 + i, 2.0)));
+    let (series, s) = pieces(&e, TimeRange::ALL, true);
+    assert_eq!(s.chunks_summarized, 2);
+    let p = &series[0].columns[0].pieces;
+    let want = (0..n / 2).map(|i| i as f64).sum::<f64>();
+    assert_eq!(
+        p[0],
+        Piece::Summary(BlockSummary {
+            min_ts: 0,
+            max_ts: (n / 2 - 1) * 10,
+            count: (n / 2) as u64,
+            stats: SummaryStats::F64 {
+                min: 0.0,
+                max: (n / 2 - 1) as f64,
+                sum: want,
+                first: 0.0,
+                last: (n / 2 - 1) as f64
+            },
+        })
+    );
+    let whole = e.scan(&req(TimeRange::ALL)).unwrap();
+    assert_eq!(whole[0].columns[0].timestamps.len(), (n / 2 + n) as usize);
+    assert!(whole[0].columns[0].timestamps.windows(2).all(|w| w[0] < w[1]));
+}
