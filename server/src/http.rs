@@ -6,7 +6,8 @@
 //! - `GET|POST /api/v1/databases`, `POST /api/v2/buckets`: databases ([`admin`]);
 //! - `POST /api/v1/backup`, `GET /api/v1/backups`: online backups ([`backup`]);
 //! - `GET|HEAD /ping`, `GET /health`, `GET /ready`: liveness ([`health`]);
-//! - `GET /metrics`: Prometheus text format ([`metrics`]).
+//! - `GET /metrics`: Prometheus text format ([`metrics`]);
+//! - `GET /`, `GET /console/{file}`: the web console's embedded files ([`console`]).
 //!
 //! Every response passes through [`observe`], which gives the request an id (a tracing span
 //! field and the `X-Request-Id` header), counts it by route and status, and adds the
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod backup;
 pub mod body;
 pub mod conn;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -180,6 +182,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))
+        .route("/", get(console::index))
+        .route("/console/*path", get(console::asset))
         .merge(mqtt::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), origin::refuse_cross_site))

@@ -5,6 +5,7 @@ mod cli_export;
 mod cli_query;
 mod cli_write;
 mod console;
+mod console;
 mod crash_soak;
 mod engine_crash;
 mod hostile;
