@@ -39,15 +39,18 @@ fi
 have_mosquitto() {
   command -v mosquitto_pub >/dev/null 2>&1 && { [ -x /usr/sbin/mosquitto ] || [ -x /usr/bin/mosquitto ]; }
 }
-if ! have_mosquitto && command -v apt-get >/dev/null 2>&1; then
+# Chromium (headless) drives the web console's browser tests (tests/it/console.rs).
+have_chromium() { command -v chromium >/dev/null 2>&1; }
+if { ! have_mosquitto || ! have_chromium; } && command -v apt-get >/dev/null 2>&1; then
   sudo=""
   if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; fi
   # The package lists may be missing (fresh container) or stale (404 on a superseded version).
-  $sudo apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1 ||
-    { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1; } ||
+  $sudo apt-get install -y -q mosquitto mosquitto-clients chromium >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q mosquitto mosquitto-clients chromium >/dev/null 2>&1; } ||
     true
 fi
 have_mosquitto || need "mosquitto and mosquitto_pub" "apt-get install mosquitto mosquitto-clients"
+have_chromium || need "chromium" "apt-get install chromium"
 
 # Build the binaries and every test binary in one go; end-to-end tests start the real `strata`
 # binary. Building bins together with tests gives them the same feature set as the test build
