@@ -117,7 +117,17 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             .into_iter()
             .filter_map(|r| Some((r.first()?.as_str()?.to_owned(), r.get(1)?.as_str()?.to_owned())))
             .collect();
-        let mut csv_tags: Option<Vec<String>> = None;
+        // CSV: one header per measurement naming every tag key and field of it, so series
+        // with different tag keys share it (their missing tags are empty cells).
+        let tag_keys: Vec<String> = if args.format == DataFormat::Csv {
+            let body = remote.query(&format!("SHOW TAG KEYS FROM {}", quote_ident(m)), db, None)?;
+            first_series_values(&body)?
+                .into_iter()
+                .filter_map(|r| Some(r.first()?.as_str()?.to_owned()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut header_written = false;
         let chunk = args.chunk.max(1);
         for page in 0.. {
@@ -174,15 +184,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                             writeln!(out, "{}{tag_text} {} {time}", escape(m, ", "), field_text.join(","))?;
                         }
                         DataFormat::Csv => {
-                            // One header per measurement: every field, and the tag keys of its
-                            // first series. A series with other tag keys would need columns the
-                            // header lacks, so it is an error (line protocol has no such limit).
                             let all_fields: Vec<&String> = types.keys().collect();
-                            let tag_keys = csv_tags.get_or_insert_with(|| tags.keys().cloned().collect());
                             if tags.keys().any(|k| !tag_keys.contains(k)) {
-                                bail!(
-                                    "measurement {m}: series have different tag keys; export it as line protocol (--format lp)"
-                                );
+                                bail!("measurement {m}: a series has a tag key SHOW TAG KEYS did not list (written during the export?); retry");
                             }
                             if !header_written {
                                 header_written = true;

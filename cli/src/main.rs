@@ -29,10 +29,28 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes as one line, `outer: inner: innermost`, skipping a cause whose
+/// text its outer error already printed (many error types say `what: {source}` and also
+/// expose that source, which would print it twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn env_vars() -> Vec<(String, String)> {
@@ -72,9 +90,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
-        let listeners = Listeners::bind(&config).with_context(|| {
-            format!("cannot listen on {} (http.addr) or {} (mqtt.addr)", config.http.addr, config.mqtt.addr)
-        })?;
+        let listeners = Listeners::bind(&config)?;
         let server = Server::start(config, listeners).await?;
         println!("HTTP listening on {}://{}", server.scheme(), server.http_addr());
         if let Some(a) = server.mqtt_addr() {

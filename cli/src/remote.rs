@@ -10,10 +10,16 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 /// How to reach a running server.
 #[derive(Debug, Clone, Args)]
 pub struct RemoteArgs {
-    /// Server URL [env: STRATA_URL].
-    #[arg(long, env = "STRATA_URL", default_value = "http://127.0.0.1:8086", value_name = "URL")]
+    /// Server URL.
+    #[arg(
+        long,
+        env = "STRATA_URL",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:8086",
+        value_name = "URL"
+    )]
     pub url: String,
-    /// API token, sent as `Authorization: Token ...` [env: STRATA_TOKEN]. Prefer the
+    /// API token, sent as `Authorization: Token ...`. Prefer the
     /// environment: a flag is visible to other users in the process list.
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,

@@ -9,7 +9,8 @@
 //! `measurement,time,tag:KEY...,field:KEY...`, then one row per point; `time` an integer in
 //! `--precision`, tag values as text, field values as line-protocol tokens (`1.5`, `3i`,
 //! `7u`, `true`, `"text"`). Empty cells are absent tags or fields. Quoted cells may contain
-//! commas and doubled quotes but not line breaks.
+//! commas and doubled quotes but not line breaks. A header may appear again further down: it
+//! applies to the rows after it (an export writes one per measurement).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -158,6 +159,13 @@ fn send(
                         None => {
                             csv_header =
                                 Some(CsvHeader::parse(text).with_context(|| format!("line {number}"))?)
+                        }
+                        // A later header starts the next block (an export of several
+                        // measurements has one per measurement). A data row never parses as
+                        // one: its field cells would have to read `field:KEY`, which is not a
+                        // field value.
+                        Some(_) if CsvHeader::parse(text).is_ok() => {
+                            csv_header = CsvHeader::parse(text).ok();
                         }
                         Some(h) => {
                             let lp = h.to_line(text).with_context(|| format!("line {number}"))?;

@@ -41,18 +41,33 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the addresses of `config`.
-    pub fn bind(config: &Config) -> std::io::Result<Listeners> {
-        let bind = |addr: &str| -> std::io::Result<TcpListener> {
-            let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-            TcpListener::bind(&addrs[..])
+    pub fn bind(config: &Config) -> Result<Listeners, BindError> {
+        let bind = |key: &'static str, addr: &str| -> Result<TcpListener, BindError> {
+            let fail = |source| BindError { key, addr: addr.to_owned(), source };
+            let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(fail)?.collect();
+            TcpListener::bind(&addrs[..]).map_err(fail)
         };
         let m = &config.mqtt;
         Ok(Listeners {
-            http: bind(&config.http.addr)?,
-            mqtt: if m.enabled { Some(bind(&m.addr)?) } else { None },
-            mqtt_tls: if m.enabled && !m.tls_addr.is_empty() { Some(bind(&m.tls_addr)?) } else { None },
+            http: bind("http.addr", &config.http.addr)?,
+            mqtt: if m.enabled { Some(bind("mqtt.addr", &m.addr)?) } else { None },
+            mqtt_tls: if m.enabled && !m.tls_addr.is_empty() {
+                Some(bind("mqtt.tls_addr", &m.tls_addr)?)
+            } else {
+                None
+            },
         })
     }
+}
+
+/// A listener that could not be bound, naming the configuration key and the address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({key}): {source}")]
+pub struct BindError {
+    pub key: &'static str,
+    pub addr: String,
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// Why the server could not start or stopped with an error.

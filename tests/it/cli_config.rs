@@ -123,3 +123,38 @@ fn cli_default_retention_applies_to_auto_created_databases() {
     assert_eq!(r["results"][0]["series"][0]["values"][0][1], 1, "one point stored: {r}");
     server.stop();
 }
+
+/// Start-up errors a reader meets in the tour say each thing once and name what is wrong: a
+/// second server on a locked data directory, a busy port (only the busy address, with its
+/// key), and `--help` lists each environment variable once.
+#[test]
+fn cli_start_errors_say_it_once_and_name_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ServerBuilder::new(dir.path()).start();
+
+    let (status, log) = ServerBuilder::new(dir.path()).start_expecting_failure();
+    assert!(!status.success());
+    let line =
+        log.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert_eq!(line.matches("locked by another process").count(), 1, "said once: {line}");
+
+    let busy = first.addr.to_string();
+    let other = tempfile::tempdir().unwrap();
+    let (status, log) = ServerBuilder::new(other.path()).http_addr(&busy).start_expecting_failure();
+    assert!(!status.success());
+    let line =
+        log.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(line.contains(&format!("cannot listen on {busy} (http.addr)")), "{line}");
+    assert!(!line.contains("mqtt.addr"), "the MQTT address was free: {line}");
+    assert_eq!(line.matches("in use").count(), 1, "said once: {line}");
+    first.stop();
+
+    let out = Command::new(workspace_bin("strata"))
+        .args(["query", "--help"])
+        .env_remove("STRATA_URL")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(help.matches("STRATA_URL").count(), 1, "{help}");
+    assert_eq!(help.matches("STRATA_TOKEN").count(), 1, "{help}");
+}

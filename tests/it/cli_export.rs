@@ -17,6 +17,8 @@ fn answer(req: &Request) -> (u16, String) {
     } else if q == "SHOW FIELD KEYS FROM \"cpu\"" {
         json!({"results": [{"statement_id": 0, "series": [{"name": "cpu", "columns": ["fieldKey", "fieldType"],
             "values": [["n", "integer"], ["s", "string"], ["usage", "float"]]}]}]})
+    } else if q == "SHOW TAG KEYS FROM \"cpu\"" {
+        json!({"results": [{"statement_id": 0, "series": [{"name": "cpu", "columns": ["tagKey"], "values": [["host"]]}]}]})
     } else if q == "SELECT * FROM \"cpu\" GROUP BY * LIMIT 2 OFFSET 0" {
         json!({"results": [{"statement_id": 0, "series": [
             series("cpu", json!({"host": "a"}), json!([[1, 1, "x y", 0.5], [2, 2, null, 3]])),
@@ -81,4 +83,51 @@ fn export_pages_through_query_and_reimports() {
     let stored = read_measurement(dir.path(), "dst", "cpu");
     assert_eq!(stored.len(), 8, "{stored:?}");
     assert!(stored.values().any(|v| v == "\"q\\\"uote\""), "{stored:?}");
+}
+
+/// A CSV export of a database with several measurements, whose series do not all have the
+/// same tag keys, imports back into another database point for point.
+#[test]
+fn csv_export_of_several_measurements_reimports() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = ServerBuilder::new(dir.path()).start();
+    let c = strata_e2e::server::client();
+    let lp = "climate,room=kitchen temp=21.5,humidity=48i 1000\n\
+              climate,room=cellar,floor=-1 temp=14.0 2000\n\
+              climate temp=9.5 3000\n\
+              power,meter=m1 watts=312.5,ok=true,note=\"a, \\\"b\\\"\" 1000\n";
+    let r = c.post(srv.url("/write?db=src&precision=s")).body(lp).send().unwrap();
+    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let csv = work.path().join("out.csv");
+    let out = Command::new(workspace_bin("strata"))
+        .args(["export", "--url", &srv.url(""), "-d", "src", "--quiet", "--format", "csv", "-o"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("measurement,")).count(), 2, "{text}");
+    let out = Command::new(workspace_bin("strata"))
+        .args(["import", "--url", &srv.url(""), "-d", "dst", "--quiet", "--format", "csv"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    let all = |db: &str, m: &str| {
+        let body: serde_json::Value = c
+            .get(srv.url("/query"))
+            .query(&[("db", db), ("q", &format!("SELECT * FROM {m} GROUP BY *")), ("epoch", "s")])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        body["results"][0]["series"].clone()
+    };
+    for m in ["climate", "power"] {
+        let (src, dst) = (all("src", m), all("dst", m));
+        assert!(src.as_array().is_some_and(|a| !a.is_empty()), "{m}: {src}");
+        assert_eq!(src, dst, "{m} differs after the round trip through\n{text}");
+    }
+    srv.stop();
 }
