@@ -71,7 +71,11 @@ export async function query(q, { db, signal } = {}) {
   if (db) body.set('db', db);
   const j = await (await call('/query', { method: 'POST', body, signal })).json();
   if (j.error) throw new ApiError(400, j.error);
-  return j.results || [];
+  const results = j.results || [];
+  // A series with no rows may come without `values` (SHOW CONTINUOUS QUERIES of a database
+  // without any): every page can then read `values` as an array.
+  for (const r of results) for (const s of r.series || []) s.values = s.values || [];
+  return results;
 }
 
 /** The same query answered as CSV (`Accept: application/csv`). */

@@ -22,6 +22,8 @@ const logoutButton = document.getElementById('logout');
 /** `open` (auth off), `admin`, `limited` (a token that may not administer), or null. */
 let access = null;
 let cleanup = null;
+/** Bumped by every navigation, so a slow probe cannot render over a later page. */
+let generation = 0;
 
 /** Asks the server who we are: SHOW DATABASES needs an admin token when auth is on. */
 async function probe() {
@@ -54,17 +56,21 @@ function showChrome() {
 }
 
 async function route(loginNote) {
+  const mine = ++generation;
   if (cleanup) {
     cleanup();
     cleanup = null;
   }
   if (access === null) {
+    let a;
     try {
-      access = await probe();
+      a = await probe();
     } catch (e) {
-      replace(view, message('error', `Cannot reach the server: ${e.text || e.message}`));
+      if (mine === generation) replace(view, message('error', `Cannot reach the server: ${e.text || e.message}`));
       return;
     }
+    if (mine !== generation) return;
+    access = a;
   }
   showChrome();
   if (access === null) {
@@ -109,8 +115,9 @@ async function signIn(token) {
 logoutButton.addEventListener('click', () => {
   session.token = null;
   access = null;
-  if (location.hash) location.hash = '';
-  route();
+  // Clearing the hash fires hashchange, which routes; an empty one does not.
+  if (location.hash.length > 1) location.hash = '';
+  else route();
 });
 
 // A token revoked or expired while the console is open: back to the login.

@@ -36,11 +36,12 @@ export function lines(seriesList) {
 }
 
 /**
- * Draws `ls` (from [`lines`]) into `el`, replacing what was there. Returns the uPlot instance
+ * Draws `ls` (from [`lines`]) into `el`, replacing what was there; `range` is the time range
+ * asked for (`[from, to]`, Unix ms), if any. Returns the uPlot instance
  * (or null when there is nothing to draw). `el.dataset.points` is the number of points drawn
  * and `el.dataset.lines` the number of lines (what the browser tests check).
  */
-export function draw(el, ls, { height = 320 } = {}) {
+export function draw(el, ls, { height = 320, range } = {}) {
   if (el._plot) {
     el._plot.destroy();
     el._plot = null;
@@ -85,6 +86,11 @@ export function draw(el, ls, { height = 320 } = {}) {
     ],
   };
   const plot = new uPlot(opts, [xs.map((x) => x / 1000), ...ys], wrap);
+  // Show the whole range asked for (a device that reported once in the last hour is a point
+  // in an hour, not a point alone); a lone point without a range gets a minute either side.
+  // Zooming works from there as usual.
+  if (range) plot.setScale('x', { min: range[0] / 1000, max: range[1] / 1000 });
+  else if (xs.length === 1) plot.setScale('x', { min: xs[0] / 1000 - 60, max: xs[0] / 1000 + 60 });
   el._plot = plot;
   el.dataset.points = String(points);
   el.dataset.lines = String(ls.length);

@@ -112,6 +112,7 @@ function devicePage(view, id) {
       const where = `WHERE "device" = ${str(id)}`;
       const lastQ = names.map((m) => `SELECT last(*) FROM ${ident(m)} ${where}`).join('; ');
       const recentQ = names.map((m) => `SELECT mean(*) FROM ${ident(m)} ${where} AND time > now() - 1h GROUP BY time(1m) fill(none)`).join('; ');
+      const now = Date.now();
       const [lastR, recentR] = await Promise.all([query(lastQ, { db }), query(recentQ, { db })]);
       const rows = [];
       lastR.forEach((r) => {
@@ -124,7 +125,7 @@ function devicePage(view, id) {
         }
       });
       replace(latest, rows.length ? table(['measurement', 'field', 'latest value', 'time'], rows) : message('info', `Device ${id} wrote nothing to ${db}.`));
-      draw(chart, lines(recentR.flatMap((r) => r.series || [])));
+      draw(chart, lines(recentR.flatMap((r) => r.series || [])), { range: [now - 3600e3, now] });
     } catch (e) {
       replace(latest, message('error', e.text || e.message));
     }

@@ -131,7 +131,8 @@ export function render(view, { params }) {
   function prepared() {
     const text = q.value.trim();
     if (!text) throw new Error('Type a query first.');
-    return { text, expanded: expand(text, bounds(range.value, from, to)), db: dbInput.value.trim() };
+    const span = bounds(range.value, from, to);
+    return { text, expanded: expand(text, span), db: dbInput.value.trim(), range: text.includes('$timeFilter') ? span : undefined };
   }
 
   async function runQuery() {
@@ -159,7 +160,7 @@ export function render(view, { params }) {
       const ms = Math.round(performance.now() - started);
       const rows = all.reduce((n, s) => n + s.values.length, 0);
       replace(status, errors, message('ok', `${all.length} series, ${rows} rows in ${ms} ms.`));
-      draw(chart, lines(all));
+      draw(chart, lines(all), { range: p.range });
       replace(
         tables,
         all.map((s) => {

@@ -107,7 +107,16 @@ fn wait_text(b: &mut Browser, selector: &str, needle: &str) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
 
+/// No error message on the page (a failed call shows as `.msg.error`).
+fn no_error_shown(b: &mut Browser, page: &str) {
+    let errors = b.eval("[...document.querySelectorAll('#view .msg.error')].map(e => e.textContent)");
+    assert_eq!(errors, json!([]), "errors shown on {page}");
+}
+
+/// Opens another page. The new hash must differ from the current one (else no navigation
+/// happens and a test would read the old page).
 fn go(b: &mut Browser, hash: &str) {
+    assert_ne!(b.eval("location.hash"), json!(hash), "already on {hash}");
     b.eval(&format!("location.hash = {}", js(hash)));
 }
 
@@ -143,6 +152,12 @@ fn write_data(server: &StrataServer) {
     assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", r.text().unwrap());
     let r = c.post(server.url("/api/v1/databases?name=factory")).bearer_auth(ADMIN).send().unwrap();
     assert!(r.status().is_success());
+    let cq = "CREATE CONTINUOUS QUERY cq_climate_1m ON plant BEGIN SELECT mean(temp) \
+              INTO plant..climate_1m FROM climate GROUP BY time(1m), * END";
+    let r = c.post(server.url("/query")).bearer_auth(ADMIN).form(&[("q", cq)]).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().unwrap();
+    assert!(!body.contains("error"), "{body}");
 }
 
 /// `dev-7` publishes a good and a bad message (the bad one is dead-lettered); returns the
@@ -211,15 +226,19 @@ fn console_pages_in_chromium() {
         assert!(tables.contains(v), "{v} not in the tables: {tables}");
     }
     assert_eq!(b.eval("document.querySelectorAll('#tables tbody tr').length"), json!(10));
-    // Zoom: a drag on the chart's time axis narrows the x scale.
-    let zoomed = b.eval(
-        "(() => { const o = document.querySelector('#chart .u-over'); const r = o.getBoundingClientRect();
-          const ev = (t, x) => new MouseEvent(t, {clientX: r.left + x, clientY: r.top + r.height / 2, bubbles: true});
-          o.dispatchEvent(ev('mousedown', r.width * 0.2)); o.dispatchEvent(ev('mousemove', r.width * 0.6));
-          document.dispatchEvent(ev('mouseup', r.width * 0.6));
-          return document.querySelector('#chart').dataset.points; })()",
+    no_error_shown(&mut b, "Explore");
+    // Zoom: a drag across the middle of the plot narrows the time axis to what was dragged.
+    let span =
+        "(() => { const x = document.querySelector('#chart')._plot.scales.x; return x.max - x.min; })()";
+    let before = b.eval(span).as_f64().unwrap();
+    let r = b.eval(
+        "(() => { const o = document.querySelector('#chart .u-over'); o.scrollIntoView(); \
+         const r = o.getBoundingClientRect(); return [r.left, r.width, r.top + r.height / 2]; })()",
     );
-    assert_eq!(zoomed, json!("10"));
+    let r: Vec<f64> = r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    b.drag(r[0] + r[1] * 0.2, r[0] + r[1] * 0.6, r[2]);
+    let after = b.eval(span).as_f64().unwrap();
+    assert!(after > 0.0 && after < before * 0.6, "zoom: span {before} -> {after}");
     shot(&mut b, "explore");
     // CSV of the same query.
     click(&mut b, "#csv");
@@ -234,6 +253,9 @@ fn console_pages_in_chromium() {
     wait_text(&mut b, "#databases", "factory");
     let text = wait_text(&mut b, "#databases", HOSTILE_MEASUREMENT);
     assert!(text.contains("plant") && text.contains("telemetry") && text.contains("autogen"), "{text}");
+    let cqs = wait_text(&mut b, "#cqs", "cq_climate_1m");
+    assert!(cqs.contains("climate_1m") && cqs.contains("plant"), "{cqs}");
+    no_error_shown(&mut b, "Databases");
     shot(&mut b, "databases");
 
     // Devices: dev-7 online, its latest value, then offline once it disconnects.
@@ -244,11 +266,16 @@ fn console_pages_in_chromium() {
     wait_text(&mut b, "#device-summary", "0 match");
     fill(&mut b, "#device-search", "dev");
     wait_text(&mut b, "#device-summary", "1 match");
+    no_error_shown(&mut b, "Devices");
     shot(&mut b, "devices");
     click(&mut b, "#device-list a");
     let latest = wait_text(&mut b, "#device-latest", "1.75");
     assert!(latest.contains("pressure"), "{latest}");
     b.wait_for("document.querySelector('#device-chart').dataset.points === '1'", "the device's chart");
+    // The chart spans the hour asked for, not the single point alone.
+    let span = b.eval("(() => { const x = document.querySelector('#device-chart')._plot.scales.x; return x.max - x.min; })()");
+    assert!((span.as_f64().unwrap() - 3600.0).abs() < 5.0, "device chart spans {span} s");
+    no_error_shown(&mut b, "the device page");
     shot(&mut b, "device");
     device.disconnect().unwrap();
     pump.join().unwrap();
@@ -267,6 +294,7 @@ fn console_pages_in_chromium() {
     b.wait_for("!document.querySelector('#writes').textContent.includes('…')", "rates from a second scrape");
     let letters = wait_text(&mut b, "#dead-letters", "this is not line protocol");
     assert!(letters.contains("1 dead letters"), "{letters}");
+    no_error_shown(&mut b, "Ingest health");
     shot(&mut b, "ingest");
     click(&mut b, "#dead-letters button");
     let replayed = wait_text(&mut b, "#replay-status", "Replayed 0, failed 1");
@@ -281,7 +309,6 @@ fn console_pages_in_chromium() {
     b.wait_for("document.querySelector('#login-token')", "the login after logging out");
     sign_in(&mut b, &reader);
     wait_text(&mut b, "#who", "limited");
-    go(&mut b, "#/explore");
     fill(&mut b, "#db", "plant");
     fill(&mut b, "#q", "SELECT temp FROM climate WHERE room = 'kitchen'");
     click(&mut b, "#run");

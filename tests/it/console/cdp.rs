@@ -262,6 +262,19 @@ impl Browser {
         out
     }
 
+    /// A left-button drag from `(x0, y)` to `(x1, y)`, in CSS pixels of the viewport, as a
+    /// user's mouse makes it (real input events, not synthetic DOM ones).
+    pub fn drag(&mut self, x0: f64, x1: f64, y: f64) {
+        let mouse = |t: &str, x: f64, buttons: u8| json!({ "type": t, "x": x, "y": y, "button": "left", "buttons": buttons, "clickCount": 1 });
+        self.call("Input.dispatchMouseEvent", mouse("mouseMoved", x0, 0));
+        self.call("Input.dispatchMouseEvent", mouse("mousePressed", x0, 1));
+        for i in 1..=5 {
+            let x = x0 + (x1 - x0) * f64::from(i) / 5.0;
+            self.call("Input.dispatchMouseEvent", mouse("mouseMoved", x, 1));
+        }
+        self.call("Input.dispatchMouseEvent", mouse("mouseReleased", x1, 0));
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&mut self, path: &Path) {
         let r =
