@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use strata_auth::tokens::{self, TokenSpec};
 use strata_cli::{Cli, Command, ConfigArgs, ServeArgs, TokenCommand};
-use strata_server::auth::tokens::{self, TokenSpec};
 use strata_server::config::{self, Config, LogFormat, Override};
 use strata_server::{Listeners, Server};
 

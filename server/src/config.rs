@@ -8,17 +8,22 @@
 //! units (`64MiB`), durations the humantime way (`10s`, `1d`). `docs/configuration.md` lists
 //! every key; `strata.example.toml` at the repository root shows every default and is parsed
 //! by a test so it cannot go stale.
+//!
+//! Sections live beside the code they configure: `[limits]` in `strata-ingest`
+//! (`LimitsConfig`, with the unit types every section uses), `[auth]` in `strata-auth`,
+//! `[mqtt]` in `strata-mqtt`; this module assembles the tree and loads it.
 
-pub mod units;
-
-use std::fmt;
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata_engine::{EngineOptions, SyncPolicy};
 
-pub use units::{ByteSize, HumanDuration, OptDuration};
+pub use strata_auth::config::{AuthConfig, Secret};
+pub use strata_ingest::config::{
+    ByteSize, HumanDuration, InvalidConfig, LimitsConfig, OptDuration, RateUnit,
+};
+pub use strata_ingest::units;
 
 /// Prefix of every environment variable the server reads.
 pub const ENV_PREFIX: &str = "STRATA_";
@@ -247,136 +252,6 @@ impl Default for StorageConfig {
     }
 }
 
-/// Limits on what a client may send. Each violation gets a clear 4xx and bumps a counter.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Largest request body, before and after gzip decoding (413 past it). Default 32 MiB.
-    pub max_body_size: ByteSize,
-    /// Longest line of line protocol. Default 1 MiB.
-    pub max_line_length: ByteSize,
-    /// Most tags per point. Default 128 (at most 256).
-    pub max_tags_per_point: usize,
-    /// Most fields per point. Default 512 (at most 1024).
-    pub max_fields_per_point: usize,
-    /// Longest measurement, tag key, tag value or field key, in bytes after unescaping.
-    /// Default 1024 (at most 4096).
-    pub max_name_length: usize,
-    /// Longest string field value. Default 64 KiB (at most 1 MiB).
-    pub max_string_length: ByteSize,
-    /// Refuse points with timestamps further than this ahead of the server clock. Default 1 day
-    /// (time-zone mistakes pass; clocks in another century are refused per line).
-    pub max_future: OptDuration,
-    /// Refuse points with timestamps further than this behind the server clock. Default off.
-    pub max_past: OptDuration,
-    /// Series per database; points that would create more are refused. Default 10 million.
-    pub max_series_per_database: u64,
-    /// Field keys per measurement; points that would add more are refused. Default 1024.
-    pub max_fields_per_measurement: usize,
-    /// Time partitions one write may create that did not exist; points past it are refused.
-    /// 0 turns the bound off. Default 100.
-    pub max_new_partitions_per_write: usize,
-    /// Most bad lines listed in one error response (the count is always complete). Default 100.
-    pub max_errors_reported: usize,
-    /// Memory that in-flight write requests may hold (bodies, decoded bodies, batches) across
-    /// all connections; a request that cannot get its share within `write_memory_wait` is
-    /// answered 503 with `Retry-After`. Must be at least 4 x `max_body_size`. Default 256 MiB.
-    pub write_memory: ByteSize,
-    /// How long a request waits for write memory before 503. Default 1 s.
-    pub write_memory_wait: HumanDuration,
-    /// Per-client write rate on the write routes, in `client_write_rate_unit` per second; a
-    /// client is a token (auth on) or an IP address (auth off). Over it: 429 with
-    /// `Retry-After`. 0 turns the limit off. Default 0 (off).
-    pub client_write_rate: f64,
-    /// What `client_write_rate` counts: `points` (charged once the body is decoded) or
-    /// `requests`. Default `points`.
-    pub client_write_rate_unit: RateUnit,
-    /// Most units a client may spend at once after being idle; 0 means one second's worth of
-    /// `client_write_rate`. Default 0.
-    pub client_write_burst: f64,
-}
-
-/// The unit of `limits.client_write_rate`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RateUnit {
-    #[default]
-    Points,
-    Requests,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_body_size: ByteSize::mib(32),
-            max_line_length: ByteSize::mib(1),
-            max_tags_per_point: 128,
-            max_fields_per_point: 512,
-            max_name_length: 1024,
-            max_string_length: ByteSize::kib(64),
-            max_future: OptDuration(Some(std::time::Duration::from_secs(86_400))),
-            max_past: OptDuration::OFF,
-            max_series_per_database: 10_000_000,
-            max_fields_per_measurement: 1024,
-            max_new_partitions_per_write: 100,
-            max_errors_reported: 100,
-            write_memory: ByteSize::mib(256),
-            write_memory_wait: HumanDuration::secs(1),
-            client_write_rate: 0.0,
-            client_write_rate_unit: RateUnit::Points,
-            client_write_burst: 0.0,
-        }
-    }
-}
-
-/// A secret string: never printed by `Debug`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
-    }
-}
-
-/// Authentication and authorization.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Require a token on every request except `/ping`, `/health` and `/ready`. Default false,
-    /// which is allowed only while listening on loopback addresses.
-    pub enabled: bool,
-    /// A token with every permission (also `STRATA_ADMIN_TOKEN`). At least 16 characters.
-    /// Default: none. Prefer the environment to a file for it.
-    pub admin_token: Secret,
-    /// Where `strata token` keeps token hashes. Default `<data_dir>/tokens.json`.
-    pub tokens_file: PathBuf,
-    /// Allow listening on a non-loopback address with `enabled = false`. Default false.
-    pub insecure_allow_no_auth: bool,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            enabled: false,
-            admin_token: Secret::default(),
-            tokens_file: PathBuf::new(),
-            insecure_allow_no_auth: false,
-        }
-    }
-}
-
 /// Logging (to stderr).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -430,6 +305,12 @@ pub enum ConfigError {
     BadValue { key: String, origin: String, message: String },
     #[error("invalid configuration: {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+}
+
+impl From<InvalidConfig> for ConfigError {
+    fn from(e: InvalidConfig) -> ConfigError {
+        ConfigError::Invalid { key: e.key, reason: e.reason }
+    }
 }
 
 impl Config {
@@ -513,7 +394,6 @@ impl Config {
 
     /// Checks values that parse but make no sense; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        use strata_engine::batch::{MAX_FIELDS, MAX_NAME_LEN, MAX_STRING_LEN, MAX_TAGS};
         let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty".into());
@@ -578,56 +458,7 @@ impl Config {
         if s.compaction_rate < ByteSize::mib(1) {
             return bad("storage.compaction_rate", format!("{} is less than 1MiB", s.compaction_rate));
         }
-        let l = &self.limits;
-        if l.max_body_size < ByteSize::kib(1) {
-            return bad("limits.max_body_size", "must be at least 1KiB".into());
-        }
-        // A line longer than the body limit is refused by the body limit first; no need to
-        // force operators to lower both.
-        if l.max_line_length < ByteSize(64) {
-            return bad("limits.max_line_length", "must be at least 64B".into());
-        }
-        let ranges: [(&'static str, usize, usize); 5] = [
-            ("limits.max_tags_per_point", l.max_tags_per_point, MAX_TAGS),
-            ("limits.max_fields_per_point", l.max_fields_per_point, MAX_FIELDS),
-            ("limits.max_fields_per_measurement", l.max_fields_per_measurement, 1_000_000),
-            ("limits.max_name_length", l.max_name_length, MAX_NAME_LEN),
-            ("limits.max_errors_reported", l.max_errors_reported, 10_000),
-        ];
-        for (key, v, max) in ranges {
-            if v == 0 || v > max {
-                return bad(key, format!("{v} is not between 1 and {max}"));
-            }
-        }
-        if l.max_string_length.bytes() == 0 || l.max_string_length.as_usize() > MAX_STRING_LEN {
-            return bad(
-                "limits.max_string_length",
-                format!("must be between 1B and {}", ByteSize(MAX_STRING_LEN as u64)),
-            );
-        }
-        if l.max_series_per_database == 0 {
-            return bad("limits.max_series_per_database", "must be at least 1".into());
-        }
-        let min_memory = l.max_body_size.bytes().saturating_mul(4);
-        if l.write_memory.bytes() < min_memory {
-            return bad(
-                "limits.write_memory",
-                format!(
-                    "{} is less than 4 x limits.max_body_size ({}): a request of the largest size could never be admitted",
-                    l.write_memory,
-                    ByteSize(min_memory)
-                ),
-            );
-        }
-        if !(l.client_write_rate.is_finite() && l.client_write_rate >= 0.0) {
-            return bad("limits.client_write_rate", "must be a number >= 0 (0 turns the limit off)".into());
-        }
-        if !(l.client_write_burst.is_finite() && l.client_write_burst >= 0.0) {
-            return bad("limits.client_write_burst", "must be a number >= 0".into());
-        }
-        if l.write_memory.bytes() >> 10 > u64::from(u32::MAX) {
-            return bad("limits.write_memory", "must be less than 4TiB".into());
-        }
+        self.limits.validate()?;
         if self.auth.enabled && !self.auth.admin_token.is_empty() && self.auth.admin_token.expose().len() < 16
         {
             return bad("auth.admin_token", "must be at least 16 characters".into());
@@ -643,11 +474,7 @@ impl Config {
 
     /// The tokens file: `auth.tokens_file`, or `tokens.json` in the data directory.
     pub fn tokens_file(&self) -> PathBuf {
-        if self.auth.tokens_file.as_os_str().is_empty() {
-            self.data_dir.join("tokens.json")
-        } else {
-            self.auth.tokens_file.clone()
-        }
+        self.auth.tokens_file_in(&self.data_dir)
     }
 
     /// The backup directory: `backup.dir`, or `backups` in the data directory.

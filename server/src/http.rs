@@ -43,13 +43,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use strata_auth::{request_token, Access, Auth, Grant};
 use strata_engine::Engine;
+use strata_ingest::IngestContext;
 use tracing::Instrument;
 
-use crate::auth::{request_token, Access, Auth, Grant};
-use crate::budget::WriteMemory;
 use crate::config::Config;
-use crate::ingest::PointLimits;
 use crate::metrics::{Metrics, Route};
 pub use error::ApiError;
 
@@ -62,17 +61,15 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
-    pub write_memory: WriteMemory,
-    pub limits: PointLimits,
+    /// What the write routes share with the MQTT listener: the same engine and auth as above,
+    /// the limits, the write-memory budget, the buffer pool, the ingest counters and the
+    /// per-client rate limits.
+    pub ingest: Arc<IngestContext>,
     pub started: SystemTime,
     /// Set when shutdown begins: `/ready` answers 503 from then on.
     pub shutting_down: AtomicBool,
     /// The MQTT listener's state, once it runs (for the `/api/v1/mqtt` routes).
     pub mqtt: std::sync::OnceLock<Arc<crate::mqtt::Broker>>,
-    /// Per-client write rate limits (`limits.client_write_rate`).
-    pub rate_limit: crate::ratelimit::RateLimiter,
-    /// Idle body and batch buffers of the write paths, HTTP and MQTT (`bufpool.rs`).
-    pub buffers: Arc<crate::bufpool::BufferPool>,
     /// `http.addr` is a loopback address (with auth off, `Host` must then be a loopback name:
     /// see [`origin`]).
     pub loopback_listener: bool,
@@ -87,29 +84,20 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Idle write buffers kept between requests: enough for the body and batch of eight requests
-/// in flight at once, each buffer at most 4 MiB (a 5,000-line request needs about 1 MiB), so
-/// at most 64 MiB is kept idle (about 2 MiB per buffer pair with 5,000-line requests). A
-/// reused buffer's capacity is not charged to `limits.write_memory` beyond what its request
-/// holds, so those 64 MiB are also the most the pool can add on top of the budget.
-const IDLE_WRITE_BUFFERS: usize = 16;
-const IDLE_WRITE_BUFFER_MAX: usize = 4 << 20;
-
 /// The state handlers extract with `State<AppState>`.
 pub type AppState = Arc<Shared>;
 
 impl Shared {
     pub fn new(engine: Arc<Engine>, config: Arc<Config>, auth: Arc<Auth>, metrics: Arc<Metrics>) -> Shared {
-        let l = &config.limits;
+        let ingest = Arc::new(IngestContext::new(
+            engine.clone(),
+            auth.clone(),
+            &config.limits,
+            metrics.ingest.clone(),
+            config.storage.auto_create_databases,
+        ));
         Shared {
-            write_memory: WriteMemory::new(
-                l.write_memory.bytes(),
-                l.write_memory_wait.get(),
-                metrics.clone(),
-            ),
-            limits: PointLimits::from_config(l),
-            rate_limit: crate::ratelimit::RateLimiter::from_config(l),
-            buffers: Arc::new(crate::bufpool::BufferPool::new(IDLE_WRITE_BUFFERS, IDLE_WRITE_BUFFER_MAX)),
+            ingest,
             loopback_listener: is_loopback_addr(&config.http.addr),
             engine,
             auth,

@@ -1,122 +1,19 @@
-//! The server's counters: plain atomics that handlers bump and `/metrics` reads.
+//! The server's counters: plain atomics that handlers bump and `/metrics` reads. Each crate
+//! keeps its own counters (ingest: `strata_ingest::metrics`, MQTT: `strata_mqtt::metrics`);
+//! [`Metrics`] holds them all and [`Metrics::encode_prometheus`] renders them together.
 //!
 //! Names follow the Prometheus conventions (`strata_<subsystem>_<thing>_<unit>`, counters end
 //! in `_total`); [`Metrics::encode_prometheus`] writes them in the text exposition format.
-//! Label sets are closed enums ([`LineReject`], [`RequestReject`], [`Route`]) indexing fixed
-//! arrays, so recording never allocates or locks.
+//! Label sets are closed enums ([`Route`], [`QueryOutcome`], and the ingest crate's
+//! [`LineReject`], [`RequestReject`]) indexing fixed arrays, so recording never allocates or
+//! locks.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-/// Why a line (or JSON point) of a write request was refused; the rest of the request was
-/// still written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LineReject {
-    /// Not valid line protocol / JSON point.
-    Parse,
-    LineTooLong,
-    TooManyTags,
-    TooManyFields,
-    NameTooLong,
-    StringTooLong,
-    TimestampOutOfWindow,
-    /// The database is at `limits.max_series_per_database`.
-    SeriesLimit,
-    FieldTypeConflict,
-    /// Refused by the engine's own checks (e.g. series key longer than 64 KiB).
-    InvalidPoint,
-}
-
-impl LineReject {
-    pub const ALL: [LineReject; 10] = [
-        LineReject::Parse,
-        LineReject::LineTooLong,
-        LineReject::TooManyTags,
-        LineReject::TooManyFields,
-        LineReject::NameTooLong,
-        LineReject::StringTooLong,
-        LineReject::TimestampOutOfWindow,
-        LineReject::SeriesLimit,
-        LineReject::FieldTypeConflict,
-        LineReject::InvalidPoint,
-    ];
-
-    /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LineReject::Parse => "parse",
-            LineReject::LineTooLong => "line_too_long",
-            LineReject::TooManyTags => "too_many_tags",
-            LineReject::TooManyFields => "too_many_fields",
-            LineReject::NameTooLong => "name_too_long",
-            LineReject::StringTooLong => "string_too_long",
-            LineReject::TimestampOutOfWindow => "timestamp_out_of_window",
-            LineReject::SeriesLimit => "series_limit",
-            LineReject::FieldTypeConflict => "field_type_conflict",
-            LineReject::InvalidPoint => "invalid_point",
-        }
-    }
-}
-
-/// Why a whole write request was refused (nothing of it written, except as noted on
-/// [`RequestReject::Overloaded`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RequestReject {
-    /// Body larger than `limits.max_body_size` (compressed or decoded): 413.
-    BodyTooLarge,
-    /// The client took longer than `http.body_timeout` to send the body: 408.
-    BodyTimeout,
-    /// Bad parameters, encoding or body: 400/415.
-    BadRequest,
-    /// No or unknown credentials: 401.
-    Unauthorized,
-    /// Credentials without the needed permission: 403.
-    Forbidden,
-    /// Unknown database with auto-create off: 404.
-    DatabaseNotFound,
-    /// In-flight write memory exhausted: 503.
-    WriteMemory,
-    /// The engine's flushing is behind: 503. Part of the request may have been stored.
-    Overloaded,
-    /// Shutting down, poisoned engine or I/O error: 5xx.
-    Unavailable,
-    /// The client is over `limits.client_write_rate`: 429.
-    RateLimited,
-}
-
-impl RequestReject {
-    pub const ALL: [RequestReject; 10] = [
-        RequestReject::BodyTooLarge,
-        RequestReject::BodyTimeout,
-        RequestReject::BadRequest,
-        RequestReject::Unauthorized,
-        RequestReject::Forbidden,
-        RequestReject::DatabaseNotFound,
-        RequestReject::WriteMemory,
-        RequestReject::Overloaded,
-        RequestReject::Unavailable,
-        RequestReject::RateLimited,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestReject::BodyTooLarge => "body_too_large",
-            RequestReject::BodyTimeout => "body_timeout",
-            RequestReject::BadRequest => "bad_request",
-            RequestReject::Unauthorized => "unauthorized",
-            RequestReject::Forbidden => "forbidden",
-            RequestReject::DatabaseNotFound => "database_not_found",
-            RequestReject::WriteMemory => "write_memory",
-            RequestReject::Overloaded => "overloaded",
-            RequestReject::Unavailable => "unavailable",
-            RequestReject::RateLimited => "rate_limited",
-        }
-    }
-}
+pub use strata_ingest::metrics::{escape_label, IngestByDb, IngestMetrics, LineReject, RequestReject};
 
 /// The route of an HTTP request, for the `route` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -310,43 +207,6 @@ fn status_slot(status: u16) -> usize {
     STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)
 }
 
-/// Ingest counters (HTTP today, MQTT later).
-#[derive(Debug, Default)]
-pub struct IngestMetrics {
-    /// Write requests that reached decoding.
-    pub requests: AtomicU64,
-    /// Points acknowledged as durable.
-    pub points: AtomicU64,
-    /// Field values acknowledged as durable.
-    pub values: AtomicU64,
-    /// Request body bytes as received (compressed if the client compressed).
-    pub bytes_received: AtomicU64,
-    /// Body bytes after decompression.
-    pub bytes_decoded: AtomicU64,
-    /// Bytes of write memory currently reserved by in-flight requests (a gauge).
-    pub write_memory_bytes: AtomicU64,
-    lines_rejected: [AtomicU64; LineReject::ALL.len()],
-    requests_rejected: [AtomicU64; RequestReject::ALL.len()],
-}
-
-impl IngestMetrics {
-    pub fn line_rejected(&self, why: LineReject) {
-        self.lines_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn lines_rejected(&self, why: LineReject) -> u64 {
-        self.lines_rejected[why as usize].load(Ordering::Relaxed)
-    }
-
-    pub fn request_rejected(&self, why: RequestReject) {
-        self.requests_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn requests_rejected(&self, why: RequestReject) -> u64 {
-        self.requests_rejected[why as usize].load(Ordering::Relaxed)
-    }
-}
-
 /// HTTP request counters by route and status.
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
@@ -370,12 +230,11 @@ impl HttpMetrics {
 /// Every counter of the server.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub ingest: IngestMetrics,
+    /// Shared with the write paths through their `IngestContext`.
+    pub ingest: Arc<IngestMetrics>,
     pub http: HttpMetrics,
-    /// MQTT listener counters (defined in `mqtt/metrics.rs`).
-    pub mqtt: crate::mqtt::metrics::MqttMetrics,
-    /// Acknowledged ingest by protocol and database.
-    pub ingest_by_db: IngestByDb,
+    /// MQTT listener counters (the MQTT crate's, shared with its broker).
+    pub mqtt: Arc<crate::mqtt::metrics::MqttMetrics>,
     /// Online backups (`POST /api/v1/backup`).
     pub backup: BackupMetrics,
     /// `/query` requests.
@@ -394,29 +253,8 @@ pub struct BackupMetrics {
 impl Metrics {
     /// Appends the counters in the Prometheus text exposition format (version 0.0.4).
     pub fn encode_prometheus(&self, out: &mut String) {
-        let i = &self.ingest;
-        let simple: [(&str, &str, &str, &AtomicU64); 8] = [
-            ("strata_ingest_requests_total", "counter", "Write requests decoded.", &i.requests),
-            ("strata_ingest_points_total", "counter", "Points acknowledged as durable.", &i.points),
-            ("strata_ingest_values_total", "counter", "Field values acknowledged as durable.", &i.values),
-            (
-                "strata_ingest_received_bytes_total",
-                "counter",
-                "Write request body bytes as received.",
-                &i.bytes_received,
-            ),
-            (
-                "strata_ingest_decoded_bytes_total",
-                "counter",
-                "Write body bytes after decompression.",
-                &i.bytes_decoded,
-            ),
-            (
-                "strata_ingest_write_memory_bytes",
-                "gauge",
-                "Write memory reserved by in-flight requests.",
-                &i.write_memory_bytes,
-            ),
+        self.ingest.encode_counters(out);
+        let simple: [(&str, &str, &str, &AtomicU64); 2] = [
             ("strata_backups_total", "counter", "Online backups written.", &self.backup.backups),
             ("strata_backup_errors_total", "counter", "Online backups that failed.", &self.backup.errors),
         ];
@@ -427,18 +265,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let name = "strata_ingest_lines_rejected_total";
-        let _ =
-            writeln!(out, "# HELP {name} Lines or JSON points refused, by reason.\n# TYPE {name} counter");
-        for r in LineReject::ALL {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", r.as_str(), i.lines_rejected(r));
-        }
-        let name = "strata_ingest_requests_rejected_total";
-        let _ =
-            writeln!(out, "# HELP {name} Write requests refused whole, by reason.\n# TYPE {name} counter");
-        for r in RequestReject::ALL {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", r.as_str(), i.requests_rejected(r));
-        }
+        self.ingest.encode_rejections(out);
         self.mqtt.encode_prometheus(out);
         let name = "strata_http_requests_total";
         let _ = writeln!(out, "# HELP {name} HTTP requests by route and status.\n# TYPE {name} counter");
@@ -462,7 +289,7 @@ impl Metrics {
                 h.encode(out, name, &format!("route=\"{}\"", route.as_str()));
             }
         }
-        self.ingest_by_db.encode_prometheus(out);
+        self.ingest.by_db.encode_prometheus(out);
         self.query.encode_prometheus(out);
     }
 }
@@ -535,74 +362,12 @@ pub fn encode_histogram(
     let _ = writeln!(out, "{name}_count{braces} {count}");
 }
 
-/// Escapes a label value for the text format (backslash, double quote, newline).
-pub fn escape_label(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Acknowledged points, field values and body bytes by protocol (`line`, `json`, `mqtt`) and
-/// database. A map under a mutex, touched once per request (not per point); its size is the
-/// number of databases, which operators bound.
-#[derive(Debug, Default)]
-pub struct IngestByDb {
-    map: Mutex<BTreeMap<(&'static str, String), [u64; 3]>>,
-}
-
-impl IngestByDb {
-    pub fn record(&self, protocol: &'static str, db: &str, points: u64, values: u64, bytes: u64) {
-        let mut map = self.map.lock();
-        let slot = map.entry((protocol, db.to_owned())).or_default();
-        slot[0] += points;
-        slot[1] += values;
-        slot[2] += bytes;
-    }
-
-    /// (points, values, bytes) recorded for `protocol` and `db`.
-    pub fn get(&self, protocol: &'static str, db: &str) -> [u64; 3] {
-        self.map.lock().get(&(protocol, db.to_owned())).copied().unwrap_or_default()
-    }
-
-    pub fn encode_prometheus(&self, out: &mut String) {
-        let map = self.map.lock().clone();
-        let metrics = [
-            ("strata_ingest_database_points_total", "Points acknowledged, by protocol and database."),
-            ("strata_ingest_database_values_total", "Field values acknowledged, by protocol and database."),
-            (
-                "strata_ingest_database_bytes_total",
-                "Write body bytes (decoded) of acknowledged requests, by protocol and database.",
-            ),
-        ];
-        for (i, (name, help)) in metrics.iter().enumerate() {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((protocol, db), v) in &map {
-                let _ =
-                    writeln!(out, "{name}{{protocol=\"{protocol}\",db=\"{}\"}} {}", escape_label(db), v[i]);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn enums_index_their_arrays() {
-        for (i, r) in LineReject::ALL.iter().enumerate() {
-            assert_eq!(*r as usize, i);
-        }
-        for (i, r) in RequestReject::ALL.iter().enumerate() {
-            assert_eq!(*r as usize, i);
-        }
         for (i, r) in Route::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
             if *r != Route::Other {

@@ -9,7 +9,7 @@
 //!   batching of buffered PUBLISHes into one engine write, PUBACKs after durability,
 //!   SUBSCRIBE, command delivery, Last Will.
 //! - [`topic`]: topic pattern -> device and measurement; [`acl`]: who may publish or
-//!   subscribe where; [`payload`]: payload -> points (through `crate::ingest`).
+//!   subscribe where; [`payload`]: payload -> points (through `strata_ingest`).
 //! - [`sessions`]: subscriptions and persistent sessions, command routing;
 //!   [`session_store`]: the file that keeps persistent sessions across restarts.
 //! - [`dead_letter`]: the on-disk store of messages that could not be stored whole.
@@ -48,6 +48,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strata_engine::{Engine, RejectReason, WriteBatch, WriteError};
+use strata_ingest::metrics::LineReject;
+use strata_ingest::time::ArrivalClock;
+use strata_ingest::{Decoded, IngestContext};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -60,12 +63,6 @@ use self::payload::{decode_message, Decoding, MessageResult};
 use self::sessions::{Command, Delivery, Sessions};
 use self::status::Registry;
 use self::topic::TopicPattern;
-use crate::auth::Auth;
-use crate::budget::WriteMemory;
-use crate::http::AppState;
-use crate::ingest::time::ArrivalClock;
-use crate::ingest::Decoded;
-use crate::metrics::Metrics;
 
 /// Why the MQTT listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,13 +143,10 @@ pub enum BatchError {
 /// Everything the MQTT side shares: settings, the engine and the stores.
 pub struct Broker {
     pub config: MqttConfig,
-    pub engine: Arc<Engine>,
-    pub auth: Arc<Auth>,
-    pub metrics: Arc<Metrics>,
-    pub write_memory: WriteMemory,
-    /// The server's pool of idle write buffers, shared with HTTP (`bufpool.rs`).
-    buffers: Arc<crate::bufpool::BufferPool>,
-    pub auto_create_databases: bool,
+    /// The engine, auth, limits, write-memory budget, buffer pool and ingest counters, shared
+    /// with HTTP writes.
+    pub ingest: Arc<IngestContext>,
+    pub metrics: Arc<MqttMetrics>,
     pub acl: Acl,
     pub decoding: Decoding,
     pub dead_letters: DeadLetters,
@@ -203,12 +197,25 @@ fn now_ns() -> i64 {
 const OVERLOAD_RETRIES: u32 = 5;
 const OVERLOAD_PAUSE: Duration = Duration::from_millis(100);
 
+/// What a [`Broker`] is built from besides its `[mqtt]` settings.
+#[derive(Debug, Clone)]
+pub struct BrokerEnv {
+    /// The ingest context shared with the other write paths.
+    pub ingest: Arc<IngestContext>,
+    /// The data directory (`data_dir`): the broker keeps `mqtt/` and the device passwords there.
+    pub data_dir: std::path::PathBuf,
+    /// Whether dead letters of synced batches are fsynced: false only with
+    /// `storage.sync = "never"`, which fsyncs nothing else either.
+    pub fsync: bool,
+    /// The MQTT counters, rendered by the server's `/metrics`.
+    pub metrics: Arc<MqttMetrics>,
+}
+
 impl Broker {
-    /// Builds the broker from the HTTP side's shared state (same engine, auth, metrics and
-    /// write-memory budget).
-    pub fn new(state: &AppState) -> Result<Broker, MqttStartError> {
-        let config = state.config.mqtt.clone();
-        let dir = state.config.data_dir.join("mqtt").join("dead-letters");
+    /// Builds the broker on the ingest context shared with the other write paths.
+    pub fn new(config: MqttConfig, env: BrokerEnv) -> Result<Broker, MqttStartError> {
+        let BrokerEnv { ingest, data_dir, fsync, metrics } = env;
+        let dir = data_dir.join("mqtt").join("dead-letters");
         let dead_letters =
             DeadLetters::open(&dir, config.dead_letter_max_entries, config.dead_letter_max_size.bytes())
                 .map_err(|source| MqttStartError::DeadLetters { path: dir.clone(), source })?;
@@ -221,11 +228,11 @@ impl Broker {
             device_tag: config.device_tag.clone(),
             line_precision: config.line_precision(),
             json_precision: config.json_precision(),
-            limits: state.limits.clone(),
+            limits: ingest.limits.clone(),
         };
         let max_devices = config.max_connections.saturating_mul(10).max(100_000);
-        let devices = DeviceCredentials::open(devices::path_in(&state.config.data_dir))?;
-        let sessions_file = session_store::path_in(&state.config.data_dir);
+        let devices = DeviceCredentials::open(devices::path_in(&data_dir))?;
+        let sessions_file = session_store::path_in(&data_dir);
         let sessions = Sessions::new(max_devices, config.session_max_queued)
             .with_limits(config.max_sessions_per_identity, config.max_subscriptions_per_session)
             .with_token_limit(config.max_sessions_per_token);
@@ -254,16 +261,12 @@ impl Broker {
             refusing: Arc::new(Semaphore::new(listener::MAX_REFUSING)),
             status: Registry::new(max_devices),
             device_buckets: rate::DeviceBuckets::new(config.rate_limit, config.rate_burst, max_devices),
-            engine: state.engine.clone(),
-            auth: state.auth.clone(),
-            metrics: state.metrics.clone(),
-            write_memory: state.write_memory.clone(),
-            buffers: state.buffers.clone(),
-            auto_create_databases: state.config.storage.auto_create_databases,
+            ingest,
+            metrics,
             acl,
             decoding,
             dead_letters,
-            dead_letter_fsync: state.config.storage.sync != crate::config::SyncMode::Never,
+            dead_letter_fsync: fsync,
             next_conn,
             shutdown: watch::channel(false).0,
             clock: ArrivalClock::default(),
@@ -272,7 +275,7 @@ impl Broker {
     }
 
     pub fn mqtt_metrics(&self) -> &MqttMetrics {
-        &self.metrics.mqtt
+        &self.metrics
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -309,7 +312,7 @@ impl Broker {
         let first = self.clock.reserve(now_ns(), messages.len());
         let total: usize = messages.iter().map(|m| m.payload.len()).sum();
         let mut decoded = Decoded::appending(
-            WriteBatch::with_buffer(self.buffers.take(total + total / 2)),
+            WriteBatch::with_buffer(self.ingest.buffers.take(total + total / 2)),
             self.decoding.limits.max_errors,
         );
         let mut starts = Vec::with_capacity(messages.len());
@@ -325,10 +328,10 @@ impl Broker {
         }
         let batch = decoded.batch;
         let mut reasons: Vec<Option<String>> = results.iter().map(MessageResult::reason).collect();
-        let ingest = &self.metrics.ingest;
+        let ingest = &self.ingest.metrics;
         for r in &results {
             for e in &r.errors {
-                if let Some(kind) = crate::metrics::LineReject::ALL.iter().find(|k| k.as_str() == e.kind) {
+                if let Some(kind) = LineReject::ALL.iter().find(|k| k.as_str() == e.kind) {
                     ingest.line_rejected(*kind);
                 }
             }
@@ -338,38 +341,41 @@ impl Broker {
         if batch.is_empty() {
             return Ok(reasons);
         }
-        if !self.engine.database_exists(db) {
-            if !self.auto_create_databases {
+        if !self.ingest.engine.database_exists(db) {
+            if !self.ingest.auto_create_databases {
                 let why = format!("database {db:?} does not exist (storage.auto_create_databases is off)");
                 return Ok(reasons.into_iter().map(|r| Some(r.unwrap_or_else(|| why.clone()))).collect());
             }
-            match self.engine.create_database(db) {
+            match self.ingest.engine.create_database(db) {
                 Ok(_) => tracing::info!(db = %db, "created database on first MQTT write"),
                 Err(e) => tracing::debug!(db = %db, error = %e, "create database (raced?)"),
             }
         }
         let mut attempt = 0;
         let outcome = loop {
-            let written =
-                if sync { self.engine.write(db, &batch) } else { self.engine.write_unsynced(db, &batch) };
+            let written = if sync {
+                self.ingest.engine.write(db, &batch)
+            } else {
+                self.ingest.engine.write_unsynced(db, &batch)
+            };
             match written {
                 Ok(o) => break o,
                 Err(WriteError::Overloaded) if attempt < OVERLOAD_RETRIES && !self.shutting_down() => {
                     // Part of the batch may be stored already; writing it again is harmless
                     // (last write wins). The connection does not read meanwhile: backpressure.
                     attempt += 1;
-                    self.metrics.mqtt.backpressure(metrics::Backpressure::Engine);
+                    self.metrics.backpressure(metrics::Backpressure::Engine);
                     std::thread::sleep(OVERLOAD_PAUSE);
                 }
                 Err(WriteError::Overloaded) => return Err(StoreError::Overloaded),
                 Err(e) => return Err(e.into()),
             }
         };
-        self.buffers.give(batch.into_buffer());
-        MqttMetrics::inc(&self.metrics.mqtt.batches);
+        self.ingest.buffers.give(batch.into_buffer());
+        MqttMetrics::inc(&self.metrics.batches);
         ingest.points.fetch_add(outcome.points_written as u64, Ordering::Relaxed);
         ingest.values.fetch_add(outcome.values_written as u64, Ordering::Relaxed);
-        self.metrics.ingest_by_db.record(
+        ingest.by_db.record(
             "mqtt",
             db,
             outcome.points_written as u64,
@@ -380,10 +386,10 @@ impl Broker {
         for r in &outcome.rejected {
             let msg = starts.partition_point(|s| *s <= r.index).saturating_sub(1);
             let kind = match r.reason {
-                RejectReason::SeriesLimit { .. } => crate::metrics::LineReject::SeriesLimit,
-                RejectReason::FieldTypeConflict { .. } => crate::metrics::LineReject::FieldTypeConflict,
+                RejectReason::SeriesLimit { .. } => LineReject::SeriesLimit,
+                RejectReason::FieldTypeConflict { .. } => LineReject::FieldTypeConflict,
                 // Invalid points, and reasons added to the engine later.
-                _ => crate::metrics::LineReject::InvalidPoint,
+                _ => LineReject::InvalidPoint,
             };
             ingest.line_rejected(kind);
             refused.push((msg, r.reason.to_string()));
@@ -426,7 +432,7 @@ impl Broker {
         for (m, reason) in messages.iter().zip(reasons) {
             let Some(reason) = reason else { continue };
             let (device, _) = m.mapped(&self.acl.pattern);
-            MqttMetrics::inc(&self.metrics.mqtt.dead_letters);
+            MqttMetrics::inc(&self.metrics.dead_letters);
             tracing::warn!(device = %device, client_id = %m.client_id, topic = %m.topic, reason = %reason, "MQTT message dead-lettered");
             let entry = NewDeadLetter {
                 client_id: &m.client_id,
@@ -439,7 +445,7 @@ impl Broker {
             match self.dead_letters.push(&entry, fsync) {
                 Ok((_, dropped)) => {
                     pushed = true;
-                    self.metrics.mqtt.dead_letters_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+                    self.metrics.dead_letters_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
                 }
                 Err(e) if durable => {
                     tracing::error!(error = %e, device = %device, "cannot write a dead letter; the batch is not acknowledged");
@@ -520,7 +526,7 @@ impl Broker {
 
     /// Publishes a command to the devices subscribed to `topic`.
     pub fn publish_command(&self, cmd: &Command) -> Delivery {
-        let m = &self.metrics.mqtt;
+        let m = &self.metrics;
         MqttMetrics::inc(&m.commands);
         let d = self.sessions.publish(cmd, status::now_ms());
         m.commands_delivered.fetch_add(d.delivered as u64, Ordering::Relaxed);
@@ -538,34 +544,42 @@ pub fn broker_for_tests(data_dir: &std::path::Path) -> Result<Arc<Broker>, Strin
     broker_for_tests_with(data_dir, |_| {})
 }
 
-/// [`broker_for_tests`] with settings changed by `change`.
+/// [`broker_for_tests`] with the `[mqtt]` settings changed by `change`.
 #[doc(hidden)]
 pub fn broker_for_tests_with(
     data_dir: &std::path::Path,
-    change: impl FnOnce(&mut crate::config::Config),
+    change: impl FnOnce(&mut MqttConfig),
 ) -> Result<Arc<Broker>, String> {
     unshared_broker_for_tests(data_dir, change).map(Arc::new)
 }
 
 /// [`broker_for_tests_with`] before it is shared, so that a test can replace a part of it
-/// (the dead-letter store's fsync seam).
+/// (the dead-letter store's fsync seam). The engine has the default options but 4 MiB
+/// memtables; the limits and auth (off) are the configuration's defaults.
 fn unshared_broker_for_tests(
     data_dir: &std::path::Path,
-    change: impl FnOnce(&mut crate::config::Config),
+    change: impl FnOnce(&mut MqttConfig),
 ) -> Result<Broker, String> {
-    let mut config = crate::config::Config { data_dir: data_dir.to_owned(), ..Default::default() };
-    config.mqtt.rate_limit = 0;
+    let mut config = MqttConfig { rate_limit: 0, ..MqttConfig::default() };
     change(&mut config);
-    config.storage.memtable_size = crate::config::ByteSize::mib(4);
-    let engine = Engine::open(config.engine_options()).map_err(|e| e.to_string())?;
-    let auth = Arc::new(Auth::new(&config).map_err(|e| e.to_string())?);
-    let state: AppState = Arc::new(crate::http::Shared::new(
-        Arc::new(engine),
-        Arc::new(config),
-        auth,
-        Arc::new(Metrics::default()),
-    ));
-    Broker::new(&state).map_err(|e| e.to_string())
+    let limits = strata_ingest::config::LimitsConfig::default();
+    let mut opts = strata_engine::EngineOptions::new(data_dir);
+    opts.memtable_bytes = 4 << 20;
+    opts.max_series_per_db = limits.max_series_per_database;
+    opts.max_fields_per_measurement = limits.max_fields_per_measurement;
+    opts.max_new_partitions_per_write = limits.max_new_partitions_per_write;
+    let engine = Engine::open(opts).map_err(|e| e.to_string())?;
+    let auth =
+        strata_auth::Auth::new(&strata_auth::AuthConfig::default(), data_dir).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(strata_ingest::metrics::IngestMetrics::default());
+    let ingest = IngestContext::new(Arc::new(engine), Arc::new(auth), &limits, metrics, true);
+    let env = BrokerEnv {
+        ingest: Arc::new(ingest),
+        data_dir: data_dir.to_owned(),
+        fsync: true,
+        metrics: Arc::new(MqttMetrics::default()),
+    };
+    Broker::new(config, env).map_err(|e| e.to_string())
 }
 
 /// How long the saver waits after a change before saving, so a burst of changes (a fleet
@@ -620,11 +634,11 @@ impl std::fmt::Debug for MqttServer {
 impl MqttServer {
     /// Starts accepting on the bound listeners.
     pub fn start(
-        state: &AppState,
+        broker: Broker,
         plain: std::net::TcpListener,
         tls: Option<std::net::TcpListener>,
     ) -> Result<MqttServer, MqttStartError> {
-        let broker = Arc::new(Broker::new(state)?);
+        let broker = Arc::new(broker);
         let tls_config = match &tls {
             Some(_) => Some(listener::tls_config(&broker.config).map_err(MqttStartError::Tls)?),
             None => None,

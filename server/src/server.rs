@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_auth::tokens::TokenError;
+use strata_auth::Auth;
 use strata_engine::{Engine, FlushError, OpenError};
 use tokio::task::JoinHandle;
 
-use crate::auth::tokens::TokenError;
-use crate::auth::Auth;
 use crate::config::{Config, ConfigError};
 use crate::http::conn::{self, ConnLimits};
 use crate::http::{self, AppState, Shared};
@@ -131,7 +131,7 @@ impl Server {
         } else {
             None
         };
-        let auth = Arc::new(Auth::new(&config)?);
+        let auth = Arc::new(Auth::new(&config.auth, &config.data_dir)?);
         if auth.enabled() && auth.token_count() == 0 {
             tracing::warn!(
                 tokens_file = %config.tokens_file().display(),
@@ -192,11 +192,22 @@ impl Server {
                 // The TLS listener too, unless client certificates authenticate every device.
                 if let Some(tls) = &listeners.mqtt_tls {
                     let addr = tls.local_addr().map_err(ServeError::Listener)?;
-                    if crate::mqtt::listener::refuses_without_auth(&state.config, addr) {
+                    if crate::mqtt::listener::refuses_without_auth(
+                        &state.config.auth,
+                        &state.config.mqtt,
+                        addr,
+                    ) {
                         return Err(ServeError::InsecureNoAuth { key: "mqtt.tls_addr", addr });
                     }
                 }
-                let m = crate::mqtt::MqttServer::start(&state, l, listeners.mqtt_tls)?;
+                let env = crate::mqtt::BrokerEnv {
+                    ingest: state.ingest.clone(),
+                    data_dir: state.config.data_dir.clone(),
+                    fsync: state.config.storage.sync != crate::config::SyncMode::Never,
+                    metrics: state.metrics.mqtt.clone(),
+                };
+                let broker = crate::mqtt::Broker::new(state.config.mqtt.clone(), env)?;
+                let m = crate::mqtt::MqttServer::start(broker, l, listeners.mqtt_tls)?;
                 let _ = state.mqtt.set(m.broker().clone());
                 Some(m)
             }

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+use strata_auth::Access;
 
 use super::{ApiError, AppState};
-use crate::auth::Access;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct DatabaseParams {

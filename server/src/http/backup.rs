@@ -22,12 +22,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use strata_auth::Access;
 use strata_engine::backup::{BackupReport, BACKUP_FILE};
 use strata_engine::error::LifecycleError;
 use strata_engine::Engine;
 
 use super::{ApiError, AppState};
-use crate::auth::Access;
 
 /// Longest backup name.
 pub const MAX_NAME_LEN: usize = 64;

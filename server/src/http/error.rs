@@ -8,11 +8,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use strata_auth::AuthError;
 use strata_engine::{ReadError, WriteError};
+use strata_ingest::BadPoint;
 
-use crate::auth::AuthError;
 use crate::config::ByteSize;
-use crate::ingest::BadPoint;
 use crate::metrics::RequestReject;
 
 /// Seconds a client should wait after a 503 before retrying.
@@ -64,7 +64,7 @@ pub enum ApiError {
     Overloaded,
     /// 429 with `Retry-After`: the client is over `limits.client_write_rate`.
     #[error(transparent)]
-    RateLimited(#[from] crate::ratelimit::RateLimited),
+    RateLimited(#[from] strata_ingest::ratelimit::RateLimited),
     /// 503 with `Retry-After`: the engine cannot open a file right now (out of file
     /// descriptors or a like resource); retrying later can succeed.
     #[error("server is out of resources, retry later: {0}")]
@@ -232,7 +232,7 @@ mod tests {
             (ApiError::from(WriteError::Overloaded), 503),
             (ApiError::from(WriteError::Poisoned), 500),
             (ApiError::WriteMemoryExhausted, 503),
-            (ApiError::from(crate::ratelimit::RateLimited { retry_after_secs: 7 }), 429),
+            (ApiError::from(strata_ingest::ratelimit::RateLimited { retry_after_secs: 7 }), 429),
         ];
         for (e, want) in cases {
             let resp = e.into_response();

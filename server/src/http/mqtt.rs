@@ -20,9 +20,9 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use strata_auth::Access;
 
 use super::{ApiError, AppState};
-use crate::auth::Access;
 use crate::mqtt::sessions::Command;
 use crate::mqtt::topic::valid_device_id;
 use crate::mqtt::{Broker, StoreError};

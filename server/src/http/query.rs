@@ -40,6 +40,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use strata_auth::{request_token, Access, Grant};
 use strata_query::ast::Statement;
 use strata_query::encode::{encode_error_json, encode_json, ChunkEncoder, CsvEncoder, EncodeOptions};
 use strata_query::{
@@ -49,7 +50,6 @@ use strata_query::{
 use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
-use crate::auth::{request_token, Access, Grant};
 use crate::config::QueryConfig;
 use crate::metrics::{Metrics, QueryOutcome};
 
@@ -220,7 +220,7 @@ async fn answer(
                 Err(e) => return refuse(e),
             },
             None if small_form => body_limit = FORM_TOKEN_MAX_BODY,
-            None => return refuse(crate::auth::AuthError::MissingCredentials.into()),
+            None => return refuse(strata_auth::AuthError::MissingCredentials.into()),
         }
     }
     let body = if method == Method::POST {

@@ -22,17 +22,17 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde::Deserialize;
+use strata_auth::Access;
 use strata_engine::{WriteBatch, WriteOutcome};
+use strata_ingest::budget::Reservation;
+use strata_ingest::ratelimit::ClientKey;
+use strata_ingest::{Format, PointContext};
 use strata_lineproto::Precision;
 use tokio::runtime::Handle;
 
 use super::error::PartialWrite;
 use super::{ApiError, AppState, Shared};
-use crate::auth::Access;
-use crate::budget::Reservation;
 use crate::config::ByteSize;
-use crate::ingest::{self, Format, PointContext};
-use crate::ratelimit::ClientKey;
 
 /// Query parameters of `POST /api/v2/write`.
 #[derive(Debug, Default, Deserialize)]
@@ -207,7 +207,7 @@ async fn ingest(
     };
     let timeout = st.config.http.body_timeout;
     let max = st.config.limits.max_body_size;
-    if let Err(e) = st.rate_limit.admit(&client) {
+    if let Err(e) = st.ingest.rate_limit.admit(&client) {
         discard_body(body, max, timeout.get()).await;
         return Err(e.into());
     }
@@ -222,7 +222,7 @@ async fn ingest(
     if declared.is_some_and(|n| n as u64 > max.bytes()) {
         return Err(ApiError::PayloadTooLarge { what: "the", limit: max });
     }
-    let mut reservation = match st.write_memory.reserve(0).await {
+    let mut reservation = match st.ingest.write_memory.reserve(0).await {
         Ok(r) => r,
         Err(_) => {
             discard_body(body, max, timeout.get()).await;
@@ -286,7 +286,7 @@ async fn read_body(
     declared: Option<usize>,
     reservation: &mut Reservation,
 ) -> Result<Vec<u8>, ApiError> {
-    let mut buf = st.buffers.take(declared.unwrap_or(0).min(max.as_usize()).min(BODY_BUFFER_START));
+    let mut buf = st.ingest.buffers.take(declared.unwrap_or(0).min(max.as_usize()).min(BODY_BUFFER_START));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| super::body::read_error(&e, st.config.http.body_timeout.get()))?;
         let Ok(data) = frame.into_data() else { continue };
@@ -323,7 +323,7 @@ impl WriteJob {
         let max = st.config.limits.max_body_size;
         let body = if self.gzip {
             let inflated = gunzip(&raw, max, &mut self.reservation, &self.rt)?;
-            st.buffers.give(raw);
+            st.ingest.buffers.give(raw);
             inflated
         } else {
             raw
@@ -335,14 +335,21 @@ impl WriteJob {
         let estimate = body.len() * 2;
         self.grow(estimate)?;
         let now = now_ns();
-        let batch = WriteBatch::with_buffer(st.buffers.take(body.len()));
+        let batch = WriteBatch::with_buffer(st.ingest.buffers.take(body.len()));
         let ctx = PointContext::default();
         let mut decoded = match self.format {
-            Format::LineProtocol => {
-                ingest::lineproto::decode_with(&body, self.precision, now, &st.limits, &ctx, batch)
+            Format::LineProtocol => strata_ingest::lineproto::decode_with(
+                &body,
+                self.precision,
+                now,
+                &st.ingest.limits,
+                &ctx,
+                batch,
+            ),
+            Format::Json => {
+                strata_ingest::json::decode_with(&body, self.precision, now, &st.ingest.limits, &ctx, batch)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?
             }
-            Format::Json => ingest::json::decode_with(&body, self.precision, now, &st.limits, &ctx, batch)
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?,
         };
         // Tiny lines make bigger batches than the estimate: charge the difference.
         self.grow(decoded.heap_bytes().saturating_sub(estimate))?;
@@ -357,22 +364,22 @@ impl WriteJob {
         };
         m.points.fetch_add(outcome.points_written as u64, Ordering::Relaxed);
         m.values.fetch_add(outcome.values_written as u64, Ordering::Relaxed);
-        st.buffers.give(std::mem::take(&mut decoded.batch).into_buffer());
+        st.ingest.buffers.give(std::mem::take(&mut decoded.batch).into_buffer());
         let errors = decoded.finish(&outcome, &body);
         errors.record(m);
-        st.rate_limit.charge_points(&self.client, outcome.points_written + errors.total);
+        st.ingest.rate_limit.charge_points(&self.client, outcome.points_written + errors.total);
         let protocol = match self.format {
             Format::LineProtocol => "line",
             Format::Json => "json",
         };
-        st.metrics.ingest_by_db.record(
+        st.metrics.ingest.by_db.record(
             protocol,
             &self.db,
             outcome.points_written as u64,
             outcome.values_written as u64,
             body.len() as u64,
         );
-        st.buffers.give(body);
+        st.ingest.buffers.give(body);
         if errors.is_empty() {
             return Ok(());
         }
@@ -426,9 +433,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use strata_ingest::budget::WriteMemory;
+    use strata_ingest::metrics::IngestMetrics;
+
     use super::*;
-    use crate::budget::WriteMemory;
-    use crate::metrics::Metrics;
 
     fn gz(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -438,7 +446,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn gunzip_is_capped() {
-        let budget = WriteMemory::new(64 << 20, Duration::from_millis(10), Arc::new(Metrics::default()));
+        let budget =
+            WriteMemory::new(64 << 20, Duration::from_millis(10), Arc::new(IngestMetrics::default()));
         let mut r = budget.reserve(0).await.unwrap();
         let rt = Handle::current();
         let small = gz(b"m v=1\n");

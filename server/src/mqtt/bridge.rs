@@ -91,7 +91,7 @@ async fn run<P: Protocol>(broker: Arc<Broker>, transport: rumqttc::Transport) {
     let (tx, rx) = mpsc::channel::<(u64, P::Publish)>(CHANNEL);
     let generation: Generation = Arc::new(Mutex::new(0));
     let writer = tokio::spawn(write_loop::<P>(broker.clone(), client.clone(), rx, generation.clone()));
-    let metrics = &broker.metrics.mqtt;
+    let metrics = &broker.metrics;
     let mut shutdown = broker.shutdown_signal();
     let subscriptions = cfg.subscriptions();
     let mut backoff = MIN_BACKOFF;
@@ -195,13 +195,13 @@ async fn write_loop<P: Protocol>(
         let mut backoff = MIN_BACKOFF;
         // Until stored (then acknowledged) or shutdown (then left to the broker to redeliver).
         let stored = loop {
-            let reservation = match broker.write_memory.reserve(bytes * 3 + 4096).await {
+            let reservation = match broker.ingest.write_memory.reserve(bytes * 3 + 4096).await {
                 Ok(r) => r,
                 Err(_) if broker.shutting_down() => break false,
                 Err(_) => {
                     // Each try already waited `limits.write_memory_wait`: the event loop is
                     // not fed meanwhile, so the broker is pushed back through TCP.
-                    broker.metrics.mqtt.backpressure(Backpressure::WriteMemory);
+                    broker.metrics.backpressure(Backpressure::WriteMemory);
                     continue;
                 }
             };

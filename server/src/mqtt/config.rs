@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use strata_auth::Secret;
+use strata_ingest::config::{ByteSize, HumanDuration, InvalidConfig, OptDuration};
 use strata_lineproto::Precision;
 
 use super::topic::TopicPattern;
-use crate::config::{ByteSize, ConfigError, HumanDuration, OptDuration, Secret};
 
 /// The MQTT listener.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -278,8 +279,8 @@ impl BridgeConfig {
         })
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        let bad = |key: &'static str, reason: String| Err(InvalidConfig { key, reason });
         if !self.enabled {
             return Ok(());
         }
@@ -388,8 +389,8 @@ impl Default for MqttConfig {
 
 impl MqttConfig {
     /// Checks every `mqtt.*` key; the error names the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let bad = |key: &'static str, reason: String| Err(InvalidConfig { key, reason });
         for (key, addr) in [("mqtt.addr", &self.addr), ("mqtt.tls_addr", &self.tls_addr)] {
             if key == "mqtt.tls_addr" && addr.is_empty() {
                 continue;
@@ -615,7 +616,7 @@ mod tests {
         ];
         for (c, key) in cases {
             let err = c.validate().unwrap_err();
-            assert!(matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key), "{key}: {err}");
+            assert!(matches!(&err, InvalidConfig { key: k, .. } if *k == key), "{key}: {err}");
         }
     }
 }

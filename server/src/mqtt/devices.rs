@@ -5,10 +5,10 @@
 //! (registering a device opts it into authentication); a token, or another device's password,
 //! is refused with CONNACK 0x04. Passwords are generated (`strata_dev_` + 32 random bytes in
 //! URL-safe base64, 256 bits) and shown once; only their SHA-256 is stored, as for API tokens
-//! (`crate::auth::tokens`): with that much entropy a fast unsalted hash leaves nothing to
+//! (`strata_auth::tokens`): with that much entropy a fast unsalted hash leaves nothing to
 //! brute-force, and CONNECT stays cheap. The file is `<data_dir>/mqtt/devices.json`, JSON,
 //! written to a temporary file, fsynced and renamed (mode 0600, never through a symbolic
-//! link, `add` and `remove` under a lock: `crate::private_file`):
+//! link, `add` and `remove` under a lock: `strata_auth::private_file`):
 //!
 //! ```json
 //! {"version": 1, "devices": [{"device": "pump-7", "sha256": "…64 hex…",
@@ -28,9 +28,9 @@ use parking_lot::Mutex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use strata_auth::tokens::decode_hash;
 
 use super::topic::valid_device_id;
-use crate::auth::tokens::decode_hash;
 
 /// Every device password starts with this (secret scanners and humans recognise one).
 pub const PASSWORD_PREFIX: &str = "strata_dev_";
@@ -64,7 +64,7 @@ pub enum DeviceError {
     #[error("device credentials file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("device credentials file: {0}")]
-    File(#[from] crate::private_file::PrivateFileError),
+    File(#[from] strata_auth::private_file::PrivateFileError),
     #[error("device credentials file {path} is not valid: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("device credentials file {path} has version {version}; this build reads version {FILE_VERSION}")]
@@ -88,7 +88,7 @@ fn hash(password: &str) -> [u8; 32] {
 
 /// The devices in `path`; a missing file holds none.
 pub fn load(path: &Path) -> Result<Vec<DeviceRecord>, DeviceError> {
-    let Some(contents) = crate::private_file::read(path)? else { return Ok(Vec::new()) };
+    let Some(contents) = strata_auth::private_file::read(path)? else { return Ok(Vec::new()) };
     if let Some(mode) = contents.loosened_mode {
         tracing::warn!(path = %path.display(), mode = %format!("{mode:04o}"), "the device credentials file was readable or writable by others; its mode is now 0600");
     }
@@ -114,7 +114,7 @@ fn save(path: &Path, devices: &[DeviceRecord]) -> Result<(), DeviceError> {
     let file = DevicesFile { version: FILE_VERSION, devices: devices.to_vec() };
     let mut text = serde_json::to_string_pretty(&file).expect("device records serialize");
     text.push('\n');
-    Ok(crate::private_file::replace(path, text.as_bytes())?)
+    Ok(strata_auth::private_file::replace(path, text.as_bytes())?)
 }
 
 /// Registers `device` and returns its password (shown once) and record.
@@ -122,7 +122,7 @@ pub fn add(path: &Path, device: &str, description: &str) -> Result<(String, Devi
     if !valid_device_id(device) {
         return Err(DeviceError::InvalidId { device: device.to_owned() });
     }
-    let _lock = crate::private_file::lock(path)?;
+    let _lock = strata_auth::private_file::lock(path)?;
     let mut devices = load(path)?;
     if devices.iter().any(|d| d.device == device) {
         return Err(DeviceError::Exists { device: device.to_owned() });
@@ -144,7 +144,7 @@ pub fn add(path: &Path, device: &str, description: &str) -> Result<(String, Devi
 
 /// Removes `device` and returns its record.
 pub fn remove(path: &Path, device: &str) -> Result<DeviceRecord, DeviceError> {
-    let _lock = crate::private_file::lock(path)?;
+    let _lock = strata_auth::private_file::lock(path)?;
     let mut devices = load(path)?;
     let pos = devices
         .iter()

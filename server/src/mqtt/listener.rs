@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_auth::AuthConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -36,12 +37,11 @@ pub const REFUSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// (`auth.enabled = false`), the address is not loopback, `--insecure-allow-no-auth` was not
 /// given, and there is no `mqtt.tls_client_ca` (with one, every device is authenticated by
 /// its client certificate, whatever `auth.enabled` says). The plain listeners refuse the same.
-pub fn refuses_without_auth(config: &crate::config::Config, addr: SocketAddr) -> bool {
-    let auth = &config.auth;
+pub fn refuses_without_auth(auth: &AuthConfig, mqtt: &MqttConfig, addr: SocketAddr) -> bool {
     !auth.enabled
         && !addr.ip().is_loopback()
         && !auth.insecure_allow_no_auth
-        && config.mqtt.tls_client_ca.as_os_str().is_empty()
+        && mqtt.tls_client_ca.as_os_str().is_empty()
 }
 
 /// Builds the acceptor of the TLS listener from `mqtt.tls_*`.
@@ -67,7 +67,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tls: Option
             }
         };
         let Ok(permit) = broker.conn_limit.clone().try_acquire_owned() else {
-            MqttMetrics::inc(&broker.metrics.mqtt.connections_refused);
+            MqttMetrics::inc(&broker.metrics.connections_refused);
             match broker.refusing.clone().try_acquire_owned() {
                 Ok(refusing) => {
                     tokio::spawn(refuse(broker.clone(), sock, peer, tls.clone(), refusing));
@@ -102,7 +102,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tls: Option
                         Ok(d) => d,
                         Err(why) => {
                             tracing::info!(%peer, reason = %why, "MQTT client certificate refused");
-                            MqttMetrics::inc(&broker.metrics.mqtt.connections_refused);
+                            MqttMetrics::inc(&broker.metrics.connections_refused);
                             return;
                         }
                     };
@@ -160,17 +160,17 @@ mod tests {
     fn tls_listener_needs_auth_off_loopback() {
         let public: SocketAddr = "0.0.0.0:8883".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:8883".parse().unwrap();
-        let mut c = crate::config::Config::default();
-        assert!(refuses_without_auth(&c, public));
-        assert!(!refuses_without_auth(&c, local));
-        c.mqtt.tls_client_ca = "ca.pem".into();
-        assert!(!refuses_without_auth(&c, public), "client certificates authenticate");
-        c.mqtt.tls_client_ca = std::path::PathBuf::new();
-        c.auth.insecure_allow_no_auth = true;
-        assert!(!refuses_without_auth(&c, public));
-        c.auth.insecure_allow_no_auth = false;
-        c.auth.enabled = true;
-        assert!(!refuses_without_auth(&c, public));
+        let (mut auth, mut mqtt) = (AuthConfig::default(), MqttConfig::default());
+        assert!(refuses_without_auth(&auth, &mqtt, public));
+        assert!(!refuses_without_auth(&auth, &mqtt, local));
+        mqtt.tls_client_ca = "ca.pem".into();
+        assert!(!refuses_without_auth(&auth, &mqtt, public), "client certificates authenticate");
+        mqtt.tls_client_ca = std::path::PathBuf::new();
+        auth.insecure_allow_no_auth = true;
+        assert!(!refuses_without_auth(&auth, &mqtt, public));
+        auth.insecure_allow_no_auth = false;
+        auth.enabled = true;
+        assert!(!refuses_without_auth(&auth, &mqtt, public));
     }
 
     /// Past `mqtt.max_connections` a connection is answered CONNACK 3 while fewer than
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn refusals_are_answered_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = crate::mqtt::broker_for_tests_with(dir.path(), |c| c.mqtt.max_connections = 1).unwrap();
+        let broker = crate::mqtt::broker_for_tests_with(dir.path(), |c| c.max_connections = 1).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -208,7 +208,7 @@ mod tests {
             let mut out = Vec::new();
             tokio::time::timeout(REFUSE_TIMEOUT, w.read_to_end(&mut out)).await.unwrap().unwrap();
             assert_eq!(out, vec![0x20, 2, 0, 3], "CONNACK server unavailable");
-            let refused = broker.metrics.mqtt.connections_refused.load(Ordering::Relaxed);
+            let refused = broker.metrics.connections_refused.load(Ordering::Relaxed);
             assert_eq!(refused, MAX_REFUSING as u64 + 1);
         });
     }

@@ -6,7 +6,7 @@
 
 use strata_lineproto::Precision;
 
-use crate::ingest::{self, BadPoint, Decoded, PointContext, PointLimits};
+use strata_ingest::{BadPoint, Decoded, PointContext, PointLimits};
 
 /// The payload format of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +81,19 @@ pub fn decode_message(
     let (points, seen) = (out.batch.len_points(), out.seen);
     let fatal = match PayloadFormat::detect(payload) {
         PayloadFormat::LineProtocol => {
-            ingest::lineproto::decode_appending(payload, d.line_precision, now_ns, &d.limits, &ctx, out);
+            strata_ingest::lineproto::decode_appending(
+                payload,
+                d.line_precision,
+                now_ns,
+                &d.limits,
+                &ctx,
+                out,
+            );
             None
         }
         // Fails before adding anything: the points of earlier messages stay.
         PayloadFormat::Json => {
-            ingest::json::decode_appending(payload, d.json_precision, now_ns, &d.limits, &ctx, out)
+            strata_ingest::json::decode_appending(payload, d.json_precision, now_ns, &d.limits, &ctx, out)
                 .err()
                 .map(|e| format!("invalid JSON payload: {}", e.message))
         }
@@ -112,7 +119,7 @@ mod tests {
     use strata_engine::{FieldValue, WriteBatch};
 
     use super::*;
-    use crate::config::LimitsConfig;
+    use strata_ingest::config::LimitsConfig;
 
     fn dec() -> Decoding {
         Decoding {
@@ -121,8 +128,8 @@ mod tests {
             json_precision: Precision::Milliseconds,
             // The tests pass small server times next to real dates: no time window.
             limits: PointLimits::from_config(&LimitsConfig {
-                max_future: crate::config::OptDuration::OFF,
-                max_past: crate::config::OptDuration::OFF,
+                max_future: strata_ingest::config::OptDuration::OFF,
+                max_past: strata_ingest::config::OptDuration::OFF,
                 ..LimitsConfig::default()
             }),
         }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use strata_auth::{Access, AuthError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::acl::PublishVerdict;
@@ -39,7 +40,6 @@ use super::wire::{
     Writer,
 };
 use super::{Broker, Message};
-use crate::auth::{Access, AuthError};
 
 /// A write to the socket that takes longer than this closes the connection (a device that
 /// stops reading must not hold a task and its buffers forever).
@@ -273,7 +273,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let max = broker.config.max_packet_size.as_usize();
-    let metrics = &broker.metrics.mqtt;
+    let metrics = &broker.metrics;
     let mut buf = BytesMut::with_capacity(CONNECT_CHUNK);
     let mut out = BytesMut::with_capacity(1024);
 
@@ -613,7 +613,7 @@ async fn authenticate(
     let (id, token) = credentials(broker, c, cert_device).await?;
     if let Some(w) = &c.will {
         if let PublishVerdict::Denied(why) = broker.acl.publish(&id.device, &w.topic) {
-            MqttMetrics::inc(&broker.metrics.mqtt.acl_denied);
+            MqttMetrics::inc(&broker.metrics.acl_denied);
             tracing::warn!(client_id = %id.client_id, device = %id.device, topic = %w.topic, reason = why, "Last Will refused by the ACL");
             return Err((Refusal::NotAuthorized, "Last Will refused by the ACL"));
         }
@@ -693,11 +693,11 @@ async fn credentials(
         }
     }
     let mut token = None;
-    if cert_device.is_none() && broker.auth.enabled() {
+    if cert_device.is_none() && broker.ingest.auth.enabled() {
         let Some(password) = c.password.clone().filter(|p| !p.is_empty()) else {
             return Err((Refusal::BadCredentials, "no password (a token) given"));
         };
-        let auth = broker.auth.clone();
+        let auth = broker.ingest.auth.clone();
         let db = broker.config.database.clone();
         // The token lookup may re-read the tokens file: off the runtime.
         let r =
@@ -925,7 +925,7 @@ impl Conn {
 
     /// Ends the connection for a protocol violation: counted and logged.
     fn violation(&self, close: Close, why: &'static str) -> Step {
-        MqttMetrics::inc(&self.broker.metrics.mqtt.protocol_errors);
+        MqttMetrics::inc(&self.broker.metrics.protocol_errors);
         tracing::info!(client_id = %self.id.client_id, device = %self.id.device, reason = why, "MQTT protocol error; closing");
         Step::End(EndReason::Protocol(close, why))
     }
@@ -973,7 +973,7 @@ impl Conn {
     /// packets, so a PINGRESP or SUBACK also says every PUBLISH before it was handled.
     fn parse_buffered(&mut self, publishes: &mut Vec<InPublish>, hold: bool) -> Step {
         let broker = self.broker.clone();
-        let metrics = &broker.metrics.mqtt;
+        let metrics = &broker.metrics;
         let max_inflight = self.broker.config.max_inflight;
         let v5 = self.writer.protocol == Protocol::V5;
         while publishes.len() < max_inflight {
@@ -1074,7 +1074,7 @@ impl Conn {
 
     /// One filter of a SUBSCRIBE.
     fn subscribe(&self, filter: &str, qos: QoS) -> SubCode {
-        let metrics = &self.broker.metrics.mqtt;
+        let metrics = &self.broker.metrics;
         if filter.starts_with("$share/") {
             return SubCode::SharedNotSupported;
         }
@@ -1112,7 +1112,7 @@ impl Conn {
         sync: bool,
     ) -> Result<PendingStore, EndReason> {
         let broker = self.broker.clone();
-        let metrics = &broker.metrics.mqtt;
+        let metrics = &broker.metrics;
         let mut acks: Vec<(u16, Ack)> = Vec::new();
         // For each message stored: its PUBACK's index in `acks` (QoS 1), to report a dead letter.
         let mut ack_of: Vec<Option<usize>> = Vec::with_capacity(publishes.len());
@@ -1187,7 +1187,7 @@ impl Conn {
         let bytes: usize = messages.iter().map(|m| m.payload.len()).sum();
         let mut tries = 0;
         let reservation = loop {
-            match broker.write_memory.reserve(bytes * 3 + 4096).await {
+            match broker.ingest.write_memory.reserve(bytes * 3 + 4096).await {
                 Ok(r) => break r,
                 Err(_) => {
                     metrics.backpressure(Backpressure::WriteMemory);
@@ -1289,7 +1289,7 @@ impl Conn {
     }
 
     fn send_command(&mut self, c: Command) {
-        let metrics = &self.broker.metrics.mqtt;
+        let metrics = &self.broker.metrics;
         let now = now_ms();
         if c.expired(now) {
             // Message Expiry passed while it waited (queued offline, or in the channel).
@@ -1327,11 +1327,11 @@ impl Conn {
     async fn publish_will(&mut self, will: &Will) -> bool {
         let broker = self.broker.clone();
         if let PublishVerdict::Denied(why) = broker.acl.publish(&self.id.device, &will.topic) {
-            MqttMetrics::inc(&broker.metrics.mqtt.acl_denied);
+            MqttMetrics::inc(&broker.metrics.acl_denied);
             tracing::warn!(client_id = %self.id.client_id, device = %self.id.device, topic = %will.topic, reason = why, "Last Will refused by the ACL; not published");
             return false;
         }
-        MqttMetrics::inc(&broker.metrics.mqtt.wills);
+        MqttMetrics::inc(&broker.metrics.wills);
         tracing::info!(client_id = %self.id.client_id, device = %self.id.device, topic = %will.topic, "publishing Last Will");
         let publish = InPublish {
             topic: will.topic.clone(),
@@ -1478,7 +1478,7 @@ mod tests {
             .collect();
         assert_eq!(acks, vec![1, 2, 3]);
         assert_eq!(
-            broker.metrics.mqtt.batches.load(std::sync::atomic::Ordering::Relaxed),
+            broker.metrics.batches.load(std::sync::atomic::Ordering::Relaxed),
             1,
             "one engine write for the three"
         );
@@ -1499,12 +1499,12 @@ mod tests {
             input.extend_from_slice(&b);
             input
         };
-        let wal = &broker.engine.stats().wal;
+        let wal = &broker.ingest.engine.stats().wal;
         let before = wal.fsyncs();
         for _ in 0..4 {
             run(&broker, batch(QoS::AtMostOnce, 0));
         }
-        let stored = broker.metrics.mqtt.batches.load(std::sync::atomic::Ordering::Relaxed);
+        let stored = broker.metrics.batches.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(stored, 4, "four connections, one batch each");
         // At most the engine's periodic sync (once a second) ran meanwhile.
         assert!(wal.fsyncs() - before <= 1, "QoS 0 batches fsynced: {} -> {}", before, wal.fsyncs());
@@ -1558,7 +1558,7 @@ mod tests {
         want.push("sub".into());
         want.extend((1201..=1300).map(|i| i.to_string()));
         assert_eq!(order, want);
-        let batches = broker.metrics.mqtt.batches.load(std::sync::atomic::Ordering::Relaxed);
+        let batches = broker.metrics.batches.load(std::sync::atomic::Ordering::Relaxed);
         assert!(batches >= 3, "split at the PINGREQ and the SUBSCRIBE: {batches} batches");
     }
 
@@ -1752,7 +1752,7 @@ mod tests {
         assert!(!publish("telemetry/d2/w"));
         assert!(rx.try_recv().is_err(), "a will reached another device's command subscriber");
         assert!(publish("telemetry/d1/w"));
-        let denied = broker.metrics.mqtt.acl_denied.load(std::sync::atomic::Ordering::Relaxed);
+        let denied = broker.metrics.acl_denied.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(denied, 2);
     }
 

@@ -3,9 +3,9 @@
 //! never panic, and every point seen is either in the batch or counted as refused.
 
 use proptest::prelude::*;
+use strata_ingest::config::LimitsConfig;
+use strata_ingest::{json, PointLimits};
 use strata_lineproto::Precision;
-use strata_server::config::LimitsConfig;
-use strata_server::ingest::{json, PointLimits};
 
 fn limits() -> PointLimits {
     PointLimits::from_config(&LimitsConfig {

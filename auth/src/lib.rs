@@ -14,20 +14,32 @@
 //! their body is read, and authorized ([`Grant::check`]) as soon as what they want is known.
 //!
 //! Tokens are never logged; a grant is known in logs by its id.
+//!
+//! Layout: this file (grants, [`Auth`], [`request_token`]); [`tokens`]: the tokens file and
+//! its records; [`private_file`]: how secret-bearing files are read and written (also the MQTT
+//! device-password file's); [`config`]: the `[auth]` section and [`Secret`].
+//!
+//! Its own crate (strata-auth) because both ingest paths (HTTP writes, MQTT) and the query
+//! path authorize with it, and the `strata token` command edits its file: below the ingest
+//! crate, it depends on no other Strata crate. What it is not: the MQTT device passwords
+//! (`strata-mqtt`'s `devices`), nor the mapping of its errors to HTTP statuses (the server's
+//! `http::error`).
 
+pub mod config;
+pub mod private_file;
 pub mod tokens;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::http::{header, HeaderMap};
 use base64::Engine as _;
+use http::{header, HeaderMap};
 use parking_lot::RwLock;
 
+pub use self::config::{AuthConfig, Secret};
 use self::tokens::{TokenError, TokenRecord};
-use crate::config::Config;
 
 /// What a request wants to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,13 +150,14 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Reads the tokens file (a missing one holds no tokens).
-    pub fn new(config: &Config) -> Result<Auth, TokenError> {
-        let admin = config.auth.admin_token.expose();
+    /// Reads the tokens file of `config` (in `data_dir` unless `auth.tokens_file` says
+    /// elsewhere; a missing one holds no tokens).
+    pub fn new(config: &AuthConfig, data_dir: &Path) -> Result<Auth, TokenError> {
+        let admin = config.admin_token.expose();
         let auth = Auth {
-            enabled: config.auth.enabled,
+            enabled: config.enabled,
             admin_hash: (!admin.is_empty()).then(|| tokens::hash(admin)),
-            path: config.tokens_file(),
+            path: config.tokens_file_in(data_dir),
             loaded: RwLock::new(Loaded { stamp: None, by_hash: HashMap::new() }),
         };
         auth.reload_if_changed()?;
@@ -285,14 +298,25 @@ pub fn request_token(headers: &HeaderMap, query_password: Option<&str>) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
 
     use super::tokens::TokenSpec;
     use super::*;
-    use crate::config::Secret;
+
+    /// The parts of the server's configuration that auth reads.
+    struct Config {
+        data_dir: PathBuf,
+        auth: AuthConfig,
+    }
+
+    impl Config {
+        fn tokens_file(&self) -> PathBuf {
+            self.auth.tokens_file_in(&self.data_dir)
+        }
+    }
 
     fn config(dir: &std::path::Path) -> Config {
-        let mut c = Config { data_dir: dir.to_owned(), ..Config::default() };
+        let mut c = Config { data_dir: dir.to_owned(), auth: AuthConfig::default() };
         c.auth.enabled = true;
         c.auth.admin_token = Secret("admin-token-0123456789".into());
         c
@@ -317,7 +341,7 @@ mod tests {
         let (w, _) = tokens::create(&path, &spec(&["a"], false, true)).unwrap();
         let (r, _) = tokens::create(&path, &spec(&["a", "b"], true, false)).unwrap();
         let (all, _) = tokens::create(&path, &spec(&["*"], true, true)).unwrap();
-        let auth = Auth::new(&c).unwrap();
+        let auth = Auth::new(&c.auth, &c.data_dir).unwrap();
         assert_eq!(auth.token_count(), 5);
         let ok = |t: &str, a| auth.authorize(Some(t), a).is_ok();
         assert!(!ok(&w, Access::Delete("a")), "write does not imply delete");
@@ -346,7 +370,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(dir.path());
         c.auth.enabled = false;
-        let auth = Auth::new(&c).unwrap();
+        let auth = Auth::new(&c.auth, &c.data_dir).unwrap();
         assert_eq!(auth.authorize(None, Access::Admin), Ok(None));
     }
 
@@ -354,7 +378,7 @@ mod tests {
     fn picks_up_new_and_revoked_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
-        let auth = Auth::new(&c).unwrap();
+        let auth = Auth::new(&c.auth, &c.data_dir).unwrap();
         let spec = TokenSpec { databases: vec!["a".into()], read: true, ..TokenSpec::default() };
         let (t, rec) = tokens::create(&c.tokens_file(), &spec).unwrap();
         assert!(auth.authorize(Some(&t), Access::Read("a")).is_ok(), "new token must work at once");
@@ -369,7 +393,7 @@ mod tests {
         let c = config(dir.path());
         let spec = TokenSpec { databases: vec!["a".into()], read: true, ..TokenSpec::default() };
         let (t, _) = tokens::create(&c.tokens_file(), &spec).unwrap();
-        let auth = Auth::new(&c).unwrap();
+        let auth = Auth::new(&c.auth, &c.data_dir).unwrap();
         assert!(auth.authorize(Some(&t), Access::Read("a")).is_ok());
         std::fs::write(c.tokens_file(), "{").unwrap();
         assert!(auth.reload_if_changed().is_err());

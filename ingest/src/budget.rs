@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::metrics::Metrics;
+use crate::metrics::IngestMetrics;
 
 /// The budget was exhausted for longer than the wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +30,7 @@ pub struct WriteMemory {
     sem: Arc<Semaphore>,
     total_kib: u32,
     wait: Duration,
-    metrics: Arc<Metrics>,
+    metrics: Arc<IngestMetrics>,
 }
 
 fn kib(bytes: usize) -> u32 {
@@ -38,7 +38,7 @@ fn kib(bytes: usize) -> u32 {
 }
 
 impl WriteMemory {
-    pub fn new(total_bytes: u64, wait: Duration, metrics: Arc<Metrics>) -> WriteMemory {
+    pub fn new(total_bytes: u64, wait: Duration, metrics: Arc<IngestMetrics>) -> WriteMemory {
         let total_kib = u32::try_from(total_bytes / 1024).unwrap_or(u32::MAX).max(1);
         WriteMemory { sem: Arc::new(Semaphore::new(total_kib as usize)), total_kib, wait, metrics }
     }
@@ -94,7 +94,7 @@ impl Reservation {
             None => self.permit = Some(permit),
         }
         self.kib += add;
-        self.budget.metrics.ingest.write_memory_bytes.fetch_add(u64::from(add) * 1024, Ordering::Relaxed);
+        self.budget.metrics.write_memory_bytes.fetch_add(u64::from(add) * 1024, Ordering::Relaxed);
     }
 
     /// Bytes held.
@@ -105,7 +105,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.metrics.ingest.write_memory_bytes.fetch_sub(self.bytes(), Ordering::Relaxed);
+        self.budget.metrics.write_memory_bytes.fetch_sub(self.bytes(), Ordering::Relaxed);
     }
 }
 
@@ -115,10 +115,10 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_and_released() {
-        let m = Arc::new(Metrics::default());
+        let m = Arc::new(IngestMetrics::default());
         let b = WriteMemory::new(100 << 10, Duration::from_millis(20), m.clone());
         let mut a = b.reserve(60 << 10).await.unwrap();
-        assert_eq!(m.ingest.write_memory_bytes.load(Ordering::Relaxed), 60 << 10);
+        assert_eq!(m.write_memory_bytes.load(Ordering::Relaxed), 60 << 10);
         assert_eq!(b.reserve(50 << 10).await.unwrap_err(), Exhausted);
         a.grow(40 << 10).await.unwrap();
         assert_eq!(b.available_bytes(), 0);
@@ -127,14 +127,14 @@ mod tests {
         assert_eq!(a.bytes(), 100 << 10);
         drop(a);
         assert_eq!(b.available_bytes(), 100 << 10);
-        assert_eq!(m.ingest.write_memory_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(m.write_memory_bytes.load(Ordering::Relaxed), 0);
         let big = b.reserve(1 << 30).await.unwrap();
         assert_eq!(big.bytes(), 100 << 10);
     }
 
     #[tokio::test]
     async fn waiters_get_released_memory() {
-        let m = Arc::new(Metrics::default());
+        let m = Arc::new(IngestMetrics::default());
         let b = WriteMemory::new(10 << 10, Duration::from_secs(5), m);
         let a = b.reserve(10 << 10).await.unwrap();
         let b2 = b.clone();

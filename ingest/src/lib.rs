@@ -1,18 +1,36 @@
-//! Decoding write payloads into a [`WriteBatch`], enforcing the per-point limits.
+//! strata-ingest: what every write path shares, from bytes that arrived to a `WriteBatch`
+//! for the engine. HTTP writes, the MQTT listener and bridge, and later consumers (rules,
+//! NATS) all take one [`IngestContext`]: the engine, auth, the per-point limits, the
+//! write-memory budget, the buffer pool, the ingest counters and the per-client rate limits.
 //!
-//! Protocol-independent: the HTTP handlers (and later the MQTT listener) hand a whole decoded
-//! body to [`lineproto::decode`] or [`json::decode`] and get a [`Decoded`]: the batch of good
-//! points, where each point came from, and the bad lines. A point enters the batch whole or not
-//! at all (the engine's `PointBuilder` discards an unfinished point), so a bad line never
-//! leaves half a point behind. After the engine's write, [`Decoded::finish`] folds the points
-//! the engine refused (series limit, field type conflicts) into the same error list.
+//! Decoding is protocol-independent: a front end hands a whole decoded body to
+//! [`lineproto::decode`] or [`json::decode`] and gets a [`Decoded`]: the batch of good points,
+//! where each point came from, and the bad lines. A point enters the batch whole or not at all
+//! (the engine's `PointBuilder` discards an unfinished point), so a bad line never leaves half
+//! a point behind. After the engine's write, [`Decoded::finish`] folds the points the engine
+//! refused (series limit, field type conflicts) into the same error list.
 //!
-//! Layout: [`lineproto`] (InfluxDB line protocol), [`json`] (the JSON document format of
-//! `docs/http-api.md`), [`time`] (RFC 3339 timestamps for JSON).
+//! Layout: this file (limits, [`Decoded`], error lists); [`lineproto`] (InfluxDB line
+//! protocol), [`json`] (the JSON document format of `docs/http-api.md`), [`time`] (server
+//! times and RFC 3339 timestamps for JSON); [`context`] ([`IngestContext`]); [`budget`]
+//! (write memory), [`bufpool`] (idle buffers), [`ratelimit`] (token buckets, per-client
+//! limits); [`metrics`] (`strata_ingest_*` counters); [`config`] (`[limits]`, and [`units`]).
+//!
+//! What it is not: a protocol front end (HTTP is the server's, MQTT is `strata-mqtt`'s), nor
+//! the place that maps errors to HTTP statuses or MQTT reason codes.
 
+pub mod budget;
+pub mod bufpool;
+pub mod config;
+pub mod context;
 pub mod json;
 pub mod lineproto;
+pub mod metrics;
+pub mod ratelimit;
 pub mod time;
+pub mod units;
+
+pub use context::IngestContext;
 
 use serde::Serialize;
 use strata_engine::{RejectReason, WriteBatch, WriteOutcome};
