@@ -168,6 +168,8 @@ pub(crate) struct Inner {
     /// Per database, starts of partitions that writes were allowed to create and that may not
     /// exist yet (their points are in memtables): see `max_new_partitions_per_write`.
     admitted_partitions: Mutex<HashMap<DbId, HashSet<i64>>>,
+    /// The newest point of every column, kept by the write path (`last_value.rs`).
+    pub(crate) last: crate::last_value::LastValues,
     _lock: File,
 }
 

@@ -25,6 +25,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
+pub(crate) mod last_value;
 pub mod lifecycle;
 pub(crate) mod memtable;
 pub mod model;

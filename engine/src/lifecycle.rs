@@ -73,6 +73,7 @@ impl Engine {
             self.inner.flush_shards(|st| holds(st, |d, s| d == id && series.contains(s.0)))?;
             let before_segment = self.inner.next_segment.load(Ordering::SeqCst);
             let n = series.len();
+            self.inner.last.deleted(&series, range);
             self.inner.catalog.add_tombstone(id, Tombstone { series, range, before_segment });
             self.inner.catalog.sync()?;
             tracing::info!(
@@ -199,6 +200,7 @@ impl Inner {
     /// Removes series from the shards' key lookups so that new writes of the same key get a
     /// fresh series id instead of the dropped one.
     fn forget_series(&self, dropped: impl Fn(DbId, SeriesId) -> bool) {
+        self.last.forget(&dropped);
         for shard in &self.shards {
             let mut st = shard.state.lock();
             for (&db, lookup) in st.lookup.iter_mut() {
@@ -232,6 +234,7 @@ impl Inner {
                     continue;
                 }
                 storage.partitions.remove(part.start);
+                self.last.expired(db, TimeRange::inclusive(part.start, part.max_ts()));
                 if let Err(e) = self.trash(&part.dir) {
                     // The partition may still be on disk at the next open.
                     self.tombstone_gc_blocked.store(true, Ordering::Release);

@@ -34,6 +34,7 @@ use crate::segment::{BlockMeta, BlockStats, SegmentReader};
 use crate::ScanRequest;
 
 mod cursor;
+mod last;
 
 pub use cursor::{ColumnCursor, SeriesCursor};
 
@@ -192,6 +193,8 @@ pub struct ScanSummary {
     /// Sealed memtable chunks decoded and summarised.
     pub chunks_decoded: u64,
     pub chunks_summarized: u64,
+    /// Columns answered from the last-value cache ([`Engine::scan_last`]).
+    pub columns_cached: u64,
     /// Points decoded from blocks and chunks or copied from memtable heads (before range
     /// trimming).
     pub points_read: u64,

@@ -1,8 +1,8 @@
 //! Model test: random writes (late, out of order, duplicate), deletes, dropped series,
 //! flushes, compactions, clean restarts and crashes against a `BTreeMap` oracle; every query
 //! is checked both decoded and through block and memtable chunk summaries (count, sum, min,
-//! max, first and last per column). Every shrunk failure becomes a named regression test
-//! below with a comment saying what broke.
+//! max, first and last per column) and through the last-value cache (`scan_last`). Every
+//! shrunk failure becomes a named regression test below with a comment saying what broke.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -131,6 +131,27 @@ fn summarised(e: &Engine, pred: &TagPredicate, range: TimeRange) -> BTreeMap<(u8
     out
 }
 
+/// The newest point per (host, field) through `scan_last` (the last-value cache, or reads
+/// where it cannot answer).
+fn newest(e: &Engine, pred: &TagPredicate, range: TimeRange) -> BTreeMap<(u8, u8), (i64, i64)> {
+    let req = ScanRequest { db: "db", measurement: "m", predicate: pred, fields: None, range };
+    let mut out = BTreeMap::new();
+    e.scan_last(&req, &ScanOptions::default(), &mut |s| {
+        let h: u8 = s.key.tag("host").unwrap()[1..].parse().unwrap();
+        for c in s.columns {
+            let f: u8 = c.field[1..].parse().unwrap();
+            let [Piece::Data { timestamps, values: Values::I64(v) }] = c.pieces.as_slice() else {
+                panic!("one int piece expected: {:?}", c.pieces)
+            };
+            assert_eq!((timestamps.len(), v.len()), (1, 1));
+            out.insert((h, f), (timestamps[0], v[0]));
+        }
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    out
+}
+
 fn check(e: &Engine, oracle: &Oracle, host: Option<u8>, range: TimeRange) -> Result<(), TestCaseError> {
     let pred = host_pred(host);
     let res = e
@@ -158,8 +179,12 @@ fn check(e: &Engine, oracle: &Oracle, host: Option<u8>, range: TimeRange) -> Res
         let a = want_agg.remove(&(*h, *f));
         want_agg.insert((*h, *f), fold(a, (1, v, v, v, v, v)));
     }
+    // BTreeMap order: the last entry of each (host, field) is its newest point.
+    let want_newest: BTreeMap<(u8, u8), (i64, i64)> =
+        want.iter().map(|((h, f, t), v)| ((*h, *f), (*t, *v))).collect();
     prop_assert_eq!(got, want);
     prop_assert_eq!(summarised(e, &pred, range), want_agg);
+    prop_assert_eq!(newest(e, &pred, range), want_newest);
     Ok(())
 }
 

@@ -74,6 +74,7 @@ impl Engine {
             trash_seq: AtomicU64::new(0),
             tombstone_gc_blocked: AtomicBool::new(false),
             admitted_partitions: Mutex::new(HashMap::new()),
+            last: Default::default(),
             opts,
             _lock: lock,
         };

@@ -283,6 +283,7 @@ impl Inner {
             if let Some(id) = id {
                 let p = at.get(bytes);
                 st.active.insert(db, *id, p.timestamp, p.field_bytes());
+                self.last.observe(db, *id, p.timestamp, p.field_bytes());
                 outcome.points_written += 1;
                 outcome.values_written += p.n_fields as usize;
             }

@@ -23,7 +23,7 @@ use crate::catalog::Tombstone;
 use crate::engine::{Engine, Inner};
 use crate::error::ReadError;
 use crate::memtable::{MemRun, MemSource};
-use crate::model::{FieldType, SeriesId, SeriesKey, TimeRange};
+use crate::model::{DbId, FieldType, SeriesId, SeriesKey, TimeRange};
 use crate::read::{Piece, ScanSummary};
 use crate::segment::SegmentReader;
 use crate::ScanRequest;
@@ -167,6 +167,18 @@ impl Inner {
     ) -> Result<Vec<SeriesCursor>, ReadError> {
         let db = self.db_id(req.db)?;
         let range = self.visible_range(db, req.range);
+        self.series_cursors_in(db, range, req, ids, descending)
+    }
+
+    /// [`Engine::series_cursors`] over `range` as given (not clipped to the retention period).
+    pub(crate) fn series_cursors_in(
+        &self,
+        db: DbId,
+        range: TimeRange,
+        req: &ScanRequest<'_>,
+        ids: &[SeriesId],
+        descending: bool,
+    ) -> Result<Vec<SeriesCursor>, ReadError> {
         if range.is_empty() {
             return Ok(Vec::new());
         }
