@@ -319,6 +319,25 @@ fn console_pages_in_chromium() {
     let refused = wait_text(&mut b, "#replay-status", "Replay refused");
     assert!(refused.contains("403"), "{refused}");
 
+    // Auth off, on a loopback listener: no sign-in, and the page's own requests pass the
+    // cross-site checks (Origin on POST, a loopback Host).
+    let open_dir = tempfile::tempdir().unwrap();
+    let open = ServerBuilder::new(open_dir.path()).start();
+    let r = client().post(open.url("/write?db=lab&precision=s")).body("m v=7 1714564800").send().unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    b.navigate(&open.url("/#/explore"));
+    wait_text(&mut b, "#who", "authentication off");
+    assert_eq!(b.eval("document.querySelector('#logout').hidden"), json!(true));
+    fill(&mut b, "#db", "lab");
+    fill(&mut b, "#q", "SELECT v FROM m");
+    // Ctrl+Enter in the editor runs the query, as the help line says.
+    b.eval(
+        "document.querySelector('#q').dispatchEvent(new KeyboardEvent('keydown', \
+         {key: 'Enter', ctrlKey: true, bubbles: true}))",
+    );
+    wait_text(&mut b, "#status", "1 series, 1 rows");
+    assert_eq!(b.eval("document.querySelector('#chart').dataset.points"), json!("1"));
+
     // No script errors, no CSP violations; the only failed loads are the refusals the test
     // asked for (401 for the wrong token, 403 for the read-only one).
     let errors: Vec<String> = b

@@ -22,10 +22,11 @@ use serde_json::{json, Value};
 /// How long one CDP command or one `wait_for` may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Debian's `chromium` (or `STRATA_TEST_CHROMIUM`), if installed.
+/// Debian's `chromium` (or the program `STRATA_TEST_CHROMIUM` names), if installed.
 pub fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("STRATA_TEST_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
     }
     let path = std::env::var_os("PATH")?;
     ["chromium", "chromium-browser"]
