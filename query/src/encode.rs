@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::limits::row_bytes;
 use crate::result::{Epoch, Series, StatementResult, Value};
-use crate::time::write_time;
+use crate::time::{write_time, write_time_offset};
 
 /// How to print results.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +53,16 @@ fn write_value(out: &mut String, v: &Value, epoch: Epoch) {
             }
             Some(d) => {
                 let _ = write!(out, "{}", t / d);
+            }
+        },
+        Value::ZonedTime { ns, offset_secs } => match epoch.divisor() {
+            None => {
+                out.push('"');
+                write_time_offset(out, *ns, *offset_secs);
+                out.push('"');
+            }
+            Some(d) => {
+                let _ = write!(out, "{}", ns / d);
             }
         },
     }
@@ -248,6 +258,7 @@ pub fn json_len_bound(series: &[Series], opts: EncodeOptions, exact_above: u64) 
                     Value::Float(_) => 24,
                     Value::Integer(_) | Value::Unsigned(_) => 20,
                     Value::Time(_) => time,
+                    Value::ZonedTime { .. } => time + 6,
                     Value::String(text) => {
                         strings += text.len() as u64;
                         2
@@ -498,7 +509,7 @@ fn write_csv_value(out: &mut String, v: &Value, epoch: Epoch) {
         Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::String(s) => csv_field(out, s),
         // CSV times are integers (nanoseconds unless `epoch=` says otherwise), as InfluxDB.
-        Value::Time(t) => {
+        Value::Time(t) | Value::ZonedTime { ns: t, .. } => {
             let _ = write!(out, "{}", t / epoch.divisor().unwrap_or(1));
         }
     }

@@ -15,6 +15,12 @@ pub enum Value {
     /// A timestamp in nanoseconds since the epoch; encoders print it as RFC 3339 or as an
     /// integer in the requested epoch precision.
     Time(i64),
+    /// A timestamp of a query with `tz()`, with the zone's UTC offset at that instant in
+    /// seconds: printed as RFC 3339 with that offset, or like [`Value::Time`] under `epoch=`.
+    ZonedTime {
+        ns: i64,
+        offset_secs: i32,
+    },
 }
 
 impl Value {

@@ -3,6 +3,8 @@
 //!
 //! All values are `i64` nanoseconds (timestamps since the Unix epoch, UTC).
 
+use std::fmt::Write as _;
+
 pub const NANOS_PER_MICRO: i64 = 1_000;
 pub const NANOS_PER_MILLI: i64 = 1_000_000;
 pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
@@ -110,6 +112,19 @@ fn digits_at(b: &[u8], at: usize, n: usize) -> Option<u32> {
         return None;
     }
     Some(s.iter().fold(0, |acc, d| acc * 10 + u32::from(d - b'0')))
+}
+
+/// RFC 3339 of `ns` in the zone `offset_secs` east of UTC (`2024-10-27T02:00:00+01:00`;
+/// `Z` for a zero offset), appended to `out`.
+pub fn write_time_offset(out: &mut String, ns: i64, offset_secs: i32) {
+    if offset_secs == 0 {
+        return write_time(out, ns);
+    }
+    write_time(out, ns.saturating_add(i64::from(offset_secs) * NANOS_PER_SECOND));
+    out.pop(); // the `Z`
+    let sign = if offset_secs < 0 { '-' } else { '+' };
+    let mins = offset_secs.unsigned_abs() / 60;
+    let _ = write!(out, "{sign}{:02}:{:02}", mins / 60, mins % 60);
 }
 
 /// The date of a day number since 1970-01-01 (Howard Hinnant's `civil_from_days`). Written

@@ -351,6 +351,33 @@ fn tz_days_across_dst_changes() {
     );
 }
 
+/// `tz()` with `epoch=`: times are integers (the zone only moves the buckets), in JSON and CSV,
+/// as InfluxDB answers Grafana, which always sends `epoch=ms`.
+#[test]
+fn tz_with_epoch_prints_integers() {
+    let (_d, e) = fixture();
+    let t0 = strata_query::time::parse_time("2024-03-30T00:00:00Z").unwrap();
+    let mut b = WriteBatch::new();
+    for h in 0..55 {
+        let mut p = b.point("power");
+        p.field("w", FieldValue::I64(h));
+        p.finish(t0 + h * 3600 * S).unwrap();
+    }
+    e.write("db", &b).unwrap();
+    let q = "SELECT count(w) FROM power WHERE time >= '2024-03-30T00:00:00Z' AND time <= '2024-04-01T06:00:00Z' GROUP BY time(1d) tz('Europe/Berlin')";
+    let ms = EncodeOptions { epoch: Epoch::Milliseconds, ..Default::default() };
+    assert_eq!(
+        run_with(&e, q, ms),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"power","columns":["time","count"],"values":[[1711753200000,23],[1711839600000,23],[1711922400000,9]]}]}]}"#
+    );
+    let ctx = QueryContext::new(&e, Some("db"), NOW, QueryLimits::default());
+    let raw = "SELECT w FROM power WHERE time <= '2024-03-30T00:00:00Z' tz('Europe/Berlin')";
+    assert_eq!(
+        encode_csv(&execute(&ctx, &parse_query(raw).unwrap()), ms),
+        "name,tags,time,w\npower,,1711756800000,0\n"
+    );
+}
+
 #[test]
 fn distinct_count_distinct_and_integral() {
     let (_d, e) = fixture();

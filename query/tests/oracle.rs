@@ -618,8 +618,10 @@ mod tz {
             for s in &res[0].series {
                 let key = s.tags.as_ref().and_then(|t| t.first()).map(|t| t.1.clone()).unwrap_or_default();
                 let rows = s.values.iter().map(|r| {
-                    let Value::String(t) = &r[0] else { panic!("time column is a string in a zone: {r:?}") };
-                    (t.clone(), r[1].as_f64().unwrap() as i64, r[2].as_f64().unwrap())
+                    let Value::ZonedTime { ns, offset_secs } = r[0] else { panic!("time column is zoned: {r:?}") };
+                    let mut t = String::new();
+                    strata_query::time::write_time_offset(&mut t, ns, offset_secs);
+                    (t, r[1].as_f64().unwrap() as i64, r[2].as_f64().unwrap())
                 }).collect();
                 got.insert(key, rows);
             }

@@ -17,6 +17,7 @@ mod http_limits;
 mod http_shutdown;
 mod http_tls;
 mod http_write;
+mod influx_compat;
 mod loadgen;
 mod mqtt5;
 mod mqtt_crash;

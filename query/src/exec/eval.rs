@@ -31,7 +31,7 @@ impl<'a> V<'a> {
             Value::Unsigned(u) => V::U(*u),
             Value::Boolean(b) => V::B(*b),
             Value::String(s) => V::S(s),
-            Value::Time(t) => V::I(*t),
+            Value::Time(t) | Value::ZonedTime { ns: t, .. } => V::I(*t),
         }
     }
 

@@ -63,7 +63,7 @@ pub(crate) fn write_into(
                 }
                 for (col, v) in s.columns.iter().zip(row).skip(1) {
                     let fv = match v {
-                        Value::Null | Value::Time(_) => continue,
+                        Value::Null | Value::Time(_) | Value::ZonedTime { .. } => continue,
                         Value::Float(x) => FieldValue::F64(*x),
                         Value::Integer(x) => FieldValue::I64(*x),
                         Value::Unsigned(x) => FieldValue::U64(*x),

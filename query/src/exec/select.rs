@@ -92,7 +92,7 @@ pub(crate) fn select(
             for row in &mut s.values {
                 if let Some(Value::Time(t)) = row.first() {
                     let t = *t;
-                    row[0] = Value::String(tz.format(t));
+                    row[0] = tz.zoned(t);
                 }
             }
         }
@@ -194,7 +194,7 @@ pub(crate) fn select_each(
                     for row in &mut s.values {
                         if let Some(Value::Time(t)) = row.first() {
                             let t = *t;
-                            row[0] = Value::String(tz.format(t));
+                            row[0] = tz.zoned(t);
                         }
                     }
                 }

@@ -18,7 +18,8 @@
 
 use jiff::Timestamp;
 
-use crate::time::format_time;
+use crate::result::Value;
+use crate::time::{write_time, write_time_offset};
 
 const NS: i64 = 1_000_000_000;
 
@@ -73,16 +74,23 @@ impl TimeZone {
 
     /// RFC 3339 with this zone's offset (`Z` for UTC).
     pub fn format(&self, ns: i64) -> String {
-        if self.zone.is_none() {
-            return format_time(ns);
+        let mut s = String::with_capacity(32);
+        match self.zoned(ns) {
+            Value::ZonedTime { ns, offset_secs } => write_time_offset(&mut s, ns, offset_secs),
+            _ => write_time(&mut s, ns),
         }
-        let off = self.offset_ns(ns);
-        let mut s = format_time(ns.saturating_add(off));
-        s.pop(); // the `Z`
-        let sign = if off < 0 { '-' } else { '+' };
-        let mins = off.unsigned_abs() / (60 * NS as u64);
-        s.push_str(&format!("{sign}{:02}:{:02}", mins / 60, mins % 60));
         s
+    }
+
+    /// A result time in this zone: [`Value::ZonedTime`] (so `epoch=` still prints integers), or
+    /// [`Value::Time`] for UTC.
+    pub fn zoned(&self, ns: i64) -> Value {
+        if self.zone.is_none() {
+            return Value::Time(ns);
+        }
+        // Offsets are whole seconds (jiff's, from the zone database), well inside i32.
+        let offset_secs = (self.offset_ns(ns) / NS) as i32;
+        Value::ZonedTime { ns, offset_secs }
     }
 }
 

@@ -121,7 +121,7 @@ impl RawMerge<'_> {
             }
             meter.add_rows(1)?;
             if !self.tz.is_utc() {
-                let time = Value::String(self.tz.format(t));
+                let time = self.tz.zoned(t);
                 meter.add_memory(value_bytes(&time))?;
                 bytes += value_bytes(&time);
                 row[0] = time;
