@@ -41,16 +41,19 @@ have_mosquitto() {
 }
 # Chromium (headless) drives the web console's browser tests (tests/it/console.rs).
 have_chromium() { command -v chromium >/dev/null 2>&1; }
-if { ! have_mosquitto || ! have_chromium; } && command -v apt-get >/dev/null 2>&1; then
+# InfluxDB 1.x, the reference of the differential InfluxQL test (tests/it/influx_compat.rs).
+have_influxd() { [ -x /usr/bin/influxd ]; }
+if { ! have_mosquitto || ! have_chromium || ! have_influxd; } && command -v apt-get >/dev/null 2>&1; then
   sudo=""
   if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; fi
   # The package lists may be missing (fresh container) or stale (404 on a superseded version).
-  $sudo apt-get install -y -q mosquitto mosquitto-clients chromium >/dev/null 2>&1 ||
-    { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q mosquitto mosquitto-clients chromium >/dev/null 2>&1; } ||
+  $sudo apt-get install -y -q mosquitto mosquitto-clients chromium influxdb >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q mosquitto mosquitto-clients chromium influxdb >/dev/null 2>&1; } ||
     true
 fi
 have_mosquitto || need "mosquitto and mosquitto_pub" "apt-get install mosquitto mosquitto-clients"
 have_chromium || need "chromium" "apt-get install chromium"
+have_influxd || need "influxd" "apt-get install influxdb"
 
 # Build the binaries and every test binary in one go; end-to-end tests start the real `strata`
 # binary. Building bins together with tests gives them the same feature set as the test build
