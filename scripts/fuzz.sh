@@ -22,7 +22,7 @@ fi
 # Real files to start from: fuzz/corpus/<target>/seed-*.
 export STRATA_FUZZ_SEEDS="$PWD/fuzz/corpus"
 cargo test -q -p strata-engine --lib fuzzing::tests::write_fuzz_seeds -- --ignored >/dev/null
-cargo test -q -p strata-server --lib fuzzing::tests::write_fuzz_seeds -- --ignored >/dev/null
+cargo test -q -p strata-mqtt --lib fuzzing::tests::write_fuzz_seeds -- --ignored >/dev/null
 
 cd fuzz
 # On a stable toolchain RUSTC_BOOTSTRAP=1 unlocks the -Z flags cargo-fuzz passes.

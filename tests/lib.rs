@@ -153,7 +153,12 @@ pub mod server {
                     cmd.env_remove(k);
                 }
             }
-            cmd.env("RUST_LOG", "info,strata_server=debug");
+            // Debug for every crate of the server, so that tests reading the log (no token in
+            // it, for one) see the MQTT and ingest lines too.
+            cmd.env(
+                "RUST_LOG",
+                "info,strata_server=debug,strata_mqtt=debug,strata_ingest=debug,strata_auth=debug",
+            );
             for (k, v) in &self.envs {
                 cmd.env(k, v);
             }

@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::ConfigArgs;
+use strata_mqtt::devices;
 use strata_server::config::Config;
-use strata_server::mqtt::devices;
 
 #[derive(Debug, Args)]
 pub struct DeviceArgs {

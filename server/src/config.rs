@@ -170,7 +170,7 @@ impl HttpConfig {
 }
 
 /// The MQTT listener: defined beside it, in `mqtt/config.rs`.
-pub use crate::mqtt::config::MqttConfig;
+pub use strata_mqtt::config::MqttConfig;
 
 /// When acknowledged writes reach stable storage; see [`SyncPolicy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,7 +69,7 @@ pub struct Shared {
     /// Set when shutdown begins: `/ready` answers 503 from then on.
     pub shutting_down: AtomicBool,
     /// The MQTT listener's state, once it runs (for the `/api/v1/mqtt` routes).
-    pub mqtt: std::sync::OnceLock<Arc<crate::mqtt::Broker>>,
+    pub mqtt: std::sync::OnceLock<Arc<strata_mqtt::Broker>>,
     /// `http.addr` is a loopback address (with auth off, `Host` must then be a loopback name:
     /// see [`origin`]).
     pub loopback_listener: bool,

@@ -11,7 +11,8 @@
 //!   `http::error` maps every error to its status code.
 //! - [`metrics`]: the HTTP, query and backup counters, and `/metrics` rendered from every
 //!   crate's counters.
-//! - [`mqtt`]: the MQTT listener (devices publish telemetry; `docs/mqtt.md`).
+//! - the MQTT listener is `strata-mqtt`; the server starts it beside HTTP ([`server`]) and
+//!   serves its HTTP routes (`http::mqtt`).
 //!
 //! What it is not: the storage engine (`strata-engine`), the line-protocol parser
 //! (`strata-lineproto`), the query language (`strata-query`), what every write path shares
@@ -19,11 +20,8 @@
 //! (`strata-auth`) or the command line (`strata-cli`).
 
 pub mod config;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod http;
 pub mod metrics;
-pub mod mqtt;
 pub mod server;
 pub mod tls;
 

@@ -234,7 +234,7 @@ pub struct Metrics {
     pub ingest: Arc<IngestMetrics>,
     pub http: HttpMetrics,
     /// MQTT listener counters (the MQTT crate's, shared with its broker).
-    pub mqtt: Arc<crate::mqtt::metrics::MqttMetrics>,
+    pub mqtt: Arc<strata_mqtt::metrics::MqttMetrics>,
     /// Online backups (`POST /api/v1/backup`).
     pub backup: BackupMetrics,
     /// `/query` requests.

@@ -93,7 +93,7 @@ pub enum ServeError {
     #[error("server task failed: {0}")]
     Task(String),
     #[error(transparent)]
-    Mqtt(#[from] crate::mqtt::MqttStartError),
+    Mqtt(#[from] strata_mqtt::MqttStartError),
 }
 
 /// A running server.
@@ -104,7 +104,7 @@ pub struct Server {
     handle: axum_server::Handle,
     serve: JoinHandle<std::io::Result<()>>,
     reload: JoinHandle<()>,
-    mqtt: Option<crate::mqtt::MqttServer>,
+    mqtt: Option<strata_mqtt::MqttServer>,
 }
 
 impl std::fmt::Debug for Server {
@@ -192,7 +192,7 @@ impl Server {
                 // The TLS listener too, unless client certificates authenticate every device.
                 if let Some(tls) = &listeners.mqtt_tls {
                     let addr = tls.local_addr().map_err(ServeError::Listener)?;
-                    if crate::mqtt::listener::refuses_without_auth(
+                    if strata_mqtt::listener::refuses_without_auth(
                         &state.config.auth,
                         &state.config.mqtt,
                         addr,
@@ -200,14 +200,14 @@ impl Server {
                         return Err(ServeError::InsecureNoAuth { key: "mqtt.tls_addr", addr });
                     }
                 }
-                let env = crate::mqtt::BrokerEnv {
+                let env = strata_mqtt::BrokerEnv {
                     ingest: state.ingest.clone(),
                     data_dir: state.config.data_dir.clone(),
                     fsync: state.config.storage.sync != crate::config::SyncMode::Never,
                     metrics: state.metrics.mqtt.clone(),
                 };
-                let broker = crate::mqtt::Broker::new(state.config.mqtt.clone(), env)?;
-                let m = crate::mqtt::MqttServer::start(broker, l, listeners.mqtt_tls)?;
+                let broker = strata_mqtt::Broker::new(state.config.mqtt.clone(), env)?;
+                let m = strata_mqtt::MqttServer::start(broker, l, listeners.mqtt_tls)?;
                 let _ = state.mqtt.set(m.broker().clone());
                 Some(m)
             }
@@ -249,12 +249,12 @@ impl Server {
 
     /// The address the MQTT listener is bound to, if it runs.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
-        self.mqtt.as_ref().map(crate::mqtt::MqttServer::addr)
+        self.mqtt.as_ref().map(strata_mqtt::MqttServer::addr)
     }
 
     /// The address the MQTT-over-TLS listener is bound to, if it runs.
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
-        self.mqtt.as_ref().and_then(crate::mqtt::MqttServer::tls_addr)
+        self.mqtt.as_ref().and_then(strata_mqtt::MqttServer::tls_addr)
     }
 
     /// The handlers' shared state (engine, metrics, ...).

@@ -18,10 +18,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_engine::stats::WalStats;
 use strata_engine::{Engine, EngineStats};
+use strata_mqtt::metrics::Backpressure;
 
 use super::AppState;
 use crate::metrics::{encode_histogram, escape_label, RequestReject};
-use crate::mqtt::metrics::Backpressure;
 
 /// The content type Prometheus expects for the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -21,11 +21,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use strata_auth::Access;
+use strata_mqtt::sessions::Command;
+use strata_mqtt::topic::valid_device_id;
+use strata_mqtt::{Broker, StoreError};
 
 use super::{ApiError, AppState};
-use crate::mqtt::sessions::Command;
-use crate::mqtt::topic::valid_device_id;
-use crate::mqtt::{Broker, StoreError};
 
 /// The routes, to be merged into the main router.
 pub fn routes() -> Router<AppState> {
@@ -114,7 +114,7 @@ async fn replay(
     let r = tokio::task::spawn_blocking(move || b.replay(ids.as_deref(), limit))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let crate::mqtt::Replayed { replayed: ok, failed } = r.map_err(|e| match e {
+    let strata_mqtt::Replayed { replayed: ok, failed } = r.map_err(|e| match e {
         StoreError::Engine(e) => ApiError::from(e),
         StoreError::Overloaded => ApiError::Overloaded,
     })?;
@@ -191,7 +191,7 @@ async fn publish_command(
     let expires_at_ms = match p.expiry.as_deref() {
         Some(e) => {
             let d = parse_expiry(e).map_err(ApiError::BadRequest)?;
-            Some(crate::mqtt::status::now_ms().saturating_add(d.as_millis() as u64))
+            Some(strata_mqtt::status::now_ms().saturating_add(d.as_millis() as u64))
         }
         None => None,
     };

@@ -1,6 +1,11 @@
-//! The MQTT listener: devices connect straight to Strata (MQTT 3.1.1 and 5.0 over TCP,
-//! optionally TLS) and publish telemetry, which is written to the engine and acknowledged
-//! (QoS 1) only once durable. `docs/mqtt.md` describes the behaviour; this is the layout:
+//! strata-mqtt: the MQTT listener and bridge. Devices connect straight to Strata (MQTT 3.1.1
+//! and 5.0 over TCP, optionally TLS) and publish telemetry, which is written to the engine
+//! through the [`IngestContext`] shared with HTTP writes and acknowledged (QoS 1) only once
+//! durable. `docs/mqtt.md` describes the behaviour; this is the layout:
+//!
+//! - this file: [`Broker`] (what every connection shares, built from the `[mqtt]` section and
+//!   a [`BrokerEnv`]; the store pipeline from messages to one engine write and the dead-letter
+//!   store) and [`MqttServer`] (the running listeners and background tasks).
 //!
 //! - [`bridge`]: bridge mode, subscribing to an external broker (`[mqtt.bridge]`).
 //! - [`listener`]: accept loops (plain and TLS), the connection limit, mTLS identities.
@@ -19,13 +24,18 @@
 //!
 //! Packets are framed and parsed by rumqttc's codecs (`rumqttc::mqttbytes::v4` for 3.1.1,
 //! `rumqttc::v5::mqttbytes::v5` for 5.0); we never parse MQTT by hand. What it is not (yet):
-//! QoS 2, retained messages, enhanced authentication, outbound topic aliases.
+//! QoS 2, retained messages, enhanced authentication, outbound topic aliases. Nor does it
+//! depend on the server: the server builds the [`Broker`], starts the [`MqttServer`] on the
+//! listeners it bound, renders [`metrics::MqttMetrics`] in `/metrics` and serves the HTTP
+//! routes about MQTT (devices, commands, dead letters).
 
 pub mod acl;
 pub mod bridge;
 pub mod config;
 pub mod dead_letter;
 pub mod devices;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod metrics;
 pub mod payload;

@@ -22,7 +22,7 @@ use rumqttc::{TlsConfiguration, Transport};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_pemfile::Item;
 
-use crate::mqtt::config::BridgeConfig;
+use crate::config::BridgeConfig;
 
 /// Why the bridge's TLS settings cannot be used; `key` is the configuration key at fault.
 #[derive(Debug, thiserror::Error)]

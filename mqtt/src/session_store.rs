@@ -363,7 +363,7 @@ mod tests {
     /// The same session as a version 1 file held it (no expiry): the `mqtt-sessions-v1` block.
     fn example_v1() -> Vec<StoredSession> {
         let mut e = example_v2();
-        e[0].expiry = crate::mqtt::wire::EXPIRY_NEVER;
+        e[0].expiry = crate::wire::EXPIRY_NEVER;
         e[0].expires_at_ms = None;
         e[0].queue[0].expires_at_ms = None;
         e

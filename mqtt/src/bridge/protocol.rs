@@ -10,7 +10,7 @@ use std::future::Future;
 use bytes::Bytes;
 use rumqttc::Transport;
 
-use crate::mqtt::config::BridgeConfig;
+use crate::config::BridgeConfig;
 
 /// An event of the connection, as far as the bridge cares.
 pub enum Polled<P> {

@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn refusals_are_answered_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = crate::mqtt::broker_for_tests_with(dir.path(), |c| c.max_connections = 1).unwrap();
+        let broker = crate::broker_for_tests_with(dir.path(), |c| c.max_connections = 1).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
