@@ -7,6 +7,7 @@
 pub mod agg;
 pub mod eval;
 mod into;
+mod last_value;
 mod meta;
 mod select;
 pub mod source;

@@ -29,6 +29,18 @@ pub trait SeriesSource: Sync {
         visit: &mut dyn FnMut(SeriesPieces) -> ControlFlow<()>,
     ) -> Result<ScanSummary, ReadError>;
 
+    /// Like [`SeriesSource::scan`], but each column may be only its newest point in the range,
+    /// as [`Engine::scan_last`] gives: for queries that need nothing else
+    /// (`exec/last_value.rs`). By default the whole scan, which gives the same answer.
+    fn scan_last(
+        &self,
+        req: &ScanRequest<'_>,
+        opts: &ScanOptions<'_>,
+        visit: &mut dyn FnMut(SeriesPieces) -> ControlFlow<()>,
+    ) -> Result<ScanSummary, ReadError> {
+        self.scan(req, opts, visit)
+    }
+
     /// Opens a pull cursor per series of `ids` (ascending) that has data in the request's
     /// range, as [`Engine::series_cursors`] does: for merging many series by time while
     /// holding only the front of each.
@@ -57,6 +69,15 @@ impl SeriesSource for Engine {
         visit: &mut dyn FnMut(SeriesPieces) -> ControlFlow<()>,
     ) -> Result<ScanSummary, ReadError> {
         self.scan_pieces(req, opts, visit)
+    }
+
+    fn scan_last(
+        &self,
+        req: &ScanRequest<'_>,
+        opts: &ScanOptions<'_>,
+        visit: &mut dyn FnMut(SeriesPieces) -> ControlFlow<()>,
+    ) -> Result<ScanSummary, ReadError> {
+        Engine::scan_last(self, req, opts, visit)
     }
 
     fn cursors(

@@ -13,6 +13,7 @@ use crate::condition::TimeRange;
 use crate::error::QueryError;
 use crate::exec::agg::{integral, Acc, AggKind, BucketValues, Col, IntegralWindow};
 use crate::exec::eval::{CExpr, V};
+use crate::exec::last_value::newest_points_suffice;
 use crate::exec::source::SeriesSource;
 use crate::exec::transform::apply_transform;
 use crate::exec::tz::Windows;
@@ -366,6 +367,13 @@ pub(super) fn run(
         && !(single_selector_time && matches!(calls[0].kind, AggKind::Min | AggKind::Max));
     let summarize = move |a: i64, b: i64| bucket_of(a) == bucket_of(b);
     let retains = calls.iter().any(|c| c.kind.retains_values());
+    let newest_only = newest_points_suffice(
+        calls.iter().map(|c| c.kind),
+        windows.is_some(),
+        plan.cond.is_some(),
+        plan.tag_filter.is_some(),
+    );
+    let read = if newest_only { <dyn SeriesSource>::scan_last } else { <dyn SeriesSource>::scan };
     // Reads some of the series (ascending ids) into per-group, per-bucket accumulators.
     let scan_range = |ids: &[SeriesId],
                       range: EngineRange,
@@ -376,7 +384,7 @@ pub(super) fn run(
             ScanOptions { summarize: if can_summarize { Some(&summarize) } else { None }, series: Some(ids) };
         let mut groups: AggGroups = HashMap::new();
         let mut failure: Option<QueryError> = None;
-        source.scan(&req, &opts, &mut |s| {
+        read(source, &req, &opts, &mut |s| {
             let r = (|| -> Result<(), QueryError> {
                 meter.add_series()?;
                 let key = plan.group_key(&s.key);
