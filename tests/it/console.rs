@@ -240,13 +240,32 @@ fn console_pages_in_chromium() {
     let after = b.eval(span).as_f64().unwrap();
     assert!(after > 0.0 && after < before * 0.6, "zoom: span {before} -> {after}");
     shot(&mut b, "explore");
+    // The time range: a custom one around the points, through $timeFilter, and $interval
+    // picked for about 500 points over two hours (30 s: one mean per written point).
+    fill(&mut b, "#range", "custom");
+    fill(&mut b, "#from", "2024-05-01T11:00:00");
+    fill(&mut b, "#to", "2024-05-01T13:00:00");
+    fill(
+        &mut b,
+        "#q",
+        "SELECT mean(temp) FROM climate WHERE $timeFilter GROUP BY time($interval), room fill(none)",
+    );
+    click(&mut b, "#run");
+    wait_text(&mut b, "#status", "2 series, 10 rows");
+    let span = b.eval(
+        "(() => { const x = document.querySelector('#chart')._plot.scales.x; return x.max - x.min; })()",
+    );
+    assert_eq!(span.as_f64(), Some(7200.0), "the chart spans the range picked");
+    assert_eq!(b.eval("document.querySelector('#chart').dataset.points"), json!("10"));
     // CSV of the same query.
     click(&mut b, "#csv");
     let csv = wait_text(&mut b, "#csv-status", "CSV: ");
     assert!(csv.contains("10 rows"), "{csv}");
-    // The history keeps the query.
+    // The history keeps both queries, the newest first; a click puts one back in the editor.
     let hist = wait_text(&mut b, "#history", "SELECT temp FROM climate GROUP BY room");
-    assert!(hist.contains("[plant]"), "{hist}");
+    assert!(hist.contains("[plant]") && hist.contains("$timeFilter"), "{hist}");
+    click(&mut b, "#history li:nth-child(2) button");
+    assert_eq!(b.eval("document.querySelector('#q').value"), json!("SELECT temp FROM climate GROUP BY room"));
 
     // Databases: the database created over the API, the hostile measurement as text.
     go(&mut b, "#/databases");
@@ -256,6 +275,13 @@ fn console_pages_in_chromium() {
     let cqs = wait_text(&mut b, "#cqs", "cq_climate_1m");
     assert!(cqs.contains("climate_1m") && cqs.contains("plant"), "{cqs}");
     no_error_shown(&mut b, "Databases");
+    // A measurement links into Explore with a query over it.
+    b.eval("[...document.querySelectorAll('#databases a')].find(a => a.textContent === 'climate').click()");
+    b.wait_for(
+        "document.querySelector('#q') && document.querySelector('#q').value.includes('FROM \"climate\"')",
+        "Explore from Databases",
+    );
+    assert_eq!(b.eval("document.querySelector('#db').value"), json!("plant"));
     shot(&mut b, "databases");
 
     // Devices: dev-7 online, its latest value, then offline once it disconnects.

@@ -156,6 +156,8 @@ impl Browser {
         for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
             b.call(domain, json!({}));
         }
+        // Times typed into the page mean the same on every machine.
+        b.call("Emulation.setTimezoneOverride", json!({ "timezoneId": "UTC" }));
         b
     }
 
