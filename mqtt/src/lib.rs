@@ -10,9 +10,9 @@
 //! - [`bridge`]: bridge mode, subscribing to an external broker (`[mqtt.bridge]`).
 //! - [`listener`]: accept loops (plain and TLS), the connection limit, mTLS identities.
 //! - [`wire`]: 3.1.1 and 5.0 packets as one set of types, and every reason code we send.
-//! - [`session`]: one connection: CONNECT and authentication, keep-alive, the packet loop,
-//!   batching of buffered PUBLISHes into one engine write, PUBACKs after durability,
-//!   SUBSCRIBE, command delivery, Last Will.
+//! - [`connection`]: one connection, one file per job: CONNECT and authentication,
+//!   keep-alive, the packet loop, the store pipeline (buffered PUBLISHes batched into one
+//!   engine write, PUBACKs after durability), SUBSCRIBE, command delivery, Last Wills.
 //! - [`topic`]: topic pattern -> device and measurement; [`acl`]: who may publish or
 //!   subscribe where; [`payload`]: payload -> points (through `strata_ingest`).
 //! - [`sessions`]: subscriptions and persistent sessions, command routing;
@@ -32,6 +32,7 @@
 pub mod acl;
 pub mod bridge;
 pub mod config;
+pub mod connection;
 pub mod dead_letter;
 pub mod devices;
 #[doc(hidden)]
@@ -40,7 +41,6 @@ pub mod listener;
 pub mod metrics;
 pub mod payload;
 pub mod rate;
-pub mod session;
 pub mod session_store;
 pub mod sessions;
 pub mod status;
@@ -177,7 +177,7 @@ pub struct Broker {
     /// the client removes its entry, which cancels the will (5.0 section 3.1.3.2.2). They are
     /// saved in the sessions file with every save (every change here touches the sessions),
     /// so they survive a restart; restored ones are scheduled by [`MqttServer::start`].
-    pub(crate) delayed_wills: parking_lot::Mutex<std::collections::HashMap<String, session::PendingWill>>,
+    pub(crate) delayed_wills: parking_lot::Mutex<std::collections::HashMap<String, connection::PendingWill>>,
     /// One permit per allowed connection.
     pub(crate) conn_limit: Arc<Semaphore>,
     /// One permit per connection past `conn_limit` being answered CONNACK "quota exceeded"
@@ -258,7 +258,7 @@ impl Broker {
             .map(|w| {
                 (
                     w.client_id.clone(),
-                    session::PendingWill::restored(w, next_conn.fetch_add(1, Ordering::Relaxed)),
+                    connection::PendingWill::restored(w, next_conn.fetch_add(1, Ordering::Relaxed)),
                 )
             })
             .collect();
@@ -548,7 +548,7 @@ impl Broker {
 
 /// A broker on a fresh engine in `data_dir`, with default settings (auth off) and the rate
 /// limit off: for the fuzz target and tests that drive connections in-process
-/// ([`session::feed_for_test`]). Blocking (opens the engine).
+/// ([`connection::feed_for_test`]). Blocking (opens the engine).
 #[doc(hidden)]
 pub fn broker_for_tests(data_dir: &std::path::Path) -> Result<Arc<Broker>, String> {
     broker_for_tests_with(data_dir, |_| {})
@@ -669,7 +669,7 @@ impl MqttServer {
         }
         // Wills restored from the sessions file wait (or go at once, if due) as they did
         // before the restart; before the first connection, which may cancel them.
-        session::schedule_restored_wills(&broker);
+        connection::schedule_restored_wills(&broker);
         let saver = tokio::spawn(save_sessions_loop(broker.clone()));
         let expirer = tokio::spawn(expire_sessions_loop(broker.clone()));
         tracing::info!(addr = %addr, tls_addr = ?tls_addr, db = %broker.config.database, pattern = %broker.config.topic_pattern, "MQTT listening");

@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::config::MqttConfig;
 use super::metrics::MqttMetrics;
-use super::{session, Broker};
+use super::{connection, Broker};
 
 /// The TLS side of a listener (see `tls.rs` beside this file's parent).
 pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
@@ -85,7 +85,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tls: Option
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => session::serve(broker, sock, peer, None).await,
+                None => connection::serve(broker, sock, peer, None).await,
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
                         Ok(Ok(s)) => s,
@@ -106,7 +106,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tls: Option
                             return;
                         }
                     };
-                    session::serve(broker, stream, peer, cert_device).await
+                    connection::serve(broker, stream, peer, cert_device).await
                 }
             }
         });
@@ -127,10 +127,10 @@ async fn refuse(
         match tls {
             None => {
                 let mut sock = sock;
-                session::refuse_busy(&mut sock).await
+                connection::refuse_busy(&mut sock).await
             }
             Some(acceptor) => match acceptor.accept(sock).await {
-                Ok(mut stream) => session::refuse_busy(&mut stream).await,
+                Ok(mut stream) => connection::refuse_busy(&mut stream).await,
                 Err(_) => false,
             },
         }

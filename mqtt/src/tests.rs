@@ -7,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{self, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 
+use super::connection::feed_for_test;
 use super::dead_letter::{DeadLetters, SyncFn};
-use super::session::feed_for_test;
 use super::{unshared_broker_for_tests, Broker};
 
 fn connect_and_publish(client_id: &str, publishes: &[(QoS, u16, &str)]) -> Vec<u8> {
