@@ -459,9 +459,21 @@ pub(crate) fn encode_series_key(key: &SeriesKey, out: &mut Vec<u8>) {
 }
 
 /// Iterates the fields of one point.
+#[derive(Debug, Clone)]
 pub struct FieldIter<'a> {
     buf: &'a [u8],
     remaining: u16,
+}
+
+impl FieldIter<'_> {
+    /// Fields not yet iterated.
+    pub fn len(&self) -> u16 {
+        self.remaining
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
 }
 
 impl<'a> Iterator for FieldIter<'a> {

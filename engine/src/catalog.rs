@@ -5,10 +5,15 @@
 //! published. New records are buffered and [`Catalog::sync`] runs before every flush publishes
 //! segments. A record lost in a crash is harmless: no segment refers to it, and the WAL still
 //! holds the points, whose replay re-creates the series (possibly under another id).
+//!
+//! The WAL names a series by id only once its record is durable ([`Catalog::durable_series`]);
+//! before that a WAL record carries the series key, so no WAL record ever names an id that a
+//! crash can take from the catalog.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -158,6 +163,10 @@ pub struct Catalog {
     /// Records were cut off (a torn tail) or dropped (damage) at open: ids that segments use
     /// may have lost their record, see [`Catalog::lost_records`].
     lost_records: bool,
+    /// Every series id below this has its record durable (fsynced) in the log.
+    durable_series: AtomicU32,
+    /// One past the highest series id whose record was appended (durable or not).
+    appended_series: AtomicU32,
 }
 
 /// How to open a catalog.
@@ -249,7 +258,13 @@ impl Catalog {
             file.write_all_counted(&header).map_err(|(_, e)| io(&path)(e))?;
             file.sync_all().map_err(io(&path))?;
             opts.fs.sync_dir(dir).map_err(io(dir))?;
+        } else {
+            // What was read may be records an earlier process wrote but never synced (it was
+            // killed): they are in the page cache, not necessarily on disk. Synced now, they
+            // are durable, as `durable_series` says of every series read.
+            file.sync_data().map_err(io(&path))?;
         }
+        let series = u32::try_from(state.series.len()).unwrap_or(u32::MAX);
         Ok(Catalog {
             path,
             state: RwLock::new(state),
@@ -257,6 +272,8 @@ impl Catalog {
             max_series_per_db: opts.max_series_per_db,
             max_fields_per_measurement: opts.max_fields_per_measurement,
             lost_records,
+            durable_series: AtomicU32::new(series),
+            appended_series: AtomicU32::new(series),
         })
     }
 
@@ -265,6 +282,22 @@ impl Catalog {
     /// next id past every id its segments and tombstones use ([`Catalog::reserve_series_ids`]).
     pub fn lost_records(&self) -> bool {
         self.lost_records
+    }
+
+    /// Every series id below this has a durable record: the WAL may name them by id alone.
+    pub fn durable_series(&self) -> u32 {
+        self.durable_series.load(Ordering::Acquire)
+    }
+
+    /// One past the highest series id handed out (or reserved): an id below it without a
+    /// series was dropped, or its record was lost (see [`Catalog::lost_records`]).
+    pub fn series_id_end(&self) -> u32 {
+        u32::try_from(self.state.read().series.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a series record was appended since the last sync (see [`Catalog::sync`]).
+    pub fn has_unsynced_series(&self) -> bool {
+        self.appended_series.load(Ordering::Acquire) > self.durable_series.load(Ordering::Acquire)
     }
 
     /// Makes sure no series id below `next` is ever handed out.
@@ -303,6 +336,8 @@ impl Catalog {
                 source: std::io::Error::other("an earlier write of the catalog failed; reopen the engine"),
             });
         }
+        // Under the log lock no series record is appended: this one covers every id below.
+        let appended = self.appended_series.load(Ordering::Acquire);
         let Log { file, pending, failed, .. } = &mut *log;
         match file.write_all_counted(pending) {
             Err((0, source)) if fsutil::is_resource_exhausted(&source) => {
@@ -317,6 +352,9 @@ impl Catalog {
         }
         let res = file.sync_data();
         *failed = res.is_err();
+        if res.is_ok() {
+            self.durable_series.fetch_max(appended, Ordering::AcqRel);
+        }
         res.map_err(|source| CatalogError::Io { path: self.path.clone(), source })
     }
 
@@ -404,6 +442,7 @@ impl Catalog {
             p.extend_from_slice(&db.0.to_le_bytes());
             p.extend_from_slice(key_bytes);
         });
+        self.appended_series.fetch_max(id.0 + 1, Ordering::AcqRel);
         let key = Arc::new(key);
         insert_series(&mut st, id, db, key.clone());
         Ok((id, key))

@@ -26,7 +26,7 @@
 //! What this module is not: it knows nothing about files, checksums or series; the
 //! segment layer checksums blocks (CRC32C) before decoding them.
 
-mod bits;
+pub(crate) mod bits;
 mod boolean;
 mod decimal;
 mod float;

@@ -41,6 +41,7 @@ use crate::index::TagPredicate;
 use crate::memtable::Memtable;
 use crate::model::{DbId, FieldType, SeriesId, SeriesKey, TimeRange};
 use crate::partition::PartitionSet;
+use crate::wal::record::RecordEncoder;
 use crate::wal::Wal;
 
 pub use options::EngineOptions;
@@ -114,6 +115,8 @@ pub(crate) struct ShardState {
     pub(crate) lookup: HashMap<DbId, HashMap<Box<[u8]>, SeriesSlot, FxBuildHasher>, FxBuildHasher>,
     pub(crate) active: Memtable,
     pub(crate) frozen: VecDeque<Arc<Frozen>>,
+    /// Builds this shard's WAL records (kept for its buffers).
+    pub(crate) encoder: RecordEncoder,
 }
 
 pub(crate) struct Shard {
@@ -170,6 +173,9 @@ pub(crate) struct Inner {
     admitted_partitions: Mutex<HashMap<DbId, HashSet<i64>>>,
     /// The newest point of every column, kept by the write path (`last_value.rs`).
     pub(crate) last: crate::last_value::LastValues,
+    /// Set (and signalled) by a write that created series, for the catalog-sync thread: once
+    /// their records are durable, the WAL names them by id instead of by key.
+    catalog_sync: (Mutex<bool>, Condvar),
     _lock: File,
 }
 
@@ -343,6 +349,7 @@ impl Engine {
         }
         let flushed = if self.is_poisoned() { Ok(()) } else { self.flush() };
         self.inner.shutdown.store(true, Ordering::Release);
+        self.inner.wake_catalog_sync();
         for shard in &self.inner.shards {
             let _g = shard.state.lock();
             shard.frozen_cv.notify_all();
@@ -371,6 +378,7 @@ impl Engine {
     #[doc(hidden)]
     pub fn simulate_crash(self) {
         self.inner.shutdown.store(true, Ordering::Release);
+        self.inner.wake_catalog_sync();
         for shard in &self.inner.shards {
             let _g = shard.state.lock();
             shard.frozen_cv.notify_all();
@@ -445,6 +453,56 @@ impl Inner {
         match self.compact_pass(self.opts.compaction_min_segments) {
             Ok(_) | Err(LifecycleError::ShuttingDown) => {}
             Err(e) => tracing::error!(error = %e, "compaction failed"),
+        }
+    }
+
+    /// Asks the catalog-sync thread to make the catalog's new series durable.
+    pub(crate) fn request_catalog_sync(&self) {
+        let (wanted, cv) = &self.catalog_sync;
+        let mut w = wanted.lock();
+        if !*w {
+            *w = true;
+            cv.notify_one();
+        }
+    }
+
+    /// Wakes the catalog-sync thread (to see `shutdown`).
+    fn wake_catalog_sync(&self) {
+        let _g = self.catalog_sync.0.lock();
+        self.catalog_sync.1.notify_all();
+    }
+
+    /// The catalog-sync thread: syncs the catalog when writes created series. A write that
+    /// creates a series logs its key in the WAL; once the series' catalog record is durable,
+    /// its later points are logged by id (a few bytes instead of the key). One fsync covers
+    /// every series created since the last, so a burst of new series costs one or a few.
+    fn catalog_syncer(&self) {
+        let (wanted, cv) = &self.catalog_sync;
+        loop {
+            {
+                let mut w = wanted.lock();
+                while !*w && !self.shutdown.load(Ordering::Acquire) {
+                    cv.wait(&mut w);
+                }
+                if self.shutdown.load(Ordering::Acquire) {
+                    return;
+                }
+                *w = false;
+            }
+            if self.poisoned.load(Ordering::Acquire) || !self.catalog.has_unsynced_series() {
+                continue;
+            }
+            match self.catalog.sync() {
+                Ok(()) => {}
+                // Nothing was written: keys stay in the WAL; the next request or flush retries.
+                Err(e @ crate::error::CatalogError::OutOfResources { .. }) => {
+                    tracing::warn!(error = %e, "catalog sync ran out of resources; retried later");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "catalog sync failed; engine poisoned");
+                    self.poisoned.store(true, Ordering::Release);
+                }
+            }
         }
     }
 

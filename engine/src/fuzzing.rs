@@ -27,7 +27,11 @@ use crate::catalog::{Catalog, DownsampleRule, RetentionPolicy, Tombstone, CATALO
 use crate::index::TagPredicate;
 use crate::model::{FieldType, FieldValue, SeriesId, SeriesKey, TimeRange, Values};
 use crate::segment::{self, SegmentWriter, HEADER_LEN, SEGMENT_MAGIC, TRAILER_LEN};
-use crate::wal::{self, frame_record, log_header, Wal, WAL_HEADER_LEN, WAL_MAGIC, WAL_VERSION};
+use crate::wal::record::{self, IdLookup, RecordEncoder};
+use crate::wal::{
+    self, frame_record, log_header, ReplayMode, Wal, WAL_HEADER_LEN, WAL_MAGIC, WAL_VERSION,
+    WAL_VERSION_BATCH,
+};
 
 /// A directory of this thread's own, removed when the thread ends. Under `/dev/shm` where there
 /// is one: replay fsyncs what it truncates, and a fuzzer truncates on most inputs.
@@ -102,16 +106,18 @@ fn log_file(magic: &[u8; 8], version: u16, data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// WAL replay: the framing (`wal::replay_file`), the record payload (`wal::split_payload`)
-/// and the write batch of points (`BatchIter::over`, what replay validates storage bytes with).
+/// WAL replay: the framing (`wal::replay_wal_file`), the record payload
+/// (`wal::split_payload`), the compact record of version 2 (`wal::record::decode`) and the
+/// write batch of points (`BatchIter::over`, what replay validates storage bytes with). A whole
+/// file says its version in its header (both versions get fuzzed); payload lists are version 2.
 pub fn wal_file(data: &[u8]) {
     let file = log_file(WAL_MAGIC, WAL_VERSION, data);
     let path = scratch().join(wal::file_name(1));
     fs::write(&path, &file).expect("the scratch directory is writable");
     let mut seen = 0u64;
-    let Ok(stats) = wal::replay_file(&path, |rec| {
+    let Ok(stats) = wal::replay_wal_file(&path, ReplayMode::LAST_STRICT, |version, rec| {
         seen += 1;
-        check_wal_payload(rec);
+        check_wal_payload(version, rec);
         Ok(())
     }) else {
         return;
@@ -124,8 +130,35 @@ pub fn wal_file(data: &[u8]) {
     assert_eq!((again.records, again.truncated_at.filter(|_| !emptied)), (seen, None));
 }
 
-fn check_wal_payload(rec: &[u8]) {
+/// The batch-format key the fuzz bodies and seeds give catalog series id `id` (ids 0..4 exist;
+/// 4 and 5 were dropped; the others are unknown).
+fn seed_key(id: u32, out: &mut Vec<u8>) -> IdLookup {
+    match id {
+        0..4 => {
+            let host = format!("h{id}");
+            let key = SeriesKey { measurement: "cpu".into(), tags: vec![("host".into(), host.into())] };
+            encode_series_key(&key, out);
+            IdLookup::Found
+        }
+        4 | 5 => IdLookup::Dropped,
+        _ => IdLookup::Unknown,
+    }
+}
+
+fn check_wal_payload(version: u16, rec: &[u8]) {
     let Ok((_db, body)) = wal::split_payload(rec) else { return };
+    let decoded;
+    let body = if version == WAL_VERSION_BATCH {
+        body
+    } else {
+        let mut out = Vec::new();
+        if record::decode(body, &mut out, false, |id, out| seed_key(id.0, out)).is_err() {
+            return;
+        }
+        decoded = out;
+        check_record_round_trip(&decoded);
+        &decoded[..]
+    };
     let mut key = Vec::new();
     for point in BatchIter::over(body) {
         let Ok(p) = point else { break };
@@ -327,6 +360,22 @@ pub fn segment_file(data: &[u8]) {
     }
 }
 
+/// Batch bytes decoded from a record that validate as a batch encode again (every series by
+/// key) into a record that decodes to the same bytes.
+fn check_record_round_trip(batch: &[u8]) {
+    let Ok(points) = BatchIter::over(batch).collect::<Result<Vec<_>, _>>() else { return };
+    let mut enc = RecordEncoder::default();
+    enc.begin("db");
+    // The encoder keys its table by id: one id per point, as points may be of any series.
+    for (i, p) in points.iter().enumerate() {
+        enc.push(SeriesId(i as u32), false, p.key, p.timestamp, p.field_bytes());
+    }
+    let mut again = Vec::new();
+    let (_, body) = wal::split_payload(enc.payload()).expect("a record the encoder made");
+    record::decode(body, &mut again, true, |_, _| IdLookup::Unknown).expect("a record the encoder made");
+    assert_eq!(again, batch, "a decoded record encodes and decodes to the same points");
+}
+
 /// Real files written by the engine's writers, to start the fuzzers from (`scripts/fuzz.sh`
 /// writes them to `fuzz/corpus/<target>/`) and to mutate in the property tests:
 /// `(target, file name, bytes)`.
@@ -346,38 +395,57 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     out
 }
 
-fn wal_payload(db: &str, batch: &WriteBatch) -> Vec<u8> {
+fn batch_payload(db: &str, batch: &WriteBatch) -> Vec<u8> {
     let mut p = vec![db.len() as u8];
     p.extend_from_slice(db.as_bytes());
     p.extend_from_slice(batch.as_bytes());
     p
 }
 
+fn seed_batch(points: usize, round: usize) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    for i in 0..points {
+        let mut p = b.point(if i % 2 == 0 { "cpu" } else { "env" });
+        p.tag("host", if i % 3 == 0 { "a" } else { "b" }).tag("region", "eu");
+        p.field("usage", FieldValue::F64(i as f64 * 1.5))
+            .field("n", FieldValue::I64(-(i as i64)))
+            .field("u", FieldValue::U64(i as u64))
+            .field("ok", FieldValue::Bool(i % 2 == 0))
+            .field("msg", FieldValue::Str("hello"));
+        p.finish(1_700_000_000_000_000_000 + (round * 100 + i) as i64).expect("a valid point");
+    }
+    b
+}
+
+/// Version-2 files written by [`Wal`] (even points by catalog id 0..4 of [`seed_key`], odd
+/// ones by key), and one version-1 file of write batches.
 fn seed_wals(dir: &Path) -> Vec<Vec<u8>> {
     let mut files = Vec::new();
+    let mut enc = RecordEncoder::default();
     for (n, points) in [(0usize, 1usize), (1, 3), (2, 8)] {
         let wal_dir = dir.join(format!("wal-{n}"));
         let poisoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let w = Wal::create(&wal_dir, 1, wal::SyncPolicy::Never, poisoned).expect("scratch WAL");
         let mut last = 0;
         for r in 0..=n {
-            let mut b = WriteBatch::new();
-            for i in 0..points {
-                let mut p = b.point(if i % 2 == 0 { "cpu" } else { "env" });
-                p.tag("host", if i % 3 == 0 { "a" } else { "b" }).tag("region", "eu");
-                p.field("usage", FieldValue::F64(i as f64 * 1.5))
-                    .field("n", FieldValue::I64(-(i as i64)))
-                    .field("u", FieldValue::U64(i as u64))
-                    .field("ok", FieldValue::Bool(i % 2 == 0))
-                    .field("msg", FieldValue::Str("hello"));
-                p.finish(1_700_000_000_000_000_000 + (r * 100 + i) as i64).expect("a valid point");
+            let b = seed_batch(points, r);
+            enc.begin(if r == 1 { "other" } else { "telemetry" });
+            for (i, p) in b.iter().enumerate() {
+                let p = p.expect("a batch the builder made");
+                let id = SeriesId((i % 4) as u32);
+                enc.push(id, i % 2 == 0, p.key, p.timestamp, p.field_bytes());
             }
-            last = w.append(&wal_payload(if r == 1 { "other" } else { "telemetry" }, &b));
+            last = w.append(enc.payload());
         }
         w.commit(last).expect("scratch WAL");
         drop(w);
         files.push(fs::read(wal_dir.join(wal::file_name(1))).expect("written above"));
     }
+    let mut v1 = log_header(WAL_MAGIC, WAL_VERSION_BATCH).to_vec();
+    for r in 0..2 {
+        frame_record(&batch_payload("telemetry", &seed_batch(3, r)), &mut v1);
+    }
+    files.push(v1);
     files
 }
 
@@ -540,18 +608,30 @@ mod tests {
     /// The seeds are real files the decoders accept whole (so the fuzzers start deep).
     #[test]
     fn seeds_decode() {
+        let mut versions = Vec::new();
         for wal in seed_files("wal") {
             let path = scratch().join("seed.wal");
             fs::write(&path, &wal).unwrap();
             let mut points = 0;
-            let stats = wal::replay_file(&path, |rec| {
+            let stats = wal::replay_wal_file(&path, ReplayMode::LAST_STRICT, |version, rec| {
                 let (_, body) = wal::split_payload(rec).unwrap();
+                let mut out = Vec::new();
+                let body = if version == WAL_VERSION_BATCH {
+                    body
+                } else {
+                    let skipped =
+                        record::decode(body, &mut out, true, |id, out| seed_key(id.0, out)).unwrap();
+                    assert_eq!(skipped, record::Skipped::default());
+                    &out[..]
+                };
                 points += BatchIter::over(body).collect::<Result<Vec<_>, _>>().unwrap().len();
+                versions.push(version);
                 Ok(())
             })
             .unwrap();
             assert!(stats.records >= 1 && points >= 1 && stats.truncated_at.is_none());
         }
+        assert!(versions.contains(&WAL_VERSION) && versions.contains(&WAL_VERSION_BATCH));
         let cat = seed_files("catalog").remove(0);
         let dir = scratch().join("seed-catalog");
         fs::create_dir_all(&dir).unwrap();

@@ -8,6 +8,10 @@
 //!
 //! File layout (see `docs/file-formats.md`): a 16-byte header `"STRATWAL" u16 version
 //! u16 reserved u32 crc32c(first 12 bytes)`, then records `u32 len, u32 crc32c(payload), payload`.
+//! The payload of version 2 is a compact record ([`record`]: series ids, typed values); version
+//! 1 files (a write batch per record) are still replayed.
+
+pub mod record;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, SeekFrom};
@@ -23,7 +27,11 @@ use crate::fsutil::{self, Fs, FsFile};
 use crate::stats::WalStats;
 
 pub const WAL_MAGIC: &[u8; 8] = b"STRATWAL";
-pub const WAL_VERSION: u16 = 1;
+/// The version new WAL files are written in.
+pub const WAL_VERSION: u16 = 2;
+/// The first version: each record's payload is a database name and a write batch. Read, no
+/// longer written.
+pub const WAL_VERSION_BATCH: u16 = 1;
 pub const WAL_HEADER_LEN: usize = 16;
 /// Largest record accepted on replay; a larger length field is a torn or corrupt tail.
 pub const MAX_RECORD_LEN: usize = 256 << 20;
@@ -459,12 +467,44 @@ pub fn replay_file(
 }
 
 /// [`replay_file`] of a file that may not be the newest of its log, or with another recovery.
+/// Either version's payloads are passed on as they are.
 pub fn replay_file_with(
     path: &Path,
     mode: ReplayMode,
-    f: impl FnMut(&[u8]) -> Result<(), WalError>,
+    mut f: impl FnMut(&[u8]) -> Result<(), WalError>,
 ) -> Result<ReplayStats, WalError> {
-    replay_log_with(path, &header_bytes(), mode, f)
+    replay_wal_file(path, mode, |_, rec| f(rec))
+}
+
+/// [`replay_file_with`] passing each payload with the version of the file it is in (the
+/// payload format depends on it: [`WAL_VERSION_BATCH`] or [`WAL_VERSION`]).
+pub fn replay_wal_file(
+    path: &Path,
+    mode: ReplayMode,
+    mut f: impl FnMut(u16, &[u8]) -> Result<(), WalError>,
+) -> Result<ReplayStats, WalError> {
+    let version = file_version(path)?;
+    replay_log_with(path, &log_header(WAL_MAGIC, version), mode, |rec| f(version, rec))
+}
+
+/// The version of a WAL file from its header. A file shorter than a header (a crash while it
+/// was created) counts as the current version; a header of no known version is refused.
+pub fn file_version(path: &Path) -> Result<u16, WalError> {
+    let mut head = Vec::with_capacity(WAL_HEADER_LEN);
+    File::open(path)
+        .and_then(|f| f.take(WAL_HEADER_LEN as u64).read_to_end(&mut head))
+        .map_err(|source| WalError::Io { path: path.to_owned(), source })?;
+    let known = [WAL_VERSION, WAL_VERSION_BATCH];
+    if head.len() < WAL_HEADER_LEN {
+        return Ok(known
+            .into_iter()
+            .find(|&v| log_header(WAL_MAGIC, v).starts_with(&head))
+            .unwrap_or(WAL_VERSION));
+    }
+    known
+        .into_iter()
+        .find(|&v| head[..] == log_header(WAL_MAGIC, v)[..])
+        .ok_or_else(|| WalError::BadHeader { path: path.to_owned() })
 }
 
 /// The length of the intact record at `pos`, if there is one. Empty records are never written

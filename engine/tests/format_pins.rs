@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use strata_engine::segment::SegmentWriter;
+use strata_engine::wal::record::RecordEncoder;
 use strata_engine::wal::{frame_record, log_header, WAL_MAGIC, WAL_VERSION};
 use strata_engine::{FieldValue, SeriesId, Values, WriteBatch};
 
@@ -62,6 +63,21 @@ fn wal_record() {
     let mut out = Vec::new();
     frame_record(b"abc", &mut out);
     pin("wal-record-abc", &out);
+}
+
+#[test]
+fn wal_record_v2() {
+    // Series 5 (durable in the catalog) at t=10 with v=1.5, then a new series `cpu,host=a`
+    // logged with its key at t=12 with v=-0.0 (no decimal form: raw bits).
+    let mut b = WriteBatch::new();
+    b.point("cpu").tag("host", "a").field("v", FieldValue::F64(1.5)).finish(10).unwrap();
+    b.point("cpu").tag("host", "a").field("v", FieldValue::F64(-0.0)).finish(12).unwrap();
+    let points: Vec<_> = b.iter().map(|p| p.unwrap()).collect();
+    let mut enc = RecordEncoder::default();
+    enc.begin("db");
+    enc.push(SeriesId(5), true, points[0].key, 10, points[0].field_bytes());
+    enc.push(SeriesId(9), false, points[1].key, 12, points[1].field_bytes());
+    pin("wal-record-v2", enc.payload());
 }
 
 #[test]

@@ -75,6 +75,7 @@ impl Engine {
             tombstone_gc_blocked: AtomicBool::new(false),
             admitted_partitions: Mutex::new(HashMap::new()),
             last: Default::default(),
+            catalog_sync: (Mutex::new(false), Condvar::new()),
             opts,
             _lock: lock,
         };
@@ -142,6 +143,15 @@ impl Engine {
                             inner.maintain();
                         }
                     })
+                    .expect("spawning a thread"),
+            );
+        }
+        {
+            let inner = self.inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("strata-catalog-sync".into())
+                    .spawn(move || inner.catalog_syncer())
                     .expect("spawning a thread"),
             );
         }

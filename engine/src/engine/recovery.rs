@@ -1,19 +1,30 @@
 //! WAL replay at open: every record back into memtables, flushed as memory fills.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 
-use crate::batch::BatchIter;
+use crate::batch::{encode_series_key, BatchDecodeError, BatchIter};
 use crate::error::OpenError;
 use crate::memtable::Memtable;
-use crate::wal::{self, ReplayMode};
+use crate::model::{DbId, SeriesId};
+use crate::wal::record::{self, IdLookup};
+use crate::wal::{self, Recovery, ReplayMode, WAL_VERSION_BATCH};
 
 use super::write::split_by_shard;
 use super::{Inner, WriteOutcome};
+
+/// State kept across the records of one replay.
+#[derive(Default)]
+pub(super) struct Replay {
+    /// Batch-format keys of the catalog series records named by id, with their database.
+    keys: HashMap<SeriesId, (DbId, Vec<u8>)>,
+    /// A version-2 record decoded back into write-batch bytes.
+    batch: Vec<u8>,
+}
 
 impl Inner {
     /// Replays every WAL file into memtables, flushing as memory fills and at the end.
@@ -36,11 +47,12 @@ impl Inner {
             }
         }
         let n = self.shards.len();
+        let mut replay = Replay::default();
         for (_, path) in &files {
             let mut bad = None;
             let mode = ReplayMode { last: newest.contains(path), recovery: self.opts.recovery };
-            let stats = wal::replay_file_with(path, mode, |rec| {
-                if let Err(e) = self.replay_record(rec, n) {
+            let stats = wal::replay_wal_file(path, mode, |version, rec| {
+                if let Err(e) = self.replay_record(version, rec, n, &mut replay, path) {
                     bad = Some(e);
                 }
                 Ok(())
@@ -89,20 +101,80 @@ impl Inner {
         Ok(files)
     }
 
-    pub(super) fn replay_record(&self, rec: &[u8], n: usize) -> Result<(), crate::batch::BatchDecodeError> {
+    /// Replays one record of a file of WAL format `version`.
+    pub(super) fn replay_record(
+        &self,
+        version: u16,
+        rec: &[u8],
+        n: usize,
+        replay: &mut Replay,
+        path: &Path,
+    ) -> Result<(), BatchDecodeError> {
         let (name, body) = wal::split_payload(rec)?;
         let db = self.catalog.create_db(name);
+        let body = if version == WAL_VERSION_BATCH {
+            body
+        } else {
+            let Replay { keys, batch } = replay;
+            batch.clear();
+            let strict = self.opts.recovery == Recovery::Strict;
+            let skipped = record::decode(body, batch, strict, |id, out| self.replay_key(db, id, keys, out))?;
+            if skipped.dropped > 0 {
+                tracing::info!(file = %path.display(), points = skipped.dropped, "WAL points of series dropped since were discarded");
+            }
+            if let Some(id) = skipped.first_unknown {
+                // Only after catalog damage was dropped: the series these points named is gone.
+                self.stats.recovery_dropped_ranges.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    file = %path.display(),
+                    points = skipped.unknown,
+                    series_id = id.0,
+                    "WAL points of series the catalog lost were dropped (recovery = drop-damaged)"
+                );
+            }
+            &batch[..]
+        };
         let by_shard = split_by_shard(body, BatchIter::over(body), db, n, |_, _| true)?;
         let mut outcome = WriteOutcome::default();
         for (s, points) in by_shard.iter().enumerate() {
             if !points.is_empty() {
                 // Without a WAL append the only possible errors are refused points.
-                let _ = self.write_shard(s, db, name, body, points, None, &mut outcome, false);
+                let _ = self.write_shard(s, db, name, body, points, &mut outcome, false);
             }
         }
         for r in &outcome.rejected {
             tracing::warn!(database = name, reason = %r.reason, "point in the WAL refused at replay");
         }
         Ok(())
+    }
+
+    /// Appends the batch-format key of series `id` of database `db` for a version-2 record.
+    fn replay_key(
+        &self,
+        db: DbId,
+        id: SeriesId,
+        keys: &mut HashMap<SeriesId, (DbId, Vec<u8>)>,
+        out: &mut Vec<u8>,
+    ) -> IdLookup {
+        if let Some((key_db, key)) = keys.get(&id) {
+            if *key_db != db {
+                return IdLookup::Unknown;
+            }
+            out.extend_from_slice(key);
+            return IdLookup::Found;
+        }
+        match self.catalog.series(id) {
+            Some(meta) if meta.db == db => {
+                let mut key = Vec::new();
+                encode_series_key(&meta.key, &mut key);
+                out.extend_from_slice(&key);
+                keys.insert(id, (db, key));
+                IdLookup::Found
+            }
+            Some(_) => IdLookup::Unknown,
+            // An id below the end without a series was dropped, unless the catalog lost records.
+            None if id.0 < self.catalog.series_id_end() && !self.catalog.lost_records() => IdLookup::Dropped,
+            None => IdLookup::Unknown,
+        }
     }
 }

@@ -20,23 +20,18 @@ use super::{DbStorage, Inner, SeriesSlot, WriteOutcome};
 
 /// Where one point of a batch is, and its position in the batch (for rejections). Points are
 /// passed to the shards by position rather than as decoded [`PointRef`]s: the per-shard lists
-/// of a 5,000-point request stay small enough (120 KB) to come from the heap, where lists of
+/// of a 5,000-point request stay small enough (80 KB) to come from the heap, where lists of
 /// 72-byte `PointRef`s grew past the allocator's mmap threshold and were faulted in afresh on
 /// every request (a third of the write path's page faults).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PointAt {
     offset: usize,
-    len: usize,
     index: usize,
 }
 
 impl PointAt {
     pub(super) fn get<'a>(&self, bytes: &'a [u8]) -> PointRef<'a> {
         point_at(bytes, self.offset).expect("PointAt is the start of a point in validated batch bytes")
-    }
-
-    pub(super) fn raw<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
-        &bytes[self.offset..self.offset + self.len]
     }
 }
 
@@ -57,7 +52,7 @@ pub(super) fn split_by_shard(
             continue;
         }
         let s = if shards == 1 { 0 } else { shard_of(db, p.key, shards) };
-        parts[s].push(PointAt { offset: p.raw.as_ptr() as usize - base, len: p.raw.len(), index });
+        parts[s].push(PointAt { offset: p.raw.as_ptr() as usize - base, index });
     }
     Ok(parts)
 }
@@ -112,16 +107,12 @@ impl Inner {
             bound.admit(index, ts, &mut outcome)
         })
         .expect("a WriteBatch built by its builder always decodes");
-        let refused = bound.refused;
         drop(bound);
-        // One shard holding the whole batch can log the batch bytes as they are.
-        let whole = !refused && parts.iter().filter(|p| !p.is_empty()).count() == 1;
         for (s, points) in parts.iter().enumerate() {
             if points.is_empty() {
                 continue;
             }
-            let body = whole.then_some(bytes);
-            if let Some(pos) = inner.write_shard(s, db_id, db, bytes, points, body, &mut outcome, true)? {
+            if let Some(pos) = inner.write_shard(s, db_id, db, bytes, points, &mut outcome, true)? {
                 commits.push((s, pos));
             }
         }
@@ -147,7 +138,6 @@ impl Inner {
             storage: self.dbs.read().get(&db).cloned(),
             known: (1, 0),
             created: 0,
-            refused: false,
             admitted: &self.admitted_partitions,
             db,
         }
@@ -164,7 +154,6 @@ pub(super) struct PartitionBound<'a> {
     /// A time range known to be in an existing or admitted partition (empty at first).
     known: (i64, i64),
     created: usize,
-    refused: bool,
     admitted: &'a Mutex<HashMap<DbId, HashSet<i64>>>,
     db: DbId,
 }
@@ -189,7 +178,6 @@ impl PartitionBound<'_> {
             self.known = range;
             return true;
         }
-        self.refused = true;
         let limit = self.limit;
         outcome.rejected.push(RejectedPoint {
             index,
@@ -201,8 +189,7 @@ impl PartitionBound<'_> {
 
 impl Inner {
     /// Writes the points of one shard. Returns the WAL position to commit, if anything was
-    /// appended. `body`, when given, is the encoding of exactly `points` (logged as is);
-    /// `log` is false during replay.
+    /// appended. `log` is false during replay.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn write_shard(
         &self,
@@ -211,7 +198,6 @@ impl Inner {
         db_name: &str,
         bytes: &[u8],
         points: &[PointAt],
-        body: Option<&[u8]>,
         outcome: &mut WriteOutcome,
         log: bool,
     ) -> Result<Option<u64>, WriteError> {
@@ -266,27 +252,29 @@ impl Inner {
         if accepted == 0 {
             return Ok(None);
         }
-        let mut pos = None;
+        // Pass 2: log and insert. Both happen under the shard lock, so WAL order is memtable
+        // order, and nothing can fail between them.
+        // Ids below `durable` are in the catalog on disk: the WAL names those by id alone.
+        let durable = self.catalog.durable_series();
         if log {
-            let db_hdr = [db_name.len() as u8];
-            let head = [&db_hdr[..], db_name.as_bytes()];
-            let wal = shard.wal();
-            pos = Some(match body {
-                Some(body) if accepted == ids.len() => wal.append_parts(&[&db_hdr, db_name.as_bytes(), body]),
-                _ => wal.append_iter(head.into_iter().chain(
-                    points.iter().zip(&ids).filter(|(_, id)| id.is_some()).map(|(at, _)| at.raw(bytes)),
-                )),
-            });
+            st.encoder.begin(db_name);
         }
-        // Pass 2: insert.
         for (at, id) in points.iter().zip(&ids) {
             if let Some(id) = id {
                 let p = at.get(bytes);
+                if log {
+                    st.encoder.push(*id, id.0 < durable, p.key, p.timestamp, p.field_bytes());
+                }
                 st.active.insert(db, *id, p.timestamp, p.field_bytes());
                 self.last.observe(db, *id, p.timestamp, p.field_bytes());
                 outcome.points_written += 1;
                 outcome.values_written += p.n_fields as usize;
             }
+        }
+        let pos = log.then(|| shard.wal().append(st.encoder.payload()));
+        if log && self.catalog.has_unsynced_series() {
+            // New series: have the catalog synced soon, so their later points name them by id.
+            self.request_catalog_sync();
         }
         if log && st.active.bytes >= self.shard_limit {
             match self.freeze(shard, st) {
