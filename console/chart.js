@@ -92,6 +92,10 @@ export function draw(el, ls, { height = 320, range } = {}) {
   if (range) plot.setScale('x', { min: range[0] / 1000, max: range[1] / 1000 });
   else if (xs.length === 1) plot.setScale('x', { min: xs[0] / 1000 - 60, max: xs[0] / 1000 + 60 });
   el._plot = plot;
+  // The canvas says nothing to a screen reader: name what it shows (the table below it, on
+  // Explore, has the numbers).
+  wrap.setAttribute('role', 'img');
+  wrap.setAttribute('aria-label', `Chart of ${ls.length} series, ${points} points: ${ls.map((l) => l.label).join('; ')}`);
   el.dataset.points = String(points);
   el.dataset.lines = String(ls.length);
   el._resize = new ResizeObserver(() => {

@@ -34,12 +34,15 @@ export function ago(ms, now = Date.now()) {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
-/** An InfluxQL identifier, always quoted: `"my ""name"""` style escaping is InfluxQL's `\"`. */
+/** An InfluxQL identifier, always double-quoted (`\"`, `\\` and newlines escaped). */
 export function ident(name) {
-  return `"${String(name).replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+  return `"${String(name).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
 }
 
-/** An InfluxQL string literal. */
+/**
+ * An InfluxQL string literal. Ids from the page's URL (`#/devices/{id}`) reach queries through
+ * this: a quote must not end the literal, or a link could append statements.
+ */
 export function str(s) {
-  return `'${String(s).replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+  return `'${String(s).replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '\\n')}'`;
 }

@@ -242,5 +242,6 @@ export function render(view, { params }) {
       replace(dbList, names.map((n) => h('option', { value: n })));
     })
     .catch(() => {});
-  if (params.get('run') === '1' && q.value) runQuery();
+  // A query from the link (Databases' measurement links) is only put in the editor: running
+  // it on load would let any link run any statement with the user's token.
 }
