@@ -14,8 +14,6 @@ pub enum QueryError {
     TimeCondition(#[from] TimeConditionError),
     #[error("mixing aggregate and non-aggregate queries is not supported")]
     MixedAggregate,
-    #[error("statement must have at least one field in select clause")]
-    NoFields,
     #[error("{function}: {reason}")]
     InvalidCall { function: String, reason: String },
     #[error("{what} is not supported yet")]

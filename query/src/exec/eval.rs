@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 
 use regex::Regex;
 
-use crate::ast::{BinaryOp, Expr};
+use crate::ast::{BinaryOp, DataType, Expr};
 use crate::result::Value;
 
 /// A borrowed value: what a row slot holds while an expression is evaluated.
@@ -65,14 +65,34 @@ impl<'a> V<'a> {
 pub enum CExpr {
     Slot(usize),
     Const(Value),
-    Match { expr: Box<CExpr>, re: Regex, negate: bool },
-    Binary { op: BinaryOp, lhs: Box<CExpr>, rhs: Box<CExpr> },
+    Match {
+        expr: Box<CExpr>,
+        re: Regex,
+        negate: bool,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<CExpr>,
+        rhs: Box<CExpr>,
+    },
+    /// A numeric `::float`, `::integer` or `::unsigned` cast of a variable.
+    Cast {
+        expr: Box<CExpr>,
+        to: DataType,
+    },
 }
 
 /// Compiles `e`; `slot` maps a variable or call node to its slot (None: the node is unknown,
 /// and evaluates to null).
 pub fn compile(e: &Expr, slot: &mut dyn FnMut(&Expr) -> Option<usize>) -> CExpr {
     match e {
+        Expr::VarRef {
+            data_type: Some(to @ (DataType::Float | DataType::Integer | DataType::Unsigned)),
+            ..
+        } => match slot(e) {
+            Some(i) => CExpr::Cast { expr: Box::new(CExpr::Slot(i)), to: *to },
+            None => CExpr::Const(Value::Null),
+        },
         Expr::VarRef { .. } | Expr::Call { .. } => match slot(e) {
             Some(i) => CExpr::Slot(i),
             None => CExpr::Const(Value::Null),
@@ -107,6 +127,7 @@ impl CExpr {
         match self {
             CExpr::Slot(i) => slots[*i],
             CExpr::Const(v) => V::from_value(v),
+            CExpr::Cast { expr, to } => cast(expr.eval(slots), *to),
             CExpr::Match { expr, re, negate } => match expr.eval(slots) {
                 V::S(s) => V::B(re.is_match(s) != *negate),
                 _ => V::B(false),
@@ -135,6 +156,21 @@ impl CExpr {
     /// Evaluates as a condition: only `true` passes.
     pub fn test(&self, slots: &[V<'_>]) -> bool {
         self.eval(slots).truthy()
+    }
+}
+
+/// A numeric cast as InfluxDB converts (Go's conversions: floats truncate toward zero and
+/// saturate); anything else is null.
+fn cast(v: V<'_>, to: DataType) -> V<'_> {
+    match (v, to) {
+        (V::F(_), DataType::Float) | (V::I(_), DataType::Integer) | (V::U(_), DataType::Unsigned) => v,
+        (V::I(i), DataType::Float) => V::F(i as f64),
+        (V::U(u), DataType::Float) => V::F(u as f64),
+        (V::F(f), DataType::Integer) => V::I(f as i64),
+        (V::U(u), DataType::Integer) => V::I(u as i64),
+        (V::F(f), DataType::Unsigned) => V::U(f as u64),
+        (V::I(i), DataType::Unsigned) => V::U(i as u64),
+        _ => V::Null,
     }
 }
 

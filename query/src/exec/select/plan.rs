@@ -95,6 +95,17 @@ pub(super) fn field_type_ok(dt: Option<DataType>, ty: FieldType) -> bool {
     }
 }
 
+/// Whether a field of type `ty` can be read as `dt` in a raw column: its own type, or a
+/// numeric cast between float, integer and unsigned (InfluxDB converts the values:
+/// `usage::integer` truncates, `count::float` widens).
+pub(super) fn castable(dt: Option<DataType>, ty: FieldType) -> bool {
+    let numeric = matches!(ty, FieldType::F64 | FieldType::I64 | FieldType::U64);
+    match dt {
+        Some(DataType::Float | DataType::Integer | DataType::Unsigned) => numeric,
+        _ => field_type_ok(dt, ty),
+    }
+}
+
 /// Expands `*` fields and `f(*)` calls against the measurement's schema.
 pub(super) fn expand_fields(
     stmt: &SelectStatement,
@@ -104,16 +115,30 @@ pub(super) fn expand_fields(
 ) -> Vec<Field> {
     let mut out = Vec::new();
     for f in &stmt.fields {
+        // `*` and a raw `/regex/` (InfluxDB matches it against field and tag keys alike).
+        let wildcard = match &f.expr {
+            Expr::Wildcard(kind) => Some((*kind, None)),
+            Expr::Regex(re) => Some((WildcardKind::All, Some(re))),
+            _ => None,
+        };
         match &f.expr {
-            Expr::Wildcard(kind) => {
+            _ if wildcard.is_some() => {
+                let (kind, re) = wildcard.expect("checked by the guard");
+                let wanted = |n: &str| re.is_none_or(|re| re.is_match(n));
                 let mut names: Vec<(String, Option<DataType>)> = Vec::new();
-                if *kind != WildcardKind::Tags {
-                    names.extend(fields.iter().map(|(n, _)| (n.clone(), Some(DataType::Field))));
+                if kind != WildcardKind::Tags {
+                    names.extend(
+                        fields
+                            .iter()
+                            .filter(|(n, _)| wanted(n))
+                            .map(|(n, _)| (n.clone(), Some(DataType::Field))),
+                    );
                 }
-                if *kind != WildcardKind::Fields {
+                if kind != WildcardKind::Fields {
                     names.extend(
                         tags.iter()
                             .filter(|t| !group_tags.contains(t) && !fields.iter().any(|(n, _)| n == *t))
+                            .filter(|t| wanted(t))
                             .map(|t| (t.clone(), Some(DataType::Tag))),
                     );
                 }
@@ -205,7 +230,7 @@ pub(super) fn plan_measurement(
             let src = if dt == Some(DataType::Tag) || (dt.is_none() && is_tag(name)) {
                 SlotSrc::Tag(name.to_owned())
             } else if let Some((_, ty)) = fields.iter().find(|(f, _)| f == name) {
-                if !field_type_ok(dt, *ty) {
+                if !castable(dt, *ty) {
                     return None;
                 }
                 let i = scan_fields.iter().position(|f| f == name).unwrap_or_else(|| {
@@ -266,10 +291,9 @@ pub(super) fn plan_measurement(
                 Expr::VarRef { name, data_type } => {
                     any_var = true;
                     let s = slot_of(name, *data_type, &mut slots, &mut scan_fields);
-                    if let Some(s) = s {
-                        if !matches!(slots[s], SlotSrc::Tag(_)) {
-                            only_tags = false;
-                        }
+                    // A field, or a name the measurement does not have: not a tag.
+                    if s.is_none_or(|s| !matches!(slots[s], SlotSrc::Tag(_))) {
+                        only_tags = false;
                     }
                     s
                 }
@@ -278,8 +302,9 @@ pub(super) fn plan_measurement(
             exprs.push(e);
             tag_only.push(only_tags && any_var);
         }
+        // Only tags (or only names the measurement lacks): InfluxDB 1.x answers nothing.
         if tag_only.iter().all(|t| *t) {
-            return Err(QueryError::NoFields);
+            return Ok(None);
         }
         Mode::Raw { exprs, tag_only }
     } else {
@@ -382,6 +407,10 @@ pub(super) fn plan_measurement(
                         return None;
                     }
                 };
+                // Calls read the field as stored: a cast must name its own type.
+                if fields.iter().any(|(f, ty)| f == v && !field_type_ok(dt, *ty)) {
+                    return None;
+                }
                 let slot = slot_of(v, dt, slots, scan_fields)?;
                 let SlotSrc::Field(field) = slots[slot] else { return None };
                 calls.push(CallSpec { kind, field, slot });

@@ -201,7 +201,8 @@ pub(super) fn run(
                     if !*tag && v != V::Null {
                         all_null = false;
                     }
-                    row.push(v.to_value());
+                    // A series without the tag has no value for it: null, as InfluxDB.
+                    row.push(if *tag && v == V::S("") { Value::Null } else { v.to_value() });
                 }
                 if !all_null {
                     meter.add_memory(row_bytes(&row) + 16)?;
@@ -413,7 +414,8 @@ impl SeriesRows {
                         if !*tag && v != V::Null {
                             all_null = false;
                         }
-                        row.push(v.to_value());
+                        // A series without the tag has no value for it: null, as InfluxDB.
+                        row.push(if *tag && v == V::S("") { Value::Null } else { v.to_value() });
                     }
                     if !all_null {
                         let bytes = row_bytes(&row);
