@@ -177,47 +177,62 @@ impl MemColumn {
             self.head_str_bytes += s.len();
         }
         if self.head_ts.len() >= chunk_values {
-            self.seal(scratch);
+            self.seal(chunk_values, scratch);
         }
     }
 
-    /// Encodes the head into a chunk and empties it (keeping the head's capacity). A head
-    /// written out of order is sorted first (the later write wins a repeated timestamp), so
-    /// every chunk is a sorted, unique run like a segment block.
-    fn seal(&mut self, scratch: &mut Vec<u8>) {
-        let sorted;
-        let (ts, values) = if self.head_ts.windows(2).all(|w| w[0] < w[1]) {
-            (&self.head_ts, &self.head)
-        } else {
+    /// Encodes the head into a chunk (keeping the head's capacity). A head written out of
+    /// order is sorted first (the later write wins a repeated timestamp), so every chunk is a
+    /// sorted, unique run like a segment block.
+    ///
+    /// Once a column has seen points out of order, the newest quarter of the head stays in it
+    /// instead of being sealed. Concurrent writers deliver a device's batches slightly out of
+    /// order, and a point older than a sealed chunk's newest overlaps that chunk: overlapping
+    /// chunks must be decoded and merged on every read, never summarised. Held back, the
+    /// stragglers of the last batches join the next chunk instead. Columns written in order
+    /// seal whole heads.
+    fn seal(&mut self, chunk_values: usize, scratch: &mut Vec<u8>) {
+        if !self.head_ts.windows(2).all(|w| w[0] < w[1]) {
             let mut perm: Vec<u32> = (0..self.head_ts.len() as u32).collect();
             sort_dedup_last_wins(&self.head_ts, &mut perm);
-            sorted =
-                (perm.iter().map(|&i| self.head_ts[i as usize]).collect::<Vec<_>>(), self.head.gather(&perm));
-            (&sorted.0, &sorted.1)
-        };
+            let mut ts = Vec::with_capacity(chunk_values);
+            ts.extend(perm.iter().map(|&i| self.head_ts[i as usize]));
+            self.head_ts = ts;
+            self.head = self.head.gather(&perm);
+        }
+        let n = self.head_ts.len();
+        let keep = if self.strictly_increasing { 0 } else { (chunk_values / 4).min(n - 1) };
+        let cut = n - keep;
+        let kept_ts = self.head_ts.split_off(cut);
+        let kept = split_values(&mut self.head, cut);
         scratch.clear();
-        codec::encode_timestamps(ts, scratch);
+        codec::encode_timestamps(&self.head_ts, scratch);
         let split = scratch.len() as u32;
-        codec::encode_values(values, scratch);
+        codec::encode_values(&self.head, scratch);
         let bytes: Arc<[u8]> = Arc::from(scratch.as_slice());
         self.bytes_sealed += bytes.len() + ARC_HEADER;
         self.chunks.push(Chunk {
-            count: ts.len() as u32,
-            ty: values.field_type(),
-            min_ts: ts[0],
-            max_ts: ts[ts.len() - 1],
+            count: cut as u32,
+            ty: self.head.field_type(),
+            min_ts: self.head_ts[0],
+            max_ts: self.head_ts[cut - 1],
             split,
-            stats: BlockStats::compute(values),
+            stats: BlockStats::compute(&self.head),
             bytes,
         });
         self.head_ts.clear();
+        self.head_ts.extend_from_slice(&kept_ts);
         if let Values::Str(v) = &mut self.head {
             // Strings own their bytes: give them back rather than keep a head of big strings.
             *v = Vec::new();
         } else {
             self.head.clear();
         }
-        self.head_str_bytes = 0;
+        self.head.append(kept);
+        self.head_str_bytes = match &self.head {
+            Values::Str(v) => v.iter().map(String::len).sum(),
+            _ => 0,
+        };
     }
 
     /// Every value whose chunk overlaps `range`, in write order (not yet trimmed to `range`).
@@ -281,6 +296,17 @@ impl MemColumn {
         sort_dedup_last_wins(&ts, &mut perm);
         let sorted_ts = perm.iter().map(|&i| ts[i as usize]).collect();
         (sorted_ts, values.gather(&perm))
+    }
+}
+
+/// Splits `v` at `at`: `v` keeps the values before it, the rest is returned.
+fn split_values(v: &mut Values, at: usize) -> Values {
+    match v {
+        Values::F64(x) => Values::F64(x.split_off(at)),
+        Values::I64(x) => Values::I64(x.split_off(at)),
+        Values::U64(x) => Values::U64(x.split_off(at)),
+        Values::Bool(x) => Values::Bool(x.split_off(at)),
+        Values::Str(x) => Values::Str(x.split_off(at)),
     }
 }
 
