@@ -9,9 +9,10 @@
 //! decode a body before it knows whether to refuse it. An over-limit request gets 429 with
 //! `Retry-After` (whole seconds until the bucket holds one token again).
 //!
-//! Time is passed in explicitly ([`TokenBucket`] takes `Duration`s since an origin) so the
-//! schedule arithmetic is unit-tested without sleeping; [`RateLimiter`] reads a monotonic
-//! clock.
+//! Time is passed in explicitly ([`TokenBucket`] takes `Duration`s since an origin, or
+//! `Instant`s) so the schedule arithmetic is unit-tested without sleeping; [`RateLimiter`]
+//! reads a monotonic clock. The MQTT listener's per-device buckets are the same
+//! [`TokenBucket`] (`strata-mqtt`'s `rate.rs`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,40 +25,72 @@ use crate::config::{LimitsConfig, RateUnit};
 /// Buckets kept before idle (full) ones are dropped; a full bucket is the same as no bucket.
 const MAX_BUCKETS: usize = 10_000;
 
-/// A token bucket with explicit time.
+/// A point in time a [`TokenBucket`] is told: `Duration` since an origin (the HTTP limiter,
+/// and unit tests that count from zero) or `Instant` (the MQTT per-device buckets).
+pub trait BucketTime: Copy + Ord {
+    /// Seconds from `earlier` to `self`; zero if `earlier` is later.
+    fn secs_since(self, earlier: Self) -> f64;
+}
+
+impl BucketTime for Duration {
+    fn secs_since(self, earlier: Duration) -> f64 {
+        self.saturating_sub(earlier).as_secs_f64()
+    }
+}
+
+impl BucketTime for Instant {
+    fn secs_since(self, earlier: Instant) -> f64 {
+        self.saturating_duration_since(earlier).as_secs_f64()
+    }
+}
+
+/// A token bucket with explicit time: the one bucket of the HTTP per-client limits and the
+/// MQTT per-device limits. It holds at most `burst` tokens and refills at `rate` per second;
+/// charges may take it into debt.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TokenBucket {
+pub struct TokenBucket<T = Duration> {
     /// Tokens per second.
     rate: f64,
     /// Capacity.
     burst: f64,
     /// Balance at `at`; negative while in debt.
     tokens: f64,
-    at: Duration,
+    at: T,
 }
 
-impl TokenBucket {
-    /// A full bucket at time `now`.
-    pub fn new(rate: f64, burst: f64, now: Duration) -> TokenBucket {
+impl<T: BucketTime> TokenBucket<T> {
+    /// A full bucket at time `now`. `rate` must be positive.
+    pub fn new(rate: f64, burst: f64, now: T) -> TokenBucket<T> {
         TokenBucket { rate, burst, tokens: burst, at: now }
     }
 
-    fn refill(&mut self, now: Duration) {
+    fn refill(&mut self, now: T) {
         // A clock that goes backwards (it cannot with Instant, but tests pass times) adds nothing.
-        let dt = now.saturating_sub(self.at).as_secs_f64();
+        let dt = now.secs_since(self.at);
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
         self.at = self.at.max(now);
     }
 
     /// The balance at `now`.
-    pub fn tokens(&mut self, now: Duration) -> f64 {
+    pub fn tokens(&mut self, now: T) -> f64 {
         self.refill(now);
         self.tokens
     }
 
+    /// The balance it would have at `now`, without touching the bucket.
+    pub fn level_at(&self, now: T) -> f64 {
+        (self.tokens + now.secs_since(self.at) * self.rate).min(self.burst)
+    }
+
+    /// Whether the bucket holds its whole burst at `now`: indistinguishable from a new one, so
+    /// it can be dropped.
+    pub fn full_at(&self, now: T) -> bool {
+        self.level_at(now) >= self.burst
+    }
+
     /// Admits a request if the bucket holds at least one token; otherwise returns how long
     /// until it will.
-    pub fn check(&mut self, now: Duration) -> Result<(), Duration> {
+    pub fn check(&mut self, now: T) -> Result<(), Duration> {
         self.refill(now);
         if self.tokens >= 1.0 {
             Ok(())
@@ -67,12 +100,24 @@ impl TokenBucket {
     }
 
     /// Takes `cost` tokens (the balance may go negative).
-    pub fn charge(&mut self, cost: f64, now: Duration) {
+    pub fn charge(&mut self, cost: f64, now: T) {
         self.refill(now);
         self.tokens -= cost;
     }
 
-    fn is_full(&mut self, now: Duration) -> bool {
+    /// Takes `cost` tokens, going into debt if need be (a batch larger than the burst is
+    /// taken whole), and returns how long the caller must wait until the debt is paid, zero
+    /// if there is none.
+    pub fn take(&mut self, cost: f64, now: T) -> Duration {
+        self.charge(cost, now);
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    fn is_full(&mut self, now: T) -> bool {
         self.refill(now);
         self.tokens >= self.burst
     }
