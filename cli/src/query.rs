@@ -1,10 +1,10 @@
 //! `strata query`: InfluxQL against a running server's `/query` (InfluxDB 1.x JSON shape),
 //! one-shot with `-e` or at an interactive prompt; output as a table, CSV or JSON.
 //!
-//! The prompt reads lines from stdin, so it also works with piped input. History is kept in
-//! a file (`~/.strata_history` by default) and listed by `history`; `!N` runs entry N again.
-//! Line editing is the terminal's own (no arrow-key recall: that would need a line-editor
-//! dependency, left for later).
+//! At a terminal the prompt is a line editor (rustyline: arrow keys and Ctrl-R recall earlier
+//! statements, Emacs-style editing; Ctrl-C clears the line, Ctrl-D leaves); with piped input it
+//! reads plain lines from stdin. History is kept in a file (`~/.strata_history` by default,
+//! one statement per line) and listed by `history`; `!N` runs entry N again.
 
 use std::io::{BufRead, IsTerminal as _, Write};
 use std::path::PathBuf;
@@ -226,19 +226,25 @@ fn prompt(remote: &Remote, session: &mut Session, history_file: Option<PathBuf>)
         .map(|t| t.lines().map(str::to_owned).collect())
         .unwrap_or_default();
     let mut out = std::io::stdout();
-    if interactive {
+    let mut input = if interactive {
         writeln!(out, "Connected to strata. Type 'help' for commands, 'exit' to leave.")?;
-    }
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+        let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
+        for h in &history {
+            // Recall only: a history entry the editor refuses is still listed by `history`.
+            let _ = editor.add_history_entry(h.as_str());
+        }
+        Input::Editor { editor, pending: std::collections::VecDeque::new() }
+    } else {
+        Input::Lines(std::io::stdin().lock().lines())
+    };
     loop {
-        write!(out, "strata{}> ", session.db.as_deref().map(|d| format!(":{d}")).unwrap_or_default())?;
-        out.flush()?;
-        let Some(line) = lines.next() else {
+        let prompt =
+            format!("strata{}> ", session.db.as_deref().map(|d| format!(":{d}")).unwrap_or_default());
+        let Some(line) = input.next(&prompt, &mut out)? else {
             writeln!(out)?;
             return Ok(());
         };
-        let mut line = line.context("reading stdin")?.trim().to_owned();
+        let mut line = line.trim().to_owned();
         if line.is_empty() {
             continue;
         }
@@ -258,6 +264,9 @@ fn prompt(remote: &Remote, session: &mut Session, history_file: Option<PathBuf>)
             history.push(line.clone());
             if let Some(p) = &history_file {
                 append_history(p, &line);
+            }
+            if let Input::Editor { editor, .. } = &mut input {
+                let _ = editor.add_history_entry(line.as_str());
             }
         }
         let lower = line.to_ascii_lowercase();
@@ -289,6 +298,47 @@ fn prompt(remote: &Remote, session: &mut Session, history_file: Option<PathBuf>)
                 if let Err(e) = result {
                     writeln!(out, "ERR: {e:#}")?;
                 }
+            }
+        }
+    }
+}
+
+/// Where the prompt's lines come from.
+enum Input {
+    /// A terminal: line editing and history recall. A paste of several lines comes back from
+    /// the editor as one text (bracketed paste); its lines wait in `pending` and run one by
+    /// one. Lines typed ahead while a statement runs are lost (the editor drops what it read
+    /// past the end of a line); a paste is not.
+    Editor { editor: rustyline::DefaultEditor, pending: std::collections::VecDeque<String> },
+    /// Piped input: plain lines, the prompt still printed (so a transcript reads like a session).
+    Lines(std::io::Lines<std::io::StdinLock<'static>>),
+}
+
+impl Input {
+    /// The next line, `None` at the end of input (Ctrl-D). Ctrl-C abandons the line being typed.
+    fn next(&mut self, prompt: &str, out: &mut impl Write) -> anyhow::Result<Option<String>> {
+        match self {
+            Input::Editor { editor, pending } => loop {
+                if let Some(line) = pending.pop_front() {
+                    writeln!(out, "{prompt}{line}")?;
+                    return Ok(Some(line));
+                }
+                match editor.readline(prompt) {
+                    Ok(text) => {
+                        let mut lines = text.lines().map(str::to_owned);
+                        let first = lines.next().unwrap_or_default();
+                        pending.extend(lines);
+                        return Ok(Some(first));
+                    }
+                    Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                    Err(rustyline::error::ReadlineError::Eof) => return Ok(None),
+                    Err(err) => return Err(err).context("reading the terminal"),
+                }
+            },
+            Input::Lines(lines) => {
+                write!(out, "{prompt}")?;
+                out.flush()?;
+                lines.next().transpose().context("reading stdin")
             }
         }
     }

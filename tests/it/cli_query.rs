@@ -113,8 +113,15 @@ fn interactive_prompt_on_a_pty() {
     // !3 is the SELECT from this session (1 came from the file).
     pty.send("!3");
     at = pty.expect("2 rows", at, t);
-    pty.send("format csv");
-    pty.send("SELECT * FROM cpu");
+    // The line editor: three times arrow-up recalls `SELECT * FROM nosuch` (past `history`
+    // and the `!3` rerun); Ctrl-A then Ctrl-K clear a line typed by mistake.
+    pty.send("\x1b[A\x1b[A\x1b[A");
+    at = pty.expect("ERR: statement 0 failed: measurement not found: nosuch", at, t);
+    at = pty.expect("strata:telemetry> ", at, t);
+    pty.send("DROP EVERYTHING\x01\x0b");
+    at = pty.expect("strata:telemetry> ", at, t);
+    // A paste of two lines (bracketed, as a terminal sends it) runs both.
+    pty.send("\x1b[200~format csv\nSELECT * FROM cpu\x1b[201~");
     at = pty.expect("cpu,\"a,b\",2024-01-01T00:00:00Z,1.5,telemetry", at, t);
     let _ = at;
     pty.send("exit");
@@ -130,7 +137,13 @@ fn interactive_prompt_on_a_pty() {
     let queries: Vec<String> = fake.requests().iter().filter_map(|r| r.param("q")).collect();
     assert_eq!(
         queries,
-        ["SELECT * FROM cpu", "SELECT * FROM nosuch", "SELECT * FROM cpu", "SELECT * FROM cpu"]
+        [
+            "SELECT * FROM cpu",
+            "SELECT * FROM nosuch",
+            "SELECT * FROM cpu",
+            "SELECT * FROM nosuch",
+            "SELECT * FROM cpu"
+        ]
     );
     assert!(fake.requests().iter().all(|r| r.param("db").as_deref() == Some("telemetry")));
     let saved = std::fs::read_to_string(&history).unwrap();
@@ -143,6 +156,7 @@ fn interactive_prompt_on_a_pty() {
             "SELECT * FROM nosuch",
             "history",
             "SELECT * FROM cpu",
+            "SELECT * FROM nosuch",
             "format csv",
             "SELECT * FROM cpu",
             "exit"
