@@ -81,7 +81,7 @@ pub struct BackupConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     /// Wall-clock time a request's statements may take together. Default 60 s.
-    pub timeout: HumanDuration,
+    pub timeout: OptDuration,
     /// Series one statement may read. Default 1,000,000.
     pub max_series: u64,
     /// Points one statement may read (decoded or from block statistics). Default 0 (off).
@@ -97,7 +97,7 @@ pub struct QueryConfig {
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
-            timeout: HumanDuration::secs(60),
+            timeout: OptDuration(Some(std::time::Duration::from_secs(60))),
             max_series: 1_000_000,
             max_points_scanned: 0,
             max_points_returned: 10_000_000,

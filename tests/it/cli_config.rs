@@ -158,3 +158,13 @@ fn cli_start_errors_say_it_once_and_name_the_culprit() {
     assert_eq!(help.matches("STRATA_URL").count(), 1, "{help}");
     assert_eq!(help.matches("STRATA_TOKEN").count(), 1, "{help}");
 }
+
+/// `off` switches the query timeout off, as the configuration docs say of time limits.
+#[test]
+fn cli_query_timeout_can_be_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerBuilder::new(dir.path()).set("query.timeout", "off").start();
+    let r = client().get(server.url("/query")).query(&[("q", "SHOW DATABASES")]).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    server.stop();
+}

@@ -104,9 +104,8 @@ impl Params {
 
 /// Query limits from the `[query]` config section.
 pub fn limits_from_config(c: &QueryConfig) -> QueryLimits {
-    let t = c.timeout.get();
     QueryLimits {
-        timeout: (!t.is_zero()).then_some(t),
+        timeout: c.timeout.get().filter(|t| !t.is_zero()),
         max_series: c.max_series,
         max_points_scanned: c.max_points_scanned,
         max_points_returned: c.max_points_returned,
