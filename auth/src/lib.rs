@@ -17,7 +17,8 @@
 //!
 //! Layout: this file (grants, [`Auth`], [`request_token`]); [`tokens`]: the tokens file and
 //! its records; [`private_file`]: how secret-bearing files are read and written (also the MQTT
-//! device-password file's); [`config`]: the `[auth]` section and [`Secret`].
+//! device-password file's); [`pem`]: TLS certificates and private keys from PEM files (every
+//! listener's and the bridge's); [`config`]: the `[auth]` section and [`Secret`].
 //!
 //! Its own crate (strata-auth) because both ingest paths (HTTP writes, MQTT) and the query
 //! path authorize with it, and the `strata token` command edits its file: below the ingest
@@ -26,6 +27,7 @@
 //! `http::error`).
 
 pub mod config;
+pub mod pem;
 pub mod private_file;
 pub mod tokens;
 

@@ -2,38 +2,26 @@
 //! `mqtt.tls_key`, and, with `mqtt.tls_client_ca`, required client certificates (mutual TLS)
 //! verified against that CA, whose subject common name (CN) is the device id.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use strata_auth::pem;
 use tokio_rustls::server::TlsStream;
 
 use super::config::MqttConfig;
 use super::topic::valid_device_id;
 
-fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let f = File::open(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(f))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{key}: {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{key}: {} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
+fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    pem::certificates(key, path).map_err(|e| e.to_string())
 }
 
 /// Builds the TLS acceptor.
 pub fn acceptor(config: &MqttConfig) -> Result<tokio_rustls::TlsAcceptor, String> {
     let chain = certs("mqtt.tls_cert", &config.tls_cert)?;
-    let f = File::open(&config.tls_key)
-        .map_err(|e| format!("mqtt.tls_key: cannot read {}: {e}", config.tls_key.display()))?;
-    let key = rustls_pemfile::private_key(&mut BufReader::new(f))
-        .map_err(|e| format!("mqtt.tls_key: {e}"))?
-        .ok_or_else(|| format!("mqtt.tls_key: {} holds no PEM private key", config.tls_key.display()))?;
+    let key = pem::private_key("mqtt.tls_key", &config.tls_key).map_err(|e| e.to_string())?;
     // Name the provider: more than one may be compiled in, and rustls refuses to guess.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())

@@ -8,33 +8,28 @@
 //! cannot be handed to rumqttc 0.24; upgrading rumqttc (0.25 moves to rustls 0.23) would
 //! change the codec the listener is built on, so it waits for its own change. Both rustls
 //! versions were compiled in already (rumqttc's default `use-rustls` feature); the certificate
-//! types (`rustls-pki-types`) are shared, so the PEM parsing below is the listener's.
+//! types (`rustls-pki-types`) are shared, so the PEM files are read by the listeners' loader
+//! (`strata_auth::pem`).
 //!
 //! Everything is read and checked when the bridge starts, so that a wrong path or file stops
 //! the server with an error naming the key and the file, instead of a bridge that retries a
 //! doomed handshake forever.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rumqttc::tokio_rustls::rustls;
 use rumqttc::{TlsConfiguration, Transport};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls_pemfile::Item;
+use rustls::pki_types::ServerName;
+use strata_auth::pem::{certificates, private_key, PemError};
 
 use crate::config::BridgeConfig;
 
 /// Why the bridge's TLS settings cannot be used; `key` is the configuration key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeTlsError {
-    #[error("{key}: cannot read {}: {source}", path.display())]
-    Read { key: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("{key}: {} is not a PEM file: {reason}", path.display())]
-    NotPem { key: &'static str, path: PathBuf, reason: String },
-    #[error("{key}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())]
-    NoCertificate { key: &'static str, path: PathBuf },
-    #[error("{key}: {} holds no PEM private key", path.display())]
-    NoPrivateKey { key: &'static str, path: PathBuf },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("{key}: {}: certificate not usable: {source}", path.display())]
     BadCertificate { key: &'static str, path: PathBuf, source: rustls::Error },
     #[error("mqtt.bridge.client_cert/client_key: {} and {}: {source}", cert.display(), key.display())]
@@ -93,48 +88,10 @@ fn client_config(cfg: &BridgeConfig) -> Result<rustls::ClientConfig, BridgeTlsEr
     })
 }
 
-/// Every PEM section of `path`.
-fn pem_items(key: &'static str, path: &Path) -> Result<Vec<Item>, BridgeTlsError> {
-    let bytes =
-        std::fs::read(path).map_err(|source| BridgeTlsError::Read { key, path: path.to_owned(), source })?;
-    let items = rustls_pemfile::read_all(&mut bytes.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BridgeTlsError::NotPem { key, path: path.to_owned(), reason: e.to_string() })?;
-    if items.is_empty() {
-        let reason = "no -----BEGIN ...----- section (a DER file? convert it with openssl)".into();
-        return Err(BridgeTlsError::NotPem { key, path: path.to_owned(), reason });
-    }
-    Ok(items)
-}
-
-fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, BridgeTlsError> {
-    let certs: Vec<_> = pem_items(key, path)?
-        .into_iter()
-        .filter_map(|i| match i {
-            Item::X509Certificate(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    if certs.is_empty() {
-        return Err(BridgeTlsError::NoCertificate { key, path: path.to_owned() });
-    }
-    Ok(certs)
-}
-
-fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, BridgeTlsError> {
-    pem_items(key, path)?
-        .into_iter()
-        .find_map(|i| match i {
-            Item::Pkcs1Key(k) => Some(PrivateKeyDer::Pkcs1(k)),
-            Item::Pkcs8Key(k) => Some(PrivateKeyDer::Pkcs8(k)),
-            Item::Sec1Key(k) => Some(PrivateKeyDer::Sec1(k)),
-            _ => None,
-        })
-        .ok_or_else(|| BridgeTlsError::NoPrivateKey { key, path: path.to_owned() })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     struct Files {
