@@ -1,12 +1,12 @@
-//! JSON write decoder (`POST /api/v1/json`, `strata_server::ingest::json`): arbitrary bytes
+//! JSON write decoder (`POST /api/v1/json`, `strata_ingest::json`): arbitrary bytes
 //! must never panic, and every point the decoder saw is either in the batch or in the error
 //! count — none lost, none counted twice. Run with `cargo fuzz run json_write` in `fuzz/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use strata_lineproto::Precision;
-use strata_server::config::LimitsConfig;
-use strata_server::ingest::{json, PointLimits};
+use strata_ingest::config::LimitsConfig;
+use strata_ingest::{json, PointLimits};
 
 fuzz_target!(|data: &[u8]| {
     // Small limits so the limit paths are reached with short inputs too.

@@ -12,9 +12,9 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
-use strata_server::mqtt::session::feed_for_test;
-use strata_server::mqtt::wire::connect_protocol_level;
-use strata_server::mqtt::{broker_for_tests, Broker};
+use strata_mqtt::connection::feed_for_test;
+use strata_mqtt::wire::connect_protocol_level;
+use strata_mqtt::{broker_for_tests, Broker};
 
 struct Harness {
     rt: tokio::runtime::Runtime,
