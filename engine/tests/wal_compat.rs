@@ -1,6 +1,9 @@
 //! WAL format compatibility: a data directory whose WAL was written by the previous format
 //! (version 1, `tests/data/wal-v1/`, made by the engine of that time and left unflushed by a
-//! simulated crash) opens, and every point it logged is read back.
+//! simulated crash) opens, and every point it logged is read back. The fixture was written by
+//! the `generate_v1_fixture` test of commit af758c1 (open with 2 shards, create `fx`, write
+//! `fixture_batches()`, `simulate_crash`, remove `LOCK`), which the format-2 engine can no
+//! longer run.
 
 use std::fs;
 use std::path::Path;
@@ -136,21 +139,6 @@ fn copy_dir(from: &Path, to: &Path) {
             fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-/// Writes the fixture with the engine of the time; run once by hand, with the format it pins.
-#[test]
-#[ignore]
-fn generate_v1_fixture() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wal-v1");
-    let _ = fs::remove_dir_all(&dir);
-    let e = Engine::open(opts(&dir)).unwrap();
-    e.create_database("fx").unwrap();
-    for b in fixture_batches() {
-        e.write("fx", &b).unwrap();
-    }
-    e.simulate_crash();
-    fs::remove_file(dir.join("LOCK")).unwrap();
 }
 
 #[test]
