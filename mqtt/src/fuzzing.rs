@@ -10,9 +10,9 @@ use std::path::Path;
 use bytes::Bytes;
 use rumqttc::QoS;
 
+use crate::command::Command;
 use crate::dead_letter::DeadLetter;
 use crate::session_store::{self, Saved, StoredSession, StoredWill, MAGIC, VERSION, VERSION_1};
-use crate::sessions::Command;
 
 const HEADER_LEN: usize = 16;
 

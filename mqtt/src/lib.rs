@@ -15,7 +15,8 @@
 //!   engine write, PUBACKs after durability), SUBSCRIBE, command delivery, Last Wills.
 //! - [`topic`]: topic pattern -> device and measurement; [`acl`]: who may publish or
 //!   subscribe where; [`payload`]: payload -> points (through `strata_ingest`).
-//! - [`sessions`]: subscriptions and persistent sessions, command routing;
+//! - [`sessions`]: subscriptions and persistent sessions, command routing ([`command`]: the
+//!   message they route);
 //!   [`session_store`]: the file that keeps persistent sessions across restarts.
 //! - [`dead_letter`]: the on-disk store of messages that could not be stored whole.
 //! - [`devices`]: per-device passwords (`strata device add|list|remove`), stored hashed.
@@ -31,6 +32,7 @@
 
 pub mod acl;
 pub mod bridge;
+pub mod command;
 pub mod config;
 pub mod connection;
 pub mod dead_letter;

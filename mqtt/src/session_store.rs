@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rumqttc::QoS;
 
-use super::sessions::Command;
+use super::command::Command;
 
 pub const MAGIC: &[u8; 8] = b"STRATSES";
 pub const VERSION: u16 = 4;

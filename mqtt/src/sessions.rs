@@ -38,36 +38,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use rumqttc::QoS;
 use tokio::sync::{mpsc, Notify};
 
+pub use super::command::Command;
 use super::session_store::StoredSession;
 use super::wire::EXPIRY_NEVER;
-
-/// A message for devices.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: QoS,
-    /// Unix ms after which it must not be delivered (the HTTP `expiry` parameter); `None`:
-    /// never expires.
-    pub expires_at_ms: Option<u64>,
-}
-
-impl Command {
-    pub fn expired(&self, now_ms: u64) -> bool {
-        self.expires_at_ms.is_some_and(|t| t <= now_ms)
-    }
-
-    /// Seconds left before it expires, rounded up (what a 5.0 PUBLISH carries), if it expires.
-    pub fn expiry_left_secs(&self, now_ms: u64) -> Option<u32> {
-        self.expires_at_ms
-            .map(|t| u32::try_from(t.saturating_sub(now_ms).div_ceil(1000)).unwrap_or(u32::MAX).max(1))
-    }
-}
 
 /// What an attached connection gets.
 #[derive(Debug)]
@@ -631,6 +608,8 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn cmd(topic: &str, qos: QoS) -> Command {
