@@ -66,6 +66,12 @@ pub struct BadTime {
 }
 
 /// Parses `s` to nanoseconds since 1970-01-01T00:00:00Z.
+///
+/// Not jiff's `Timestamp` parser (jiff is in the tree for `tz()`): it gives other answers on
+/// inputs we take. It refuses more than nine fractional digits, which InfluxDB clients send and
+/// this parser truncates to nanoseconds, reads a leap second `:60` as `:59` where this one
+/// carries it into the next minute, and takes `,` as a decimal separator, which RFC 3339 does
+/// not.
 pub fn parse_rfc3339(s: &str) -> Result<i64, BadTime> {
     let bad = |reason| BadTime { value: s.chars().take(64).collect(), reason };
     let b = s.as_bytes();
