@@ -1255,6 +1255,11 @@ impl<'a> Parser<'a> {
         if n < spec.min_args || n > spec.max_args {
             let msg = if spec.min_args == spec.max_args {
                 format!("invalid number of arguments for {name}, expected {}, got {n}", spec.min_args)
+            } else if spec.max_args == usize::MAX {
+                format!(
+                    "invalid number of arguments for {name}, expected at least {}, got {n}",
+                    spec.min_args
+                )
             } else {
                 format!(
                     "invalid number of arguments for {name}, expected at least {} but no more than {}, got {n}",
@@ -1276,6 +1281,27 @@ impl<'a> Parser<'a> {
         if !first_ok {
             let what = if spec.kind == FunctionKind::Transformation { "field or aggregate" } else { "field" };
             return Err(self.error_at(name_tok, format!("expected {what} argument in {name}()")));
+        }
+        if name == "top" || name == "bottom" {
+            // InfluxDB's checks and messages: tags in the middle, a positive integer last.
+            for a in &args[1..n - 1] {
+                if !matches!(a, Expr::VarRef { .. }) {
+                    return Err(self.error_at(
+                        name_tok,
+                        format!("only fields or tags are allowed in {name}(), found {a}"),
+                    ));
+                }
+            }
+            return match &args[n - 1] {
+                Expr::Integer(k) if *k > 0 => Ok(()),
+                Expr::Integer(k) => {
+                    Err(self.error_at(name_tok, format!("limit ({k}) in {name} function must be at least 1")))
+                }
+                other => Err(self.error_at(
+                    name_tok,
+                    format!("expected integer as last argument in {name}(), found {other}"),
+                )),
+            };
         }
         let Some(second) = args.get(1) else {
             return Ok(());

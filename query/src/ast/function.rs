@@ -43,6 +43,9 @@ pub const FUNCTIONS: &[FunctionSpec] = &[
     spec("max", FunctionKind::Selector, 1, 1),
     spec("min", FunctionKind::Selector, 1, 1),
     spec("percentile", FunctionKind::Selector, 2, 2),
+    // `top(field[, tag ...], n)`: the n largest points (at most one per tag combination).
+    spec("top", FunctionKind::Selector, 2, usize::MAX),
+    spec("bottom", FunctionKind::Selector, 2, usize::MAX),
     spec("cumulative_sum", FunctionKind::Transformation, 1, 1),
     spec("derivative", FunctionKind::Transformation, 1, 2),
     spec("difference", FunctionKind::Transformation, 1, 1),

@@ -19,6 +19,7 @@
 mod aggregate;
 mod output;
 mod plan;
+mod points;
 mod raw;
 mod rows;
 mod split;
@@ -220,7 +221,7 @@ fn run_plan(
 ) -> Result<Vec<Series>, QueryError> {
     let gb_time = windows;
     let field_refs: Vec<&str> = plan.scan_fields.iter().map(String::as_str).collect();
-    let is_agg = matches!(plan.mode, Mode::Agg { .. });
+    let is_agg = matches!(plan.mode, Mode::Agg { .. } | Mode::Points(_));
     // Aggregates grouped by time stop at now() when the query gives no upper bound.
     let max = match (range.max, is_agg && gb_time.is_some()) {
         (Some(m), _) => m,
@@ -244,5 +245,6 @@ fn run_plan(
         }
         Mode::Raw { exprs, tag_only } => raw::run(source, plan, stmt, &req, meter, exprs, tag_only, only),
         Mode::RawTransform { outs } => raw::run_transform(source, plan, stmt, &req, meter, outs),
+        Mode::Points(spec) => points::run(source, plan, stmt, &req, range, windows, meter, spec, max),
     }
 }

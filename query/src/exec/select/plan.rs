@@ -42,9 +42,37 @@ pub(super) struct RawTransform {
     pub(super) slot: usize,
 }
 
+/// Which points a [`Mode::Points`] query picks per group and bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PointPick {
+    First,
+    Last,
+    Min,
+    Max,
+    /// The n largest values (ties: the earlier point).
+    Top(usize),
+    /// The n smallest values (ties: the earlier point).
+    Bottom(usize),
+}
+
+/// A selector that reports whole points: `last(temp), host, msg` (InfluxDB returns the
+/// selected point's other fields and tags) and `top()`/`bottom()`.
+#[derive(Debug)]
+pub(super) struct PointsSpec {
+    pub(super) pick: PointPick,
+    /// Row slot of the selected field.
+    pub(super) value: usize,
+    /// `top(f, tag, ..., n)`: at most one point per combination of these tags, which are also
+    /// columns.
+    pub(super) tag_args: Vec<String>,
+    /// The other columns, evaluated on the selected point, and whether each is a tag.
+    pub(super) aux: Vec<(CExpr, bool)>,
+}
+
 #[derive(Debug)]
 pub(super) enum Mode {
     Raw { exprs: Vec<CExpr>, tag_only: Vec<bool> },
+    Points(PointsSpec),
     Agg { calls: Vec<CallSpec>, outs: Vec<AggOut> },
     RawTransform { outs: Vec<RawTransform> },
 }
@@ -270,6 +298,36 @@ pub(super) fn plan_measurement(
         },
     };
 
+    let points = plan_points(&expanded, &mut |n, dt| {
+        let s = slot_of(n, dt, &mut slots, &mut scan_fields)?;
+        Some((s, matches!(slots[s], SlotSrc::Tag(_))))
+    })?;
+    if let Some(spec) = points {
+        let Some(spec) = spec else { return Ok(None) };
+        // Columns: the selector, top()'s tag arguments, then the other fields.
+        let mut columns = vec![columns[0].clone()];
+        columns.extend(spec.tag_args.iter().cloned());
+        columns
+            .extend(SelectStatement { fields: expanded[1..].to_vec(), ..Default::default() }.column_names());
+        let cond = field_cond.as_ref().map(|c| {
+            compile(c, &mut |x| match x {
+                Expr::VarRef { name, data_type } => slot_of(name, *data_type, &mut slots, &mut scan_fields),
+                _ => None,
+            })
+        });
+        return Ok(Some(Plan {
+            measurement: measurement.to_owned(),
+            columns,
+            scan_fields,
+            slots,
+            cond,
+            tag_pred,
+            tag_filter,
+            group_tags,
+            mode: Mode::Points(spec),
+        }));
+    }
+
     let any_call = expanded.iter().any(|f| has_call(&f.expr));
     let all_call = expanded
         .iter()
@@ -488,6 +546,76 @@ pub(super) fn plan_measurement(
         group_tags,
         mode,
     }))
+}
+
+/// A name's row slot and whether it holds a tag (`None`: no such field or tag).
+type SlotOf<'a> = dyn FnMut(&str, Option<DataType>) -> Option<(usize, bool)> + 'a;
+
+/// The [`Mode::Points`] plan of a statement whose first field is `top()`/`bottom()`, or
+/// `first/last/min/max(f)` followed only by plain fields and tags; `None` for other shapes.
+/// `Some(None)`: the selected field does not exist here (the measurement answers nothing).
+/// `slot_of` gives a name's row slot and whether it holds a tag.
+fn plan_points(
+    expanded: &[Field],
+    slot_of: &mut SlotOf<'_>,
+) -> Result<Option<Option<PointsSpec>>, QueryError> {
+    let Some(Expr::Call { name, args }) = expanded.first().map(|f| f.expr.strip_parens()) else {
+        return Ok(None);
+    };
+    let plain = |f: &Field| matches!(f.expr.strip_parens(), Expr::VarRef { .. });
+    let rest_plain = expanded[1..].iter().all(plain);
+    let pick = match name.as_str() {
+        "top" | "bottom" => {
+            let Some(Expr::Integer(n)) = args.last() else { return Ok(None) };
+            let n = usize::try_from(*n).unwrap_or(usize::MAX);
+            if name == "top" {
+                PointPick::Top(n)
+            } else {
+                PointPick::Bottom(n)
+            }
+        }
+        "first" if expanded.len() > 1 => PointPick::First,
+        "last" if expanded.len() > 1 => PointPick::Last,
+        "min" if expanded.len() > 1 => PointPick::Min,
+        "max" if expanded.len() > 1 => PointPick::Max,
+        _ => return Ok(None),
+    };
+    if !rest_plain {
+        if matches!(pick, PointPick::Top(_) | PointPick::Bottom(_)) {
+            return Err(QueryError::Invalid(format!(
+                "selector function {name}() cannot be combined with other functions"
+            )));
+        }
+        return Ok(None);
+    }
+    let Some(Expr::VarRef { name: field, data_type }) = args.first().map(Expr::strip_parens) else {
+        return Ok(None);
+    };
+    let tag_args: Vec<String> = match pick {
+        PointPick::Top(_) | PointPick::Bottom(_) => args[1..args.len() - 1]
+            .iter()
+            .filter_map(|a| match a {
+                Expr::VarRef { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let Some((value, false)) = slot_of(field, *data_type) else { return Ok(Some(None)) };
+    let mut aux = Vec::new();
+    for f in &expanded[1..] {
+        let mut is_tag = false;
+        let e = compile(&f.expr, &mut |x| match x {
+            Expr::VarRef { name, data_type } => {
+                let (s, tag) = slot_of(name, *data_type)?;
+                is_tag = tag;
+                Some(s)
+            }
+            _ => None,
+        });
+        aux.push((e, is_tag));
+    }
+    Ok(Some(Some(PointsSpec { pick, value, tag_args, aux })))
 }
 
 /// Converts a tag condition to an index predicate, if it only uses what the index answers.
