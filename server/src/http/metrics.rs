@@ -86,7 +86,7 @@ fn encode_backpressure(st: &AppState, out: &mut String) {
 
 fn encode_engine_stats(s: &EngineStats, out: &mut String) {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 17] = [
         ("strata_engine_points_written_total", "Points written to the engine.", load(&s.points_written)),
         (
             "strata_engine_values_written_total",
@@ -112,13 +112,24 @@ fn encode_engine_stats(s: &EngineStats, out: &mut String) {
             load(&s.overloaded),
         ),
         (
-            "strata_engine_wal_replayed_records_total",
+            "strata_wal_replayed_records_total",
             "WAL records replayed at startup.",
             load(&s.wal_replayed_records),
         ),
         (
-            "strata_engine_wal_truncated_tails_total",
+            "strata_wal_truncated_tails_total",
             "Torn WAL tails cut off at startup.",
+            load(&s.wal_truncated_tails),
+        ),
+        // The names these had until 0.1: kept for one release so dashboards can move.
+        (
+            "strata_engine_wal_replayed_records_total",
+            "Deprecated alias of strata_wal_replayed_records_total (removed after 0.2).",
+            load(&s.wal_replayed_records),
+        ),
+        (
+            "strata_engine_wal_truncated_tails_total",
+            "Deprecated alias of strata_wal_truncated_tails_total (removed after 0.2).",
             load(&s.wal_truncated_tails),
         ),
         ("strata_engine_compactions_total", "Compactions finished.", load(&s.compactions)),
