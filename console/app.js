@@ -91,6 +91,8 @@ async function route(loginNote) {
   document.title = `${mod.TITLE} · Strata`;
   replace(view);
   cleanup = mod.render(view, { rest, params, access }) || null;
+  // Keyboard and screen-reader users land on the new page, not on the link they left.
+  if (document.activeElement && nav.contains(document.activeElement)) view.focus({ preventScroll: true });
 }
 
 /** Tries a token: keeps it when the server takes it, else says why. */

@@ -267,8 +267,11 @@ fn console_pages_in_chromium() {
     click(&mut b, "#history li:nth-child(2) button");
     assert_eq!(b.eval("document.querySelector('#q').value"), json!("SELECT temp FROM climate GROUP BY room"));
 
-    // Databases: the database created over the API, the hostile measurement as text.
-    go(&mut b, "#/databases");
+    // Databases, reached from the keyboard: focus lands on the page, not on the link left.
+    b.eval("document.querySelector('#nav a[data-page=databases]').focus()");
+    b.press_enter();
+    b.wait_for("document.activeElement && document.activeElement.id === 'view'", "focus on the new page");
+    // The database created over the API, the hostile measurement as text.
     wait_text(&mut b, "#databases", "factory");
     let text = wait_text(&mut b, "#databases", HOSTILE_MEASUREMENT);
     assert!(text.contains("plant") && text.contains("telemetry") && text.contains("autogen"), "{text}");

@@ -278,6 +278,15 @@ impl Browser {
         self.call("Input.dispatchMouseEvent", mouse("mouseReleased", x1, 0));
     }
 
+    /// Presses and releases Enter on the focused element, as a keyboard does.
+    pub fn press_enter(&mut self) {
+        let key = |t: &str| json!({ "type": t, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r" });
+        self.call("Input.dispatchKeyEvent", key("keyDown"));
+        let mut up = key("keyUp");
+        up.as_object_mut().expect("object").remove("text");
+        self.call("Input.dispatchKeyEvent", up);
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&mut self, path: &Path) {
         let r =
