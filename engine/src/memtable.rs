@@ -89,6 +89,14 @@ impl Chunk {
 #[derive(Debug)]
 pub(crate) enum MemSource {
     Chunk(Chunk),
+    /// Consecutive chunks of one column, each newer than the one before (sorted, disjoint),
+    /// with their statistics combined: taken as one source when the caller may summarise their
+    /// whole span, so that a read hands one summary instead of one per chunk.
+    Span {
+        chunks: Vec<Chunk>,
+        count: u64,
+        stats: BlockStats,
+    },
     Head(Vec<i64>, Values),
 }
 
@@ -106,6 +114,7 @@ impl MemRun {
     pub fn field_type(&self) -> FieldType {
         match &self.src {
             MemSource::Chunk(c) => c.values_type(),
+            MemSource::Span { chunks, .. } => chunks[0].values_type(),
             MemSource::Head(_, v) => v.field_type(),
         }
     }
@@ -124,6 +133,8 @@ pub(crate) struct MemColumn {
     max_ts: i64,
     /// Timestamps strictly increasing so far (no sort or dedup needed).
     pub strictly_increasing: bool,
+    /// Every sealed chunk is newer than the one before it (no two overlap).
+    chunks_ascending: bool,
 }
 
 impl MemColumn {
@@ -138,6 +149,7 @@ impl MemColumn {
             min_ts: i64::MAX,
             max_ts: i64::MIN,
             strictly_increasing: true,
+            chunks_ascending: true,
         }
     }
 
@@ -211,6 +223,9 @@ impl MemColumn {
         codec::encode_values(&self.head, scratch);
         let bytes: Arc<[u8]> = Arc::from(scratch.as_slice());
         self.bytes_sealed += bytes.len() + ARC_HEADER;
+        if self.chunks.last().is_some_and(|prev| prev.max_ts >= self.head_ts[0]) {
+            self.chunks_ascending = false;
+        }
         self.chunks.push(Chunk {
             count: cut as u32,
             ty: self.head.field_type(),
@@ -248,9 +263,45 @@ impl MemColumn {
     }
 
     /// What a read of `range` needs of this column, oldest first: the chunks overlapping it
-    /// (shared, not decoded) and the head's points inside it (sorted, unique).
-    fn runs(&self, range: TimeRange, out: &mut Vec<MemRun>) {
-        for c in self.chunks.iter().filter(|c| range.overlaps(c.min_ts, c.max_ts)) {
+    /// (shared, not decoded) and the head's points inside it (sorted, unique). Chunks that lie
+    /// wholly inside `range`, one after the other, whose span `summarize` accepts, are taken as
+    /// one [`MemSource::Span`].
+    fn runs(
+        &self,
+        range: TimeRange,
+        summarize: Option<&(dyn Fn(i64, i64) -> bool + Sync)>,
+        out: &mut Vec<MemRun>,
+    ) {
+        let chunks = &self.chunks;
+        // The run of chunks wholly inside `range` (contiguous when the chunks ascend).
+        let inside = |c: &Chunk| range.contains(c.min_ts) && range.contains(c.max_ts);
+        let (lo, hi) = if self.chunks_ascending && self.field_type() != FieldType::Str {
+            let lo = chunks.partition_point(|c| c.min_ts < range.start);
+            let hi = lo + chunks[lo..].iter().take_while(|c| inside(c)).count();
+            (lo, hi)
+        } else {
+            (0, 0)
+        };
+        let span = hi - lo > 1 && summarize.is_some_and(|f| f(chunks[lo].min_ts, chunks[hi - 1].max_ts));
+        for (i, c) in chunks.iter().enumerate() {
+            if span && i == lo {
+                let run = &chunks[lo..hi];
+                let ty = self.field_type();
+                let stats = run[1..].iter().fold(run[0].stats, |acc, c| combine_stats(ty, &acc, &c.stats));
+                out.push(MemRun {
+                    field: self.field.clone(),
+                    min: run[0].min_ts,
+                    max: run[run.len() - 1].max_ts,
+                    src: MemSource::Span {
+                        chunks: run.to_vec(),
+                        count: run.iter().map(|c| c.count as u64).sum(),
+                        stats,
+                    },
+                });
+            }
+            if (span && i >= lo && i < hi) || !range.overlaps(c.min_ts, c.max_ts) {
+                continue;
+            }
             out.push(MemRun {
                 field: self.field.clone(),
                 min: c.min_ts,
@@ -296,6 +347,39 @@ impl MemColumn {
         sort_dedup_last_wins(&ts, &mut perm);
         let sorted_ts = perm.iter().map(|&i| ts[i as usize]).collect();
         (sorted_ts, values.gather(&perm))
+    }
+}
+
+/// The statistics of two runs of one column, `a` before `b`, as one (see [`BlockStats`]).
+fn combine_stats(ty: FieldType, a: &BlockStats, b: &BlockStats) -> BlockStats {
+    let (first, last) = (a.first, b.last);
+    match ty {
+        FieldType::F64 => {
+            let f = f64::from_bits;
+            BlockStats {
+                // `f64::min`/`max` ignore NaN, as the per-block statistics do.
+                min: f(a.min).min(f(b.min)).to_bits(),
+                max: f(a.max).max(f(b.max)).to_bits(),
+                sum: (f(a.sum) + f(b.sum)).to_bits(),
+                first,
+                last,
+            }
+        }
+        FieldType::I64 => BlockStats {
+            min: (a.min as i64).min(b.min as i64) as u64,
+            max: (a.max as i64).max(b.max as i64) as u64,
+            sum: a.sum.wrapping_add(b.sum),
+            first,
+            last,
+        },
+        FieldType::U64 | FieldType::Bool => BlockStats {
+            min: a.min.min(b.min),
+            max: a.max.max(b.max),
+            sum: a.sum.wrapping_add(b.sum),
+            first,
+            last,
+        },
+        FieldType::Str => BlockStats::default(),
     }
 }
 
@@ -412,7 +496,14 @@ impl Memtable {
     /// Appends what a read of `range` needs of the requested columns of one series to `out`:
     /// per column, oldest first, its overlapping chunks (shared) and its head's points in
     /// `range`. Cheap enough to run under the shard lock: nothing is decoded.
-    pub fn runs(&self, id: SeriesId, fields: Option<&[&str]>, range: TimeRange, out: &mut Vec<MemRun>) {
+    pub fn runs(
+        &self,
+        id: SeriesId,
+        fields: Option<&[&str]>,
+        range: TimeRange,
+        summarize: Option<&(dyn Fn(i64, i64) -> bool + Sync)>,
+        out: &mut Vec<MemRun>,
+    ) {
         let Some(series) = self.series.get(&id) else {
             return;
         };
@@ -423,7 +514,7 @@ impl Memtable {
         }
         for c in series.columns.iter().filter(|c| fields.is_none_or(|f| f.contains(&&*c.field))) {
             if c.time_bounds().is_some_and(|(min, max)| range.overlaps(min, max)) {
-                c.runs(range, out);
+                c.runs(range, summarize, out);
             }
         }
     }

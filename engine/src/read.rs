@@ -213,6 +213,7 @@ impl Source<'_> {
         match self {
             Source::Block(_, b, _) => b.field_type,
             Source::Mem(MemSource::Chunk(c)) => c.values_type(),
+            Source::Mem(MemSource::Span { chunks, .. }) => chunks[0].values_type(),
             Source::Mem(MemSource::Head(_, v)) => v.field_type(),
         }
     }
@@ -230,6 +231,13 @@ impl Source<'_> {
             Source::Mem(MemSource::Chunk(c)) => {
                 BlockSummary::new(c.values_type(), c.min_ts(), c.max_ts(), c.count() as u64, c.stats())
             }
+            Source::Mem(MemSource::Span { chunks, count, stats }) => BlockSummary::new(
+                chunks[0].values_type(),
+                chunks[0].min_ts(),
+                chunks[chunks.len() - 1].max_ts(),
+                *count,
+                stats,
+            ),
             Source::Mem(MemSource::Head(..)) => None,
         }
     }
@@ -302,7 +310,7 @@ impl Inner {
         };
         for batch in ids.chunks(SERIES_PER_BATCH) {
             // 1. Memtables, oldest first.
-            let mut mem = self.copy_memtables(batch, req.fields, range);
+            let mut mem = self.copy_memtables(batch, req.fields, range, opts.summarize);
             // 2. Segments of overlapping partitions, after the memtables (see module docs).
             // Tombstones before segments: tombstone collection removes one only after the
             // segments it hid are swapped out, so this order never pairs an old segment with
@@ -340,6 +348,7 @@ impl Inner {
         batch: &[SeriesId],
         fields: Option<&[&str]>,
         range: TimeRange,
+        summarize: Option<&(dyn Fn(i64, i64) -> bool + Sync)>,
     ) -> HashMap<SeriesId, Vec<MemRun>> {
         let mut mem: HashMap<SeriesId, Vec<MemRun>> = HashMap::new();
         for shard in &self.shards {
@@ -349,7 +358,7 @@ impl Inner {
                 let mut active: Vec<(SeriesId, Vec<MemRun>)> = Vec::new();
                 for &id in batch {
                     let mut runs = Vec::new();
-                    st.active.runs(id, fields, range, &mut runs);
+                    st.active.runs(id, fields, range, summarize, &mut runs);
                     if !runs.is_empty() {
                         active.push((id, runs));
                     }
@@ -359,7 +368,7 @@ impl Inner {
             for f in &frozen {
                 for &id in batch {
                     let mut runs = Vec::new();
-                    f.mem.runs(id, fields, range, &mut runs);
+                    f.mem.runs(id, fields, range, summarize, &mut runs);
                     if !runs.is_empty() {
                         mem.entry(id).or_default().extend(runs);
                     }
@@ -484,6 +493,9 @@ fn read_cluster(
             if let Some(s) = src.summary(id, tombstones) {
                 match src {
                     Source::Block(..) => summary.blocks_summarized += 1,
+                    Source::Mem(MemSource::Span { chunks, .. }) => {
+                        summary.chunks_summarized += chunks.len() as u64
+                    }
                     Source::Mem(_) => summary.chunks_summarized += 1,
                 }
                 out.push(Piece::Summary(s));
@@ -502,6 +514,17 @@ fn read_cluster(
                 let mut vals = Values::new(c.values_type());
                 c.decode(&mut ts, &mut vals);
                 summary.chunks_decoded += 1;
+                summary.points_read += ts.len() as u64;
+                trim(ts, vals, range)
+            }
+            Source::Mem(MemSource::Span { chunks, count, .. }) => {
+                // Ascending and disjoint: decoded one after the other, they stay sorted.
+                let mut ts = Vec::with_capacity(count as usize);
+                let mut vals = Values::new(chunks[0].values_type());
+                for c in &chunks {
+                    c.decode(&mut ts, &mut vals);
+                }
+                summary.chunks_decoded += chunks.len() as u64;
                 summary.points_read += ts.len() as u64;
                 trim(ts, vals, range)
             }

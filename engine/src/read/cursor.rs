@@ -185,7 +185,7 @@ impl Inner {
         // Batched so that no shard lock is held across the copies of thousands of series.
         let mut mem: HashMap<SeriesId, Vec<MemRun>> = HashMap::new();
         for batch in ids.chunks(SERIES_PER_BATCH) {
-            mem.extend(self.copy_memtables(batch, req.fields, range));
+            mem.extend(self.copy_memtables(batch, req.fields, range, None));
         }
         // Tombstones before segments (see `scan_pieces`).
         let tombstones = self.catalog.tombstones(db);

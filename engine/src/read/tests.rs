@@ -230,7 +230,16 @@ fn memtable_chunks_are_summarised_like_blocks() {
     let n = crate::memtable::CHUNK_VALUES as i64;
     // Two sealed chunks and a raw head of 44 values, nothing flushed.
     write(&e, "a", (0..2 * n + 44).map(|i| (i, (i % 7) as f64)));
-    let (series, s) = pieces(&e, TimeRange::ALL, true);
+    // Buckets of one chunk each (a span of several chunks is the next test's).
+    let per_chunk = |a: i64, b: i64| a / n == b / n;
+    let opts = ScanOptions { summarize: Some(&per_chunk), series: None };
+    let mut series = Vec::new();
+    let s = e
+        .scan_pieces(&req(TimeRange::ALL), &opts, &mut |s| {
+            series.push(s);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
     assert_eq!((s.chunks_summarized, s.chunks_decoded, s.blocks_decoded), (2, 0, 0));
     let p = &series[0].columns[0].pieces;
     assert_eq!(p.len(), 3);
@@ -288,23 +297,19 @@ fn out_of_order_chunks_are_sorted_when_sealed() {
     let (series, s) = pieces(&e, TimeRange::ALL, true);
     assert_eq!(s.chunks_summarized, 2);
     let p = &series[0].columns[0].pieces;
-    // Sorted and deduplicated to n/2 points, of which the newest quarter of a chunk stays in
-    // the head (the column has seen points out of order).
-    let sealed = n / 2 - n / 4;
-    let want = (0..sealed).map(|i| i as f64).sum::<f64>();
+    // Sorted and deduplicated to n/2 points (the later write of each timestamp), of which the
+    // newest quarter of a chunk stays in the head (the column has seen points out of order)
+    // and is sealed with the first of the later points: both chunks, as one span, hold every
+    // deduplicated point once.
+    let (sealed, later) = (n / 2, n - n / 4 - (n / 2 - (n / 2 - n / 4)));
+    let sum = (0..sealed).map(|i| i as f64).sum::<f64>() + later as f64 * 2.0;
     assert_eq!(
         p[0],
         Piece::Summary(BlockSummary {
             min_ts: 0,
-            max_ts: (sealed - 1) * 10,
-            count: sealed as u64,
-            stats: SummaryStats::F64 {
-                min: 0.0,
-                max: (sealed - 1) as f64,
-                sum: want,
-                first: 0.0,
-                last: (sealed - 1) as f64
-            },
+            max_ts: 100_000 + later - 1,
+            count: (sealed + later) as u64,
+            stats: SummaryStats::F64 { min: 0.0, max: (sealed - 1) as f64, sum, first: 0.0, last: 2.0 },
         })
     );
     let whole = e.scan(&req(TimeRange::ALL)).unwrap();
@@ -459,4 +464,42 @@ fn batches_a_little_out_of_order_still_seal_disjoint_chunks() {
     assert!(p.windows(2).all(|w| w[0].max_ts() < w[1].min_ts()));
     let whole = e.scan(&req(TimeRange::ALL)).unwrap();
     assert_eq!(whole[0].columns[0].timestamps, (0..600).collect::<Vec<_>>());
+}
+
+#[test]
+fn chunks_in_one_bucket_are_summarised_as_one_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let n = crate::memtable::CHUNK_VALUES as i64;
+    write(&e, "a", (0..5 * n + 7).map(|i| (i, (i % 11) as f64 - 3.0)));
+    // Five chunks wholly inside the range: one summary, with the statistics of all of them.
+    let (series, s) = pieces(&e, TimeRange::ALL, true);
+    assert_eq!((s.chunks_summarized, s.chunks_decoded), (5, 0));
+    let p = &series[0].columns[0].pieces;
+    assert_eq!(p.len(), 2, "one span and the head");
+    let v: Vec<f64> = (0..5 * n).map(|i| (i % 11) as f64 - 3.0).collect();
+    let sum = (0..5).map(|k| v[(k * n) as usize..((k + 1) * n) as usize].iter().sum::<f64>()).sum::<f64>();
+    assert_eq!(
+        p[0],
+        Piece::Summary(BlockSummary {
+            min_ts: 0,
+            max_ts: 5 * n - 1,
+            count: 5 * n as u64,
+            stats: SummaryStats::F64 { min: -3.0, max: 7.0, sum, first: v[0], last: v[v.len() - 1] },
+        })
+    );
+    // A range cutting the first and last chunks: those two decoded, the three between as one.
+    let (series, s) = pieces(&e, TimeRange::new(10, 4 * n + 3), true);
+    assert_eq!((s.chunks_summarized, s.chunks_decoded), (3, 2));
+    assert_eq!(series[0].columns[0].pieces.len(), 3);
+    // Buckets smaller than the span: one summary per chunk.
+    let per_chunk = |a: i64, b: i64| a / n == b / n;
+    let opts = ScanOptions { summarize: Some(&per_chunk), series: None };
+    let mut count = 0;
+    e.scan_pieces(&req(TimeRange::ALL), &opts, &mut |s| {
+        count = s.columns[0].pieces.len();
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(count, 6);
 }
