@@ -44,7 +44,7 @@ use self::protocol::{Connect, Polled, Protocol, V311, V5};
 pub use self::tls::BridgeTlsError;
 use super::config::BridgeProtocol;
 use super::metrics::{Backpressure, MqttMetrics};
-use super::{Broker, Message};
+use crate::broker::{Broker, Message};
 
 /// PUBLISHes received and not yet written. The broker bounds how many QoS 1 messages are in
 /// flight to us (Mosquitto: `max_inflight_messages`, 20 by default; 5.0: also our Receive

@@ -46,7 +46,6 @@ use super::acl::PublishVerdict;
 use super::devices::Check;
 use super::metrics::{Backpressure, MqttMetrics};
 use super::rate::DeviceBucket;
-use super::session_store::StoredWill;
 use super::sessions::{AttachError, Attachment, Command};
 use super::status::now_ms;
 use super::topic::valid_device_id;
@@ -54,10 +53,11 @@ use super::wire::{
     self, Accepted, Ack, Close, ConnectInfo, InPublish, Inbound, Protocol, Refusal, SubCode, Will, WireError,
     Writer,
 };
-use super::{Broker, Message};
+use crate::broker::{Broker, Message};
+use crate::pending_will::PendingWill;
 
 pub use self::connect::refuse_busy;
-pub use self::will::{schedule_restored_wills, PendingWill};
+pub use self::will::schedule_restored_wills;
 // The parts of a connection share its types and helpers: each part sees the others' items
 // through this module (`use super::*` in each).
 use self::connect::*;

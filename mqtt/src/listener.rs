@@ -16,18 +16,15 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::config::MqttConfig;
 use super::metrics::MqttMetrics;
-use super::{connection, Broker};
+use crate::broker::Broker;
+pub use crate::broker::MAX_REFUSING;
+use crate::connection;
 
 /// The TLS side of a listener (see `tls.rs` beside this file's parent).
 pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections past `mqtt.max_connections` answered at the same time. Each holds a task and at
-/// most ~5 KiB of buffers (TLS adds its session) for at most [`REFUSE_TIMEOUT`], so this is
-/// ~1 MiB at worst; enough to answer a fleet reconnecting at once, small next to the
-/// connections themselves.
-pub const MAX_REFUSING: usize = 64;
 /// How long a connection past the limit has to send its CONNECT (and finish its TLS
 /// handshake), and to read the refusal; `mqtt.connect_timeout` if that is shorter. A device
 /// sends CONNECT right after connecting; a slow one is closed without an answer, as before.

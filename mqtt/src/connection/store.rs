@@ -10,12 +10,13 @@ use super::*;
 pub(super) const PIPELINE: usize = 2;
 
 /// What an engine write of a batch returned: per message, why it was dead-lettered.
-pub(super) type Written = Result<Result<Vec<Option<String>>, crate::BatchError>, tokio::task::JoinError>;
+pub(super) type Written =
+    Result<Result<Vec<Option<String>>, crate::broker::BatchError>, tokio::task::JoinError>;
 
 /// A batch handed to the engine and not answered yet.
 pub(super) struct PendingStore {
     /// The engine write; `None` when nothing of the batch is written (all refused by the ACL).
-    pub(super) write: Option<tokio::task::JoinHandle<Result<Vec<Option<String>>, crate::BatchError>>>,
+    pub(super) write: Option<tokio::task::JoinHandle<Result<Vec<Option<String>>, crate::broker::BatchError>>>,
     /// The PUBACKs to send once written, in order.
     pub(super) acks: Vec<(u16, Ack)>,
     /// For each message written: its PUBACK's index in `acks` (QoS 1), to report a dead letter.

@@ -7,9 +7,9 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{self, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 
-use super::connection::feed_for_test;
-use super::dead_letter::{DeadLetters, SyncFn};
 use super::{unshared_broker_for_tests, Broker};
+use crate::connection::feed_for_test;
+use crate::dead_letter::{DeadLetters, SyncFn};
 
 fn connect_and_publish(client_id: &str, publishes: &[(QoS, u16, &str)]) -> Vec<u8> {
     let mut b = BytesMut::new();
