@@ -502,7 +502,7 @@ impl Broker {
 
 /// A broker on a fresh engine in `data_dir`, with default settings (auth off) and the rate
 /// limit off: for the fuzz target and tests that drive connections in-process
-/// ([`crate::connection::feed_for_test`]). Blocking (opens the engine).
+/// (`connection::feed_for_test`). Blocking (opens the engine).
 #[doc(hidden)]
 pub fn broker_for_tests(data_dir: &std::path::Path) -> Result<Arc<Broker>, String> {
     broker_for_tests_with(data_dir, |_| {})
