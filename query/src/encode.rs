@@ -528,6 +528,7 @@ pub fn encode_csv(results: &[StatementResult], opts: EncodeOptions) -> String {
         for s in &r.series {
             enc.part(s, false, &mut out);
         }
+        enc.end_statement();
     }
     out
 }
@@ -544,11 +545,13 @@ pub struct CsvEncoder {
     prefix: String,
     /// More rows of the current series are coming ([`CsvEncoder::part`] with `more`).
     open: bool,
+    /// A statement that wrote rows ended: the next series starts a new block.
+    block_ended: bool,
 }
 
 impl CsvEncoder {
     pub fn new(opts: EncodeOptions) -> CsvEncoder {
-        CsvEncoder { opts, columns: None, prefix: String::new(), open: false }
+        CsvEncoder { opts, columns: None, prefix: String::new(), open: false, block_ended: false }
     }
 
     /// Writes rows of a series: the continuation of the previous part when that one had
@@ -557,9 +560,10 @@ impl CsvEncoder {
     pub fn part(&mut self, s: &Series, more: bool, out: &mut String) {
         if !self.open {
             if self.columns.as_deref() != Some(&s.columns[..]) {
-                if self.columns.is_some() {
+                if self.columns.is_some() || self.block_ended {
                     out.push('\n');
                 }
+                self.block_ended = false;
                 out.push_str("name,tags");
                 for c in &s.columns {
                     out.push(',');
@@ -596,6 +600,15 @@ impl CsvEncoder {
         out.push_str("error\n");
         csv_field(out, message);
         out.push('\n');
+        self.columns = None;
+        self.open = false;
+        self.block_ended = false;
+    }
+
+    /// Ends a statement: the next series starts a block of its own (a blank line, then a
+    /// header, even with the same columns), as InfluxDB writes each statement's CSV apart.
+    pub fn end_statement(&mut self) {
+        self.block_ended = self.columns.is_some();
         self.columns = None;
         self.open = false;
     }

@@ -378,6 +378,19 @@ fn tz_with_epoch_prints_integers() {
     );
 }
 
+/// Each statement's CSV is a block of its own (a blank line and a header, even when the
+/// columns repeat), as InfluxDB writes it; series of one statement share a header.
+#[test]
+fn csv_statements_are_blocks() {
+    let (_d, e) = fixture();
+    let ctx = QueryContext::new(&e, Some("db"), NOW, QueryLimits::default());
+    let q = "SELECT count(usage) FROM cpu GROUP BY host; SELECT count(free) FROM mem";
+    assert_eq!(
+        encode_csv(&execute(&ctx, &parse_query(q).unwrap()), EncodeOptions::default()),
+        "name,tags,time,count\ncpu,host=a,0,6\ncpu,host=b,0,6\n\nname,tags,time,count\nmem,,0,1\n"
+    );
+}
+
 #[test]
 fn distinct_count_distinct_and_integral() {
     let (_d, e) = fixture();

@@ -73,13 +73,18 @@ pub(crate) fn select(
         return Ok(out);
     }
     let measurements = resolve_measurements(ctx, &db, &stmt.sources)?;
+    let schema = union_schema(ctx, &db, &measurements)?;
     for m in measurements {
-        let plan = plan_measurement(ctx, &db, &m, stmt, rest.as_ref())?;
+        let plan = plan_measurement(ctx, &db, &m, stmt, rest.as_ref(), schema.as_ref())?;
         let Some(plan) = plan else { continue };
         let mut series = run_plan(ctx, source, &db, &plan, stmt, range, windows.as_ref(), meter, None)?;
         out.append(&mut series);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.tags.cmp(&b.tags)));
+    // InfluxDB's ORDER BY time DESC also reverses the order of the series.
+    if stmt.order_desc {
+        out.reverse();
+    }
     let mut out: Vec<Series> = out
         .into_iter()
         .skip(stmt.soffset as usize)
@@ -148,8 +153,13 @@ pub(crate) fn select_each(
     // Every measurement is planned before anything is read, so a statement that cannot be
     // planned fails before its first line, as the materialised answer does.
     let mut plans = Vec::new();
-    for m in resolve_measurements(ctx, &db, &stmt.sources)? {
-        plans.extend(plan_measurement(ctx, &db, &m, stmt, rest.as_ref())?);
+    let measurements = resolve_measurements(ctx, &db, &stmt.sources)?;
+    let schema = union_schema(ctx, &db, &measurements)?;
+    for m in &measurements {
+        plans.extend(plan_measurement(ctx, &db, m, stmt, rest.as_ref(), schema.as_ref())?);
+    }
+    if stmt.order_desc {
+        plans.reverse();
     }
     for plan in plans {
         // Raw rows: one merge per tag set, in tag-set order (without GROUP BY tags, one set of
@@ -164,7 +174,12 @@ pub(crate) fn select_each(
                 // Ids arrive ascending, so each set's list stays ascending as the cursors want.
                 by_set.entry(k).or_default().push(id);
             }
-            by_set.into_iter().map(|(k, ids)| Some((k, ids))).collect()
+            let sets = by_set.into_iter().map(|(k, ids)| Some((k, ids)));
+            if stmt.order_desc {
+                sets.rev().collect()
+            } else {
+                sets.collect()
+            }
         } else {
             vec![None]
         };
@@ -182,6 +197,9 @@ pub(crate) fn select_each(
             let mut series =
                 run_plan(ctx, source, &db, &plan, stmt, range, windows.as_ref(), meter, only.as_deref())?;
             series.sort_by(|a, b| a.tags.cmp(&b.tags));
+            if stmt.order_desc {
+                series.reverse();
+            }
             for mut s in series {
                 if skip > 0 {
                     skip -= 1;

@@ -206,12 +206,45 @@ pub(super) fn has_call(e: &Expr) -> bool {
     found
 }
 
+/// Field keys (with a type) and tag keys of several measurements together.
+pub(super) type Schema = (Vec<(String, FieldType)>, Vec<String>);
+
+/// The union of the measurements' field and tag keys when there are several: InfluxDB
+/// expands `*`, `/regex/` and `f(*)` against it, so every measurement's series has the same
+/// columns (null where the measurement lacks one). `None` for a single measurement.
+pub(super) fn union_schema(
+    ctx: &QueryContext<'_>,
+    db: &str,
+    measurements: &[String],
+) -> Result<Option<Schema>, QueryError> {
+    if measurements.len() < 2 {
+        return Ok(None);
+    }
+    let (mut fields, mut tags): Schema = (Vec::new(), Vec::new());
+    for m in measurements {
+        for (f, ty) in ctx.engine.field_keys(db, m)? {
+            if !fields.iter().any(|(g, _)| *g == f) {
+                fields.push((f, ty));
+            }
+        }
+        for t in ctx.engine.tag_keys(db, m)? {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+    }
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    tags.sort();
+    Ok(Some((fields, tags)))
+}
+
 pub(super) fn plan_measurement(
     ctx: &QueryContext<'_>,
     db: &str,
     measurement: &str,
     stmt: &SelectStatement,
     rest: Option<&Expr>,
+    schema: Option<&Schema>,
 ) -> Result<Option<Plan>, QueryError> {
     let fields = ctx.engine.field_keys(db, measurement)?;
     let tags = ctx.engine.tag_keys(db, measurement)?;
@@ -245,7 +278,10 @@ pub(super) fn plan_measurement(
     }
     group_tags.sort();
 
-    let expanded = expand_fields(stmt, &fields, &tags, &group_tags);
+    let expanded = match schema {
+        Some((all_fields, all_tags)) => expand_fields(stmt, all_fields, all_tags, &group_tags),
+        None => expand_fields(stmt, &fields, &tags, &group_tags),
+    };
     if expanded.is_empty() {
         return Ok(None);
     }
@@ -478,10 +514,9 @@ pub(super) fn plan_measurement(
                 match f.expr.strip_parens() {
                     Expr::Call { name, args } if TKind::from_name(name).is_some() => {
                         if stmt.group_by.time.is_none() {
-                            return Err(QueryError::invalid_call(
-                                name,
-                                "aggregate function required inside the call needs GROUP BY time",
-                            ));
+                            return Err(QueryError::Invalid(format!(
+                                "{name} aggregate requires a GROUP BY interval"
+                            )));
                         }
                         let kind =
                             TKind::parse(name, args.get(1), stmt.group_by.time.map(|t| t.interval_ns))?;
