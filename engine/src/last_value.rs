@@ -158,7 +158,7 @@ pub(crate) enum Lookup {
 /// The cache of one engine.
 #[derive(Debug)]
 pub(crate) struct LastValues {
-    stripes: Box<[Mutex<HashMap<SeriesId, SeriesLast, FxBuildHasher>>]>,
+    stripes: Box<[Mutex<Stripe>]>,
     /// Databases whose segments written before the engine opened have been merged in.
     warm: RwLock<HashSet<DbId>>,
 }
@@ -173,14 +173,19 @@ impl Default for LastValues {
 }
 
 impl LastValues {
-    fn stripe(&self, id: SeriesId) -> &Mutex<HashMap<SeriesId, SeriesLast, FxBuildHasher>> {
-        // Runs of 64 consecutive ids per stripe, not `id % STRIPES`: the keys of one stripe
-        // would then share their low bits, and so would their Fx hashes, which hashbrown uses
-        // to pick a bucket (measured: lookups 10x slower at 100,000 series).
-        &self.stripes[(id.0 as usize >> 6) % STRIPES]
+    fn stripe(&self, id: SeriesId) -> &Mutex<Stripe> {
+        &self.stripes[stripe_of(id)]
+    }
+
+    /// An updater for the points of one write, under the shard lock: it keeps the stripe of
+    /// the last point locked while the next points fall in the same one (a batch's points are
+    /// mostly consecutive series ids, which share stripes), so most points take no lock.
+    pub fn writer(&self) -> LastWriter<'_> {
+        LastWriter { cache: self, held: None }
     }
 
     /// A point was accepted. Called under the series' shard lock, in WAL order.
+    #[cfg(test)]
     pub fn observe<'a>(
         &self,
         db: DbId,
@@ -188,34 +193,7 @@ impl LastValues {
         ts: i64,
         fields: impl Iterator<Item = (&'a [u8], FieldValue<'a>)>,
     ) {
-        let mut stripe = self.stripe(id).lock();
-        let series = stripe.entry(id).or_insert_with(|| SeriesLast { db, fields: Vec::new() });
-        for (j, (name, value)) in fields.enumerate() {
-            // Devices send their fields in the same order every time: try position j first.
-            let hit = series.fields.get(j).is_some_and(|f| f.field.as_bytes() == name);
-            let idx =
-                if hit { Some(j) } else { series.fields.iter().position(|f| f.field.as_bytes() == name) };
-            let Some(i) = idx else {
-                let name = std::str::from_utf8(name).expect("field names are validated UTF-8");
-                series
-                    .fields
-                    .push(FieldLast { field: Arc::from(name), last: Last::Known(ts, LastValue::of(&value)) });
-                continue;
-            };
-            let f = &mut series.fields[i];
-            match &mut f.last {
-                Last::Known(t, _) if ts < *t => {}
-                Last::Below(b) if ts < *b => {}
-                // The common case: a newer string replaces the old one in its buffer.
-                Last::Known(t, LastValue::Str(s)) if matches!(value, FieldValue::Str(_)) => {
-                    let FieldValue::Str(new) = value else { unreachable!("matched above") };
-                    *t = ts;
-                    s.clear();
-                    s.push_str(new);
-                }
-                last => *last = Last::Known(ts, LastValue::of(&value)),
-            }
-        }
+        self.writer().observe(db, id, ts, fields);
     }
 
     /// Whether the segments of `db` from before the open are merged in.
@@ -289,6 +267,66 @@ impl LastValues {
         }
         Lookup::Points(out)
     }
+}
+
+type Stripe = HashMap<SeriesId, SeriesLast, FxBuildHasher>;
+
+/// See [`LastValues::writer`]. Dropping it releases the stripe it holds.
+pub(crate) struct LastWriter<'a> {
+    cache: &'a LastValues,
+    held: Option<(usize, parking_lot::MutexGuard<'a, Stripe>)>,
+}
+
+impl LastWriter<'_> {
+    /// A point was accepted. Called under the series' shard lock, in WAL order.
+    pub fn observe<'a>(
+        &mut self,
+        db: DbId,
+        id: SeriesId,
+        ts: i64,
+        fields: impl Iterator<Item = (&'a [u8], FieldValue<'a>)>,
+    ) {
+        let i = stripe_of(id);
+        if self.held.as_ref().is_none_or(|(held, _)| *held != i) {
+            self.held = None;
+            self.held = Some((i, self.cache.stripes[i].lock()));
+        }
+        let (_, stripe) = self.held.as_mut().expect("locked above");
+        let series = stripe.entry(id).or_insert_with(|| SeriesLast { db, fields: Vec::new() });
+        for (j, (name, value)) in fields.enumerate() {
+            // Devices send their fields in the same order every time: try position j first.
+            let hit = series.fields.get(j).is_some_and(|f| f.field.as_bytes() == name);
+            let idx =
+                if hit { Some(j) } else { series.fields.iter().position(|f| f.field.as_bytes() == name) };
+            let Some(i) = idx else {
+                let name = std::str::from_utf8(name).expect("field names are validated UTF-8");
+                series
+                    .fields
+                    .push(FieldLast { field: Arc::from(name), last: Last::Known(ts, LastValue::of(&value)) });
+                continue;
+            };
+            let f = &mut series.fields[i];
+            match &mut f.last {
+                Last::Known(t, _) if ts < *t => {}
+                Last::Below(b) if ts < *b => {}
+                // The common case: a newer string replaces the old one in its buffer.
+                Last::Known(t, LastValue::Str(s)) if matches!(value, FieldValue::Str(_)) => {
+                    let FieldValue::Str(new) = value else { unreachable!("matched above") };
+                    *t = ts;
+                    s.clear();
+                    s.push_str(new);
+                }
+                last => *last = Last::Known(ts, LastValue::of(&value)),
+            }
+        }
+    }
+}
+
+/// Runs of 64 consecutive ids per stripe, not `id % STRIPES`: the keys of one stripe would
+/// then share their low bits, and so would their Fx hashes, which hashbrown uses to pick a
+/// bucket (measured: long probe chains at 100,000 series).
+fn stripe_of(id: SeriesId) -> usize {
+    (id.0 as usize >> 6) % STRIPES
 }
 
 fn remove_range(s: &mut SeriesLast, range: TimeRange) {

@@ -259,6 +259,7 @@ impl Inner {
         if log {
             st.encoder.begin(db_name);
         }
+        let mut last = self.last.writer();
         for (at, id) in points.iter().zip(&ids) {
             if let Some(id) = id {
                 let p = at.get(bytes);
@@ -266,11 +267,12 @@ impl Inner {
                     st.encoder.push(*id, id.0 < durable, p.key, p.timestamp, p.field_bytes());
                 }
                 st.active.insert(db, *id, p.timestamp, p.field_bytes());
-                self.last.observe(db, *id, p.timestamp, p.field_bytes());
+                last.observe(db, *id, p.timestamp, p.field_bytes());
                 outcome.points_written += 1;
                 outcome.values_written += p.n_fields as usize;
             }
         }
+        drop(last);
         let pos = log.then(|| shard.wal().append(st.encoder.payload()));
         if log && self.catalog.has_unsynced_series() {
             // New series: have the catalog synced soon, so their later points name them by id.
