@@ -233,7 +233,7 @@ fn prompt(remote: &Remote, session: &mut Session, history_file: Option<PathBuf>)
             // Recall only: a history entry the editor refuses is still listed by `history`.
             let _ = editor.add_history_entry(h.as_str());
         }
-        Input::Editor { editor, pending: std::collections::VecDeque::new() }
+        Input::Editor { editor: Box::new(editor), pending: std::collections::VecDeque::new() }
     } else {
         Input::Lines(std::io::stdin().lock().lines())
     };
@@ -309,7 +309,7 @@ enum Input {
     /// the editor as one text (bracketed paste); its lines wait in `pending` and run one by
     /// one. Lines typed ahead while a statement runs are lost (the editor drops what it read
     /// past the end of a line); a paste is not.
-    Editor { editor: rustyline::DefaultEditor, pending: std::collections::VecDeque<String> },
+    Editor { editor: Box<rustyline::DefaultEditor>, pending: std::collections::VecDeque<String> },
     /// Piped input: plain lines, the prompt still printed (so a transcript reads like a session).
     Lines(std::io::Lines<std::io::StdinLock<'static>>),
 }
