@@ -505,6 +505,16 @@ pub(super) fn plan_measurement(
                 if fields.iter().any(|(f, ty)| f == v && !field_type_ok(dt, *ty)) {
                     return None;
                 }
+                // A numeric aggregate of a string field fails the statement, with InfluxDB's
+                // message (it names its Go iterator type).
+                if matches!(name, "mean" | "sum" | "median" | "stddev" | "spread")
+                    && fields.iter().any(|(f, ty)| f == v && *ty == FieldType::Str)
+                {
+                    *err = Some(QueryError::Invalid(format!(
+                        "unsupported {name} iterator type: *query.stringInterruptIterator"
+                    )));
+                    return None;
+                }
                 let slot = slot_of(v, dt, slots, scan_fields)?;
                 let SlotSrc::Field(field) = slots[slot] else { return None };
                 calls.push(CallSpec { kind, field, slot });
