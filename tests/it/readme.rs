@@ -93,7 +93,7 @@ fn block_steps(lines: &[(usize, &str)]) -> Vec<Step> {
 /// Whether a shell command is whole: no single quote left open, no trailing `\` or `|`.
 fn complete(cmd: &str) -> bool {
     let t = cmd.trim_end();
-    cmd.matches('\'').count() % 2 == 0 && !t.ends_with('\\') && !t.ends_with('|')
+    cmd.matches('\'').count().is_multiple_of(2) && !t.ends_with('\\') && !t.ends_with('|')
 }
 
 /// The README's shown output as a regex: `...` is anything, a line break (the README wraps
@@ -231,6 +231,7 @@ fn readme_tour_runs_word_for_word() {
     let mut server: Option<Running> = None;
     let mut token = String::new();
     let mut servers = 0;
+    let token_re = Regex::new(r"strata_[A-Za-z0-9_-]{20,}").expect("regex");
     for step in &steps {
         let mut cmd = step
             .command
@@ -267,9 +268,11 @@ fn readme_tour_runs_word_for_word() {
             "{where_}: the README shows\n{expected}\nbut it printed\n{out}"
         );
         if cmd.contains(" token create") {
-            let re = Regex::new(r"strata_[A-Za-z0-9_-]{20,}").expect("regex");
-            token =
-                re.find(&out).unwrap_or_else(|| panic!("{where_}: no token in\n{out}")).as_str().to_owned();
+            token = token_re
+                .find(&out)
+                .unwrap_or_else(|| panic!("{where_}: no token in\n{out}"))
+                .as_str()
+                .to_owned();
         }
     }
     assert!(servers >= 2, "the tour starts the server, then again with --auth");
