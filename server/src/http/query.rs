@@ -459,6 +459,9 @@ impl StreamEncoder {
                 if let Some(e) = error {
                     enc.error(e, buf);
                 }
+                // The next statement's series start a block of their own, as InfluxDB writes
+                // each statement's CSV apart.
+                enc.end_statement();
                 *rows = 0;
                 if buf.is_empty() {
                     return Ok(());
