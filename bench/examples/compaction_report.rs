@@ -58,7 +58,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = EngineOptions::new(dir.path());
     opts.sync = SyncPolicy::Never;
-    opts.memtable_bytes = 4 << 20;
+    opts.memtable_size = 4 << 20;
     opts.maintenance_interval = Duration::from_secs(3600);
     opts.compaction_bytes_per_sec = 0;
     let e = Engine::open(opts).unwrap();

@@ -85,7 +85,7 @@ fn open(dir: &Path, hook: &Arc<Hook>, sync: SyncPolicy) -> Engine {
     let mut o = EngineOptions::new(dir);
     o.shards = 1;
     o.sync = sync;
-    o.memtable_bytes = 64 << 10;
+    o.memtable_size = 64 << 10;
     o.flush_retry_interval = Duration::from_millis(10);
     o.fs = Fs::with_hook(hook.clone());
     let e = Engine::open(o).unwrap();

@@ -69,7 +69,7 @@ fn open(dir: &std::path::Path) -> Engine {
     let mut o = EngineOptions::new(dir);
     o.shards = 2;
     o.sync = SyncPolicy::Never;
-    o.memtable_bytes = 64 << 10;
+    o.memtable_size = 64 << 10;
     // Tiny chunks: most columns hold sealed chunks and a raw head at once.
     o.memtable_chunk_values = 3;
     o.partition_duration = Duration::from_secs(86_400);

@@ -528,7 +528,7 @@ fn unshared_broker_for_tests(
     change(&mut config);
     let limits = strata_ingest::config::LimitsConfig::default();
     let mut opts = strata_engine::EngineOptions::new(data_dir);
-    opts.memtable_bytes = 4 << 20;
+    opts.memtable_size = 4 << 20;
     opts.max_series_per_db = limits.max_series_per_database;
     opts.max_fields_per_measurement = limits.max_fields_per_measurement;
     opts.max_new_partitions_per_write = limits.max_new_partitions_per_write;

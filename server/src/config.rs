@@ -498,7 +498,7 @@ impl Config {
             SyncMode::Interval => SyncPolicy::Interval(s.sync_interval.get()),
             SyncMode::Never => SyncPolicy::Never,
         };
-        o.memtable_bytes = s.memtable_size.as_usize();
+        o.memtable_size = s.memtable_size.as_usize();
         o.max_frozen_memtables = s.max_frozen_memtables;
         o.write_stall_timeout = s.write_stall_timeout.get();
         o.partition_duration = s.partition_duration.get();

@@ -15,7 +15,7 @@ fn open(dir: &std::path::Path) -> Engine {
     let mut o = EngineOptions::new(dir);
     o.shards = 2;
     o.sync = SyncPolicy::Never;
-    o.memtable_bytes = 64 << 10;
+    o.memtable_size = 64 << 10;
     o.maintenance_interval = Duration::from_secs(3600);
     Engine::open(o).unwrap()
 }

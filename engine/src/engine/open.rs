@@ -46,7 +46,7 @@ impl Engine {
             },
         )?;
         let poisoned = Arc::new(AtomicBool::new(false));
-        let shard_limit = (opts.memtable_bytes / opts.shards).max(16 << 10);
+        let shard_limit = (opts.memtable_size / opts.shards).max(16 << 10);
         let mut inner = Inner {
             shards: (0..opts.shards)
                 .map(|_| Shard {

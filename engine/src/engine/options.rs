@@ -21,12 +21,12 @@ pub struct EngineOptions {
     /// larger segments; frozen memtables waiting for flush can take up to
     /// `max_frozen_memtables` times this much more. The server sets it from the config key
     /// `storage.memtable_size` (same default).
-    pub memtable_bytes: usize,
+    pub memtable_size: usize,
     /// Frozen memtables a shard may queue for flushing before writers wait. Default 2.
     pub max_frozen_memtables: usize,
-    /// How long a writer waits for the flusher before `WriteError::Overloaded`. Default 10 s
-    /// for embedders; the server sets it from `storage.write_stall_timeout`, whose default is
-    /// 5 s (below the clients' usual 10 s request timeout).
+    /// How long a writer waits for the flusher before `WriteError::Overloaded`. Default 5 s,
+    /// the same as `storage.write_stall_timeout` (below the clients' usual 10 s request
+    /// timeout, so the writer hears "overloaded, retry" before its client gives up).
     pub write_stall_timeout: Duration,
     /// Width of a time partition. Default 1 day. Retention drops whole partitions.
     pub partition_duration: Duration,
@@ -72,9 +72,9 @@ impl EngineOptions {
             data_dir: data_dir.into(),
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             sync: SyncPolicy::Always,
-            memtable_bytes: 64 << 20,
+            memtable_size: 64 << 20,
             max_frozen_memtables: 2,
-            write_stall_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(5),
             partition_duration: Duration::from_secs(86_400),
             max_series_per_db: 10_000_000,
             maintenance_interval: Duration::from_secs(30),
@@ -95,8 +95,8 @@ impl EngineOptions {
         if self.shards == 0 || self.shards > 256 {
             return bad("shards", "must be between 1 and 256");
         }
-        if self.memtable_bytes < 64 << 10 {
-            return bad("memtable_bytes", "must be at least 64 KiB");
+        if self.memtable_size < 64 << 10 {
+            return bad("memtable_size", "must be at least 64 KiB");
         }
         if !(1..=crate::codec::MAX_BLOCK_VALUES).contains(&self.memtable_chunk_values) {
             return bad("memtable_chunk_values", "must be between 1 and 1048576");

@@ -195,7 +195,7 @@ fn backpressure_reports_overload_instead_of_growing() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts(dir.path());
     o.shards = 1;
-    o.memtable_bytes = 64 << 10;
+    o.memtable_size = 64 << 10;
     o.max_frozen_memtables = 1;
     o.write_stall_timeout = Duration::from_millis(200);
     let e = Engine::open(o).unwrap();

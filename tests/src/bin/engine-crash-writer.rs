@@ -26,7 +26,7 @@ fn main() {
     let mut opts = EngineOptions::new(dir);
     opts.shards = 2;
     // Small memtables so flushes, WAL rotation and WAL deletion happen while we get killed.
-    opts.memtable_bytes = 256 << 10;
+    opts.memtable_size = 256 << 10;
     opts.sync = match args[3].as_str() {
         "always" => SyncPolicy::Always,
         "interval" => SyncPolicy::Interval(Duration::from_millis(20)),
