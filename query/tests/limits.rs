@@ -231,3 +231,28 @@ fn memory_error_names_the_setting() {
     let error = r[0].error.as_deref().unwrap();
     assert!(error.contains("query memory limit exceeded") && error.contains("query.max_memory"), "{error}");
 }
+
+/// `top()` with tag arguments keeps the tag values of every candidate point: they are charged
+/// (once per series, as they are held), so long tags cannot take memory the meter does not see.
+#[test]
+fn top_tag_arguments_are_charged() {
+    let (_d, engine) = engine();
+    let mut b = WriteBatch::new();
+    for s in 0..100i64 {
+        let big = format!("{s:02}{}", "t".repeat(4_000));
+        for i in 0..5i64 {
+            let mut p = b.point("t");
+            p.tag("big", &big);
+            p.field("v", FieldValue::F64((s * 100 + i) as f64));
+            p.finish(T0 + i * 1_000).unwrap();
+        }
+    }
+    engine.write("db", &b).unwrap();
+    let q = "SELECT top(v, big, 1) FROM t";
+    // 100 series x 4 KB of tag values (500 points): more than 200 KB held.
+    assert_memory_error(run(&engine, limits(200 << 10), q), "top with long tag arguments");
+    let s = run(&engine, limits(0), q).unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].values.len(), 1);
+    assert_eq!(s[0].values[0][1], strata_query::Value::Float(9904.0), "{:?}", s[0].values[0][1]);
+}

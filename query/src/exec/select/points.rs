@@ -6,6 +6,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use strata_engine::{ScanOptions, ScanRequest};
 
@@ -22,12 +23,13 @@ use crate::limits::{row_bytes, Meter};
 use crate::result::{Series, Value};
 
 /// A candidate point: its time, its selected value, the series it came from (for ties), the
-/// values of `top()`'s tag arguments, and the other columns.
+/// values of `top()`'s tag arguments (shared by the points of one series: a copy per point
+/// would be memory the meter does not see), and the other columns.
 struct Point {
     t: i64,
     value: Value,
     series: u32,
-    tags: Vec<String>,
+    tags: Arc<[String]>,
     aux: Vec<Value>,
 }
 
@@ -78,8 +80,9 @@ pub(super) fn run(
             }
             let series = next_series;
             next_series += 1;
-            let tags: Vec<String> =
+            let tags: Arc<[String]> =
                 spec.tag_args.iter().map(|t| s.key.tag(t).unwrap_or("").to_owned()).collect();
+            meter.add_memory(tags.iter().map(|t| t.len() as u64 + 24).sum::<u64>() + 16)?;
             let buckets = groups.entry(plan.group_key(&s.key)).or_default();
             for_each_row(&s, plan, meter, &mut |t, slots, meter| {
                 meter.add_points(1)?;
@@ -106,7 +109,12 @@ pub(super) fn run(
                     }
                     pick => match kept.first_mut() {
                         Some(best) if prefer(pick, best, &p) != Ordering::Greater => {}
-                        Some(best) => *best = p,
+                        Some(best) => {
+                            // The slot holds the largest point it has held: charge growth.
+                            let (new, old) = (row_bytes(&p.aux), row_bytes(&best.aux));
+                            meter.add_memory(new.saturating_sub(old))?;
+                            *best = p;
+                        }
                         None => {
                             meter.add_memory(row_bytes(&p.aux) + 64)?;
                             kept.push(p);
@@ -150,7 +158,7 @@ pub(super) fn run(
             let mut row = Vec::with_capacity(width + 1);
             row.push(Value::Time(time));
             row.push(p.value);
-            row.extend(p.tags.into_iter().map(Value::String));
+            row.extend(p.tags.iter().cloned().map(Value::String));
             row.extend(p.aux);
             row
         };
