@@ -267,10 +267,10 @@ impl<'a> Fields<'a> {
         let v = key_end + 1;
         let (value, value_end) = if b[v] == b'"' {
             let (close, escaped) = scan_to(b, v + 1, b'"', self.backslash, Context::Str);
-            (number::string(&self.rest[v + 1..close], escaped), close + 1)
+            (string_value(&self.rest[v + 1..close], escaped), close + 1)
         } else {
             let end = b[v..].iter().position(|&c| c == b',').map_or(b.len(), |k| v + k);
-            (number::convert(&self.rest[v..end]), end)
+            (convert(&self.rest[v..end]), end)
         };
         self.rest = self.rest.get(value_end + 1..).unwrap_or("");
         Some((key, value))
@@ -291,4 +291,27 @@ impl<'a> Iterator for Fields<'a> {
             }
         }
     }
+}
+
+/// The typed value of an unquoted field value that passed [`validate`].
+pub(crate) fn convert(v: &str) -> FieldValue<'_> {
+    let b = v.as_bytes();
+    match b[0] {
+        b't' | b'T' => FieldValue::Bool(true),
+        b'f' | b'F' => FieldValue::Bool(false),
+        _ => match b[b.len() - 1] {
+            b'i' => FieldValue::I64(
+                number::parse_i64(&b[..b.len() - 1]).expect("integer validated when the line was parsed"),
+            ),
+            b'u' => FieldValue::U64(
+                number::parse_u64(&b[..b.len() - 1]).expect("unsigned validated when the line was parsed"),
+            ),
+            _ => FieldValue::F64(number::parse_f64(v)),
+        },
+    }
+}
+
+/// The value of a quoted string field: `raw` is the text between the quotes.
+fn string_value(raw: &str, escaped: bool) -> FieldValue<'_> {
+    FieldValue::Str(Escaped::new(raw, Context::Str, escaped))
 }

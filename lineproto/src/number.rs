@@ -1,7 +1,7 @@
 //! Field value syntax for unquoted values: numbers and booleans.
 //!
 //! Validation happens once, when a line is parsed; the typed value is produced
-//! later by `convert` when [`Fields`](crate::Fields) is iterated, so a value is
+//! later by `line::convert` when [`Fields`](crate::Fields) is iterated, so a value is
 //! converted at most once and only if the caller looks at it. The float grammar is
 //! what Go's `strconv.ParseFloat` (InfluxDB) accepts in decimal, minus `NaN`/`Inf`:
 //!
@@ -14,8 +14,6 @@
 //! ```
 
 use crate::error::LineErrorKind;
-use crate::escape::Escaped;
-use crate::line::FieldValue;
 
 /// Checks an unquoted field value (non-empty, without `,` or ` `).
 pub(crate) fn validate(v: &[u8]) -> Result<(), LineErrorKind> {
@@ -35,24 +33,6 @@ pub(crate) fn validate(v: &[u8]) -> Result<(), LineErrorKind> {
         },
         b'+' => Err(LineErrorKind::InvalidNumber),
         _ => Err(LineErrorKind::InvalidFieldValue),
-    }
-}
-
-/// The typed value of an unquoted field value that passed [`validate`].
-pub(crate) fn convert(v: &str) -> FieldValue<'_> {
-    let b = v.as_bytes();
-    match b[0] {
-        b't' | b'T' => FieldValue::Bool(true),
-        b'f' | b'F' => FieldValue::Bool(false),
-        _ => match b[b.len() - 1] {
-            b'i' => FieldValue::I64(
-                parse_i64(&b[..b.len() - 1]).expect("integer validated when the line was parsed"),
-            ),
-            b'u' => FieldValue::U64(
-                parse_u64(&b[..b.len() - 1]).expect("unsigned validated when the line was parsed"),
-            ),
-            _ => FieldValue::F64(parse_f64(v)),
-        },
     }
 }
 
@@ -105,11 +85,6 @@ fn fast_f64(b: &[u8]) -> Option<f64> {
     }
     let magnitude = mantissa as f64 / POW10[fraction_digits];
     Some(if negative { -magnitude } else { magnitude })
-}
-
-/// The value of a quoted string field: `raw` is the text between the quotes.
-pub(crate) fn string(raw: &str, escaped: bool) -> FieldValue<'_> {
-    FieldValue::Str(Escaped::new(raw, crate::escape::Context::Str, escaped))
 }
 
 fn is_bool(v: &[u8]) -> bool {
@@ -217,6 +192,7 @@ fn validate_float(v: &[u8]) -> Result<(), LineErrorKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::line::{convert, FieldValue};
     use LineErrorKind::*;
 
     fn check(v: &str) -> Result<FieldValue<'_>, LineErrorKind> {
