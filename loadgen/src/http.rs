@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::cli::{Api, HttpArgs, Sink};
 use crate::generator::{GenConfig, Layout, Pool};
-use crate::run::{Job, Run, Stop, VerifyTarget};
+use crate::run::{Job, Run, Stop};
 use crate::stats::{RunInfo, Stats};
+use crate::verify::VerifyTarget;
 
 /// Longest wait honoured from a `Retry-After` header.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(1);

@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 
 use crate::cli::MqttArgs;
 use crate::generator::{GenConfig, Layout};
-use crate::run::{Job, Run, VerifyTarget};
+use crate::run::{Job, Run};
 use crate::stats::{RunInfo, Stats, UnitMeta};
+use crate::verify::VerifyTarget;
 
 /// Consecutive connection errors after which a connection gives up.
 const MAX_CONSECUTIVE_ERRORS: u32 = 5;

@@ -236,7 +236,7 @@ impl Run {
         &self,
         elapsed: Duration,
         info: crate::stats::RunInfo,
-        verify: Option<VerifyTarget>,
+        verify: Option<crate::verify::VerifyTarget>,
     ) -> i32 {
         self.progress.finish_and_clear();
         let mut report = self.stats.report(elapsed, info);
@@ -265,14 +265,4 @@ impl Run {
         }
         code
     }
-}
-
-/// Where `--verify` queries.
-pub struct VerifyTarget {
-    pub url: String,
-    pub db: String,
-    pub token: Option<String>,
-    pub kind: crate::schema::SchemaKind,
-    /// Every acknowledged line must be stored (false for MQTT QoS 0, where nothing is).
-    pub expect_acked: bool,
 }

@@ -270,7 +270,7 @@ pub struct Report {
     pub latency_ms: Latency,
     pub first_ts: i64,
     pub last_ts: i64,
-    pub verify: Option<crate::verify::VerifyReport>,
+    pub verify: Option<VerifyReport>,
 }
 
 fn si(v: f64) -> String {
@@ -357,5 +357,55 @@ impl Report {
             out.push_str(&format!("{k:<w$}  {v}\n"));
         }
         out
+    }
+}
+
+/// What `--verify` found (filled in by `verify.rs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasurementCheck {
+    pub measurement: String,
+    pub field: String,
+    pub acknowledged: u64,
+    pub sent: u64,
+    pub stored: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpotCheck {
+    pub query: String,
+    pub expected: String,
+    pub got: Option<serde_json::Value>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub measurements: Vec<MeasurementCheck>,
+    pub spot_checks: Vec<SpotCheck>,
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn summary(&self) -> String {
+        let counts: Vec<String> = self
+            .measurements
+            .iter()
+            .map(|m| format!("{} {}/{} stored", m.measurement, m.stored, m.acknowledged))
+            .collect();
+        let spots = self.spot_checks.iter().filter(|s| s.ok).count();
+        let mut s = format!(
+            "{}: {}; spot checks {}/{} ok",
+            if self.ok { "OK" } else { "FAILED" },
+            if counts.is_empty() { "no measurement counted".into() } else { counts.join(", ") },
+            spots,
+            self.spot_checks.len()
+        );
+        for p in self.problems.iter().chain(&self.notes) {
+            s.push_str("\n    ");
+            s.push_str(p);
+        }
+        s
     }
 }

@@ -10,63 +10,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use serde::Serialize;
 
 use crate::generator::Sample;
-use crate::run::VerifyTarget;
-use crate::stats::Report;
+use crate::stats::{MeasurementCheck, Report, SpotCheck, VerifyReport};
 
 /// At most this many sampled lines are looked up.
 const MAX_SPOT_CHECKS: usize = 10;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MeasurementCheck {
-    pub measurement: String,
-    pub field: String,
-    pub acknowledged: u64,
-    pub sent: u64,
-    pub stored: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SpotCheck {
-    pub query: String,
-    pub expected: String,
-    pub got: Option<serde_json::Value>,
-    pub ok: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
-    pub ok: bool,
-    pub measurements: Vec<MeasurementCheck>,
-    pub spot_checks: Vec<SpotCheck>,
-    pub problems: Vec<String>,
-    pub notes: Vec<String>,
-}
-
-impl VerifyReport {
-    pub fn summary(&self) -> String {
-        let counts: Vec<String> = self
-            .measurements
-            .iter()
-            .map(|m| format!("{} {}/{} stored", m.measurement, m.stored, m.acknowledged))
-            .collect();
-        let spots = self.spot_checks.iter().filter(|s| s.ok).count();
-        let mut s = format!(
-            "{}: {}; spot checks {}/{} ok",
-            if self.ok { "OK" } else { "FAILED" },
-            if counts.is_empty() { "no measurement counted".into() } else { counts.join(", ") },
-            spots,
-            self.spot_checks.len()
-        );
-        for p in self.problems.iter().chain(&self.notes) {
-            s.push_str("\n    ");
-            s.push_str(p);
-        }
-        s
-    }
-}
 
 /// One InfluxQL query; returns the first statement's result object, or the error it reports.
 pub async fn influxql(
@@ -216,4 +165,14 @@ pub async fn verify(t: &VerifyTarget, report: &Report, samples: &[Sample], wait:
     }
     out.ok = out.problems.is_empty();
     out
+}
+
+/// Where `--verify` queries.
+pub struct VerifyTarget {
+    pub url: String,
+    pub db: String,
+    pub token: Option<String>,
+    pub kind: crate::schema::SchemaKind,
+    /// Every acknowledged line must be stored (false for MQTT QoS 0, where nothing is).
+    pub expect_acked: bool,
 }
