@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use crate::parser::ParseError;
+use crate::parse_error::ParseError;
 
 /// Reserved words. An unquoted identifier spelled like one of these (in any
 /// case) is a keyword and must be double-quoted to be used as a name.

@@ -28,6 +28,7 @@ pub mod error;
 pub mod exec;
 pub mod lexer;
 pub mod limits;
+pub mod parse_error;
 pub mod parser;
 pub mod result;
 pub mod time;
