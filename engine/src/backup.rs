@@ -102,7 +102,7 @@ fn write_description(dir: &Path, report: &BackupReport) -> Result<(), LifecycleE
         f,
         "strata backup\nversion = {}\ncreated_unix_ns = {}\ndatabases = {}\nsegments = {}\nbytes = {}",
         env!("CARGO_PKG_VERSION"),
-        crate::lifecycle::now_ns(),
+        crate::model::now_ns(),
         report.databases,
         report.segments,
         report.bytes

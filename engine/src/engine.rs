@@ -444,7 +444,7 @@ impl Inner {
         if self.poisoned.load(Ordering::Acquire) {
             return;
         }
-        if let Err(e) = self.enforce_retention(crate::lifecycle::now_ns()) {
+        if let Err(e) = self.enforce_retention(crate::model::now_ns()) {
             tracing::error!(error = %e, "retention enforcement failed");
         }
         if let Err(e) = self.run_downsampling() {

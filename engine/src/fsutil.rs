@@ -201,3 +201,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)?;
     sync_dir(dir)
 }
+
+/// Empties `<data>/trash/` at open: what is there was being deleted when the process stopped.
+pub(crate) fn empty_trash(data_dir: &Path) -> std::io::Result<()> {
+    let trash = data_dir.join("trash");
+    if trash.exists() {
+        for e in fs::read_dir(&trash)? {
+            let p = e?.path();
+            if p.is_dir() {
+                fs::remove_dir_all(&p)?;
+            } else {
+                fs::remove_file(&p)?;
+            }
+        }
+    }
+    Ok(())
+}

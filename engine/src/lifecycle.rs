@@ -21,7 +21,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use roaring::RoaringBitmap;
 
@@ -29,15 +28,7 @@ use crate::catalog::{RetentionPolicy, Tombstone};
 use crate::engine::{Engine, Inner};
 use crate::error::LifecycleError;
 use crate::index::TagPredicate;
-use crate::model::{DbId, SeriesId, TimeRange};
-
-/// Current time in ns since the epoch (saturating).
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
-        .unwrap_or(0)
-}
+use crate::model::{now_ns, DbId, SeriesId, TimeRange};
 
 impl Engine {
     fn lifecycle_db(&self, name: &str) -> Result<DbId, LifecycleError> {
@@ -342,22 +333,6 @@ impl Inner {
         fs::remove_dir_all(&target).map_err(io(&target))?;
         Ok(())
     }
-}
-
-/// Empties `<data>/trash/` at open: what is there was being deleted when the process stopped.
-pub(crate) fn empty_trash(data_dir: &Path) -> std::io::Result<()> {
-    let trash = data_dir.join("trash");
-    if trash.exists() {
-        for e in fs::read_dir(&trash)? {
-            let p = e?.path();
-            if p.is_dir() {
-                fs::remove_dir_all(&p)?;
-            } else {
-                fs::remove_file(&p)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

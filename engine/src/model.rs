@@ -275,6 +275,14 @@ pub struct SeriesData {
     pub columns: Vec<Column>,
 }
 
+/// Current time in ns since the epoch (saturating).
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,7 @@ impl Engine {
         };
         fs::create_dir_all(root.join("dbs")).map_err(dir_err(&root))?;
         let lock = lock_dir(&root)?;
-        crate::lifecycle::empty_trash(&root).map_err(dir_err(&root))?;
+        crate::fsutil::empty_trash(&root).map_err(dir_err(&root))?;
         let catalog = Catalog::open_with(
             &root.join("catalog"),
             &crate::catalog::CatalogOptions {

@@ -231,7 +231,7 @@ impl Inner {
         // a refused point never reaches the WAL.
         let mut ids: Vec<Option<SeriesId>> = Vec::with_capacity(points.len());
         let lookup = st.lookup.entry(db).or_default();
-        let cutoff = self.retention_cutoff(db, crate::lifecycle::now_ns()).unwrap_or(i64::MIN);
+        let cutoff = self.retention_cutoff(db, crate::model::now_ns()).unwrap_or(i64::MIN);
         for at in points {
             let p = at.get(bytes);
             if p.timestamp < cutoff {

@@ -7,7 +7,7 @@ use crate::{
     WriteBatch,
 };
 
-use super::now_ns;
+use crate::model::now_ns;
 
 const HOUR: i64 = 3_600_000_000_000;
 

@@ -420,7 +420,7 @@ fn newest_points_respect_retention() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path());
     const DAY: i64 = 86_400_000_000_000;
-    let now = crate::lifecycle::now_ns();
+    let now = crate::model::now_ns();
     // Two days ago and an hour ago for a; only two days ago for b.
     write(&e, "a", [(now - 2 * DAY, 1.0), (now - DAY / 24, 2.0)]);
     write(&e, "b", [(now - 2 * DAY, 3.0)]);
